@@ -1,0 +1,218 @@
+//! Durable consumer positions with per-message acknowledgement.
+//!
+//! A cursor is a series of create-only generations (`cursors/<stream>/<name>/<gen>.json`).
+//! Committing writes generation `g + 1`. If another process took it first, its ack set is
+//! merged into ours (acknowledgement is a monotone fact, so the union is right) and we try
+//! `g + 2` — unless it carries a higher fencing epoch, in which case we are a zombie and stop.
+
+use std::fmt;
+
+use wharf_log_format::{
+    Epoch, Offset, StreamId, acks::AckSet, catalog::valid_name, cursor::CursorState,
+    json::Versioned,
+};
+
+use crate::{
+    Lease, Log, LogError, Result, paths,
+    series::{Series, Write},
+};
+
+/// Generations kept behind the current one (older ones are deleted after a commit).
+const KEEP_GENERATIONS: u64 = 2;
+
+/// One process's handle on a durable cursor. See the module docs.
+pub struct Cursor {
+    log: Log,
+    stream: StreamId,
+    name: String,
+    generation: u64,
+    epoch: Epoch,
+    acks: AckSet,
+    dirty: bool,
+}
+
+impl fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cursor")
+            .field("stream", &self.stream)
+            .field("name", &self.name)
+            .field("generation", &self.generation)
+            .field("epoch", &self.epoch)
+            .field("committed", &self.acks.committed)
+            .finish()
+    }
+}
+
+impl Log {
+    /// Open (or create, starting at the stream's start) the cursor `name` on `stream`.
+    pub async fn cursor(&self, stream: &StreamId, name: &str) -> Result<Cursor> {
+        let start = self.stream(stream).map_or(0, |s| s.start_offset);
+        self.cursor_from(stream, name, Offset(start)).await
+    }
+
+    /// Open the cursor `name`; a cursor that does not exist yet starts at `start` (use the
+    /// stream's next offset for "only new records").
+    pub async fn cursor_from(
+        &self,
+        stream: &StreamId,
+        name: &str,
+        start: Offset,
+    ) -> Result<Cursor> {
+        if !valid_name(name) {
+            return Err(LogError::invalid(
+                "cursor name",
+                format!("{name:?} may only contain A-Z a-z 0-9 . _ - and must not start with '.'"),
+            ));
+        }
+        let mut cursor = Cursor {
+            log: self.clone(),
+            stream: stream.clone(),
+            name: name.to_string(),
+            generation: 0,
+            epoch: Epoch(0),
+            acks: AckSet::starting_at(start),
+            dirty: false,
+        };
+        if let Some((n, state)) = cursor.series().latest::<CursorState>().await? {
+            cursor.generation = n;
+            cursor.epoch = state.epoch;
+            cursor.acks = state.acks;
+        }
+        Ok(cursor)
+    }
+}
+
+impl Cursor {
+    fn series(&self) -> Series<'_> {
+        Series {
+            store: self.log.store().object_store.as_ref(),
+            settings: self.log.settings(),
+            dir: paths::cursor_dir(&self.stream, &self.name),
+        }
+    }
+
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The acknowledgement state as this handle knows it (including uncommitted acks).
+    pub fn acks(&self) -> &AckSet {
+        &self.acks
+    }
+
+    /// First offset not acknowledged.
+    pub fn committed(&self) -> Offset {
+        self.acks.committed()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    pub fn is_acked(&self, offset: Offset) -> bool {
+        self.acks.is_acked(offset)
+    }
+
+    /// Whether there are acks not yet committed.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Acknowledge one offset (in memory until [`Cursor::commit`]).
+    pub fn ack(&mut self, offset: Offset) -> bool {
+        let new = self.acks.ack(offset);
+        self.dirty |= new;
+        new
+    }
+
+    /// Acknowledge everything below `offset`.
+    pub fn ack_below(&mut self, offset: Offset) -> bool {
+        let new = self.acks.ack_below(offset);
+        self.dirty |= new;
+        new
+    }
+
+    /// Unacknowledged offsets in `[from, to)`, at most `limit`.
+    pub fn unacked(&self, from: Offset, to: Offset, limit: usize) -> Vec<Offset> {
+        self.acks.unacked(from, to, limit)
+    }
+
+    /// Guard this cursor with a lease: commits carry the lease's epoch, and a commit that
+    /// finds a higher epoch fails with [`LogError::Fenced`]. Writes a generation at once, so a
+    /// previous holder's later commits are refused.
+    pub async fn fence(&mut self, lease: &Lease) -> Result<()> {
+        self.epoch = self.epoch.max(lease.epoch());
+        self.dirty = true;
+        self.commit().await
+    }
+
+    /// Persist the acks. Concurrent commits from other processes are merged.
+    pub async fn commit(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        loop {
+            let n = self.generation + 1;
+            let state = CursorState {
+                version: CursorState::VERSION,
+                stream: self.stream.clone(),
+                name: self.name.clone(),
+                generation: n,
+                epoch: self.epoch,
+                acks: self.acks.clone(),
+                updated_ms: self.log.clock().now_ms(),
+            };
+            match self.series().write(n, &state).await? {
+                Write::Done => {
+                    self.generation = n;
+                    self.dirty = false;
+                    if n > KEEP_GENERATIONS {
+                        let old = paths::numbered(
+                            &paths::cursor_dir(&self.stream, &self.name),
+                            n - KEEP_GENERATIONS - 1,
+                        );
+                        let _ = object_store::ObjectStoreExt::delete(
+                            self.log.store().object_store.as_ref(),
+                            &old,
+                        )
+                        .await;
+                    }
+                    return Ok(());
+                }
+                Write::Lost(theirs) => self.absorb(n, theirs)?,
+            }
+        }
+    }
+
+    /// Merge in what other processes committed.
+    pub async fn reload(&mut self) -> Result<()> {
+        if let Some((n, theirs)) = self.series().latest::<CursorState>().await?
+            && n > self.generation
+        {
+            self.absorb(n, theirs)?;
+        }
+        Ok(())
+    }
+
+    fn absorb(&mut self, n: u64, theirs: CursorState) -> Result<()> {
+        if theirs.epoch > self.epoch {
+            return Err(LogError::Fenced {
+                what: "cursor",
+                name: format!("{}/{}", self.stream, self.name),
+                ours: self.epoch.0,
+                theirs: theirs.epoch.0,
+            });
+        }
+        self.acks.merge(&theirs.acks);
+        self.generation = n;
+        Ok(())
+    }
+}

@@ -1,0 +1,140 @@
+//! Leases: time-bounded claims on a named resource ("this process owns this session"),
+//! fenced by epoch.
+//!
+//! A lease is a series of create-only versions (`leases/<name>/<rev>.json`). Acquiring writes
+//! the next version with `epoch + 1` if the current one is expired or released; renewing and
+//! releasing write the next version with the same epoch. Whoever loses the race for a version
+//! number has lost the lease. Expiry is judged on wall clocks, so hosts need roughly
+//! synchronised clocks; resources guarded by a lease also record its epoch (see
+//! [`crate::Cursor::fence`]), so a paused holder that resumes after losing the lease is
+//! refused when it writes, whatever its clock says.
+
+use std::{fmt, time::Duration};
+
+use wharf_log_format::{Epoch, catalog::valid_name, json::Versioned, lease::LeaseRecord};
+
+use crate::{
+    Log, LogError, Result, paths,
+    series::{Series, Write},
+};
+
+/// A lease this process holds (or held: see [`Lease::is_valid`]).
+pub struct Lease {
+    log: Log,
+    record: LeaseRecord,
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("record", &self.record)
+            .finish()
+    }
+}
+
+fn series<'a>(log: &'a Log, name: &str) -> Series<'a> {
+    Series {
+        store: log.store().object_store.as_ref(),
+        settings: log.settings(),
+        dir: paths::lease_dir(name),
+    }
+}
+
+impl Log {
+    /// Try to acquire the lease `name` for `ttl`. `Ok(None)` if someone else holds it.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        if !valid_name(name) {
+            return Err(LogError::invalid("lease name", format!("{name:?}")));
+        }
+        let series = series(self, name);
+        let now = self.clock().now_ms();
+        let (revision, epoch) = match series.latest::<LeaseRecord>().await? {
+            None => (1, Epoch(1)),
+            Some((n, current)) if current.is_free(now) => (n + 1, Epoch(current.epoch.0 + 1)),
+            Some(_) => return Ok(None),
+        };
+        let record = LeaseRecord {
+            version: LeaseRecord::VERSION,
+            name: name.to_string(),
+            revision,
+            epoch,
+            holder: holder.to_string(),
+            holder_id: uuid::Uuid::new_v4().to_string(),
+            expires_ms: now + ttl.as_millis() as i64,
+            released: false,
+        };
+        match series.write(revision, &record).await? {
+            Write::Done => {
+                if revision > 2 {
+                    series.prune(revision - 1).await;
+                }
+                Ok(Some(Lease {
+                    log: self.clone(),
+                    record,
+                }))
+            }
+            Write::Lost(_) => Ok(None),
+        }
+    }
+
+    /// The current version of the lease `name`, if it was ever taken.
+    pub async fn lease_state(&self, name: &str) -> Result<Option<LeaseRecord>> {
+        Ok(series(self, name).latest().await?.map(|(_, r)| r))
+    }
+}
+
+impl Lease {
+    /// The fencing token of this claim.
+    pub fn epoch(&self) -> Epoch {
+        self.record.epoch
+    }
+
+    pub fn record(&self) -> &LeaseRecord {
+        &self.record
+    }
+
+    /// Whether this process may still act on the lease by its own clock. A holder must stop
+    /// acting when this turns false, but fencing (not this check) is what protects data.
+    pub fn is_valid(&self) -> bool {
+        !self.record.released && self.log.clock().now_ms() < self.record.expires_ms
+    }
+
+    /// Extend the lease to `ttl` from now. Fails with [`LogError::Fenced`] if someone else
+    /// took it meanwhile.
+    pub async fn renew(&mut self, ttl: Duration) -> Result<()> {
+        let mut next = self.record.clone();
+        next.revision += 1;
+        next.expires_ms = self.log.clock().now_ms() + ttl.as_millis() as i64;
+        self.write(next).await
+    }
+
+    /// Give the lease up so that another process can take it at once.
+    pub async fn release(mut self) -> Result<()> {
+        let mut next = self.record.clone();
+        next.revision += 1;
+        next.released = true;
+        self.write(next).await
+    }
+
+    async fn write(&mut self, next: LeaseRecord) -> Result<()> {
+        let series = series(&self.log, &self.record.name);
+        match series.write(next.revision, &next).await? {
+            Write::Done => {
+                series.prune(next.revision - 1).await;
+                self.record = next;
+                Ok(())
+            }
+            Write::Lost(theirs) => Err(LogError::Fenced {
+                what: "lease",
+                name: self.record.name.clone(),
+                ours: self.record.epoch.0,
+                theirs: theirs.epoch.0,
+            }),
+        }
+    }
+}

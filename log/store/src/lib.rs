@@ -1,0 +1,43 @@
+//! # wharf-log
+//!
+//! Wharf's log on object storage, over `Arc<dyn ObjectStore>`. Everything an adapter must not
+//! lose lives here: stream records, consumer cursors, leases and the configuration catalog.
+//!
+//! Main types:
+//! - [`Store`]: an object store opened from a URL (`file://`, `s3://`, `memory://`), with the
+//!   start-up check that it honours put-if-absent ([`Store::verify_conditional_put`]).
+//! - [`Log`]: append with group commit (many streams, one object per flush, offsets returned
+//!   only once durable), read from an offset or a time, [`Tail`], retention.
+//! - [`Cursor`]: a durable consumer position with per-message acks, mergeable across processes
+//!   and fenceable by a [`Lease`].
+//! - [`Catalog`]: configuration objects, listed and watched.
+//!
+//! The only coordination is create-only writes of numbered objects plus epochs (see
+//! `log/README.md` for the layout, protocol, invariants and failure model).
+//!
+//! What it is not: no protocol types (MQTT/AMQP live in `adapters/`), no network listeners,
+//! no consensus of its own.
+
+mod catalog;
+mod clock;
+mod cursor;
+mod error;
+mod lease;
+mod log;
+mod paths;
+mod read;
+mod series;
+mod settings;
+mod store;
+mod writer;
+
+pub use catalog::{Catalog, CatalogEvent, CatalogWatch};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use cursor::Cursor;
+pub use error::{ErrorKind, LogError, Result};
+pub use lease::Lease;
+pub use log::Log;
+pub use read::Tail;
+pub use settings::LogSettings;
+pub use store::{Store, StoreKind};
+pub use wharf_log_format as format;

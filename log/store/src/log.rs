@@ -1,0 +1,359 @@
+//! The log handle: open, the shared index, segment cache and refresh.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    fmt,
+    sync::{Arc, Mutex, MutexGuard},
+    time::Duration,
+};
+
+use tokio::sync::{mpsc, oneshot, watch};
+use wharf_log_format::{
+    Offset, Record, StreamId,
+    checkpoint::{Checkpoint, Retention, StreamIndex},
+    json,
+    segment::{self, Segment},
+};
+
+use crate::{
+    Clock, LogError, Result, SystemClock,
+    paths::{self},
+    series::Series,
+    settings::LogSettings,
+    store::{Store, create, get_bytes},
+    writer::{self, Request},
+};
+
+/// A handle on the log in one store. Cheap to clone; all clones share one writer task, one
+/// index and one segment cache.
+#[derive(Clone)]
+pub struct Log {
+    pub(crate) shared: Arc<Shared>,
+    appender: mpsc::Sender<Request>,
+}
+
+impl fmt::Debug for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("store", &self.shared.store.url)
+            .field("writer", &self.shared.writer_id)
+            .finish()
+    }
+}
+
+pub(crate) struct Shared {
+    pub store: Store,
+    pub settings: LogSettings,
+    pub clock: Arc<dyn Clock>,
+    pub writer_id: String,
+    pub linger: Duration,
+    state: Mutex<State>,
+    /// The highest segment applied to the index; tails wait on it.
+    pub committed: watch::Sender<u64>,
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+pub(crate) struct State {
+    index: Checkpoint,
+    cache: SegmentCache,
+    /// Highest checkpoint this process knows to be persisted.
+    last_checkpoint: u64,
+}
+
+/// Decoded segments, evicted oldest-inserted first when over budget.
+struct SegmentCache {
+    budget: usize,
+    used: usize,
+    map: HashMap<u64, Arc<Segment>>,
+    order: VecDeque<u64>,
+}
+
+impl SegmentCache {
+    fn insert(&mut self, seg: Arc<Segment>) {
+        let seq = seg.header.seq;
+        if self.map.contains_key(&seq) {
+            return;
+        }
+        self.used += seg.size;
+        self.map.insert(seq, seg);
+        self.order.push_back(seq);
+        while self.used > self.budget && self.order.len() > 1 {
+            if let Some(old) = self.order.pop_front()
+                && let Some(s) = self.map.remove(&old)
+            {
+                self.used -= s.size;
+            }
+        }
+    }
+}
+
+impl Log {
+    /// Open the log with default settings and the system clock.
+    pub async fn open(store: Store) -> Result<Log> {
+        Self::open_with(store, LogSettings::default(), Arc::new(SystemClock)).await
+    }
+
+    /// Open the log: read the latest checkpoint, then apply the segments written after it.
+    pub async fn open_with(
+        store: Store,
+        settings: LogSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Log> {
+        settings.validate()?;
+        let checkpoints = Series {
+            store: store.object_store.as_ref(),
+            settings: &settings,
+            dir: paths::checkpoints_dir(),
+        };
+        let mut index = Checkpoint::default();
+        for n in checkpoints.numbers().await?.into_iter().rev() {
+            let path = paths::checkpoint(n);
+            match get_bytes(store.object_store.as_ref(), &settings, &path).await {
+                Ok(bytes) => {
+                    index = json::decode(&bytes).map_err(|e| LogError::format(&path, e))?;
+                    break;
+                }
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(LogError::store(&path, e)),
+            }
+        }
+        let writer_id = if settings.writer_id.is_empty() {
+            format!(
+                "{}-{}",
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "wharf".into()),
+                std::process::id()
+            )
+        } else {
+            settings.writer_id.clone()
+        };
+        let linger = settings.linger_for(store.kind);
+        let (committed, _) = watch::channel(index.segment_seq);
+        let last_checkpoint = index.segment_seq;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                index,
+                cache: SegmentCache {
+                    budget: settings.cache_bytes,
+                    used: 0,
+                    map: HashMap::new(),
+                    order: VecDeque::new(),
+                },
+                last_checkpoint,
+            }),
+            store,
+            clock,
+            writer_id,
+            linger,
+            committed,
+            refresh_lock: tokio::sync::Mutex::new(()),
+            settings,
+        });
+        shared.refresh().await?;
+        let (appender, rx) = mpsc::channel(shared.settings.max_pending_appends);
+        tokio::spawn(writer::run(shared.clone(), rx));
+        Ok(Log { shared, appender })
+    }
+
+    /// The store this log lives in.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    pub fn settings(&self) -> &LogSettings {
+        &self.shared.settings
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
+    /// Append one record; returns its offset once the record is durable.
+    pub async fn append(&self, stream: &StreamId, record: Record) -> Result<Offset> {
+        self.append_many(stream, vec![record]).await
+    }
+
+    /// Append records to one stream; they get consecutive offsets. Returns the first offset
+    /// once all of them are durable. Appends from many callers are group-committed.
+    pub async fn append_many(&self, stream: &StreamId, records: Vec<Record>) -> Result<Offset> {
+        if records.is_empty() {
+            return Err(LogError::invalid("append", "no records"));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.appender
+            .send(Request::append(stream.clone(), records, reply))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Move a stream's start to `start` (records below become unreadable). Durable on return.
+    pub async fn trim(&self, trims: BTreeMap<StreamId, Offset>) -> Result<()> {
+        if trims.is_empty() {
+            return Ok(());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.appender
+            .send(Request::trim(trims, reply))
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?.map(|_| ())
+    }
+
+    /// Apply retention: trim every stream by its policy (segment granularity). Returns the
+    /// new start offsets.
+    pub async fn apply_retention(
+        &self,
+        policy: impl Fn(&StreamId) -> Retention,
+    ) -> Result<BTreeMap<StreamId, Offset>> {
+        self.refresh().await?;
+        let now = self.shared.clock.now_ms();
+        let plan = self.shared.state().index.plan_retention(now, policy);
+        self.trim(plan.clone()).await?;
+        Ok(plan)
+    }
+
+    /// Look for segments written by other processes and apply them. Returns the highest
+    /// applied segment number.
+    pub async fn refresh(&self) -> Result<u64> {
+        self.shared.refresh().await
+    }
+
+    /// A snapshot of every stream's head and index.
+    pub fn streams(&self) -> BTreeMap<StreamId, StreamIndex> {
+        self.shared.state().index.streams.clone()
+    }
+
+    /// A snapshot of one stream's head and index.
+    pub fn stream(&self, stream: &StreamId) -> Option<StreamIndex> {
+        self.shared.state().index.stream(stream).cloned()
+    }
+
+    /// The highest segment number applied to this handle's index.
+    pub fn segment_seq(&self) -> u64 {
+        self.shared.state().index.segment_seq
+    }
+
+    /// Number of the newest persisted checkpoint this process knows of.
+    pub fn last_checkpoint(&self) -> u64 {
+        self.shared.state().last_checkpoint
+    }
+}
+
+impl Shared {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock means a panic elsewhere already; the index itself is only mutated
+        // by `Checkpoint::apply`, which leaves it unchanged on error.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn index_snapshot<T>(&self, f: impl FnOnce(&Checkpoint) -> T) -> T {
+        f(&self.state().index)
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.state().index.next_seq()
+    }
+
+    /// Remember a decoded segment so that applying or reading it needs no GET.
+    pub(crate) fn cache(&self, seg: Arc<Segment>) {
+        self.state().cache.insert(seg);
+    }
+
+    /// The segment `seq`, from the cache or the store; `None` if it does not exist.
+    pub(crate) async fn load_segment(&self, seq: u64) -> Result<Option<Arc<Segment>>> {
+        if let Some(seg) = self.state().cache.map.get(&seq) {
+            return Ok(Some(seg.clone()));
+        }
+        let path = paths::segment(seq);
+        let bytes = match get_bytes(self.store.object_store.as_ref(), &self.settings, &path).await {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(LogError::store(&path, e)),
+        };
+        let seg = Arc::new(segment::decode(bytes).map_err(|e| LogError::format(&path, e))?);
+        if seg.header.seq != seq {
+            return Err(LogError::format(
+                &path,
+                wharf_log_format::FormatError::Corrupt {
+                    what: "segment",
+                    detail: format!("holds number {}", seg.header.seq),
+                },
+            ));
+        }
+        self.cache(seg.clone());
+        Ok(Some(seg))
+    }
+
+    /// Apply a segment if it is the next one. Returns whether it was applied now (false if it
+    /// was already applied).
+    pub(crate) fn apply(&self, seg: &Arc<Segment>) -> Result<bool> {
+        let mut st = self.state();
+        let seq = seg.header.seq;
+        if seq <= st.index.segment_seq {
+            return Ok(false);
+        }
+        st.index
+            .apply(seg)
+            .map_err(|e| LogError::format(&paths::segment(seq), e))?;
+        st.cache.insert(seg.clone());
+        drop(st);
+        self.committed.send_replace(seq);
+        Ok(true)
+    }
+
+    /// Apply every segment after the index's head that exists in the store.
+    pub(crate) async fn refresh(&self) -> Result<u64> {
+        let _guard = self.refresh_lock.lock().await;
+        loop {
+            let next = self.next_seq();
+            match self.load_segment(next).await? {
+                Some(seg) => {
+                    self.apply(&seg)?;
+                }
+                None => return Ok(next - 1),
+            }
+        }
+    }
+
+    /// Persist a checkpoint of the index if one is due, and prune old ones.
+    pub(crate) async fn maybe_checkpoint(&self) {
+        let snapshot = {
+            let st = self.state();
+            if st.index.segment_seq < st.last_checkpoint + self.settings.checkpoint_every {
+                return;
+            }
+            st.index.clone()
+        };
+        let seq = snapshot.segment_seq;
+        let path = paths::checkpoint(seq);
+        let bytes = json::encode(&snapshot);
+        match create(
+            self.store.object_store.as_ref(),
+            &self.settings,
+            &path,
+            bytes.into(),
+        )
+        .await
+        {
+            Ok(_) => {
+                let mut st = self.state();
+                st.last_checkpoint = st.last_checkpoint.max(seq);
+            }
+            Err(e) => {
+                tracing::warn!(%path, error = %e, "checkpoint write failed; will retry later");
+                return;
+            }
+        }
+        let series = Series {
+            store: self.store.object_store.as_ref(),
+            settings: &self.settings,
+            dir: paths::checkpoints_dir(),
+        };
+        if let Ok(numbers) = series.numbers().await
+            && numbers.len() > self.settings.keep_checkpoints
+        {
+            let keep_from = numbers[numbers.len() - self.settings.keep_checkpoints];
+            series.prune(keep_from).await;
+        }
+    }
+}

@@ -1,0 +1,163 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{LogError, Result, store::StoreKind};
+
+/// Settings of one log handle. Durations are human strings in files and the environment
+/// (`"2ms"`, `"250ms"`, `"1s"`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// How long the first record of a batch waits for others before the batch is flushed.
+    /// Longer means fewer PUTs and higher ack latency. `None` picks the store's default:
+    /// 2ms on the local filesystem, 200ms on S3 (at most 5 PUTs/s per writer at a trickle),
+    /// 0 in memory.
+    #[serde(with = "opt_duration")]
+    pub linger: Option<Duration>,
+    /// A batch is flushed as soon as it holds this many bytes.
+    pub max_segment_bytes: usize,
+    /// Append requests queued while a flush is in progress before appenders wait.
+    pub max_pending_appends: usize,
+    /// How often a reader looks for segments written by other processes.
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// A checkpoint is written every this many segments.
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (older ones are deleted).
+    pub keep_checkpoints: usize,
+    /// Decoded segments kept in memory for readers, in bytes.
+    pub cache_bytes: usize,
+    /// Attempts for an object store call that failed with a transient error.
+    pub retry_attempts: u32,
+    /// First back-off after a transient error; doubles up to `retry_max_backoff`.
+    #[serde(with = "duration")]
+    pub retry_backoff: Duration,
+    #[serde(with = "duration")]
+    pub retry_max_backoff: Duration,
+    /// Name of this writer in segment headers; empty means `<host>-<pid>`.
+    pub writer_id: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            linger: None,
+            max_segment_bytes: 8 << 20,
+            max_pending_appends: 65_536,
+            poll_interval: Duration::from_millis(100),
+            checkpoint_every: 64,
+            keep_checkpoints: 3,
+            cache_bytes: 64 << 20,
+            retry_attempts: 8,
+            retry_backoff: Duration::from_millis(20),
+            retry_max_backoff: Duration::from_secs(2),
+            writer_id: String::new(),
+        }
+    }
+}
+
+impl LogSettings {
+    /// Check every field; the error names the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &'static str, detail: String| {
+            Err(LogError::Invalid {
+                what: field,
+                detail,
+            })
+        };
+        if let Some(l) = self.linger
+            && l > Duration::from_secs(10)
+        {
+            return bad("log.linger", format!("{l:?} is longer than 10s"));
+        }
+        if !(4096..=(256 << 20)).contains(&self.max_segment_bytes) {
+            return bad(
+                "log.max_segment_bytes",
+                format!("{} is outside 4096..=268435456", self.max_segment_bytes),
+            );
+        }
+        if self.max_pending_appends == 0 {
+            return bad("log.max_pending_appends", "must be at least 1".into());
+        }
+        if self.poll_interval < Duration::from_millis(1) {
+            return bad("log.poll_interval", "must be at least 1ms".into());
+        }
+        if self.checkpoint_every == 0 {
+            return bad("log.checkpoint_every", "must be at least 1".into());
+        }
+        if self.keep_checkpoints == 0 {
+            return bad("log.keep_checkpoints", "must be at least 1".into());
+        }
+        if self.retry_attempts == 0 {
+            return bad("log.retry_attempts", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The linger in force for a store of this kind.
+    pub fn linger_for(&self, kind: StoreKind) -> Duration {
+        self.linger.unwrap_or(match kind {
+            StoreKind::File => Duration::from_millis(2),
+            StoreKind::S3 => Duration::from_millis(200),
+            StoreKind::Memory => Duration::ZERO,
+        })
+    }
+}
+
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
+    }
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| {
+            humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_human_and_errors_name_the_field() {
+        let s: LogSettings =
+            serde_json::from_str(r#"{"linger":"250ms","poll_interval":"1s"}"#).expect("parse");
+        assert_eq!(s.linger, Some(Duration::from_millis(250)));
+        assert_eq!(s.poll_interval, Duration::from_secs(1));
+        let err = serde_json::from_str::<LogSettings>(r#"{"lingr":"1ms"}"#).expect_err("unknown");
+        assert!(err.to_string().contains("lingr"), "{err}");
+        let s = LogSettings {
+            max_segment_bytes: 1,
+            ..Default::default()
+        };
+        let err = s.validate().expect_err("invalid");
+        assert!(err.to_string().contains("log.max_segment_bytes"), "{err}");
+    }
+}

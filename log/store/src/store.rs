@@ -1,0 +1,277 @@
+//! Opening a store from a URL, transient-error retries, and the start-up safety check.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, aws::AmazonS3Builder,
+    local::LocalFileSystem, memory::InMemory, path::Path, prefix::PrefixStore,
+};
+
+use crate::{LogError, Result, paths, settings::LogSettings};
+
+/// Which kind of store a URL selected (picks defaults such as the linger).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StoreKind {
+    File,
+    S3,
+    Memory,
+}
+
+/// A store opened from a URL.
+#[derive(Clone)]
+pub struct Store {
+    pub object_store: Arc<dyn ObjectStore>,
+    pub kind: StoreKind,
+    /// The URL it was opened from, for messages.
+    pub url: String,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Store({})", self.url)
+    }
+}
+
+impl Store {
+    /// Wrap an existing object store (tests, custom wrappers).
+    pub fn new(
+        object_store: Arc<dyn ObjectStore>,
+        kind: StoreKind,
+        url: impl Into<String>,
+    ) -> Self {
+        Self {
+            object_store,
+            kind,
+            url: url.into(),
+        }
+    }
+
+    /// Open a store from a URL:
+    /// - `file://DIR` or a plain path: the local filesystem, created if missing, fsync on;
+    /// - `s3://bucket/prefix`: S3 or an S3-compatible server, configured by the standard `AWS_*`
+    ///   variables (`AWS_ENDPOINT_URL` for a custom endpoint, `AWS_ALLOW_HTTP=true` for http),
+    ///   or `s3://bucket/prefix?endpoint=http://host:port` (http allowed for that endpoint);
+    /// - `memory://`: in memory, for tests.
+    pub fn open(url: &str) -> Result<Self> {
+        let invalid = |detail: String| LogError::invalid("store URL", format!("{url:?}: {detail}"));
+        if url == "memory://" || url == "memory:" {
+            return Ok(Self::new(Arc::new(InMemory::new()), StoreKind::Memory, url));
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(invalid("no bucket name".into()));
+            }
+            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let region = std::env::var("AWS_REGION")
+                .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|_| "us-east-1".into());
+            builder = builder.with_region(region);
+            let mut endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+            for pair in query.split('&').filter(|p| !p.is_empty()) {
+                match pair.split_once('=') {
+                    Some(("endpoint", v)) => endpoint = Some(v.to_string()),
+                    _ => {
+                        return Err(invalid(format!(
+                            "unknown query parameter {pair:?} (only endpoint=URL)"
+                        )));
+                    }
+                }
+            }
+            if let Some(endpoint) = endpoint {
+                // An endpoint named in the URL itself says plain http is intended.
+                if endpoint.starts_with("http://") && query.contains("endpoint=") {
+                    builder = builder.with_allow_http(true);
+                }
+                // Custom endpoints (ministack, moto, MinIO) want path-style requests.
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(false);
+            }
+            let s3 = builder.build().map_err(|e| invalid(e.to_string()))?;
+            let prefix = prefix.trim_matches('/');
+            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(PrefixStore::new(s3, Path::from(prefix)))
+            };
+            return Ok(Self::new(store, StoreKind::S3, url));
+        }
+        let dir = match url.strip_prefix("file://") {
+            Some(d) => d,
+            None if url.contains("://") => {
+                return Err(invalid(
+                    "unknown scheme (use file://DIR, s3://bucket/prefix or memory://)".into(),
+                ));
+            }
+            None => url,
+        };
+        if dir.is_empty() {
+            return Err(invalid("no directory".into()));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| invalid(format!("cannot create {dir}: {e}")))?;
+        let fs = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| invalid(e.to_string()))?
+            .with_fsync(true);
+        Ok(Self::new(Arc::new(fs), StoreKind::File, url))
+    }
+
+    /// Check that the store really honours put-if-absent: write a probe object twice with
+    /// `PutMode::Create`; the second write must fail and the first content must survive.
+    /// Some S3-compatible servers ignore `If-None-Match` and silently overwrite, which would
+    /// let two writers both "win" a segment number.
+    pub async fn verify_conditional_put(&self) -> Result<()> {
+        let path = paths::probe(&uuid::Uuid::new_v4().to_string());
+        let unsafe_store = |detail: String| LogError::UnsafeStore {
+            store: self.url.clone(),
+            detail,
+        };
+        let create = PutOptions::from(PutMode::Create);
+        self.object_store
+            .put_opts(&path, PutPayload::from_static(b"first"), create.clone())
+            .await
+            .map_err(|e| match e {
+                object_store::Error::NotImplemented { .. } => {
+                    unsafe_store(format!("it does not support conditional writes: {e}"))
+                }
+                e => LogError::store(&path, e),
+            })?;
+        let second = self
+            .object_store
+            .put_opts(&path, PutPayload::from_static(b"second"), create)
+            .await;
+        let content = self.object_store.get(&path).await;
+        let _ = self.object_store.delete(&path).await;
+        match second {
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Ok(_) => {
+                return Err(unsafe_store(
+                    "a second create-only write to the same key succeeded (If-None-Match is \
+                     ignored); two writers could both commit the same segment number"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(LogError::store(&path, e)),
+        }
+        let content = content
+            .map_err(|e| LogError::store(&path, e))?
+            .bytes()
+            .await
+            .map_err(|e| LogError::store(&path, e))?;
+        if content != Bytes::from_static(b"first") {
+            return Err(unsafe_store(
+                "a refused create-only write still replaced the object".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether an object store error is worth retrying.
+pub(crate) fn is_transient(e: &object_store::Error) -> bool {
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. }
+            | object_store::Error::NotModified { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::UnknownConfigurationKey { .. }
+    )
+}
+
+/// Run `op` until it succeeds, fails with a non-transient error, or attempts run out.
+pub(crate) async fn retry<T, F, Fut>(
+    settings: &LogSettings,
+    path: &Path,
+    mut op: F,
+) -> Result<T, object_store::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+{
+    let mut backoff = settings.retry_backoff;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if is_transient(&e) && attempt < settings.retry_attempts => {
+                tracing::debug!(%path, attempt, error = %e, "transient store error, retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(settings.retry_max_backoff);
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Get an object's bytes, retrying transient errors.
+pub(crate) async fn get_bytes(
+    store: &dyn ObjectStore,
+    settings: &LogSettings,
+    path: &Path,
+) -> Result<Bytes, object_store::Error> {
+    retry(settings, path, || async {
+        store.get(path).await?.bytes().await
+    })
+    .await
+}
+
+/// What a create-only write found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Created {
+    /// Our bytes are at the key (written now, or by an earlier attempt whose response was lost).
+    Ours,
+    /// Someone else's object is at the key.
+    Theirs(Bytes),
+}
+
+/// Create-only write with retries and the ambiguity check: after `AlreadyExists` the object is
+/// read back, and if it holds exactly our bytes the write was ours (a retried request whose
+/// first attempt landed). A 409 whose object cannot be read yet is retried.
+pub(crate) async fn create(
+    store: &dyn ObjectStore,
+    settings: &LogSettings,
+    path: &Path,
+    bytes: Bytes,
+) -> Result<Created> {
+    let mut conflicts_without_object = 0;
+    loop {
+        let put = retry(settings, path, || {
+            store.put_opts(
+                path,
+                PutPayload::from_bytes(bytes.clone()),
+                PutOptions::from(PutMode::Create),
+            )
+        })
+        .await;
+        match put {
+            Ok(_) => return Ok(Created::Ours),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                match get_bytes(store, settings, path).await {
+                    Ok(existing) if existing == bytes => return Ok(Created::Ours),
+                    Ok(existing) => return Ok(Created::Theirs(existing)),
+                    // S3 answers 409 to racing conditional writes; the winner may not be
+                    // visible yet, or the race may have had no winner. Try again.
+                    Err(object_store::Error::NotFound { .. })
+                        if conflicts_without_object < settings.retry_attempts =>
+                    {
+                        conflicts_without_object += 1;
+                        tokio::time::sleep(Duration::from_millis(
+                            5 * conflicts_without_object as u64,
+                        ))
+                        .await;
+                    }
+                    Err(e) => return Err(LogError::store(path, e)),
+                }
+            }
+            Err(e) => return Err(LogError::store(path, e)),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The group-commit writer: one task per log handle turns queued appends (for any number of
+//! streams) into one segment per flush, and answers each appender only once the segment's
+//! object write has succeeded.
+//!
+//! Commit protocol (see `log/README.md`): the next segment number is `index.segment_seq + 1`.
+//! The writer creates `segments/<n>` with `PutMode::Create`. If the key is taken, it reads the
+//! object back: its own bytes mean an earlier attempt landed (the response was lost); anyone
+//! else's segment is applied to the index and the batch is re-encoded with fresh offsets at
+//! `n + 1`.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use tokio::{
+    sync::{mpsc, oneshot},
+    time::Instant,
+};
+use uuid::Uuid;
+use wharf_log_format::{
+    Offset, Record, StoredRecord, StreamId,
+    segment::{self, Segment, SegmentHeader},
+};
+
+use crate::{
+    LogError, Result,
+    log::Shared,
+    paths,
+    store::{Created, create},
+};
+
+pub(crate) enum Request {
+    Append {
+        stream: StreamId,
+        records: Vec<Record>,
+        reply: oneshot::Sender<Result<Offset>>,
+        enqueued: Instant,
+    },
+    Trim {
+        trims: BTreeMap<StreamId, Offset>,
+        reply: oneshot::Sender<Result<Offset>>,
+        enqueued: Instant,
+    },
+}
+
+impl Request {
+    pub fn append(
+        stream: StreamId,
+        records: Vec<Record>,
+        reply: oneshot::Sender<Result<Offset>>,
+    ) -> Self {
+        Request::Append {
+            stream,
+            records,
+            reply,
+            enqueued: Instant::now(),
+        }
+    }
+
+    pub fn trim(trims: BTreeMap<StreamId, Offset>, reply: oneshot::Sender<Result<Offset>>) -> Self {
+        Request::Trim {
+            trims,
+            reply,
+            enqueued: Instant::now(),
+        }
+    }
+
+    fn enqueued(&self) -> Instant {
+        match self {
+            Request::Append { enqueued, .. } | Request::Trim { enqueued, .. } => *enqueued,
+        }
+    }
+}
+
+/// One flush being assembled.
+#[derive(Default)]
+struct Batch {
+    groups: BTreeMap<StreamId, Vec<Record>>,
+    trims: BTreeMap<StreamId, Offset>,
+    /// Who to answer: the stream (None for trims) and the position in its group.
+    replies: Vec<(Option<StreamId>, usize, oneshot::Sender<Result<Offset>>)>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, req: Request) {
+        match req {
+            Request::Append {
+                stream,
+                records,
+                reply,
+                ..
+            } => {
+                let group = self.groups.entry(stream.clone()).or_default();
+                self.replies.push((Some(stream), group.len(), reply));
+                self.bytes += records.iter().map(Record::size).sum::<usize>();
+                group.extend(records);
+            }
+            Request::Trim { trims, reply, .. } => {
+                for (s, o) in trims {
+                    let t = self.trims.entry(s).or_default();
+                    *t = (*t).max(o);
+                }
+                self.replies.push((None, 0, reply));
+            }
+        }
+    }
+
+    fn fail(self, err: &LogError) {
+        for (_, _, reply) in self.replies {
+            let _ = reply.send(Err(copy_error(err)));
+        }
+    }
+}
+
+/// Errors are not `Clone` (they hold sources); every waiter gets one with the same kind.
+fn copy_error(err: &LogError) -> LogError {
+    LogError::Batch {
+        kind: err.kind(),
+        message: err.to_string(),
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
+    while let Some(first) = rx.recv().await {
+        let deadline = first.enqueued() + shared.linger;
+        let mut batch = Batch::default();
+        batch.push(first);
+        let mut open = true;
+        while batch.bytes < shared.settings.max_segment_bytes {
+            match rx.try_recv() {
+                Ok(req) => {
+                    batch.push(req);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::select! {
+                req = rx.recv() => match req {
+                    Some(req) => batch.push(req),
+                    None => { open = false; break; }
+                },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        commit(&shared, batch).await;
+        if open {
+            shared.maybe_checkpoint().await;
+        } else {
+            break;
+        }
+    }
+}
+
+async fn commit(shared: &Shared, batch: Batch) {
+    let commit_id = Uuid::new_v4();
+    loop {
+        let (seq, firsts) = shared.index_snapshot(|index| {
+            let firsts: BTreeMap<StreamId, Offset> = batch
+                .groups
+                .keys()
+                .map(|s| {
+                    (
+                        s.clone(),
+                        Offset(index.stream(s).map_or(0, |i| i.next_offset)),
+                    )
+                })
+                .collect();
+            (index.next_seq(), firsts)
+        });
+        let header = SegmentHeader {
+            seq,
+            commit_id,
+            writer: shared.writer_id.clone(),
+            created_ms: shared.clock.now_ms(),
+            trims: batch.trims.clone(),
+        };
+        let encoded = segment::encode(
+            &header,
+            batch
+                .groups
+                .iter()
+                .map(|(s, recs)| (s, firsts[s], recs.as_slice())),
+        );
+        let bytes = match encoded {
+            Ok(b) => b,
+            Err(e) => return batch.fail(&LogError::format(&paths::segment(seq), e)),
+        };
+        let size = bytes.len();
+        let path = paths::segment(seq);
+        match create(
+            shared.store.object_store.as_ref(),
+            &shared.settings,
+            &path,
+            bytes,
+        )
+        .await
+        {
+            Ok(Created::Ours) => {
+                let seg = Arc::new(into_segment(header, &batch.groups, &firsts, size));
+                if let Err(e) = shared.apply(&seg) {
+                    // Our own segment does not follow the index: someone broke the protocol.
+                    tracing::error!(%path, error = %e, "own segment does not apply");
+                    return batch.fail(&e);
+                }
+                for (stream, pos, reply) in batch.replies {
+                    let offset = match stream {
+                        Some(s) => Offset(firsts[&s].0 + pos as u64),
+                        None => Offset(seq),
+                    };
+                    let _ = reply.send(Ok(offset));
+                }
+                return;
+            }
+            Ok(Created::Theirs(bytes)) => {
+                match segment::decode(bytes) {
+                    Ok(seg) => shared.cache(Arc::new(seg)),
+                    Err(e) => {
+                        let e = LogError::format(&path, e);
+                        tracing::error!(error = %e, "segment written by another writer is unreadable");
+                        return batch.fail(&e);
+                    }
+                }
+                if let Err(e) = shared.refresh().await {
+                    return batch.fail(&e);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%path, error = %e, "segment write failed");
+                return batch.fail(&e);
+            }
+        }
+    }
+}
+
+/// Build the decoded form of a segment we just wrote, without decoding it.
+fn into_segment(
+    header: SegmentHeader,
+    groups: &BTreeMap<StreamId, Vec<Record>>,
+    firsts: &BTreeMap<StreamId, Offset>,
+    size: usize,
+) -> Segment {
+    let mut records = Vec::with_capacity(groups.values().map(Vec::len).sum());
+    let mut streams = BTreeMap::new();
+    for (stream, recs) in groups {
+        let start = records.len();
+        for (i, r) in recs.iter().enumerate() {
+            records.push(StoredRecord {
+                stream: stream.clone(),
+                offset: Offset(firsts[stream].0 + i as u64),
+                record: r.clone(),
+            });
+        }
+        streams.insert(stream.clone(), start..records.len());
+    }
+    Segment {
+        header,
+        records,
+        streams,
+        size,
+    }
+}

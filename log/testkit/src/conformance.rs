@@ -1,0 +1,569 @@
+//! The conformance suite: what every store must do for the log to be correct. Run it with
+//! [`run`] against a factory of fresh, empty stores.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use wharf_log::{
+    ErrorKind, Log, LogSettings, ManualClock, Store, SystemClock, format::checkpoint::Retention,
+};
+use wharf_log_format::{Offset, Record, StreamId};
+
+use crate::{FaultConfig, FaultStore};
+
+/// Settings that make the suite quick: short linger, frequent checkpoints, fast polling.
+pub fn quick_settings() -> LogSettings {
+    LogSettings {
+        linger: Some(Duration::from_millis(1)),
+        checkpoint_every: 4,
+        poll_interval: Duration::from_millis(20),
+        retry_backoff: Duration::from_millis(2),
+        ..LogSettings::default()
+    }
+}
+
+fn sid(s: &str) -> StreamId {
+    StreamId::new(s).expect("valid stream id")
+}
+
+fn rec(payload: String) -> Record {
+    Record {
+        timestamp_ms: 0,
+        key: Some(Bytes::from_static(b"k")),
+        headers: None,
+        payload: Bytes::from(payload),
+    }
+}
+
+async fn open(store: &Store) -> Log {
+    Log::open_with(store.clone(), quick_settings(), Arc::new(SystemClock))
+        .await
+        .expect("open log")
+}
+
+/// Run every case against fresh stores from `fresh`.
+pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
+    macro_rules! case {
+        ($f:ident) => {
+            eprintln!("conformance[{name}]: {}", stringify!($f));
+            $f(&fresh()).await;
+        };
+    }
+    case!(conditional_put_is_honoured);
+    case!(append_then_read_back);
+    case!(reopen_sees_everything_via_checkpoint);
+    case!(concurrent_writers_share_a_stream);
+    case!(tail_sees_local_and_remote_appends);
+    case!(read_from_time);
+    case!(cursors_merge_and_survive_reopen);
+    case!(leases_expire_and_fence);
+    case!(catalog_put_list_watch_delete);
+    case!(retention_trims);
+    case!(faults_lose_and_duplicate_nothing);
+}
+
+async fn conditional_put_is_honoured(store: &Store) {
+    store
+        .verify_conditional_put()
+        .await
+        .expect("store must honour put-if-absent");
+}
+
+async fn append_then_read_back(store: &Store) {
+    let log = open(store).await;
+    let streams = [sid("a"), sid("b"), sid("c")];
+    let mut tasks = Vec::new();
+    for (i, s) in streams.iter().enumerate() {
+        let log = log.clone();
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for n in 0..50 {
+                offsets.push(
+                    log.append(&s, rec(format!("{i}-{n}")))
+                        .await
+                        .expect("append"),
+                );
+            }
+            offsets
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let offsets = t.await.expect("join");
+        assert_eq!(
+            offsets,
+            (0..50).map(Offset).collect::<Vec<_>>(),
+            "stream {i}: dense offsets"
+        );
+    }
+    let many = log
+        .append_many(&streams[0], (0..10).map(|n| rec(format!("m{n}"))).collect())
+        .await
+        .expect("append_many");
+    assert_eq!(many, Offset(50));
+    for (i, s) in streams.iter().enumerate() {
+        let got = log.read(s, Offset(0), 1000).await.expect("read");
+        let want = if i == 0 { 60 } else { 50 };
+        assert_eq!(got.len(), want);
+        for (n, r) in got.iter().enumerate().take(50) {
+            assert_eq!(r.offset, Offset(n as u64));
+            assert_eq!(r.record.payload, Bytes::from(format!("{i}-{n}")));
+            assert_eq!(r.record.key.as_deref(), Some(&b"k"[..]));
+        }
+        let tail = log.read(s, Offset(45), 3).await.expect("read from offset");
+        assert_eq!(
+            tail.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+            vec![45, 46, 47]
+        );
+    }
+    assert!(
+        log.read(&sid("nothing"), Offset(0), 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+async fn reopen_sees_everything_via_checkpoint(store: &Store) {
+    let log = open(store).await;
+    let s = sid("orders");
+    for n in 0..20 {
+        log.append(&s, rec(format!("{n}"))).await.expect("append");
+    }
+    assert!(
+        log.last_checkpoint() >= 16,
+        "a checkpoint is written every 4 segments"
+    );
+    // Count what a fresh open reads: one list of checkpoints, one checkpoint, and the few
+    // segments after it -- not the whole history.
+    let counting = Arc::new(FaultStore::new(
+        store.object_store.clone(),
+        FaultConfig::default(),
+    ));
+    let counted = Store::new(counting.clone(), store.kind, store.url.clone());
+    let again = open(&counted).await;
+    let calls = counting
+        .stats
+        .calls
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(calls <= 8, "open made {calls} store calls for 20 segments");
+    assert_eq!(again.stream(&s).expect("stream").next_offset, 20);
+    let got = again.read(&s, Offset(0), 100).await.expect("read");
+    assert_eq!(got.len(), 20);
+    // And the reopened handle keeps appending where the first stopped.
+    assert_eq!(
+        again.append(&s, rec("x".into())).await.expect("append"),
+        Offset(20)
+    );
+    log.refresh().await.expect("refresh");
+    assert_eq!(
+        log.append(&s, rec("y".into())).await.expect("append"),
+        Offset(21)
+    );
+}
+
+async fn concurrent_writers_share_a_stream(store: &Store) {
+    let s = sid("shared");
+    let mut tasks = Vec::new();
+    for w in 0..4 {
+        let log = open(store).await;
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for n in 0..40 {
+                let o = log
+                    .append(&s, rec(format!("w{w}-{n}")))
+                    .await
+                    .expect("append");
+                acked.push((o, format!("w{w}-{n}")));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("join"));
+    }
+    let reader = open(store).await;
+    let got = reader.read(&s, Offset(0), 1000).await.expect("read");
+    assert_eq!(got.len(), 160, "every acknowledged record, once");
+    let by_offset: BTreeMap<u64, String> = got
+        .iter()
+        .map(|r| {
+            (
+                r.offset.0,
+                String::from_utf8_lossy(&r.record.payload).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(by_offset.len(), 160, "no offset twice");
+    for (o, payload) in &acked {
+        assert_eq!(
+            by_offset.get(&o.0),
+            Some(payload),
+            "ack said {payload} is at {o}"
+        );
+    }
+    for w in 0..4 {
+        let mine: Vec<u64> = got
+            .iter()
+            .filter(|r| r.record.payload.starts_with(format!("w{w}-").as_bytes()))
+            .map(|r| r.offset.0)
+            .collect();
+        assert!(mine.windows(2).all(|p| p[0] < p[1]), "writer {w} in order");
+    }
+}
+
+async fn tail_sees_local_and_remote_appends(store: &Store) {
+    let a = open(store).await;
+    let b = open(store).await;
+    let s = sid("t");
+    let mut local = a.tail(&s, Offset(0));
+    let mut remote = b.tail(&s, Offset(0));
+    let writer = a.clone();
+    let s2 = s.clone();
+    tokio::spawn(async move {
+        for n in 0..5 {
+            writer
+                .append(&s2, rec(format!("{n}")))
+                .await
+                .expect("append");
+        }
+    });
+    for t in [&mut local, &mut remote] {
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            let batch = tokio::time::timeout(Duration::from_secs(20), t.next_batch(10))
+                .await
+                .expect("tail delivers within 20s")
+                .expect("tail");
+            seen.extend(batch.into_iter().map(|r| r.offset.0));
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        assert_eq!(t.position(), Offset(5));
+    }
+}
+
+async fn read_from_time(store: &Store) {
+    let log = open(store).await;
+    let s = sid("timed");
+    for (n, ts) in [1000, 2000, 3000, 4000].into_iter().enumerate() {
+        let r = Record {
+            timestamp_ms: ts,
+            ..rec(format!("{n}"))
+        };
+        log.append(&s, r).await.expect("append");
+    }
+    assert_eq!(
+        log.offset_for_time(&s, 0).await.expect("t"),
+        Some(Offset(0))
+    );
+    assert_eq!(
+        log.offset_for_time(&s, 2500).await.expect("t"),
+        Some(Offset(2))
+    );
+    assert_eq!(
+        log.offset_for_time(&s, 4000).await.expect("t"),
+        Some(Offset(3))
+    );
+    assert_eq!(log.offset_for_time(&s, 4001).await.expect("t"), None);
+}
+
+async fn cursors_merge_and_survive_reopen(store: &Store) {
+    let a = open(store).await;
+    let b = open(store).await;
+    let s = sid("q");
+    for n in 0..10 {
+        a.append(&s, rec(format!("{n}"))).await.expect("append");
+    }
+    let mut ca = a.cursor(&s, "workers").await.expect("cursor");
+    let mut cb = b.cursor(&s, "workers").await.expect("cursor");
+    // Two processes ack out of order, concurrently.
+    for o in [1, 3, 5] {
+        ca.ack(Offset(o));
+    }
+    for o in [0, 2, 7] {
+        cb.ack(Offset(o));
+    }
+    ca.commit().await.expect("commit a");
+    cb.commit().await.expect("commit b (merges a)");
+    assert_eq!(cb.committed(), Offset(4));
+    let c = open(store)
+        .await
+        .cursor(&s, "workers")
+        .await
+        .expect("reopen");
+    for o in 0..10 {
+        assert_eq!(
+            c.is_acked(Offset(o)),
+            [0, 1, 2, 3, 5, 7].contains(&o),
+            "offset {o}"
+        );
+    }
+    assert_eq!(
+        c.unacked(Offset(0), Offset(10), 10),
+        vec![Offset(4), Offset(6), Offset(8), Offset(9)]
+    );
+    ca.reload().await.expect("reload");
+    assert!(ca.is_acked(Offset(7)));
+    assert!(matches!(a.cursor(&s, "bad/name").await, Err(e) if e.kind() == ErrorKind::Invalid));
+}
+
+async fn leases_expire_and_fence(store: &Store) {
+    let clock = ManualClock::new(1_000_000);
+    let open_at = |clock: ManualClock| async move {
+        Log::open_with(store.clone(), quick_settings(), Arc::new(clock))
+            .await
+            .expect("open")
+    };
+    let a = open_at(clock.clone()).await;
+    let b = open_at(clock.clone()).await;
+    let ttl = Duration::from_secs(10);
+    let mut la = a
+        .acquire_lease("session-x", "a", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    assert!(
+        b.acquire_lease("session-x", "b", ttl)
+            .await
+            .expect("acquire")
+            .is_none(),
+        "held"
+    );
+    la.renew(ttl).await.expect("renew");
+    let s = sid("guarded");
+    let mut ca = a.cursor(&s, "owner").await.expect("cursor");
+    ca.fence(&la).await.expect("fence a");
+    ca.ack(Offset(0));
+    ca.commit().await.expect("commit as holder");
+
+    // a pauses past expiry; b takes over with a higher epoch and fences the cursor.
+    clock.advance_ms(11_000);
+    let lb = b
+        .acquire_lease("session-x", "b", ttl)
+        .await
+        .expect("acquire")
+        .expect("expired");
+    assert!(lb.epoch() > la.epoch());
+    assert!(!la.is_valid());
+    let mut cb = b.cursor(&s, "owner").await.expect("cursor");
+    cb.fence(&lb).await.expect("fence b");
+
+    // The zombie resumes: its writes are refused, and change nothing.
+    let err = la.renew(ttl).await.expect_err("zombie renew");
+    assert_eq!(err.kind(), ErrorKind::Fenced);
+    ca.ack(Offset(1));
+    let err = ca.commit().await.expect_err("zombie commit");
+    assert_eq!(err.kind(), ErrorKind::Fenced, "{err}");
+    let check = open_at(clock.clone())
+        .await
+        .cursor(&s, "owner")
+        .await
+        .expect("cursor");
+    assert!(!check.is_acked(Offset(1)), "fenced ack must not land");
+    assert_eq!(check.epoch(), lb.epoch());
+
+    // Release lets the next holder in at once.
+    lb.release().await.expect("release");
+    let lc = a
+        .acquire_lease("session-x", "a", ttl)
+        .await
+        .expect("acquire")
+        .expect("released");
+    assert_eq!(lc.epoch().0, la.epoch().0 + 2);
+}
+
+async fn catalog_put_list_watch_delete(store: &Store) {
+    let log = open(store).await;
+    let cat = log.catalog();
+    let mut watch = cat.watch("Address");
+    let body = serde_json::json!({"apiVersion": "wharf/v1", "kind": "Address",
+        "metadata": {"name": "orders"}, "spec": {"type": "queue"}});
+    assert_eq!(
+        cat.put("Address", "orders", body.clone())
+            .await
+            .expect("put"),
+        1
+    );
+    assert_eq!(
+        cat.put(
+            "Address",
+            "events",
+            serde_json::json!({"spec": {"type": "topic"}})
+        )
+        .await
+        .expect("put"),
+        1
+    );
+    let first = tokio::time::timeout(Duration::from_secs(20), watch.changes())
+        .await
+        .expect("watch")
+        .expect("changes");
+    assert_eq!(first.len(), 2);
+    assert_eq!(
+        cat.get("Address", "orders")
+            .await
+            .expect("get")
+            .expect("exists")
+            .body,
+        body
+    );
+    let err = cat
+        .put_if("Address", "orders", 0, body.clone())
+        .await
+        .expect_err("exists");
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(
+        cat.put_if("Address", "orders", 1, serde_json::json!({"v": 2}))
+            .await
+            .expect("cas"),
+        2
+    );
+    assert!(cat.delete("Address", "events").await.expect("delete"));
+    assert!(!cat.delete("Address", "events").await.expect("delete again"));
+    let names: Vec<String> = cat
+        .list("Address")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, vec!["orders".to_string()]);
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        events.extend(
+            tokio::time::timeout(Duration::from_secs(20), watch.changes())
+                .await
+                .expect("watch")
+                .expect("changes"),
+        );
+    }
+    assert!(events.contains(&wharf_log::CatalogEvent::Deleted {
+        kind: "Address".into(),
+        name: "events".into()
+    }));
+}
+
+async fn retention_trims(store: &Store) {
+    let clock = ManualClock::new(10_000);
+    let log = Log::open_with(store.clone(), quick_settings(), Arc::new(clock.clone()))
+        .await
+        .expect("open");
+    let s = sid("r");
+    for n in 0..6 {
+        let r = Record {
+            timestamp_ms: clock_now(&clock),
+            ..rec(format!("{n}"))
+        };
+        log.append(&s, r).await.expect("append");
+        clock.advance_ms(1000);
+    }
+    // Age: at 16s, records older than 13.5s (offsets 0..=3, one per segment) go.
+    let plan = log
+        .apply_retention(|_| Retention {
+            max_age_ms: Some(2500),
+            max_bytes: None,
+        })
+        .await
+        .expect("retention");
+    assert_eq!(plan.get(&s), Some(&Offset(4)));
+    let got = log.read(&s, Offset(0), 100).await.expect("read");
+    assert_eq!(got.first().map(|r| r.offset), Some(Offset(4)));
+    // Trims are commits: another process sees them.
+    let other = open(store).await;
+    assert_eq!(other.stream(&s).expect("stream").start_offset, 4);
+    // Offsets are never reused after a trim.
+    assert_eq!(
+        log.append(&s, rec("after".into())).await.expect("append"),
+        Offset(6)
+    );
+}
+
+fn clock_now(c: &ManualClock) -> i64 {
+    use wharf_log::Clock;
+    c.now_ms()
+}
+
+async fn faults_lose_and_duplicate_nothing(store: &Store) {
+    let faulty = Arc::new(FaultStore::new(
+        store.object_store.clone(),
+        FaultConfig {
+            latency: Some(Duration::from_micros(100)..Duration::from_millis(3)),
+            fail_before: 0.15,
+            fail_after: 0.15,
+            seed: 42,
+        },
+    ));
+    let s = sid("faulty");
+    let mut tasks = Vec::new();
+    for w in 0..3 {
+        let store = Store::new(faulty.clone(), store.kind, store.url.clone());
+        let settings = LogSettings {
+            retry_attempts: 4,
+            ..quick_settings()
+        };
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            // Opening may itself hit injected errors; a real process would retry too.
+            let log = loop {
+                if let Ok(l) =
+                    Log::open_with(store.clone(), settings.clone(), Arc::new(SystemClock)).await
+                {
+                    break l;
+                }
+            };
+            let mut acked = Vec::new();
+            for n in 0..40 {
+                let payload = format!("w{w}-{n}");
+                if let Ok(o) = log.append(&s, rec(payload.clone())).await {
+                    acked.push((o, payload));
+                }
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.expect("join"));
+    }
+    let injected = faulty
+        .stats
+        .failed_before
+        .load(std::sync::atomic::Ordering::Relaxed)
+        + faulty
+            .stats
+            .failed_after
+            .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(injected > 10, "faults were injected ({injected})");
+    assert!(
+        acked.len() > 60,
+        "most appends succeed through retries ({})",
+        acked.len()
+    );
+    let reader = open(store).await;
+    let got = reader.read(&s, Offset(0), 10_000).await.expect("read");
+    let mut payloads = HashSet::new();
+    for r in &got {
+        assert!(
+            payloads.insert(r.record.payload.clone()),
+            "duplicated: {:?}",
+            r.record.payload
+        );
+    }
+    let by_offset: BTreeMap<u64, Bytes> = got
+        .iter()
+        .map(|r| (r.offset.0, r.record.payload.clone()))
+        .collect();
+    for (o, p) in &acked {
+        assert_eq!(
+            by_offset.get(&o.0),
+            Some(&Bytes::from(p.clone())),
+            "acknowledged {p} lost"
+        );
+    }
+}
