@@ -1,1 +1,80 @@
-//! placeholder
+//! # wharf-tests
+//!
+//! End-to-end tests: the real `wharf` binary, as separate processes, against real stores
+//! (the local filesystem, and the S3-compatible servers named by `WHARF_TEST_S3_URLS`), and
+//! third-party readers (`pyarrow`). This file holds the helpers the tests share.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+};
+
+/// The `wharf` binary built by this workspace (next to the test executable's `deps/`).
+pub fn wharf_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target directory");
+    let bin = dir.join("wharf");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds the binary)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `wharf` command on `store`.
+pub fn wharf(store: &str) -> Command {
+    let mut cmd = Command::new(wharf_bin());
+    cmd.arg("--store").arg(store).env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Spawn `wharf` with stdout piped.
+pub fn spawn(mut cmd: Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn wharf")
+}
+
+/// The store URLs end-to-end tests run against: a fresh local directory (kept alive by the
+/// returned guard) and a fresh prefix on every configured S3-compatible server.
+pub fn stores() -> (Vec<String>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut urls = vec![format!("file://{}", dir.path().join("store").display())];
+    urls.extend(
+        wharf_log_testkit::s3_urls()
+            .iter()
+            .map(|u| wharf_log_testkit::with_fresh_prefix(u)),
+    );
+    if wharf_log_testkit::s3_urls().is_empty() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must set WHARF_TEST_S3_URLS (see .ci/run)"
+        );
+        eprintln!("WHARF_TEST_S3_URLS is not set: only the local filesystem is tested");
+    }
+    (urls, dir)
+}
+
+/// Send a signal to a process by pid (`kill -STOP`, `-CONT`, `-KILL`).
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+/// Parse JSON lines.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}

@@ -1,1 +1,169 @@
-fn main() {}
+//! # wharf
+//!
+//! The `wharf` command: run Wharf (`wharf up`) and look inside a store (`wharf streams`,
+//! `wharf dump`, `wharf store check`), append and consume from the command line.
+//!
+//! Protocol adapters (MQTT, AMQP) are not in this crate yet; see `adapters/README.md`.
+
+mod inspect;
+mod produce;
+mod settings;
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use wharf_log::{Log, Store, SystemClock};
+
+use crate::settings::Settings;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "wharf",
+    version,
+    about = "Wharf: messaging on a log in object storage"
+)]
+struct Cli {
+    /// Store URL: file://DIR, s3://bucket/prefix[?endpoint=URL], memory://
+    #[arg(long, global = true, env = "WHARF_STORE")]
+    store: Option<String>,
+    /// Settings file (TOML).
+    #[arg(long, global = true, env = "WHARF_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run Wharf in one process on the embedded store (./wharf-data unless --store says
+    /// otherwise). Today: checks and opens the store and keeps it tidy; the MQTT and AMQP
+    /// listeners are being built (see adapters/README.md).
+    Up {
+        /// How often retention runs.
+        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+        housekeeping: Duration,
+    },
+    /// Store operations.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// List streams with their offsets, sizes and segment counts.
+    Streams {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print records of a stream as JSON lines.
+    Dump(inspect::DumpArgs),
+    /// Append records to a stream: one per line of standard input, or generated ones.
+    Append(produce::AppendArgs),
+    /// Read a stream through a durable cursor, printing and acknowledging each record.
+    Consume(produce::ConsumeArgs),
+    /// Show a cursor's acknowledgement state.
+    Cursor { stream: String, name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Check that the store honours create-only writes (put-if-absent).
+    Check,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wharf: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wharf: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Open the store named on the command line, in the settings, or the default.
+fn open_store(cli_store: Option<&str>, settings: &Settings) -> Result<Store> {
+    let url = cli_store
+        .or(settings.store.as_deref())
+        .unwrap_or("file://./wharf-data");
+    Ok(Store::open(url)?)
+}
+
+async fn open_log(store: Store, settings: &Settings) -> Result<Log> {
+    let url = store.url.clone();
+    Log::open_with(store, settings.log.clone(), Arc::new(SystemClock))
+        .await
+        .with_context(|| format!("cannot open the log in {url}"))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    let store = open_store(cli.store.as_deref(), &settings)?;
+    match cli.command {
+        Command::Store {
+            command: StoreCommand::Check,
+        } => {
+            store.verify_conditional_put().await?;
+            println!("{}: create-only writes are honoured", store.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { housekeeping } => {
+            store.verify_conditional_put().await?;
+            let log = open_log(store, &settings).await?;
+            tracing::info!(store = %log.store().url, segment = log.segment_seq(), "wharf is up (log only: adapters are not built yet)");
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = tokio::time::sleep(housekeeping) => {
+                        if let Err(e) = log.refresh().await {
+                            tracing::warn!(error = %e, "refresh failed");
+                        }
+                    }
+                }
+            }
+            tracing::info!("shutting down");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Streams { json } => {
+            let log = open_log(store, &settings).await?;
+            inspect::streams(&log, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dump(args) => {
+            let log = open_log(store, &settings).await?;
+            inspect::dump(&log, args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cursor { stream, name } => {
+            let log = open_log(store, &settings).await?;
+            inspect::cursor(&log, &stream, &name).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Append(args) => {
+            store.verify_conditional_put().await?;
+            let log = open_log(store, &settings).await?;
+            produce::append(&log, args).await
+        }
+        Command::Consume(args) => {
+            let log = open_log(store, &settings).await?;
+            produce::consume(&log, args).await
+        }
+    }
+}

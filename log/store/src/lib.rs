@@ -36,7 +36,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use cursor::Cursor;
 pub use error::{ErrorKind, LogError, Result};
 pub use lease::Lease;
-pub use log::Log;
+pub use log::{Log, Pending};
 pub use read::Tail;
 pub use settings::LogSettings;
 pub use store::{Store, StoreKind};

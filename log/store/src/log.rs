@@ -175,6 +175,13 @@ impl Log {
     /// Append records to one stream; they get consecutive offsets. Returns the first offset
     /// once all of them are durable. Appends from many callers are group-committed.
     pub async fn append_many(&self, stream: &StreamId, records: Vec<Record>) -> Result<Offset> {
+        self.submit(stream, records).await?.durable().await
+    }
+
+    /// Queue records for the next flush without waiting for it: submissions from one caller
+    /// are stored in submission order, so a producer can keep many appends in flight and
+    /// still have them in order. Waits only while the queue is full (backpressure).
+    pub async fn submit(&self, stream: &StreamId, records: Vec<Record>) -> Result<Pending> {
         if records.is_empty() {
             return Err(LogError::invalid("append", "no records"));
         }
@@ -183,7 +190,7 @@ impl Log {
             .send(Request::append(stream.clone(), records, reply))
             .await
             .map_err(|_| LogError::Closed)?;
-        rx.await.map_err(|_| LogError::Closed)?
+        Ok(Pending(rx))
     }
 
     /// Move a stream's start to `start` (records below become unreadable). Durable on return.
@@ -236,6 +243,17 @@ impl Log {
     /// Number of the newest persisted checkpoint this process knows of.
     pub fn last_checkpoint(&self) -> u64 {
         self.shared.state().last_checkpoint
+    }
+}
+
+/// Records queued by [`Log::submit`], not yet known to be durable.
+#[derive(Debug)]
+pub struct Pending(oneshot::Receiver<Result<Offset>>);
+
+impl Pending {
+    /// Wait until the records are durable; returns the first one's offset.
+    pub async fn durable(self) -> Result<Offset> {
+        self.0.await.map_err(|_| LogError::Closed)?
     }
 }
 

@@ -1,0 +1,50 @@
+//! Process settings: one serde struct, defaults, a TOML file, environment overrides, validated
+//! at start-up so that bad configuration fails fast with the field's name.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use wharf_log::LogSettings;
+
+/// Everything a `wharf` process can be configured with.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Store URL: `file://DIR`, `s3://bucket/prefix`, `memory://`.
+    pub store: Option<String>,
+    pub log: LogSettings,
+}
+
+impl Settings {
+    /// Load `path` (TOML) if given, then validate.
+    pub fn load(path: Option<&Path>) -> Result<Settings> {
+        let settings = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read settings file {}", p.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("invalid settings file {}", p.display()))?
+            }
+            None => Settings::default(),
+        };
+        settings.log.validate()?;
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_fields_are_named() {
+        let err = toml::from_str::<Settings>("[log]\nlinger = \"soon\"\n").expect_err("bad");
+        assert!(err.to_string().contains("linger"), "{err}");
+        let err = toml::from_str::<Settings>("stor = \"x\"\n").expect_err("unknown");
+        assert!(err.to_string().contains("stor"), "{err}");
+        let ok: Settings =
+            toml::from_str("store = \"memory://\"\n[log]\nlinger = \"5ms\"\n").expect("ok");
+        assert_eq!(ok.store.as_deref(), Some("memory://"));
+    }
+}
