@@ -1,0 +1,185 @@
+//! Golden fixtures: bytes written by format version 1, committed to the repository. Decoding
+//! them must keep working in every later build; re-encoding the JSON ones must give the same
+//! bytes. Regenerate (only for a *new* version, never to paper over a change) with
+//! `WHARF_BLESS=1 cargo test -p wharf-log-format --test golden`.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use bytes::Bytes;
+use uuid::Uuid;
+use wharf_log_format::{
+    Epoch, Offset, Record, StreamId,
+    acks::AckSet,
+    catalog::CatalogEntry,
+    checkpoint::Checkpoint,
+    cursor::CursorState,
+    json::{self, Versioned},
+    lease::LeaseRecord,
+    segment::{self, SegmentHeader},
+};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn bless() -> bool {
+    std::env::var_os("WHARF_BLESS").is_some()
+}
+
+fn sid(s: &str) -> StreamId {
+    StreamId::new(s).expect("valid")
+}
+
+fn segment_v1() -> (SegmentHeader, Vec<(StreamId, Offset, Vec<Record>)>) {
+    let header = SegmentHeader {
+        seq: 42,
+        commit_id: Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef),
+        writer: "golden".into(),
+        created_ms: 1_795_000_000_000,
+        trims: BTreeMap::from([(sid("orders"), Offset(3))]),
+    };
+    let groups = vec![
+        (
+            sid("orders"),
+            Offset(7),
+            vec![
+                Record {
+                    timestamp_ms: 1_795_000_000_001,
+                    key: Some(Bytes::from_static(b"orders/eu")),
+                    headers: Some(Bytes::from_static(&[0x00, 0x53, 0x70, 0xc0])),
+                    payload: Bytes::from_static(b"{\"id\":1}"),
+                },
+                Record {
+                    timestamp_ms: 1_795_000_000_002,
+                    key: None,
+                    headers: None,
+                    payload: Bytes::from_static(&[0xff, 0x00, 0x01]),
+                },
+            ],
+        ),
+        (
+            sid("telemetry~0"),
+            Offset(0),
+            vec![Record::new(1_795_000_000_003, Bytes::from_static(b"21.5"))],
+        ),
+    ];
+    (header, groups)
+}
+
+#[test]
+fn segment_v1_decodes() {
+    let (header, groups) = segment_v1();
+    let path = fixture("segment-v1.arrow");
+    if bless() {
+        let bytes = segment::encode(
+            &header,
+            groups.iter().map(|(s, o, r)| (s, *o, r.as_slice())),
+        )
+        .expect("encode");
+        std::fs::write(&path, &bytes).expect("write fixture");
+    }
+    let bytes = std::fs::read(&path).expect("fixture present");
+    let seg = segment::decode(Bytes::from(bytes)).expect("decode fixture");
+    assert_eq!(seg.header, header);
+    for (s, first, recs) in &groups {
+        let got = seg.stream(s);
+        assert_eq!(got.len(), recs.len());
+        for (i, (g, r)) in got.iter().zip(recs).enumerate() {
+            assert_eq!(g.offset, Offset(first.0 + i as u64));
+            assert_eq!(&g.record, r);
+        }
+    }
+}
+
+fn check_json<T: Versioned + PartialEq + std::fmt::Debug>(name: &str, value: T) {
+    let path = fixture(name);
+    if bless() {
+        std::fs::write(&path, json::encode(&value)).expect("write fixture");
+    }
+    let bytes = std::fs::read(&path).expect("fixture present");
+    let decoded: T = json::decode(&bytes).expect("decode fixture");
+    assert_eq!(decoded, value, "{name} decodes to the same value");
+    assert_eq!(
+        json::encode(&value),
+        bytes,
+        "{name} encodes to the same bytes"
+    );
+}
+
+#[test]
+fn json_objects_v1() {
+    let mut cp = Checkpoint::default();
+    let (mut header, groups) = segment_v1();
+    header.seq = 1;
+    header.trims.clear();
+    let groups: Vec<_> = groups
+        .into_iter()
+        .map(|(s, _, r)| (s, Offset(0), r))
+        .collect();
+    let bytes = segment::encode(
+        &header,
+        groups.iter().map(|(s, o, r)| (s, *o, r.as_slice())),
+    )
+    .expect("encode");
+    cp.apply(&segment::decode(bytes).expect("decode"))
+        .expect("apply");
+    check_json("checkpoint-v1.json", cp);
+
+    check_json(
+        "cursor-v1.json",
+        CursorState {
+            version: 1,
+            stream: sid("orders"),
+            name: "workers".into(),
+            generation: 9,
+            epoch: Epoch(2),
+            acks: AckSet {
+                committed: 100,
+                ranges: vec![(102, 105), (110, 111)],
+            },
+            updated_ms: 1_795_000_000_000,
+        },
+    );
+    check_json(
+        "lease-v1.json",
+        LeaseRecord {
+            version: 1,
+            name: "session.client-1".into(),
+            revision: 4,
+            epoch: Epoch(2),
+            holder: "adapter-a".into(),
+            holder_id: "5b1f6c1e-0000-4000-8000-000000000001".into(),
+            expires_ms: 1_795_000_010_000,
+            released: false,
+        },
+    );
+    check_json(
+        "catalog-v1.json",
+        CatalogEntry {
+            version: 1,
+            kind: "Address".into(),
+            name: "orders".into(),
+            revision: 1,
+            deleted: false,
+            updated_ms: 1_795_000_000_000,
+            body: serde_json::json!({"apiVersion": "wharf/v1", "kind": "Address",
+                "metadata": {"name": "orders", "tenant": "default"},
+                "spec": {"type": "queue", "max_delivery": 5}}),
+        },
+    );
+}
+
+#[test]
+fn newer_versions_are_refused_clearly() {
+    let err = json::decode::<CursorState>(br#"{"version": 2, "anything": true}"#)
+        .expect_err("future version");
+    assert!(
+        err.to_string()
+            .contains("unsupported cursor format version 2"),
+        "{err}"
+    );
+    let err = json::decode::<LeaseRecord>(b"not json").expect_err("garbage");
+    assert!(err.to_string().contains("corrupt lease"), "{err}");
+}
