@@ -3,7 +3,10 @@
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     fmt,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -51,6 +54,8 @@ pub(crate) struct Shared {
     /// The highest segment applied to the index; tails wait on it.
     pub committed: watch::Sender<u64>,
     refresh_lock: tokio::sync::Mutex<()>,
+    /// A checkpoint write is in progress.
+    checkpointing: AtomicBool,
 }
 
 pub(crate) struct State {
@@ -146,6 +151,7 @@ impl Log {
             linger,
             committed,
             refresh_lock: tokio::sync::Mutex::new(()),
+            checkpointing: AtomicBool::new(false),
             settings,
         });
         shared.refresh().await?;
@@ -333,15 +339,22 @@ impl Shared {
         }
     }
 
-    /// Persist a checkpoint of the index if one is due, and prune old ones.
-    pub(crate) async fn maybe_checkpoint(&self) {
-        let snapshot = {
-            let st = self.state();
-            if st.index.segment_seq < st.last_checkpoint + self.settings.checkpoint_every {
-                return;
-            }
-            st.index.clone()
-        };
+    /// Whether a checkpoint is due and none is being written; if so, the caller must call
+    /// [`Shared::write_checkpoint`].
+    pub(crate) fn checkpoint_due(&self) -> bool {
+        let st = self.state();
+        st.index.segment_seq >= st.last_checkpoint + self.settings.checkpoint_every
+            && !self.checkpointing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Persist a checkpoint of the index as it is now, and prune old ones.
+    pub(crate) async fn write_checkpoint(&self) {
+        self.write_checkpoint_inner().await;
+        self.checkpointing.store(false, Ordering::Release);
+    }
+
+    async fn write_checkpoint_inner(&self) {
+        let snapshot = self.state().index.clone();
         let seq = snapshot.segment_seq;
         let path = paths::checkpoint(seq);
         let bytes = json::encode(&snapshot);

@@ -11,7 +11,7 @@ use crate::{LogError, Result, store::StoreKind};
 pub struct LogSettings {
     /// How long the first record of a batch waits for others before the batch is flushed.
     /// Longer means fewer PUTs and higher ack latency. `None` picks the store's default:
-    /// 2ms on the local filesystem, 200ms on S3 (at most 5 PUTs/s per writer at a trickle),
+    /// 2ms on the local filesystem, 250ms on S3 (under 4 segment PUTs/s per writer at a trickle),
     /// 0 in memory.
     #[serde(with = "opt_duration")]
     pub linger: Option<Duration>,
@@ -99,7 +99,7 @@ impl LogSettings {
     pub fn linger_for(&self, kind: StoreKind) -> Duration {
         self.linger.unwrap_or(match kind {
             StoreKind::File => Duration::from_millis(2),
-            StoreKind::S3 => Duration::from_millis(200),
+            StoreKind::S3 => Duration::from_millis(250),
             StoreKind::Memory => Duration::ZERO,
         })
     }

@@ -149,10 +149,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
             }
         }
         commit(&shared, batch).await;
-        if open {
-            shared.maybe_checkpoint().await;
-        } else {
+        if !open {
             break;
+        }
+        // Checkpoints are written off the append path: a flush never waits for one.
+        if shared.checkpoint_due() {
+            let shared = shared.clone();
+            tokio::spawn(async move { shared.write_checkpoint().await });
         }
     }
 }

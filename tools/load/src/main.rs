@@ -1,1 +1,219 @@
-fn main() {}
+//! # wharf-load
+//!
+//! Load generator for Wharf. Today it drives the log directly (`wharf-load log`): producers
+//! append durably to a store, and it reports throughput, ack latency percentiles and object
+//! store requests per second. Protocol load (MQTT, AMQP) joins it with the adapters.
+//!
+//! Two modes: `--rate R` is open-loop (records are due on a schedule and latency is measured
+//! from when each was due, so a stall is not hidden by coordinated omission); `--rate 0` is
+//! closed-loop, each producer keeping `--window` appends in flight, for maximum throughput.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use tokio::sync::Mutex;
+use wharf_log::{Log, LogSettings, Store, SystemClock};
+use wharf_log_format::{Record, StreamId};
+use wharf_log_testkit::{FaultConfig, FaultStore};
+
+#[derive(Parser, Debug)]
+#[command(name = "wharf-load", about = "Load generator for Wharf")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Append to the log directly.
+    Log(LogArgs),
+}
+
+#[derive(Parser, Debug)]
+struct LogArgs {
+    /// Store URL (a fresh directory is best: file:///tmp/wharf-bench).
+    #[arg(long)]
+    store: String,
+    /// Concurrent producers (each its own stream unless --one-stream).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// All producers append to one stream.
+    #[arg(long)]
+    one_stream: bool,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Total records per second; 0 = as fast as possible (closed loop).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Appends in flight per producer in closed-loop mode.
+    #[arg(long, default_value_t = 1000)]
+    window: usize,
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Group-commit linger (default: the store's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    linger: Option<Duration>,
+}
+
+struct Stats {
+    latency: Mutex<Histogram<u64>>,
+    acked: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Stats {
+    async fn record(&self, since: Instant, ok: bool) {
+        if ok {
+            self.acked.fetch_add(1, Ordering::Relaxed);
+            let us = since.elapsed().as_micros() as u64;
+            let _ = self.latency.lock().await.record(us.max(1));
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let Cli {
+        command: Command::Log(args),
+    } = Cli::parse();
+    let opened = Store::open(&args.store)?;
+    opened.verify_conditional_put().await?;
+    let counting = Arc::new(FaultStore::new(
+        opened.object_store.clone(),
+        FaultConfig::default(),
+    ));
+    let store = Store::new(counting.clone(), opened.kind, opened.url.clone());
+    let settings = LogSettings {
+        linger: args.linger,
+        ..LogSettings::default()
+    };
+    let log = Log::open_with(store, settings, Arc::new(SystemClock)).await?;
+    let stats = Arc::new(Stats {
+        latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
+        acked: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    let payload = Bytes::from(vec![b'x'; args.size]);
+    let calls_before = counting.stats.calls.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let end = start + args.duration;
+    let mut tasks = Vec::new();
+    for p in 0..args.producers {
+        let stream = StreamId::new(if args.one_stream {
+            "load".to_string()
+        } else {
+            format!("load-{p}")
+        })?;
+        let (log, stats, payload) = (log.clone(), stats.clone(), payload.clone());
+        let per_producer = args.rate as f64 / args.producers as f64;
+        let window = args.window;
+        tasks.push(tokio::spawn(async move {
+            produce(
+                log,
+                stream,
+                payload,
+                stats,
+                per_producer,
+                window,
+                start,
+                end,
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let calls = counting.stats.calls.load(Ordering::Relaxed) - calls_before;
+    let h = stats.latency.lock().await;
+    let acked = stats.acked.load(Ordering::Relaxed);
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "store": args.store, "producers": args.producers, "size": args.size,
+            "rate_target": args.rate, "seconds": (elapsed * 100.0).round() / 100.0,
+            "acked": acked, "failed": stats.failed.load(Ordering::Relaxed),
+            "records_per_s": (acked as f64 / elapsed).round(),
+            "mb_per_s": ((acked as f64 * args.size as f64 / elapsed / 1e6) * 10.0).round() / 10.0,
+            "ack_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": h.max() as f64 / 1000.0},
+            "segments": log.segment_seq(),
+            "store_requests_per_s": ((calls as f64 / elapsed) * 10.0).round() / 10.0,
+        })
+    );
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn produce(
+    log: Log,
+    stream: StreamId,
+    payload: Bytes,
+    stats: Arc<Stats>,
+    rate: f64,
+    window: usize,
+    start: Instant,
+    end: Instant,
+) -> Result<()> {
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut in_flight = 0usize;
+    let mut sent = 0u64;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        // Open loop: how many records are due by now, each with its due time.
+        let due: Vec<Instant> = if rate > 0.0 {
+            let target = ((now - start).as_secs_f64() * rate) as u64;
+            let due = (sent..target)
+                .map(|i| start + Duration::from_secs_f64(i as f64 / rate))
+                .collect();
+            if target == sent {
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+            due
+        } else {
+            while in_flight >= window {
+                done_rx.recv().await;
+                in_flight -= 1;
+            }
+            vec![now]
+        };
+        for t in due {
+            let record = Record::new(0, payload.clone());
+            let pending = log.submit(&stream, vec![record]).await?;
+            let (stats, done) = (stats.clone(), done_tx.clone());
+            tokio::spawn(async move {
+                let ok = pending.durable().await.is_ok();
+                stats.record(t, ok).await;
+                let _ = done.send(());
+            });
+            sent += 1;
+            in_flight += 1;
+        }
+        while done_rx.try_recv().is_ok() {
+            in_flight -= 1;
+        }
+    }
+    while in_flight > 0 && done_rx.recv().await.is_some() {
+        in_flight -= 1;
+    }
+    Ok(())
+}
