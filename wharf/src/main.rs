@@ -5,6 +5,8 @@
 //!
 //! Protocol adapters (MQTT, AMQP) are not in this crate yet; see `adapters/README.md`.
 
+mod address;
+mod housekeeping;
 mod inspect;
 mod produce;
 mod settings;
@@ -37,12 +39,17 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run Wharf in one process on the embedded store (./wharf-data unless --store says
-    /// otherwise). Today: checks and opens the store and keeps it tidy; the MQTT and AMQP
-    /// listeners are being built (see adapters/README.md).
+    /// otherwise). Today: checks and opens the store, applies retention and collects
+    /// garbage; the MQTT and AMQP listeners are being built (see adapters/README.md).
     Up {
-        /// How often retention runs.
+        /// How often retention and garbage collection run.
         #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
         housekeeping: Duration,
+    },
+    /// Address resources in the catalog.
+    Address {
+        #[command(subcommand)]
+        command: AddressCommand,
     },
     /// Store operations.
     Store {
@@ -63,6 +70,19 @@ enum Command {
     Consume(produce::ConsumeArgs),
     /// Show a cursor's acknowledgement state.
     Cursor { stream: String, name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum AddressCommand {
+    /// Create or replace the Address resources in a JSON file (an object or an array).
+    Apply {
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// Print every Address resource as a JSON line.
+    List,
+    /// Delete an Address resource.
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -128,17 +148,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
             tracing::info!(store = %log.store().url, segment = log.segment_seq(), "wharf is up (log only: adapters are not built yet)");
+            let mut tick = tokio::time::interval(housekeeping);
             loop {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => break,
-                    _ = tokio::time::sleep(housekeeping) => {
-                        if let Err(e) = log.refresh().await {
-                            tracing::warn!(error = %e, "refresh failed");
+                    _ = tick.tick() => {
+                        if let Err(e) = housekeeping::run_once(&log, &settings.retention).await {
+                            tracing::warn!(error = %e, "housekeeping failed; will retry");
                         }
                     }
                 }
             }
             tracing::info!("shutting down");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Address { command } => {
+            let log = open_log(store, &settings).await?;
+            match command {
+                AddressCommand::Apply { file } => address::apply(&log, &file).await?,
+                AddressCommand::List => address::list(&log).await?,
+                AddressCommand::Delete { name } => address::delete(&log, &name).await?,
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Streams { json } => {

@@ -14,6 +14,40 @@ pub struct Settings {
     /// Store URL: `file://DIR`, `s3://bucket/prefix`, `memory://`.
     pub store: Option<String>,
     pub log: LogSettings,
+    /// Retention of streams whose address sets none.
+    pub retention: RetentionSettings,
+}
+
+/// Default retention (unlimited unless set). Addresses override it with `spec.retention`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Records older than this are trimmed (at segment granularity), e.g. `"7d"`.
+    #[serde(with = "opt_duration")]
+    pub max_age: Option<std::time::Duration>,
+    /// A stream is trimmed (oldest segments first) to stay under this many bytes.
+    pub max_bytes: Option<u64>,
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| {
+            humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
+        })
+        .transpose()
+    }
 }
 
 impl Settings {
@@ -43,8 +77,14 @@ mod tests {
         assert!(err.to_string().contains("linger"), "{err}");
         let err = toml::from_str::<Settings>("stor = \"x\"\n").expect_err("unknown");
         assert!(err.to_string().contains("stor"), "{err}");
-        let ok: Settings =
-            toml::from_str("store = \"memory://\"\n[log]\nlinger = \"5ms\"\n").expect("ok");
+        let ok: Settings = toml::from_str(
+            "store = \"memory://\"\n[log]\nlinger = \"5ms\"\n[retention]\nmax_age = \"7d\"\n",
+        )
+        .expect("ok");
         assert_eq!(ok.store.as_deref(), Some("memory://"));
+        assert_eq!(
+            ok.retention.max_age,
+            Some(std::time::Duration::from_secs(7 * 86400))
+        );
     }
 }

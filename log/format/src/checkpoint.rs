@@ -78,9 +78,6 @@ pub struct Retention {
 pub struct Checkpoint {
     pub version: u32,
     pub segment_seq: u64,
-    /// Segments with a number below this were deleted (or never existed).
-    #[serde(default)]
-    pub deleted_below: u64,
     pub streams: BTreeMap<StreamId, StreamIndex>,
 }
 
@@ -89,7 +86,6 @@ impl Default for Checkpoint {
         Self {
             version: Self::VERSION,
             segment_seq: 0,
-            deleted_below: 1,
             streams: BTreeMap::new(),
         }
     }
@@ -183,7 +179,7 @@ impl Checkpoint {
         out
     }
 
-    /// Segments no stream needs any more: every number in `deleted_below..result`.
+    /// Segments no stream needs any more: every number below the result.
     pub fn deletable_below(&self) -> u64 {
         self.streams
             .values()

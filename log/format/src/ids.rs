@@ -40,6 +40,22 @@ impl StreamId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Partition `n` of this stream: `orders` -> `orders~3`. A partitioned address is a set of
+    /// independent streams with their own offsets.
+    pub fn partition(&self, n: u32) -> StreamId {
+        StreamId(format!("{}~{n}", self.address()))
+    }
+
+    /// The address part: `orders~3` -> `orders`.
+    pub fn address(&self) -> &str {
+        self.0.split_once('~').map_or(&self.0, |(a, _)| a)
+    }
+
+    /// The partition number, if this is a partition stream.
+    pub fn partition_number(&self) -> Option<u32> {
+        self.0.split_once('~').and_then(|(_, n)| n.parse().ok())
+    }
 }
 
 impl TryFrom<String> for StreamId {
@@ -113,6 +129,17 @@ mod tests {
         for bad in ["", ".hidden", "a/b", "a b", "ü", &"x".repeat(201)] {
             assert!(StreamId::new(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn partitions() {
+        let s = StreamId::new("orders").expect("valid");
+        let p = s.partition(3);
+        assert_eq!(p.as_str(), "orders~3");
+        assert_eq!(p.address(), "orders");
+        assert_eq!(p.partition_number(), Some(3));
+        assert_eq!(p.partition(4).as_str(), "orders~4");
+        assert_eq!(s.partition_number(), None);
     }
 
     #[test]

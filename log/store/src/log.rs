@@ -56,6 +56,9 @@ pub(crate) struct Shared {
     refresh_lock: tokio::sync::Mutex<()>,
     /// A checkpoint write is in progress.
     checkpointing: AtomicBool,
+    /// When the index was last confirmed to be at the head of the log (a probe for the next
+    /// segment found none, or we created it).
+    fresh_at: Mutex<std::time::Instant>,
 }
 
 pub(crate) struct State {
@@ -152,6 +155,7 @@ impl Log {
             committed,
             refresh_lock: tokio::sync::Mutex::new(()),
             checkpointing: AtomicBool::new(false),
+            fresh_at: Mutex::new(std::time::Instant::now()),
             settings,
         });
         shared.refresh().await?;
@@ -334,9 +338,65 @@ impl Shared {
                 Some(seg) => {
                     self.apply(&seg)?;
                 }
-                None => return Ok(next - 1),
+                None => {
+                    // A stale view may be missing a segment because garbage collection deleted
+                    // it, not because it was never written: catch up from a checkpoint first.
+                    if self.view_is_stale() && self.reload_from_checkpoint(next).await? {
+                        continue;
+                    }
+                    self.mark_fresh();
+                    return Ok(next - 1);
+                }
             }
         }
+    }
+
+    pub(crate) fn mark_fresh(&self) {
+        *self.fresh_at.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    pub(crate) fn view_is_stale(&self) -> bool {
+        let fresh_at = *self.fresh_at.lock().unwrap_or_else(|p| p.into_inner());
+        fresh_at.elapsed() >= self.settings.gc_grace / 2
+    }
+
+    /// Replace the index with the newest checkpoint if it covers segment `next`. Returns
+    /// whether it did.
+    async fn reload_from_checkpoint(&self, next: u64) -> Result<bool> {
+        let series = Series {
+            store: self.store.object_store.as_ref(),
+            settings: &self.settings,
+            dir: paths::checkpoints_dir(),
+        };
+        let Some(&newest) = series.numbers().await?.last() else {
+            return Ok(false);
+        };
+        if newest < next {
+            return Ok(false);
+        }
+        let path = paths::checkpoint(newest);
+        let bytes = match get_bytes(self.store.object_store.as_ref(), &self.settings, &path).await {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(LogError::store(&path, e)),
+        };
+        let index: Checkpoint = json::decode(&bytes).map_err(|e| LogError::format(&path, e))?;
+        let seq = index.segment_seq;
+        {
+            let mut st = self.state();
+            if seq <= st.index.segment_seq {
+                return Ok(false);
+            }
+            tracing::info!(
+                from = st.index.segment_seq,
+                to = seq,
+                "stale view: reloaded from checkpoint"
+            );
+            st.index = index;
+            st.last_checkpoint = st.last_checkpoint.max(seq);
+        }
+        self.committed.send_replace(seq);
+        Ok(true)
     }
 
     /// Whether a checkpoint is due and none is being written; if so, the caller must call

@@ -37,6 +37,11 @@ pub struct LogSettings {
     pub retry_max_backoff: Duration,
     /// Name of this writer in segment headers; empty means `<host>-<pid>`.
     pub writer_id: String,
+    /// Garbage collection deletes a segment only once a checkpoint at least this old no
+    /// longer needs it; a process whose view of the log is older than half of this reloads
+    /// from the newest checkpoint before it trusts "no such segment" as the end of the log.
+    #[serde(with = "duration")]
+    pub gc_grace: Duration,
 }
 
 impl Default for LogSettings {
@@ -53,6 +58,7 @@ impl Default for LogSettings {
             retry_backoff: Duration::from_millis(20),
             retry_max_backoff: Duration::from_secs(2),
             writer_id: String::new(),
+            gc_grace: Duration::from_secs(3600),
         }
     }
 }

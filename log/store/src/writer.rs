@@ -162,6 +162,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
 
 async fn commit(shared: &Shared, batch: Batch) {
     let commit_id = Uuid::new_v4();
+    // Never pick a segment number from a view that garbage collection may have overtaken.
+    if shared.view_is_stale()
+        && let Err(e) = shared.refresh().await
+    {
+        return batch.fail(&e);
+    }
     loop {
         let (seq, firsts) = shared.index_snapshot(|index| {
             let firsts: BTreeMap<StreamId, Offset> = batch
@@ -205,6 +211,7 @@ async fn commit(shared: &Shared, batch: Batch) {
         .await
         {
             Ok(Created::Ours) => {
+                shared.mark_fresh();
                 let seg = Arc::new(into_segment(header, &batch.groups, &firsts, size));
                 if let Err(e) = shared.apply(&seg) {
                     // Our own segment does not follow the index: someone broke the protocol.

@@ -63,6 +63,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(leases_expire_and_fence);
     case!(catalog_put_list_watch_delete);
     case!(retention_trims);
+    case!(garbage_collection_frees_trimmed_segments);
     case!(faults_lose_and_duplicate_nothing);
 }
 
@@ -482,6 +483,75 @@ async fn retention_trims(store: &Store) {
         log.append(&s, rec("after".into())).await.expect("append"),
         Offset(6)
     );
+}
+
+async fn garbage_collection_frees_trimmed_segments(store: &Store) {
+    // Grace 0: checkpoints are old enough at once, and every view counts as stale.
+    let settings = LogSettings {
+        gc_grace: Duration::ZERO,
+        ..quick_settings()
+    };
+    let open_gc = || Log::open_with(store.clone(), settings.clone(), Arc::new(SystemClock));
+    let a = open_gc().await.expect("open");
+    let stale = open_gc().await.expect("open"); // its view stays at segment 0
+    let s = sid("gc");
+    for n in 0..12 {
+        a.append(&s, rec(format!("{n}"))).await.expect("append"); // one segment each
+    }
+    a.trim(BTreeMap::from([(s.clone(), Offset(10))]))
+        .await
+        .expect("trim");
+    // GC works from persisted checkpoints: write segments until one covers the trim.
+    let trim_seq = a.segment_seq();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.last_checkpoint() < trim_seq {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint covers the trim"
+        );
+        a.append(&sid("other"), rec("x".into()))
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let report = a.collect_garbage().await.expect("gc");
+    assert_eq!(
+        report.deletable_below, 11,
+        "segment 11 holds offset 10 of gc: {report:?}"
+    );
+    assert_eq!(
+        report.deleted_segments, 10,
+        "segments 1..=10 deleted: {report:?}"
+    );
+    assert_eq!(
+        a.collect_garbage()
+            .await
+            .expect("gc again")
+            .deleted_segments,
+        0
+    );
+    let got = a.read(&s, Offset(0), 100).await.expect("read");
+    assert_eq!(
+        got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+        vec![10, 11]
+    );
+
+    // The stale handle finds segment 1 gone, catches up from a checkpoint, and appends after
+    // the head -- it never re-creates a deleted segment number.
+    stale.refresh().await.expect("stale refresh");
+    assert_eq!(stale.segment_seq(), a.segment_seq());
+    assert_eq!(
+        stale.append(&s, rec("late".into())).await.expect("append"),
+        Offset(12)
+    );
+    a.refresh().await.expect("refresh");
+    let got = a.read(&s, Offset(0), 100).await.expect("read");
+    assert_eq!(
+        got.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
+        vec![10, 11, 12]
+    );
+    let fresh = open(store).await;
+    assert_eq!(fresh.stream(&s).expect("gc").start_offset, 10);
 }
 
 fn clock_now(c: &ManualClock) -> i64 {

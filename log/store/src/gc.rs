@@ -1,0 +1,83 @@
+//! Garbage collection: delete segments that no stream needs any more.
+//!
+//! A segment may be deleted once a *persisted* checkpoint at least `gc_grace` old no longer
+//! references it (every stream's readable records start in a later segment). Segments go in
+//! number order from the oldest, so the log always holds an unbroken run of segments from
+//! some number up to its head. Processes whose view is older than `gc_grace / 2` reload from
+//! the newest checkpoint before trusting a missing segment as the end of the log (see
+//! `Shared::refresh`), so a deleted number is never taken for a free one.
+
+use futures::{StreamExt, TryStreamExt};
+use wharf_log_format::{checkpoint::Checkpoint, json};
+
+use crate::{
+    Log, LogError, Result,
+    paths::{self, parse_number},
+    store::{get_bytes, retry},
+};
+
+/// What one garbage collection run did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Segments numbered below this are no longer needed (0 if no checkpoint was old enough).
+    pub deletable_below: u64,
+    pub deleted_segments: u64,
+}
+
+impl Log {
+    /// Delete segments no stream needs any more (after retention trimmed them).
+    pub async fn collect_garbage(&self) -> Result<GcReport> {
+        let store = self.store().object_store.clone();
+        let settings = self.settings();
+        let now_ms = self.clock().now_ms();
+        let grace_ms = settings.gc_grace.as_millis() as i64;
+        let dir = paths::checkpoints_dir();
+        let listed: Vec<_> = retry(settings, &dir, || {
+            store.list(Some(&dir)).try_collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| LogError::store(&dir, e))?;
+        let Some(number) = listed
+            .iter()
+            .filter(|m| m.last_modified.timestamp_millis() <= now_ms - grace_ms)
+            .filter_map(|m| parse_number(&m.location))
+            .max()
+        else {
+            return Ok(GcReport::default());
+        };
+        let path = paths::checkpoint(number);
+        let checkpoint: Checkpoint = match get_bytes(store.as_ref(), settings, &path).await {
+            Ok(b) => json::decode(&b).map_err(|e| LogError::format(&path, e))?,
+            // Pruned meanwhile: a newer one will be old enough next time.
+            Err(object_store::Error::NotFound { .. }) => return Ok(GcReport::default()),
+            Err(e) => return Err(LogError::store(&path, e)),
+        };
+        let below = checkpoint.deletable_below();
+        let segments = object_store::path::Path::from("segments");
+        let doomed: Vec<_> = retry(settings, &segments, || {
+            store.list(Some(&segments)).try_collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| LogError::store(&segments, e))?
+        .into_iter()
+        .filter(|m| parse_number(&m.location).is_some_and(|n| n < below))
+        .map(|m| m.location)
+        .collect();
+        let mut deleted = 0;
+        let mut results =
+            store.delete_stream(futures::stream::iter(doomed.into_iter().map(Ok)).boxed());
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => tracing::warn!(error = %e, "segment delete failed; will retry next run"),
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, below, "garbage collected segments");
+        }
+        Ok(GcReport {
+            deletable_below: below,
+            deleted_segments: deleted,
+        })
+    }
+}
