@@ -163,6 +163,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Address { command } => {
+            if !matches!(command, AddressCommand::List) {
+                store.verify_conditional_put().await?;
+            }
             let log = open_log(store, &settings).await?;
             match command {
                 AddressCommand::Apply { file } => address::apply(&log, &file).await?,
@@ -192,6 +195,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             produce::append(&log, args).await
         }
         Command::Consume(args) => {
+            store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
             produce::consume(&log, args).await
         }

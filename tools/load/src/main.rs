@@ -63,16 +63,28 @@ struct LogArgs {
     /// Group-commit linger (default: the store's).
     #[arg(long, value_parser = humantime::parse_duration)]
     linger: Option<Duration>,
+    /// Also follow every stream with an in-process tail and report how long after a record
+    /// was acknowledged the tail had it (negative: the tail was woken before the appender).
+    #[arg(long)]
+    tail: bool,
 }
 
 struct Stats {
     latency: Mutex<Histogram<u64>>,
+    /// Ack instant of each (stream, offset), for the tail measurement.
+    acks: std::sync::Mutex<std::collections::HashMap<(String, u64), Instant>>,
+    track_acks: bool,
     acked: AtomicU64,
     failed: AtomicU64,
 }
 
 impl Stats {
-    async fn record(&self, since: Instant, ok: bool) {
+    async fn record(&self, since: Instant, ack: Option<(&StreamId, u64)>) {
+        let ok = ack.is_some();
+        if let Some((s, o)) = ack.filter(|_| self.track_acks) {
+            let mut acks = self.acks.lock().unwrap_or_else(|p| p.into_inner());
+            acks.insert((s.to_string(), o), Instant::now());
+        }
         if ok {
             self.acked.fetch_add(1, Ordering::Relaxed);
             let us = since.elapsed().as_micros() as u64;
@@ -107,7 +119,55 @@ async fn main() -> Result<()> {
         latency: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
         acked: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        acks: Default::default(),
+        track_acks: args.tail,
     });
+    // Tail readers: microseconds from the ack to the tail's delivery (0 when the tail had the
+    // record first: it is woken when the segment is applied, just before appenders are told).
+    let tail_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1,
+        120_000_000,
+        3,
+    )?));
+    let tail_first = Arc::new(AtomicU64::new(0));
+    let mut tails = Vec::new();
+    if args.tail {
+        for p in 0..(if args.one_stream { 1 } else { args.producers }) {
+            let stream = StreamId::new(if args.one_stream {
+                "load".to_string()
+            } else {
+                format!("load-{p}")
+            })?;
+            let (log, stats, hist) = (log.clone(), stats.clone(), tail_hist.clone());
+            let first = tail_first.clone();
+            tails.push(tokio::spawn(async move {
+                let mut tail = log.tail(&stream, wharf_log_format::Offset(0));
+                while let Ok(batch) = tail.next_batch(10_000).await {
+                    let seen = Instant::now();
+                    for r in batch {
+                        let key = (stream.to_string(), r.offset.0);
+                        // The appender may not have been answered yet: wait for its ack.
+                        let acked = loop {
+                            let a = stats
+                                .acks
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&key);
+                            if let Some(a) = a {
+                                break a;
+                            }
+                            tokio::task::yield_now().await;
+                        };
+                        if seen < acked {
+                            first.fetch_add(1, Ordering::Relaxed);
+                        }
+                        let us = seen.saturating_duration_since(acked).as_micros() as u64;
+                        let _ = hist.lock().await.record(us.max(1));
+                    }
+                }
+            }));
+        }
+    }
     let payload = Bytes::from(vec![b'x'; args.size]);
     let calls_before = counting.stats.calls.load(Ordering::Relaxed);
     let start = Instant::now();
@@ -140,6 +200,14 @@ async fn main() -> Result<()> {
         t.await??;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    if args.tail {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for t in &tails {
+            t.abort();
+        }
+    }
+    let th = tail_hist.lock().await;
+    let tail_ms = |q: f64| th.value_at_quantile(q) as f64 / 1000.0;
     let calls = counting.stats.calls.load(Ordering::Relaxed) - calls_before;
     let h = stats.latency.lock().await;
     let acked = stats.acked.load(Ordering::Relaxed);
@@ -154,6 +222,10 @@ async fn main() -> Result<()> {
             "mb_per_s": ((acked as f64 * args.size as f64 / elapsed / 1e6) * 10.0).round() / 10.0,
             "ack_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "max": h.max() as f64 / 1000.0},
             "segments": log.segment_seq(),
+            "tail_after_ack_ms": if args.tail {
+                serde_json::json!({"p50": tail_ms(0.5), "p99": tail_ms(0.99), "max": tail_ms(1.0),
+                    "n": th.len(), "tail_first": tail_first.load(Ordering::Relaxed)})
+            } else { serde_json::Value::Null },
             "store_requests_per_s": ((calls as f64 / elapsed) * 10.0).round() / 10.0,
         })
     );
@@ -200,9 +272,10 @@ async fn produce(
             let record = Record::new(0, payload.clone());
             let pending = log.submit(&stream, vec![record]).await?;
             let (stats, done) = (stats.clone(), done_tx.clone());
+            let s = stream.clone();
             tokio::spawn(async move {
-                let ok = pending.durable().await.is_ok();
-                stats.record(t, ok).await;
+                let offset = pending.durable().await.ok();
+                stats.record(t, offset.map(|o| (&s, o.0))).await;
                 let _ = done.send(());
             });
             sent += 1;
