@@ -78,3 +78,20 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
 }
+
+/// `wharf append STREAM --count N --prefix P --concurrency C` on `store`.
+pub fn append_cmd(
+    store: &str,
+    stream: &str,
+    prefix: &str,
+    count: u64,
+    concurrency: usize,
+) -> Command {
+    let mut cmd = wharf(store);
+    cmd.args(["append", stream, "--prefix", prefix])
+        .arg("--count")
+        .arg(count.to_string())
+        .arg("--concurrency")
+        .arg(concurrency.to_string());
+    cmd
+}

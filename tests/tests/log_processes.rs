@@ -10,7 +10,7 @@ use std::{
 
 use wharf_log::{Log, Store, SystemClock};
 use wharf_log_format::{Offset, StreamId};
-use wharf_tests::{json_lines, signal, spawn, stores, wharf};
+use wharf_tests::{append_cmd, json_lines, signal, spawn, stores, wharf};
 
 fn read_all(url: &str, stream: &str) -> Vec<(u64, String)> {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -41,12 +41,13 @@ fn four_writer_processes_append_to_one_stream() {
         let per_writer = 300u64;
         let children: Vec<_> = (0..4)
             .map(|w| {
-                let mut cmd = wharf(&url);
-                cmd.args(["append", "shared", "--concurrency", "16", "--prefix"])
-                    .arg(format!("w{w}-"))
-                    .arg("--count")
-                    .arg(per_writer.to_string());
-                spawn(cmd)
+                spawn(append_cmd(
+                    &url,
+                    "shared",
+                    &format!("w{w}-"),
+                    per_writer,
+                    16,
+                ))
             })
             .collect();
         let mut acked = Vec::new();
@@ -104,18 +105,7 @@ fn four_writer_processes_append_to_one_stream() {
 fn acknowledged_records_survive_kill_9_of_the_writer() {
     let (urls, _dir) = stores();
     for url in urls {
-        let mut cmd = wharf(&url);
-        cmd.args([
-            "append",
-            "k9",
-            "--concurrency",
-            "32",
-            "--count",
-            "10000000",
-            "--prefix",
-            "r",
-        ]);
-        let mut child = spawn(cmd);
+        let mut child = spawn(append_cmd(&url, "k9", "r", 10_000_000, 256));
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut acked = Vec::new();
@@ -147,8 +137,7 @@ fn acknowledged_records_survive_kill_9_of_the_writer() {
         let distinct: HashSet<&String> = stored.values().collect();
         assert_eq!(distinct.len(), stored.len(), "{url}: no duplicates");
         // A new writer continues after whatever the dead one managed to store.
-        let out = wharf(&url)
-            .args(["append", "k9", "--count", "1", "--prefix", "after"])
+        let out = append_cmd(&url, "k9", "after", 1, 1)
             .output()
             .expect("append after kill");
         assert!(out.status.success());
@@ -169,18 +158,7 @@ fn acknowledged_records_survive_kill_9_of_the_writer() {
 fn paused_writer_resumes_without_corrupting_or_duplicating() {
     let (urls, _dir) = stores();
     for url in urls {
-        let mut a_cmd = wharf(&url);
-        a_cmd.args([
-            "append",
-            "p",
-            "--concurrency",
-            "16",
-            "--count",
-            "2000",
-            "--prefix",
-            "a",
-        ]);
-        let mut a = spawn(a_cmd);
+        let mut a = spawn(append_cmd(&url, "p", "a", 2000, 64));
         let mut a_lines = BufReader::new(a.stdout.take().expect("stdout")).lines();
         let mut a_acked: Vec<String> = Vec::new();
         while a_acked.len() < 200 {
@@ -188,19 +166,7 @@ fn paused_writer_resumes_without_corrupting_or_duplicating() {
         }
         // A is paused mid-stream with appends in flight; B writes meanwhile.
         signal(a.id(), "STOP");
-        let b = wharf(&url)
-            .args([
-                "append",
-                "p",
-                "--concurrency",
-                "16",
-                "--count",
-                "500",
-                "--prefix",
-                "b",
-            ])
-            .output()
-            .expect("B");
+        let b = append_cmd(&url, "p", "b", 500, 64).output().expect("B");
         assert!(b.status.success());
         signal(a.id(), "CONT");
         a_acked.extend(a_lines.map_while(Result::ok));
@@ -238,8 +204,7 @@ fn paused_writer_resumes_without_corrupting_or_duplicating() {
 fn paused_exclusive_consumer_is_fenced() {
     let (urls, _dir) = stores();
     for url in urls {
-        let out = wharf(&url)
-            .args(["append", "jobs", "--count", "5", "--prefix", "j"])
+        let out = append_cmd(&url, "jobs", "j", 5, 1)
             .output()
             .expect("append");
         assert!(out.status.success());
@@ -283,8 +248,7 @@ fn paused_exclusive_consumer_is_fenced() {
         std::thread::sleep(Duration::from_millis(2500));
 
         // B takes over: it gets the lease with a higher epoch, fences the cursor, consumes.
-        let out = wharf(&url)
-            .args(["append", "jobs", "--count", "3", "--prefix", "late"])
+        let out = append_cmd(&url, "jobs", "late", 3, 1)
             .output()
             .expect("append");
         assert!(out.status.success());

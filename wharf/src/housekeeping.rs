@@ -1,4 +1,5 @@
-//! Periodic log housekeeping run by `wharf up`: retention, then garbage collection.
+//! Periodic log housekeeping run by `wharf up`: retention, compaction, then garbage
+//! collection.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -54,7 +55,8 @@ pub async fn run_once(log: &Log, defaults: &RetentionSettings) -> Result<()> {
     if !trimmed.is_empty() {
         tracing::info!(streams = trimmed.len(), "retention trimmed streams");
     }
+    let compaction = log.compact(64).await?;
     let gc = log.collect_garbage().await?;
-    tracing::debug!(?gc, "housekeeping done");
+    tracing::debug!(?compaction, ?gc, "housekeeping done");
     Ok(())
 }

@@ -23,31 +23,10 @@ pub struct Settings {
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
     /// Records older than this are trimmed (at segment granularity), e.g. `"7d"`.
-    #[serde(with = "opt_duration")]
+    #[serde(with = "humantime_serde")]
     pub max_age: Option<std::time::Duration>,
     /// A stream is trimmed (oldest segments first) to stay under this many bytes.
     pub max_bytes: Option<u64>,
-}
-
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| {
-            humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
-        })
-        .transpose()
-    }
 }
 
 impl Settings {

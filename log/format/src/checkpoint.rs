@@ -56,6 +56,27 @@ impl StreamIndex {
         self.entries.iter().find(|e| e.max_ts_ms >= ts_ms)
     }
 
+    /// Apply a compaction: `entry` holds copies of offsets `[first, end)`, which must be exactly
+    /// covered by existing entries. Anything else (an overlapping compaction won the race, the
+    /// range is not written yet, or it was trimmed away) leaves the index unchanged: a stale
+    /// compaction is ignored, identically in every process.
+    fn rehome(&mut self, entry: IndexEntry) {
+        let (first, end) = (entry.first_offset, entry.end_offset());
+        if end > self.next_offset || end <= self.start_offset {
+            return;
+        }
+        let lo = self.entries.partition_point(|e| e.end_offset() <= first);
+        let hi = self.entries.partition_point(|e| e.first_offset < end);
+        let covered = &self.entries[lo..hi];
+        let aligned = covered
+            .first()
+            .is_some_and(|e| e.first_offset == first || first < self.start_offset)
+            && covered.last().is_some_and(|e| e.end_offset() == end);
+        if aligned {
+            self.entries.splice(lo..hi, [entry]);
+        }
+    }
+
     fn trim_to(&mut self, start: u64) {
         let start = start.min(self.next_offset);
         if start <= self.start_offset {
@@ -117,7 +138,8 @@ impl Checkpoint {
             ));
         }
         let summaries: Vec<_> = segment.summaries().collect();
-        for s in &summaries {
+        let compacts = &segment.header.compacts;
+        for s in summaries.iter().filter(|s| !compacts.contains(&s.stream)) {
             let next = self.streams.get(&s.stream).map_or(0, |i| i.next_offset);
             if s.first_offset.0 != next {
                 return Err(FormatError::corrupt(
@@ -130,15 +152,22 @@ impl Checkpoint {
             }
         }
         for s in summaries {
-            let idx = self.streams.entry(s.stream).or_default();
-            idx.entries.push(IndexEntry {
+            let entry = IndexEntry {
                 seq,
                 first_offset: s.first_offset.0,
                 count: s.count,
                 min_ts_ms: s.min_ts_ms,
                 max_ts_ms: s.max_ts_ms,
                 bytes: s.bytes,
-            });
+            };
+            if compacts.contains(&s.stream) {
+                if let Some(idx) = self.streams.get_mut(&s.stream) {
+                    idx.rehome(entry);
+                }
+                continue;
+            }
+            let idx = self.streams.entry(s.stream).or_default();
+            idx.entries.push(entry);
             idx.next_offset = s.first_offset.0 + s.count;
         }
         for (stream, start) in &segment.header.trims {
@@ -179,12 +208,92 @@ impl Checkpoint {
         out
     }
 
-    /// Segments no stream needs any more: every number below the result.
-    pub fn deletable_below(&self) -> u64 {
+    /// Every segment some stream still reads from. Segments numbered up to `segment_seq` and
+    /// not in this set are no longer needed.
+    pub fn referenced_segments(&self) -> std::collections::BTreeSet<u64> {
         self.streams
             .values()
-            .filter_map(|i| i.entries.first().map(|e| e.seq))
-            .min()
-            .unwrap_or(self.next_seq())
+            .flat_map(|i| i.entries.iter().map(|e| e.seq))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use bytes::Bytes;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{
+        Record,
+        segment::{self, SegmentHeader},
+    };
+
+    fn seg(seq: u64, stream: &StreamId, first: u64, n: usize, compact: bool) -> Segment {
+        let header = SegmentHeader {
+            seq,
+            commit_id: Uuid::nil(),
+            writer: "t".into(),
+            created_ms: 0,
+            trims: BTreeMap::new(),
+            compacts: if compact {
+                BTreeSet::from([stream.clone()])
+            } else {
+                BTreeSet::new()
+            },
+        };
+        let recs: Vec<Record> = (0..n)
+            .map(|i| Record::new(0, Bytes::from(format!("{i}"))))
+            .collect();
+        let bytes =
+            segment::encode(&header, [(stream, Offset(first), recs.as_slice())]).expect("encode");
+        segment::decode(bytes).expect("decode")
+    }
+
+    fn layout(cp: &Checkpoint, s: &StreamId) -> Vec<(u64, u64, u64)> {
+        cp.stream(s)
+            .map(|i| {
+                i.entries
+                    .iter()
+                    .map(|e| (e.seq, e.first_offset, e.end_offset()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn compaction_replaces_exactly_covered_entries_and_ignores_stale_ones() {
+        let s = StreamId::new("s").expect("id");
+        let mut cp = Checkpoint::default();
+        for seq in 1..=4 {
+            cp.apply(&seg(seq, &s, seq - 1, 1, false)).expect("append");
+        }
+        // A compacts offsets 0..2 (segments 1, 2).
+        cp.apply(&seg(5, &s, 0, 2, true)).expect("compaction A");
+        assert_eq!(layout(&cp, &s), vec![(5, 0, 2), (3, 2, 3), (4, 3, 4)]);
+        // B planned 1..3 from the old layout: it straddles A's entry, so it is ignored.
+        cp.apply(&seg(6, &s, 1, 2, true))
+            .expect("stale compaction B");
+        assert_eq!(layout(&cp, &s), vec![(5, 0, 2), (3, 2, 3), (4, 3, 4)]);
+        assert_eq!(
+            cp.stream(&s).map(|i| i.next_offset),
+            Some(4),
+            "heads unchanged"
+        );
+        // A compaction of records not written yet is ignored too.
+        cp.apply(&seg(7, &s, 3, 2, true)).expect("beyond head");
+        assert_eq!(layout(&cp, &s).len(), 3);
+        // C compacts everything that is left, including A's entry.
+        cp.apply(&seg(8, &s, 0, 4, true)).expect("compaction C");
+        assert_eq!(layout(&cp, &s), vec![(8, 0, 4)]);
+        assert_eq!(cp.referenced_segments(), BTreeSet::from([8]));
+        // Appends continue after the head.
+        cp.apply(&seg(9, &s, 4, 1, false)).expect("append");
+        assert!(
+            cp.apply(&seg(10, &s, 9, 1, false)).is_err(),
+            "a gap in offsets is corrupt"
+        );
     }
 }

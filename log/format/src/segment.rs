@@ -13,11 +13,13 @@
 //!
 //! Rows are grouped by stream (streams in byte order) and, within a stream, have consecutive
 //! offsets. Schema metadata carries the header: `wharf.format` = `segment`, `wharf.version`,
-//! `wharf.seq`, `wharf.commit_id`, `wharf.writer`, `wharf.created_ms`, and `wharf.trims` (JSON
-//! object: stream -> new start offset) for retention commits.
+//! `wharf.seq`, `wharf.commit_id`, `wharf.writer`, `wharf.created_ms`, `wharf.trims` (JSON
+//! object: stream -> new start offset) for retention commits, and, only on compaction commits,
+//! `wharf.compacts` (JSON object: stream -> first offset): that stream's rows here are copies of
+//! records already in the log, re-homed into this segment.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     io::Cursor,
     sync::Arc,
 };
@@ -50,6 +52,8 @@ pub struct SegmentHeader {
     pub created_ms: i64,
     /// Retention commits: stream -> new start offset.
     pub trims: BTreeMap<StreamId, Offset>,
+    /// Compaction commits: streams whose rows in this segment re-home existing offsets.
+    pub compacts: BTreeSet<StreamId>,
 }
 
 /// A decoded segment.
@@ -175,6 +179,24 @@ where
             serde_json::to_string(&trims).unwrap_or_else(|_| "{}".into()),
         ),
     ]);
+    let mut metadata = metadata;
+    if !header.compacts.is_empty() {
+        let compacts: BTreeMap<&str, u64> = groups
+            .iter()
+            .filter(|g| header.compacts.contains(g.0))
+            .map(|g| (g.0.as_str(), g.1.0))
+            .collect();
+        if compacts.len() != header.compacts.len() {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: "a compacted stream has no rows".into(),
+            });
+        }
+        metadata.insert(
+            "wharf.compacts".to_string(),
+            serde_json::to_string(&compacts).unwrap_or_else(|_| "{}".into()),
+        );
+    }
     let schema = Arc::new(schema(metadata));
     let columns: Vec<ArrayRef> = vec![
         Arc::new(stream_b.finish()),
@@ -236,7 +258,20 @@ pub fn decode(bytes: Bytes) -> Result<Segment, FormatError> {
             Offset(o),
         );
     }
+    // Optional: absent on segments that are not compaction commits.
+    let compacts_raw: BTreeMap<String, u64> = match meta.get("wharf.compacts") {
+        Some(s) => serde_json::from_str(s).map_err(|e| FormatError::corrupt(WHAT, e))?,
+        None => BTreeMap::new(),
+    };
+    let mut compact_firsts = BTreeMap::new();
+    for (s, o) in compacts_raw {
+        compact_firsts.insert(
+            StreamId::new(s).map_err(|e| FormatError::corrupt(WHAT, e))?,
+            Offset(o),
+        );
+    }
     let header = SegmentHeader {
+        compacts: compact_firsts.keys().cloned().collect(),
         seq: u64::try_from(parse_i("wharf.seq")?).map_err(|e| FormatError::corrupt(WHAT, e))?,
         commit_id: get("wharf.commit_id")?
             .parse()
@@ -298,6 +333,15 @@ pub fn decode(bytes: Bytes) -> Result<Segment, FormatError> {
             }
         }
     }
+    for (s, first) in &compact_firsts {
+        let recs = streams.get(s).map(|r| &records[r.clone()]);
+        if recs.and_then(|r| r.first()).map(|r| r.offset) != Some(*first) {
+            return Err(FormatError::corrupt(
+                WHAT,
+                format!("compacted stream {s} does not start at {first}"),
+            ));
+        }
+    }
     Ok(Segment {
         header,
         records,
@@ -319,6 +363,7 @@ mod tests {
             writer: "test".into(),
             created_ms: 1_700_000_000_000,
             trims: BTreeMap::new(),
+            compacts: BTreeSet::new(),
         }
     }
 
@@ -351,6 +396,7 @@ mod tests {
                 .collect();
             if let (Some(t), Some(first)) = (trim, ids.first()) {
                 h.trims.insert(first.0.clone(), Offset(t));
+                h.compacts.insert(first.0.clone());
             }
             let bytes = encode(&h, ids.iter().map(|(s, o, r)| (s, Offset(*o), r.as_slice())))
                 .expect("encode");

@@ -39,6 +39,7 @@ fn segment_v1() -> (SegmentHeader, Vec<(StreamId, Offset, Vec<Record>)>) {
         writer: "golden".into(),
         created_ms: 1_795_000_000_000,
         trims: BTreeMap::from([(sid("orders"), Offset(3))]),
+        compacts: Default::default(),
     };
     let groups = vec![
         (
@@ -91,6 +92,44 @@ fn segment_v1_decodes() {
             assert_eq!(&g.record, r);
         }
     }
+}
+
+#[test]
+fn compaction_segment_v1_decodes() {
+    let header = SegmentHeader {
+        seq: 43,
+        commit_id: Uuid::from_u128(7),
+        writer: "golden".into(),
+        created_ms: 1_795_000_000_100,
+        trims: BTreeMap::new(),
+        compacts: [sid("orders")].into(),
+    };
+    let records = vec![
+        Record::new(1_795_000_000_001, Bytes::from_static(b"a")),
+        Record::new(1_795_000_000_002, Bytes::from_static(b"b")),
+    ];
+    let orders = sid("orders");
+    let path = fixture("segment-v1-compaction.arrow");
+    if bless() {
+        let bytes =
+            segment::encode(&header, [(&orders, Offset(7), records.as_slice())]).expect("encode");
+        std::fs::write(&path, &bytes).expect("write fixture");
+    }
+    let seg = segment::decode(Bytes::from(std::fs::read(&path).expect("fixture present")))
+        .expect("decode fixture");
+    assert_eq!(seg.header, header);
+    let got: Vec<_> = seg
+        .stream(&orders)
+        .iter()
+        .map(|r| (r.offset, r.record.clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (Offset(7), records[0].clone()),
+            (Offset(8), records[1].clone())
+        ]
+    );
 }
 
 fn check_json<T: Versioned + PartialEq + std::fmt::Debug>(name: &str, value: T) {

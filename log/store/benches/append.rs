@@ -30,6 +30,7 @@ fn codec(c: &mut Criterion) {
             writer: "bench".into(),
             created_ms: 0,
             trims: Default::default(),
+            compacts: Default::default(),
         };
         g.throughput(Throughput::Elements(recs.len() as u64));
         g.bench_with_input(BenchmarkId::new("encode_1000", size), &recs, |b, recs| {

@@ -1,11 +1,13 @@
 //! Garbage collection: delete segments that no stream needs any more.
 //!
-//! A segment may be deleted once a *persisted* checkpoint at least `gc_grace` old no longer
-//! references it (every stream's readable records start in a later segment). Segments go in
-//! number order from the oldest, so the log always holds an unbroken run of segments from
-//! some number up to its head. Processes whose view is older than `gc_grace / 2` reload from
-//! the newest checkpoint before trusting a missing segment as the end of the log (see
-//! `Shared::refresh`), so a deleted number is never taken for a free one.
+//! A segment numbered up to a *persisted* checkpoint C at least `gc_grace` old may be deleted
+//! once C no longer references it (its records were trimmed, or compacted into a later
+//! segment). Later segments never reference it again: applying segments only removes index
+//! entries or adds ones pointing at the new segment. A process whose view is fresh (confirmed
+//! at the head within `gc_grace / 2`) is already past C, so it never needs a deleted segment;
+//! one whose view is older reloads from the newest checkpoint before trusting a missing
+//! segment as the end of the log (see `Shared::refresh`), so a deleted number is never taken
+//! for a free one.
 
 use futures::{StreamExt, TryStreamExt};
 use wharf_log_format::{checkpoint::Checkpoint, json};
@@ -19,8 +21,10 @@ use crate::{
 /// What one garbage collection run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
-    /// Segments numbered below this are no longer needed (0 if no checkpoint was old enough).
-    pub deletable_below: u64,
+    /// The checkpoint it worked from (0 if none was old enough).
+    pub checkpoint: u64,
+    /// Segments up to the checkpoint that are still referenced.
+    pub referenced_segments: u64,
     pub deleted_segments: u64,
 }
 
@@ -52,7 +56,8 @@ impl Log {
             Err(object_store::Error::NotFound { .. }) => return Ok(GcReport::default()),
             Err(e) => return Err(LogError::store(&path, e)),
         };
-        let below = checkpoint.deletable_below();
+        let upto = checkpoint.segment_seq;
+        let referenced = checkpoint.referenced_segments();
         let segments = object_store::path::Path::from("segments");
         let doomed: Vec<_> = retry(settings, &segments, || {
             store.list(Some(&segments)).try_collect::<Vec<_>>()
@@ -60,7 +65,9 @@ impl Log {
         .await
         .map_err(|e| LogError::store(&segments, e))?
         .into_iter()
-        .filter(|m| parse_number(&m.location).is_some_and(|n| n < below))
+        .filter(|m| {
+            parse_number(&m.location).is_some_and(|n| n <= upto && !referenced.contains(&n))
+        })
         .map(|m| m.location)
         .collect();
         let mut deleted = 0;
@@ -73,10 +80,11 @@ impl Log {
             }
         }
         if deleted > 0 {
-            tracing::info!(deleted, below, "garbage collected segments");
+            tracing::info!(deleted, checkpoint = upto, "garbage collected segments");
         }
         Ok(GcReport {
-            deletable_below: below,
+            checkpoint: upto,
+            referenced_segments: referenced.range(..=upto).count() as u64,
             deleted_segments: deleted,
         })
     }

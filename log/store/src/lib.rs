@@ -20,6 +20,7 @@
 
 mod catalog;
 mod clock;
+mod compact;
 mod cursor;
 mod error;
 mod gc;
@@ -34,6 +35,7 @@ mod writer;
 
 pub use catalog::{Catalog, CatalogEvent, CatalogWatch};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compact::CompactionReport;
 pub use cursor::Cursor;
 pub use error::{ErrorKind, LogError, Result};
 pub use gc::GcReport;

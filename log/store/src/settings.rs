@@ -13,14 +13,14 @@ pub struct LogSettings {
     /// Longer means fewer PUTs and higher ack latency. `None` picks the store's default:
     /// 2ms on the local filesystem, 250ms on S3 (under 4 segment PUTs/s per writer at a trickle),
     /// 0 in memory.
-    #[serde(with = "opt_duration")]
+    #[serde(with = "humantime_serde")]
     pub linger: Option<Duration>,
     /// A batch is flushed as soon as it holds this many bytes.
     pub max_segment_bytes: usize,
     /// Append requests queued while a flush is in progress before appenders wait.
     pub max_pending_appends: usize,
     /// How often a reader looks for segments written by other processes.
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
     /// A checkpoint is written every this many segments.
     pub checkpoint_every: u64,
@@ -31,17 +31,21 @@ pub struct LogSettings {
     /// Attempts for an object store call that failed with a transient error.
     pub retry_attempts: u32,
     /// First back-off after a transient error; doubles up to `retry_max_backoff`.
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub retry_backoff: Duration,
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub retry_max_backoff: Duration,
     /// Name of this writer in segment headers; empty means `<host>-<pid>`.
     pub writer_id: String,
     /// Garbage collection deletes a segment only once a checkpoint at least this old no
     /// longer needs it; a process whose view of the log is older than half of this reloads
     /// from the newest checkpoint before it trusts "no such segment" as the end of the log.
-    #[serde(with = "duration")]
+    #[serde(with = "humantime_serde")]
     pub gc_grace: Duration,
+    /// Compaction rewrites runs of small index entries into segments of up to this many bytes.
+    pub compaction_target_bytes: u64,
+    /// Compaction leaves alone the segments among the newest this many (the hot tail).
+    pub compaction_min_age: u64,
 }
 
 impl Default for LogSettings {
@@ -59,6 +63,8 @@ impl Default for LogSettings {
             retry_max_backoff: Duration::from_secs(2),
             writer_id: String::new(),
             gc_grace: Duration::from_secs(3600),
+            compaction_target_bytes: 64 << 20,
+            compaction_min_age: 256,
         }
     }
 }
@@ -95,6 +101,12 @@ impl LogSettings {
         if self.keep_checkpoints == 0 {
             return bad("log.keep_checkpoints", "must be at least 1".into());
         }
+        if self.compaction_target_bytes < 4096 {
+            return bad(
+                "log.compaction_target_bytes",
+                "must be at least 4096".into(),
+            );
+        }
         if self.retry_attempts == 0 {
             return bad("log.retry_attempts", "must be at least 1".into());
         }
@@ -108,42 +120,6 @@ impl LogSettings {
             StoreKind::S3 => Duration::from_millis(250),
             StoreKind::Memory => Duration::ZERO,
         })
-    }
-}
-
-mod duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
-    }
-}
-
-mod opt_duration {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| {
-            humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("{s:?}: {e}")))
-        })
-        .transpose()
     }
 }
 

@@ -162,45 +162,73 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
 
 async fn commit(shared: &Shared, batch: Batch) {
     let commit_id = Uuid::new_v4();
-    // Never pick a segment number from a view that garbage collection may have overtaken.
-    if shared.view_is_stale()
-        && let Err(e) = shared.refresh().await
-    {
-        return batch.fail(&e);
-    }
-    loop {
-        let (seq, firsts) = shared.index_snapshot(|index| {
-            let firsts: BTreeMap<StreamId, Offset> = batch
-                .groups
-                .keys()
-                .map(|s| {
-                    (
-                        s.clone(),
-                        Offset(index.stream(s).map_or(0, |i| i.next_offset)),
-                    )
-                })
-                .collect();
-            (index.next_seq(), firsts)
-        });
+    let mut last = None;
+    let streams: Vec<StreamId> = batch.groups.keys().cloned().collect();
+    let created = create_next(shared, &streams, |seq, heads| {
+        let firsts: BTreeMap<StreamId, Offset> =
+            heads.iter().map(|(s, h)| (s.clone(), Offset(*h))).collect();
         let header = SegmentHeader {
             seq,
             commit_id,
             writer: shared.writer_id.clone(),
             created_ms: shared.clock.now_ms(),
             trims: batch.trims.clone(),
+            compacts: Default::default(),
         };
-        let encoded = segment::encode(
+        let bytes = segment::encode(
             &header,
             batch
                 .groups
                 .iter()
                 .map(|(s, recs)| (s, firsts[s], recs.as_slice())),
-        );
-        let bytes = match encoded {
-            Ok(b) => b,
-            Err(e) => return batch.fail(&LogError::format(&paths::segment(seq), e)),
+        )
+        .map_err(|e| LogError::format(&paths::segment(seq), e))?;
+        last = Some((header, firsts, bytes.len()));
+        Ok(bytes)
+    })
+    .await;
+    let (seq, (header, firsts, size)) = match (created, last) {
+        (Ok(seq), Some(last)) => (seq, last),
+        (Err(e), _) => return batch.fail(&e),
+        (Ok(_), None) => return batch.fail(&LogError::Closed),
+    };
+    let seg = Arc::new(into_segment(header, &batch.groups, &firsts, size));
+    if let Err(e) = shared.apply(&seg) {
+        // Our own segment does not follow the index: someone broke the protocol.
+        tracing::error!(seq, error = %e, "own segment does not apply");
+        return batch.fail(&e);
+    }
+    for (stream, pos, reply) in batch.replies {
+        let offset = match stream {
+            Some(s) => Offset(firsts[&s].0 + pos as u64),
+            None => Offset(seq),
         };
-        let size = bytes.len();
+        let _ = reply.send(Ok(offset));
+    }
+}
+
+/// Create the next segment. `encode(seq, heads)` builds it for number `seq`, given the next
+/// offset of each of `streams` as of segment `seq - 1`. If another writer took the number,
+/// its segment is applied and `encode` is called again for the following one. Returns the
+/// number of the segment created; the caller applies it. See the module docs.
+pub(crate) async fn create_next(
+    shared: &Shared,
+    streams: &[StreamId],
+    mut encode: impl FnMut(u64, &BTreeMap<StreamId, u64>) -> Result<bytes::Bytes>,
+) -> Result<u64> {
+    // Never pick a segment number from a view that garbage collection may have overtaken.
+    if shared.view_is_stale() {
+        shared.refresh().await?;
+    }
+    loop {
+        let (seq, heads) = shared.index_snapshot(|index| {
+            let heads = streams
+                .iter()
+                .map(|s| (s.clone(), index.stream(s).map_or(0, |i| i.next_offset)))
+                .collect();
+            (index.next_seq(), heads)
+        });
+        let bytes = encode(seq, &heads)?;
         let path = paths::segment(seq);
         match create(
             shared.store.object_store.as_ref(),
@@ -212,37 +240,20 @@ async fn commit(shared: &Shared, batch: Batch) {
         {
             Ok(Created::Ours) => {
                 shared.mark_fresh();
-                let seg = Arc::new(into_segment(header, &batch.groups, &firsts, size));
-                if let Err(e) = shared.apply(&seg) {
-                    // Our own segment does not follow the index: someone broke the protocol.
-                    tracing::error!(%path, error = %e, "own segment does not apply");
-                    return batch.fail(&e);
-                }
-                for (stream, pos, reply) in batch.replies {
-                    let offset = match stream {
-                        Some(s) => Offset(firsts[&s].0 + pos as u64),
-                        None => Offset(seq),
-                    };
-                    let _ = reply.send(Ok(offset));
-                }
-                return;
+                return Ok(seq);
             }
             Ok(Created::Theirs(bytes)) => {
-                match segment::decode(bytes) {
-                    Ok(seg) => shared.cache(Arc::new(seg)),
-                    Err(e) => {
-                        let e = LogError::format(&path, e);
-                        tracing::error!(error = %e, "segment written by another writer is unreadable");
-                        return batch.fail(&e);
-                    }
-                }
-                if let Err(e) = shared.refresh().await {
-                    return batch.fail(&e);
-                }
+                let seg = segment::decode(bytes).map_err(|e| {
+                    let e = LogError::format(&path, e);
+                    tracing::error!(error = %e, "segment written by another writer is unreadable");
+                    e
+                })?;
+                shared.cache(Arc::new(seg));
+                shared.refresh().await?;
             }
             Err(e) => {
                 tracing::warn!(%path, error = %e, "segment write failed");
-                return batch.fail(&e);
+                return Err(e);
             }
         }
     }

@@ -64,6 +64,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(catalog_put_list_watch_delete);
     case!(retention_trims);
     case!(garbage_collection_frees_trimmed_segments);
+    case!(compaction_rehomes_records_and_frees_mixed_segments);
     case!(faults_lose_and_duplicate_nothing);
 }
 
@@ -515,14 +516,8 @@ async fn garbage_collection_frees_trimmed_segments(store: &Store) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let report = a.collect_garbage().await.expect("gc");
-    assert_eq!(
-        report.deletable_below, 11,
-        "segment 11 holds offset 10 of gc: {report:?}"
-    );
-    assert_eq!(
-        report.deleted_segments, 10,
-        "segments 1..=10 deleted: {report:?}"
-    );
+    // Segments 1..=10 held only trimmed records of gc; the trim commit holds no rows.
+    assert_eq!(report.deleted_segments, 11, "{report:?}");
     assert_eq!(
         a.collect_garbage()
             .await
@@ -552,6 +547,84 @@ async fn garbage_collection_frees_trimmed_segments(store: &Store) {
     );
     let fresh = open(store).await;
     assert_eq!(fresh.stream(&s).expect("gc").start_offset, 10);
+}
+
+async fn compaction_rehomes_records_and_frees_mixed_segments(store: &Store) {
+    let settings = LogSettings {
+        gc_grace: Duration::ZERO,
+        compaction_min_age: 0,
+        compaction_target_bytes: 4096,
+        ..quick_settings()
+    };
+    let open_c = || Log::open_with(store.clone(), settings.clone(), Arc::new(SystemClock));
+    let a = open_c().await.expect("open");
+    let b = open_c().await.expect("open");
+    let (x, y) = (sid("x"), sid("y"));
+    // Two streams flushed together: every segment mixes them.
+    for n in 0..20 {
+        let px = a
+            .submit(&x, vec![rec(format!("x{n}"))])
+            .await
+            .expect("submit");
+        let py = a
+            .submit(&y, vec![rec(format!("y{n}"))])
+            .await
+            .expect("submit");
+        px.durable().await.expect("x");
+        py.durable().await.expect("y");
+    }
+    let before_x = a.read(&x, Offset(0), 100).await.expect("read");
+    let before_y = a.read(&y, Offset(0), 100).await.expect("read");
+    assert!(
+        a.stream(&x).expect("x").entries.len() >= 10,
+        "many small entries"
+    );
+
+    let report = a.compact(100).await.expect("compact");
+    assert_eq!(report.records, 40, "{report:?}");
+    for s in [&x, &y] {
+        assert_eq!(
+            a.stream(s).expect("stream").entries.len(),
+            1,
+            "{s}: one entry after"
+        );
+    }
+    assert_eq!(a.read(&x, Offset(0), 100).await.expect("read"), before_x);
+    assert_eq!(a.read(&y, Offset(0), 100).await.expect("read"), before_y);
+    // Another process applies the compaction commits identically.
+    b.refresh().await.expect("refresh");
+    assert_eq!(b.stream(&x), a.stream(&x));
+    assert_eq!(
+        b.read(&y, Offset(5), 3).await.expect("read"),
+        before_y[5..8].to_vec()
+    );
+    assert_eq!(
+        a.compact(100).await.expect("again").runs,
+        0,
+        "nothing left to compact"
+    );
+
+    // The mixed segments are no longer referenced: GC frees them.
+    let head = a.segment_seq();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.last_checkpoint() < head {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint covers the compaction"
+        );
+        a.append(&sid("z"), rec("z".into())).await.expect("append");
+    }
+    let gc = a.collect_garbage().await.expect("gc");
+    assert!(gc.deleted_segments >= 10, "{gc:?}");
+    let fresh = open(store).await;
+    assert_eq!(
+        fresh.read(&x, Offset(0), 100).await.expect("read"),
+        before_x
+    );
+    assert_eq!(
+        a.append(&x, rec("after".into())).await.expect("append"),
+        Offset(20)
+    );
 }
 
 fn clock_now(c: &ManualClock) -> i64 {
