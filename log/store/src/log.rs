@@ -50,6 +50,7 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub writer_id: String,
     pub linger: Duration,
+    pub flush_interval: Duration,
     state: Mutex<State>,
     /// The highest segment applied to the index; tails wait on it.
     pub committed: watch::Sender<u64>,
@@ -135,6 +136,7 @@ impl Log {
             settings.writer_id.clone()
         };
         let linger = settings.linger_for(store.kind);
+        let flush_interval = settings.flush_interval_for(store.kind);
         let (committed, _) = watch::channel(index.segment_seq);
         let last_checkpoint = index.segment_seq;
         let shared = Arc::new(Shared {
@@ -152,6 +154,7 @@ impl Log {
             clock,
             writer_id,
             linger,
+            flush_interval,
             committed,
             refresh_lock: tokio::sync::Mutex::new(()),
             checkpointing: AtomicBool::new(false),

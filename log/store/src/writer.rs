@@ -120,8 +120,11 @@ fn copy_error(err: &LogError) -> LogError {
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
+    let mut last_flush: Option<Instant> = None;
     while let Some(first) = rx.recv().await {
-        let deadline = first.enqueued() + shared.linger;
+        // Wait for the linger, and for the flush interval since the last flush began.
+        let deadline = (first.enqueued() + shared.linger)
+            .max(last_flush.map_or(first.enqueued(), |t| t + shared.flush_interval));
         let mut batch = Batch::default();
         batch.push(first);
         let mut open = true;
@@ -148,6 +151,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
+        last_flush = Some(Instant::now());
         commit(&shared, batch).await;
         if !open {
             break;

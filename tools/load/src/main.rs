@@ -60,9 +60,16 @@ struct LogArgs {
     window: usize,
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Least time between flush starts (default: the store's).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    flush_interval: Option<Duration>,
     /// Group-commit linger (default: the store's).
     #[arg(long, value_parser = humantime::parse_duration)]
     linger: Option<Duration>,
+    /// Add this latency to every store request, as "MIN..MAX" (e.g. 30ms..120ms), to
+    /// emulate a remote object store with a local one.
+    #[arg(long, value_parser = parse_latency)]
+    store_latency: Option<std::ops::Range<Duration>>,
     /// Also follow every stream with an in-process tail and report how long after a record
     /// was acknowledged the tail had it (negative: the tail was woken before the appender).
     #[arg(long)]
@@ -107,10 +114,14 @@ async fn main() -> Result<()> {
     opened.verify_conditional_put().await?;
     let counting = Arc::new(FaultStore::new(
         opened.object_store.clone(),
-        FaultConfig::default(),
+        FaultConfig {
+            latency: args.store_latency.clone(),
+            ..FaultConfig::default()
+        },
     ));
     let store = Store::new(counting.clone(), opened.kind, opened.url.clone());
     let settings = LogSettings {
+        flush_interval: args.flush_interval,
         linger: args.linger,
         ..LogSettings::default()
     };
@@ -232,6 +243,14 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+fn parse_latency(s: &str) -> Result<std::ops::Range<Duration>, String> {
+    let (lo, hi) = s
+        .split_once("..")
+        .ok_or("expected MIN..MAX, e.g. 30ms..120ms")?;
+    let p = |v: &str| humantime::parse_duration(v).map_err(|e| format!("{v:?}: {e}"));
+    Ok(p(lo)?..p(hi)?)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn produce(
     log: Log,
@@ -253,7 +272,8 @@ async fn produce(
         }
         // Open loop: how many records are due by now, each with its due time.
         let due: Vec<Instant> = if rate > 0.0 {
-            let target = ((now - start).as_secs_f64() * rate) as u64;
+            // Records 0..=floor(elapsed * rate) are due by now (record i at i / rate).
+            let target = ((now - start).as_secs_f64() * rate) as u64 + 1;
             let due = (sent..target)
                 .map(|i| start + Duration::from_secs_f64(i as f64 / rate))
                 .collect();
