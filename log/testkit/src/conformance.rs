@@ -19,6 +19,7 @@ use crate::{FaultConfig, FaultStore};
 pub fn quick_settings() -> LogSettings {
     LogSettings {
         linger: Some(Duration::from_millis(1)),
+        flush_interval: Some(Duration::ZERO),
         checkpoint_every: 4,
         poll_interval: Duration::from_millis(20),
         retry_backoff: Duration::from_millis(2),
