@@ -62,4 +62,6 @@ export AWS_ACCESS_KEY_ID=wharf-test AWS_SECRET_ACCESS_KEY=wharf-test AWS_REGION=
 unset AWS_ENDPOINT_URL AWS_SESSION_TOKEN AWS_PROFILE
 export WHARF_TEST_S3_URLS="s3://wharf-test?endpoint=http://127.0.0.1:$ministack_port s3://wharf-test?endpoint=http://127.0.0.1:$moto_port"
 export WHARF_PYTHON="$venv/bin/python"
+# The end-to-end tests run target/<profile>/wharf, which `cargo test` does not rebuild.
+cargo build -p wharf --bins --locked
 cargo test --workspace "$@"

@@ -10,6 +10,7 @@ use std::{
 };
 
 /// The `wharf` binary built by this workspace (next to the test executable's `deps/`).
+/// `cargo test` does not rebuild it: `tests/run.sh` runs `cargo build -p wharf` first.
 pub fn wharf_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
@@ -19,7 +20,7 @@ pub fn wharf_bin() -> PathBuf {
     let bin = dir.join("wharf");
     assert!(
         bin.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (it builds the binary)",
+        "{} is missing: run `cargo build -p wharf` first (tests/run.sh does)",
         bin.display()
     );
     bin

@@ -89,6 +89,14 @@ enum AddressCommand {
 enum StoreCommand {
     /// Check that the store honours create-only writes (put-if-absent).
     Check,
+    /// Compact once: rewrite old small segments into fewer, per-stream ones.
+    Compact {
+        /// At most this many compaction segments.
+        #[arg(long, default_value_t = 64)]
+        max: usize,
+    },
+    /// Delete segments no stream needs (see gc_grace in log/README.md).
+    Gc,
 }
 
 fn main() -> ExitCode {
@@ -118,6 +126,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
 /// Open the store named on the command line, in the settings, or the default.
 fn open_store(cli_store: Option<&str>, settings: &Settings) -> Result<Store> {
     let url = cli_store
@@ -137,23 +164,42 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     let store = open_store(cli.store.as_deref(), &settings)?;
     match cli.command {
-        Command::Store {
-            command: StoreCommand::Check,
-        } => {
+        Command::Store { command } => {
             store.verify_conditional_put().await?;
-            println!("{}: create-only writes are honoured", store.url);
+            match command {
+                StoreCommand::Check => {
+                    println!("{}: create-only writes are honoured", store.url);
+                }
+                StoreCommand::Compact { max } => {
+                    let log = open_log(store, &settings).await?;
+                    println!("{:?}", log.compact(max).await?);
+                }
+                StoreCommand::Gc => {
+                    let log = open_log(store, &settings).await?;
+                    println!("{:?}", log.collect_garbage().await?);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Up { housekeeping } => {
             store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
             tracing::info!(store = %log.store().url, segment = log.segment_seq(), "wharf is up (log only: adapters are not built yet)");
+            // Created once, so a signal that arrives while housekeeping runs is not lost.
+            let shutdown = shutdown_signal();
+            tokio::pin!(shutdown);
             let mut tick = tokio::time::interval(housekeeping);
             loop {
                 tokio::select! {
-                    _ = tokio::signal::ctrl_c() => break,
-                    _ = tick.tick() => {
-                        if let Err(e) = housekeeping::run_once(&log, &settings.retention).await {
+                    _ = &mut shutdown => break,
+                    _ = tick.tick() => {}
+                }
+                // Housekeeping may be cut short: its commits are create-only, so stopping
+                // between or during them leaves the log consistent.
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    r = housekeeping::run_once(&log, &settings.retention) => {
+                        if let Err(e) = r {
                             tracing::warn!(error = %e, "housekeeping failed; will retry");
                         }
                     }

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{FormatError, Offset, StreamId, json::Versioned, segment::Segment};
 
-/// Where one segment holds records of one stream.
+/// Where one segment holds records of one stream. Persisted as a JSON array
+/// `[seq, first_offset, count, min_ts_ms, max_ts_ms, bytes]` (checkpoints hold many).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(from = "[i64; 6]", into = "[i64; 6]")]
 pub struct IndexEntry {
     pub seq: u64,
     pub first_offset: u64,
@@ -20,6 +22,32 @@ pub struct IndexEntry {
     pub min_ts_ms: i64,
     pub max_ts_ms: i64,
     pub bytes: u64,
+}
+
+impl From<[i64; 6]> for IndexEntry {
+    fn from(a: [i64; 6]) -> Self {
+        Self {
+            seq: a[0] as u64,
+            first_offset: a[1] as u64,
+            count: a[2] as u64,
+            min_ts_ms: a[3],
+            max_ts_ms: a[4],
+            bytes: a[5] as u64,
+        }
+    }
+}
+
+impl From<IndexEntry> for [i64; 6] {
+    fn from(e: IndexEntry) -> Self {
+        [
+            e.seq as i64,
+            e.first_offset as i64,
+            e.count as i64,
+            e.min_ts_ms,
+            e.max_ts_ms,
+            e.bytes as i64,
+        ]
+    }
 }
 
 impl IndexEntry {

@@ -12,10 +12,16 @@ pub trait Versioned: Serialize + DeserializeOwned {
     const VERSION: u32;
 }
 
-/// Encode a versioned object as JSON.
+/// Encode a versioned object as JSON (indented: cursors, leases and catalog entries are small
+/// and read by people).
 pub fn encode<T: Versioned>(value: &T) -> Vec<u8> {
     // Serialising plain structs of strings and integers cannot fail.
     serde_json::to_vec_pretty(value).unwrap_or_default()
+}
+
+/// Encode a versioned object as compact JSON (for large objects such as checkpoints).
+pub fn encode_compact<T: Versioned>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
 }
 
 /// Decode a versioned object, checking its version before its shape.

@@ -402,15 +402,27 @@ impl Shared {
         Ok(true)
     }
 
-    /// Whether a checkpoint is due and none is being written; if so, the caller must call
-    /// [`Shared::write_checkpoint`].
+    /// Whether a checkpoint is due and none is being written; if so, this claims the write
+    /// and the caller must call [`Shared::write_checkpoint`]. The interval grows with the index (one more segment per 1,000 index entries), so
+    /// that rewriting a large checkpoint stays a bounded share of what is written; opening
+    /// replays at most that many segments.
     pub(crate) fn checkpoint_due(&self) -> bool {
         let st = self.state();
-        st.index.segment_seq >= st.last_checkpoint + self.settings.checkpoint_every
+        let entries: usize = st.index.streams.values().map(|s| s.entries.len()).sum();
+        let every = self.settings.checkpoint_every.max(entries as u64 / 1000);
+        st.index.segment_seq >= st.last_checkpoint + every
             && !self.checkpointing.swap(true, Ordering::AcqRel)
     }
 
-    /// Persist a checkpoint of the index as it is now, and prune old ones.
+    /// Write a checkpoint now unless one is being written.
+    pub(crate) async fn checkpoint_now(&self) {
+        if !self.checkpointing.swap(true, Ordering::AcqRel) {
+            self.write_checkpoint().await;
+        }
+    }
+
+    /// Persist a checkpoint of the index as it is now, and prune old ones. The caller has set
+    /// `checkpointing` (see [`Shared::checkpoint_due`]).
     pub(crate) async fn write_checkpoint(&self) {
         self.write_checkpoint_inner().await;
         self.checkpointing.store(false, Ordering::Release);
@@ -420,7 +432,7 @@ impl Shared {
         let snapshot = self.state().index.clone();
         let seq = snapshot.segment_seq;
         let path = paths::checkpoint(seq);
-        let bytes = json::encode(&snapshot);
+        let bytes = json::encode_compact(&snapshot);
         match create(
             self.store.object_store.as_ref(),
             &self.settings,

@@ -600,7 +600,7 @@ async fn compaction_rehomes_records_and_frees_mixed_segments(store: &Store) {
         before_y[5..8].to_vec()
     );
     assert_eq!(
-        a.compact(100).await.expect("again").runs,
+        a.compact(100).await.expect("again").segments_written,
         0,
         "nothing left to compact"
     );
