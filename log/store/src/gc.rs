@@ -58,7 +58,7 @@ impl Log {
         };
         let upto = checkpoint.segment_seq;
         let referenced = checkpoint.referenced_segments();
-        let segments = object_store::path::Path::from("segments");
+        let segments = paths::segments_dir();
         let doomed: Vec<_> = retry(settings, &segments, || {
             store.list(Some(&segments)).try_collect::<Vec<_>>()
         })

@@ -21,6 +21,10 @@ pub(crate) fn segment(seq: u64) -> Path {
     Path::from(format!("segments/{}.arrow", number(seq)))
 }
 
+pub(crate) fn segments_dir() -> Path {
+    Path::from("segments")
+}
+
 pub(crate) fn checkpoints_dir() -> Path {
     Path::from("checkpoints")
 }
