@@ -32,6 +32,16 @@ fn bad_configuration_fails_at_start_naming_the_field() {
     }
     let out = wharf("ftp://nowhere").arg("streams").output().expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"));
+    let out = wharf("s3://b/p?endpoint=http://127.0.0.1:9")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .arg("streams")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("AWS_ACCESS_KEY_ID"),
+        "names the missing credentials: {stderr}"
+    );
 
     let bad = dir.path().join("bad.json");
     std::fs::write(&bad, r#"{"apiVersion":"wharf/v1","kind":"Address","metadata":{"name":"o"},"spec":{"retention":"a week"}}"#).expect("write");

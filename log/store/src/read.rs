@@ -126,7 +126,15 @@ impl Tail {
                     }
                 }
                 _ = tokio::time::sleep(self.log.settings().poll_interval) => {
-                    self.log.refresh().await?;
+                    // A store hiccup must not end a long-lived tail: keep polling.
+                    match self.log.refresh().await {
+                        Err(e) if e.kind() == crate::ErrorKind::Unavailable => {
+                            tracing::warn!(stream = %self.stream, error = %e, "tail poll failed; retrying");
+                        }
+                        r => {
+                            r?;
+                        }
+                    }
                 }
             }
         }

@@ -81,6 +81,18 @@ impl Store {
                 }
             }
             if let Some(endpoint) = endpoint {
+                // Without credentials the S3 client falls back to EC2 instance metadata,
+                // which an S3-compatible server on another host never has: say so plainly.
+                let has_credentials = std::env::var_os("AWS_ACCESS_KEY_ID").is_some()
+                    || std::env::var_os("AWS_WEB_IDENTITY_TOKEN_FILE").is_some()
+                    || std::env::var_os("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI").is_some()
+                    || std::env::var_os("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_some();
+                if !has_credentials {
+                    return Err(invalid(format!(
+                        "endpoint {endpoint} needs credentials: set AWS_ACCESS_KEY_ID and \
+                         AWS_SECRET_ACCESS_KEY"
+                    )));
+                }
                 // An endpoint named in the URL itself says plain http is intended.
                 if endpoint.starts_with("http://") && query.contains("endpoint=") {
                     builder = builder.with_allow_http(true);
