@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
 # Run every Wharf test on this machine, the way CI does.
 #
-# Installs the pinned Python test tools into a virtualenv on first use (ministack, moto,
-# pyarrow; see tests/python/requirements.txt), starts ministack and moto on free ports on
+# Installs Debian's mosquitto-clients if missing (as root) and the pinned Python test tools
+# into a virtualenv on first use (ministack, moto, pyarrow; see tests/python/requirements.txt),
+# starts ministack and moto on free ports on
 # 127.0.0.1, runs `cargo test --workspace` against them (extra arguments are passed to cargo
 # test), and stops the servers on exit.
 #
 #   bash tests/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Third-party MQTT clients (Debian mosquitto-clients) for the adapter's end-to-end tests.
+if ! command -v mosquitto_pub >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tests/run.sh: installing mosquitto-clients"
+    apt-get update -qq && apt-get install -y -qq mosquitto-clients >/dev/null
+  else
+    echo "tests/run.sh: mosquitto_pub not found; install Debian's mosquitto-clients (MQTT tests are skipped without it)" >&2
+  fi
+fi
 
 venv="${WHARF_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/wharf/venv}"
 requirements=tests/python/requirements.txt

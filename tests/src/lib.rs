@@ -96,3 +96,51 @@ pub fn append_cmd(
         .arg(concurrency.to_string());
     cmd
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released; the race with other processes is
+/// acceptable in tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Start `wharf adapter` on `store` with MQTT on `port`; waits until it accepts connections.
+pub fn start_adapter(store: &str, port: u16) -> Child {
+    let mut cmd = wharf(store);
+    cmd.args(["adapter", "--mqtt"])
+        .arg(format!("127.0.0.1:{port}"));
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn adapter");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "adapter on {port} did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
+/// Whether a third-party command is installed; under CI its absence is a failure.
+pub fn have(cmd: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "CI must install {cmd} (see tests/run.sh)"
+    );
+    if !found {
+        eprintln!("{cmd} is not installed: skipping");
+    }
+    found
+}

@@ -86,7 +86,7 @@ fn wharf_up_applies_address_retention_and_frees_segments() {
         up_cmd
             .arg("--config")
             .arg(&cfg)
-            .args(["up", "--housekeeping", "200ms"]);
+            .args(["up", "--housekeeping", "200ms", "--mqtt", "127.0.0.1:0"]);
         let mut up = spawn(up_cmd);
         let deadline = Instant::now() + Duration::from_secs(30);
         let orders = loop {

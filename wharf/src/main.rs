@@ -45,6 +45,16 @@ enum Command {
         /// How often retention and garbage collection run.
         #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
         housekeeping: Duration,
+        /// MQTT listener address.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        mqtt: String,
+    },
+    /// Run one stateless adapter on a shared store: the MQTT listener, no housekeeping.
+    /// Several adapters may serve one store.
+    Adapter {
+        /// MQTT listener address.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        mqtt: String,
     },
     /// Address resources in the catalog.
     Address {
@@ -126,6 +136,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// A shutdown future for the main task, and a receiver that listeners wait on.
+fn shutdown_watch() -> (
+    impl std::future::Future<Output = ()>,
+    tokio::sync::watch::Receiver<bool>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let fut = async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    };
+    (fut, rx)
+}
+
+/// Bind the MQTT listener (failing start-up with the address if it cannot) and serve it.
+async fn start_mqtt(
+    addr: &str,
+    log: &Log,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for MQTT on {addr}"))?;
+    let log = log.clone();
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        wharf_mqtt::serve(listener, log, wharf_mqtt::MqttSettings::default(), stop).await;
+    }))
+}
+
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
 async fn shutdown_signal() {
     let term = async {
@@ -181,12 +222,24 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { housekeeping } => {
+        Command::Adapter { mqtt } => {
             store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
-            tracing::info!(store = %log.store().url, segment = log.segment_seq(), "wharf is up (log only: adapters are not built yet)");
-            // Created once, so a signal that arrives while housekeeping runs is not lost.
-            let shutdown = shutdown_signal();
+            let (stop, stopped) = shutdown_watch();
+            let listener = start_mqtt(&mqtt, &log, stopped).await?;
+            tracing::info!(store = %log.store().url, mqtt = %mqtt, "wharf adapter is up");
+            stop.await;
+            let _ = listener.await;
+            tracing::info!("shutting down");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { housekeeping, mqtt } => {
+            store.verify_conditional_put().await?;
+            let log = open_log(store, &settings).await?;
+            let (stop, stopped) = shutdown_watch();
+            let listener = start_mqtt(&mqtt, &log, stopped).await?;
+            tracing::info!(store = %log.store().url, mqtt = %mqtt, "wharf is up");
+            let shutdown = stop;
             tokio::pin!(shutdown);
             let mut tick = tokio::time::interval(housekeeping);
             loop {
@@ -205,6 +258,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
+            listener.abort();
             tracing::info!("shutting down");
             Ok(ExitCode::SUCCESS)
         }
