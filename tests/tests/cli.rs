@@ -83,10 +83,13 @@ fn wharf_up_applies_address_retention_and_frees_segments() {
         let cfg = dir.path().join("up.toml");
         std::fs::write(&cfg, "[log]\ngc_grace = \"0s\"\ncheckpoint_every = 1\n").expect("cfg");
         let mut up_cmd = wharf(&url);
-        up_cmd
-            .arg("--config")
-            .arg(&cfg)
-            .args(["up", "--housekeeping", "200ms", "--mqtt", "127.0.0.1:0"]);
+        up_cmd.arg("--config").arg(&cfg).args([
+            "up",
+            "--housekeeping",
+            "200ms",
+            "--mqtt",
+            "127.0.0.1:0",
+        ]);
         let mut up = spawn(up_cmd);
         let deadline = Instant::now() + Duration::from_secs(30);
         let orders = loop {

@@ -179,3 +179,89 @@ fn bad_input_closes_the_connection_and_the_adapter_lives_on() {
     let _ = adapter.kill();
     let _ = adapter.wait();
 }
+
+/// `kill -9` of the adapter a QoS 1 publisher (Paho) is connected to, mid-stream: every message
+/// it acknowledged is delivered by the other adapter to a subscriber that was already there.
+#[test]
+fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
+    if !have("mosquitto_sub") {
+        return;
+    }
+    let Some(python) = std::env::var_os("WHARF_PYTHON") else {
+        assert!(std::env::var_os("CI").is_none(), "CI must set WHARF_PYTHON");
+        return;
+    };
+    let (urls, _dir) = stores();
+    for url in urls {
+        let (pa, pb) = (free_port(), free_port());
+        let mut a = start_adapter(&url, pa);
+        let mut b = start_adapter(&url, pb);
+        let sub = Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &pb.to_string(),
+                "-t",
+                "stream/k9",
+                "-q",
+                "1",
+            ])
+            .args(["-W", "12", "-i", "k9-sub"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub");
+        std::thread::sleep(Duration::from_millis(500));
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/python/mqtt_acked_publisher.py"
+        );
+        let mut publisher = Command::new(&python)
+            .args([script, "127.0.0.1", &pa.to_string(), "stream/k9", "100000"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("publisher");
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+            publisher.stdout.take().expect("stdout"),
+        ));
+        let mut acked = Vec::new();
+        while acked.len() < 300 {
+            match lines.next() {
+                Some(Ok(l)) => acked.push(l),
+                _ => break,
+            }
+        }
+        wharf_tests::signal(a.id(), "KILL");
+        let _ = a.wait();
+        acked.extend(lines.map_while(Result::ok));
+        let _ = publisher.wait();
+        assert!(
+            acked.len() >= 300,
+            "{url}: only {} acknowledged before the kill",
+            acked.len()
+        );
+        // The subscriber times out (-W) after the stream goes quiet; collect what it got.
+        let out = sub.wait_with_output().expect("sub");
+        let received: std::collections::HashSet<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let lost: Vec<&str> = acked
+            .iter()
+            .map(|l| l.trim_start_matches("acked "))
+            .filter(|p| !received.contains(*p))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{url}: {} acknowledged but not delivered, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+        let _ = b.kill();
+        let _ = b.wait();
+        eprintln!(
+            "{url}: {} acknowledged before kill -9, all delivered by the other adapter",
+            acked.len()
+        );
+    }
+}
