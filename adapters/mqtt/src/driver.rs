@@ -202,7 +202,8 @@ async fn connection(
                 Err(reason.to_string())
             };
         }
-        let deliver = tail.is_some() && session.can_deliver();
+        let room = session.delivery_room();
+        let deliver = tail.is_some() && room > 0;
         tokio::select! {
             read = socket.read_buf(&mut input) => match read {
                 Ok(0) => return Err(format!("{} went away without DISCONNECT", session.client_id())),
@@ -218,7 +219,7 @@ async fn connection(
                     }
                 }
             }
-            batch = async { match tail.as_mut() { Some(t) => t.next_batch(256).await, None => std::future::pending().await } }, if deliver => {
+            batch = async { match tail.as_mut() { Some(t) => t.next_batch(room).await, None => std::future::pending().await } }, if deliver => {
                 let batch = batch.map_err(|e| format!("reading the log: {e}"))?;
                 for r in &batch {
                     match from_record(r) {

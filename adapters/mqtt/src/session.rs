@@ -252,7 +252,17 @@ impl Session {
 
     /// Whether the session can take another delivery now.
     pub fn can_deliver(&self) -> bool {
-        self.state == State::Connected && self.inflight.len() < self.settings.max_inflight
+        self.delivery_room() > 0
+    }
+
+    /// How many more messages may be offered now without overrunning the QoS 1 window.
+    pub fn delivery_room(&self) -> usize {
+        if self.state != State::Connected {
+            return 0;
+        }
+        self.settings
+            .max_inflight
+            .saturating_sub(self.inflight.len())
     }
 
     /// Offer a stored message: sent once, at the highest QoS of the matching subscriptions
