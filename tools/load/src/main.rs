@@ -8,6 +8,8 @@
 //! from when each was due, so a stall is not hidden by coordinated omission); `--rate 0` is
 //! closed-loop, each producer keeping `--window` appends in flight, for maximum throughput.
 
+mod mqtt;
+
 use std::{
     sync::{
         Arc,
@@ -36,6 +38,8 @@ struct Cli {
 enum Command {
     /// Append to the log directly.
     Log(LogArgs),
+    /// Publish → subscribe through any MQTT broker.
+    Mqtt(mqtt::MqttArgs),
 }
 
 #[derive(Parser, Debug)]
@@ -107,9 +111,10 @@ async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
-    let Cli {
-        command: Command::Log(args),
-    } = Cli::parse();
+    let args = match Cli::parse().command {
+        Command::Log(args) => args,
+        Command::Mqtt(args) => return mqtt::run(args).await,
+    };
     let opened = Store::open(&args.store)?;
     opened.verify_conditional_put().await?;
     let counting = Arc::new(FaultStore::new(
