@@ -75,4 +75,4 @@ export WHARF_TEST_S3_URLS="s3://wharf-test?endpoint=http://127.0.0.1:$ministack_
 export WHARF_PYTHON="$venv/bin/python"
 # The end-to-end tests run target/<profile>/wharf, which `cargo test` does not rebuild.
 cargo build -p wharf --bins --locked
-cargo test --workspace "$@"
+cargo test --workspace --locked "$@"
