@@ -144,3 +144,10 @@ pub fn have(cmd: &str) -> bool {
     }
     found
 }
+
+/// A Mosquitto command-line client (`mosquitto_pub`, `mosquitto_sub`) aimed at 127.0.0.1:`port`.
+pub fn mosquitto(tool: &str, port: u16) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.args(["-h", "127.0.0.1", "-p"]).arg(port.to_string());
+    cmd
+}

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use wharf_tests::{free_port, have, json_lines, start_adapter, stores, wharf};
+use wharf_tests::{free_port, have, json_lines, mosquitto, start_adapter, stores, wharf};
 
 #[test]
 fn publish_on_one_adapter_subscribe_on_another() {
@@ -21,17 +21,8 @@ fn publish_on_one_adapter_subscribe_on_another() {
         let mut a = start_adapter(&url, pa);
         let mut b = start_adapter(&url, pb);
         // Subscriber on B: wildcard, QoS 1, exits after 4 messages.
-        let sub = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pb.to_string(),
-                "-t",
-                "site/+/temp",
-                "-t",
-                "alerts/#",
-            ])
+        let sub = mosquitto("mosquitto_sub", pb)
+            .args(["-t", "site/+/temp", "-t", "alerts/#"])
             .args(["-q", "1", "-v", "-C", "4", "-W", "30", "-i", "sub-b"])
             .stdout(Stdio::piped())
             .spawn()
@@ -44,19 +35,8 @@ fn publish_on_one_adapter_subscribe_on_another() {
             ("alerts/fire/now", "2", "evacuate"),
             ("alerts", "1", "parent level matches alerts/#"),
         ] {
-            let st = Command::new("mosquitto_pub")
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &pa.to_string(),
-                    "-t",
-                    topic,
-                    "-q",
-                    qos,
-                    "-m",
-                    msg,
-                ])
+            let st = mosquitto("mosquitto_pub", pa)
+                .args(["-t", topic, "-q", qos, "-m", msg])
                 .status()
                 .expect("mosquitto_pub");
             assert!(st.success(), "{url}: publish {topic} at QoS {qos}");
@@ -153,19 +133,8 @@ fn bad_input_closes_the_connection_and_the_adapter_lives_on() {
     assert_eq!(reply, vec![0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
     assert!(closed);
     // The adapter still serves, and nothing bad was stored.
-    let st = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-t",
-            "ok",
-            "-q",
-            "1",
-            "-m",
-            "fine",
-        ])
+    let st = mosquitto("mosquitto_pub", port)
+        .args(["-t", "ok", "-q", "1", "-m", "fine"])
         .status()
         .expect("mosquitto_pub");
     assert!(st.success());
@@ -196,17 +165,8 @@ fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
         let (pa, pb) = (free_port(), free_port());
         let mut a = start_adapter(&url, pa);
         let mut b = start_adapter(&url, pb);
-        let sub = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &pb.to_string(),
-                "-t",
-                "stream/k9",
-                "-q",
-                "1",
-            ])
+        let sub = mosquitto("mosquitto_sub", pb)
+            .args(["-t", "stream/k9", "-q", "1"])
             .args(["-W", "12", "-i", "k9-sub"])
             .stdout(Stdio::piped())
             .spawn()

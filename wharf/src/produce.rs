@@ -6,13 +6,13 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use bytes::Bytes;
 use clap::Args;
 use futures::{StreamExt, stream::FuturesOrdered};
 use serde_json::json;
 use wharf_log::{ErrorKind, Lease, Log, LogError};
-use wharf_log_format::{Offset, Record};
+use wharf_log_format::Record;
 
 use crate::inspect::{record_json, stream_id};
 
@@ -125,8 +125,8 @@ pub async fn consume(log: &Log, args: ConsumeArgs) -> Result<ExitCode> {
         cursor.fence(&acquired).await?;
         lease = Some(acquired);
     }
-    let fenced = |e: &LogError| e.kind() == ErrorKind::Fenced;
     let mut tail = log.tail(&stream, cursor.committed());
+    let mut pos = cursor.committed(); // without --follow
     let mut renew = tokio::time::interval(args.lease_ttl / 3);
     let mut seen = 0u64;
     while seen < args.max {
@@ -137,16 +137,16 @@ pub async fn consume(log: &Log, args: ConsumeArgs) -> Result<ExitCode> {
                     if let Some(l) = lease.as_mut()
                         && let Err(e) = keep_lease(l, args.lease_ttl).await
                     {
-                        if fenced(&e) { return fenced_exit(&e); }
-                        bail!(e);
+                        return stop(e);
                     }
                     continue;
                 }
             }
         } else {
-            let b = log.read(&stream, tail.position(), 100).await?;
-            if b.is_empty() {
-                break;
+            let b = log.read(&stream, pos, 100).await?;
+            match b.last() {
+                Some(last) => pos = last.offset.next(),
+                None => break,
             }
             b
         };
@@ -155,14 +155,9 @@ pub async fn consume(log: &Log, args: ConsumeArgs) -> Result<ExitCode> {
             && !l.is_valid()
             && let Err(e) = keep_lease(l, args.lease_ttl).await
         {
-            if fenced(&e) {
-                return fenced_exit(&e);
-            }
-            bail!(e);
+            return stop(e);
         }
-        let mut next = tail.position();
         for r in &batch {
-            next = r.offset.next();
             if cursor.is_acked(r.offset) || seen >= args.max {
                 continue;
             }
@@ -171,13 +166,7 @@ pub async fn consume(log: &Log, args: ConsumeArgs) -> Result<ExitCode> {
             seen += 1;
         }
         if let Err(e) = cursor.commit().await {
-            if fenced(&e) {
-                return fenced_exit(&e);
-            }
-            bail!(e);
-        }
-        if !args.follow {
-            tail = log.tail(&stream, Offset(next.0));
+            return stop(e);
         }
     }
     if let Some(l) = lease {
@@ -186,7 +175,11 @@ pub async fn consume(log: &Log, args: ConsumeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn fenced_exit(e: &LogError) -> Result<ExitCode> {
-    eprintln!("wharf: fenced: {e}");
-    Ok(ExitCode::from(EXIT_FENCED))
+/// End a consumer on a log error: exit code 3 if another process fenced it, an error otherwise.
+fn stop(e: LogError) -> Result<ExitCode> {
+    if e.kind() == ErrorKind::Fenced {
+        eprintln!("wharf: fenced: {e}");
+        return Ok(ExitCode::from(EXIT_FENCED));
+    }
+    Err(e.into())
 }

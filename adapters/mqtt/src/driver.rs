@@ -179,7 +179,7 @@ async fn connection(
                             tracing::warn!(error = %e, "append failed");
                             for a in session.appended(token, false) {
                                 if let Action::Close { reason } = a {
-                                    closing = Some(reason)
+                                    closing = Some(Err(reason))
                                 }
                             }
                         }
@@ -191,16 +191,13 @@ async fn connection(
                         tail = Some(log.tail(&stream, Offset(head)));
                     }
                 }
-                Action::Close { reason } => closing = Some(reason),
+                Action::Close { reason } => closing = Some(Err(reason)),
+                Action::Disconnected => closing = Some(Ok(())),
             }
         }
         flush(&mut socket, &mut output).await;
-        if let Some(reason) = closing {
-            return if reason == "client disconnected" {
-                Ok(())
-            } else {
-                Err(reason.to_string())
-            };
+        if let Some(end) = closing {
+            return end.map_err(str::to_string);
         }
         let room = session.delivery_room();
         let deliver = tail.is_some() && room > 0;

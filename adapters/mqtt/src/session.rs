@@ -59,10 +59,12 @@ pub enum Action {
     },
     /// The session has subscriptions: start offering it stored messages from now on.
     StartDelivery,
-    /// Close the connection (after sending what was queued).
+    /// Close the connection (after sending what was queued): a protocol or store failure.
     Close {
         reason: &'static str,
     },
+    /// The client ended the session cleanly with DISCONNECT: close without error.
+    Disconnected,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,7 +198,7 @@ impl Session {
             (State::Connected, Packet::PingReq) => vec![Action::Send(Packet::PingResp)],
             (State::Connected, Packet::Disconnect) => {
                 self.state = State::Closed;
-                return close("client disconnected");
+                return vec![Action::Disconnected];
             }
             (State::Connected, _) => close("packet a client must not send"),
         };

@@ -90,11 +90,6 @@ impl AckSet {
         out
     }
 
-    /// Number of acknowledged offsets beyond `committed` (a measure of fragmentation).
-    pub fn pending_ranges(&self) -> usize {
-        self.ranges.len()
-    }
-
     fn normalize(&mut self) {
         let committed = self.committed;
         self.ranges.retain(|&(s, e)| e > committed && e > s);

@@ -79,11 +79,6 @@ impl StreamIndex {
         self.entries.get(idx)
     }
 
-    /// First entry that may hold a record with timestamp `>= ts_ms`.
-    pub fn locate_time(&self, ts_ms: i64) -> Option<&IndexEntry> {
-        self.entries.iter().find(|e| e.max_ts_ms >= ts_ms)
-    }
-
     /// Apply a compaction: `entry` holds copies of offsets `[first, end)`, which must be exactly
     /// covered by existing entries. Anything else (an overlapping compaction won the race, the
     /// range is not written yet, or it was trimmed away) leaves the index unchanged: a stale

@@ -10,12 +10,13 @@
 //! for a free one.
 
 use futures::{StreamExt, TryStreamExt};
-use wharf_log_format::{checkpoint::Checkpoint, json};
+use wharf_log_format::checkpoint::Checkpoint;
 
 use crate::{
     Log, LogError, Result,
     paths::{self, parse_number},
-    store::{get_bytes, retry},
+    series::Series,
+    store::retry,
 };
 
 /// What one garbage collection run did.
@@ -49,12 +50,12 @@ impl Log {
         else {
             return Ok(GcReport::default());
         };
-        let path = paths::checkpoint(number);
-        let checkpoint: Checkpoint = match get_bytes(store.as_ref(), settings, &path).await {
-            Ok(b) => json::decode(&b).map_err(|e| LogError::format(&path, e))?,
+        let Some(checkpoint) = Series::checkpoints(store.as_ref(), settings)
+            .get::<Checkpoint>(number)
+            .await?
+        else {
             // Pruned meanwhile: a newer one will be old enough next time.
-            Err(object_store::Error::NotFound { .. }) => return Ok(GcReport::default()),
-            Err(e) => return Err(LogError::store(&path, e)),
+            return Ok(GcReport::default());
         };
         let upto = checkpoint.segment_seq;
         let referenced = checkpoint.referenced_segments();

@@ -109,21 +109,13 @@ impl Log {
         clock: Arc<dyn Clock>,
     ) -> Result<Log> {
         settings.validate()?;
-        let checkpoints = Series {
-            store: store.object_store.as_ref(),
-            settings: &settings,
-            dir: paths::checkpoints_dir(),
-        };
+        let checkpoints = Series::checkpoints(store.object_store.as_ref(), &settings);
         let mut index = Checkpoint::default();
+        // The newest checkpoint that still exists (one may be pruned while we list).
         for n in checkpoints.numbers().await?.into_iter().rev() {
-            let path = paths::checkpoint(n);
-            match get_bytes(store.object_store.as_ref(), &settings, &path).await {
-                Ok(bytes) => {
-                    index = json::decode(&bytes).map_err(|e| LogError::format(&path, e))?;
-                    break;
-                }
-                Err(object_store::Error::NotFound { .. }) => continue,
-                Err(e) => return Err(LogError::store(&path, e)),
+            if let Some(checkpoint) = checkpoints.get(n).await? {
+                index = checkpoint;
+                break;
             }
         }
         let writer_id = if settings.writer_id.is_empty() {
@@ -366,24 +358,16 @@ impl Shared {
     /// Replace the index with the newest checkpoint if it covers segment `next`. Returns
     /// whether it did.
     async fn reload_from_checkpoint(&self, next: u64) -> Result<bool> {
-        let series = Series {
-            store: self.store.object_store.as_ref(),
-            settings: &self.settings,
-            dir: paths::checkpoints_dir(),
-        };
+        let series = Series::checkpoints(self.store.object_store.as_ref(), &self.settings);
         let Some(&newest) = series.numbers().await?.last() else {
             return Ok(false);
         };
         if newest < next {
             return Ok(false);
         }
-        let path = paths::checkpoint(newest);
-        let bytes = match get_bytes(self.store.object_store.as_ref(), &self.settings, &path).await {
-            Ok(b) => b,
-            Err(object_store::Error::NotFound { .. }) => return Ok(false),
-            Err(e) => return Err(LogError::store(&path, e)),
+        let Some(index) = series.get::<Checkpoint>(newest).await? else {
+            return Ok(false);
         };
-        let index: Checkpoint = json::decode(&bytes).map_err(|e| LogError::format(&path, e))?;
         let seq = index.segment_seq;
         {
             let mut st = self.state();
@@ -408,9 +392,13 @@ impl Shared {
     /// replays at most that many segments.
     pub(crate) fn checkpoint_due(&self) -> bool {
         let st = self.state();
+        let since = st.index.segment_seq.saturating_sub(st.last_checkpoint);
+        // Cheap test first: this runs after every flush.
+        if since < self.settings.checkpoint_every {
+            return false;
+        }
         let entries: usize = st.index.streams.values().map(|s| s.entries.len()).sum();
-        let every = self.settings.checkpoint_every.max(entries as u64 / 1000);
-        st.index.segment_seq >= st.last_checkpoint + every
+        since >= (entries as u64 / 1000).max(self.settings.checkpoint_every)
             && !self.checkpointing.swap(true, Ordering::AcqRel)
     }
 
@@ -450,11 +438,7 @@ impl Shared {
                 return;
             }
         }
-        let series = Series {
-            store: self.store.object_store.as_ref(),
-            settings: &self.settings,
-            dir: paths::checkpoints_dir(),
-        };
+        let series = Series::checkpoints(self.store.object_store.as_ref(), &self.settings);
         if let Ok(numbers) = series.numbers().await
             && numbers.len() > self.settings.keep_checkpoints
         {

@@ -26,7 +26,16 @@ pub(crate) enum Write<T> {
     Lost(T),
 }
 
-impl Series<'_> {
+impl<'a> Series<'a> {
+    /// The log's checkpoints (`checkpoints/<seq>.json`).
+    pub fn checkpoints(store: &'a dyn ObjectStore, settings: &'a LogSettings) -> Self {
+        Series {
+            store,
+            settings,
+            dir: paths::checkpoints_dir(),
+        }
+    }
+
     /// All numbers in the series, ascending.
     pub async fn numbers(&self) -> Result<Vec<u64>> {
         let listed: Vec<_> = retry(self.settings, &self.dir, || async {
