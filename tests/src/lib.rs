@@ -151,3 +151,22 @@ pub fn mosquitto(tool: &str, port: u16) -> Command {
     cmd.args(["-h", "127.0.0.1", "-p"]).arg(port.to_string());
     cmd
 }
+
+/// The Python with the test requirements (`WHARF_PYTHON`, set by tests/run.sh); under CI its
+/// absence is a failure.
+pub fn python() -> Option<std::ffi::OsString> {
+    let p = std::env::var_os("WHARF_PYTHON");
+    assert!(
+        p.is_some() || std::env::var_os("CI").is_none(),
+        "CI must set WHARF_PYTHON (see tests/run.sh)"
+    );
+    if p.is_none() {
+        eprintln!("WHARF_PYTHON is not set: skipping");
+    }
+    p
+}
+
+/// Path of a script in tests/python.
+pub fn python_script(name: &str) -> String {
+    format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"))
+}

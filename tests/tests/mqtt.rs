@@ -8,7 +8,9 @@ use std::{
     time::Duration,
 };
 
-use wharf_tests::{free_port, have, json_lines, mosquitto, start_adapter, stores, wharf};
+use wharf_tests::{
+    free_port, have, json_lines, mosquitto, python, python_script, start_adapter, stores, wharf,
+};
 
 #[test]
 fn publish_on_one_adapter_subscribe_on_another() {
@@ -132,6 +134,37 @@ fn bad_input_closes_the_connection_and_the_adapter_lives_on() {
     let (reply, closed) = connect(&[&connect_pkt[..], &publish_wild[..]].concat());
     assert_eq!(reply, vec![0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
     assert!(closed);
+    // MQTT 5: the same violations get a DISCONNECT with the reason code before the close.
+    let connect5 = [
+        0x10, 0x0e, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x01,
+        b'y',
+    ];
+    let publish5_wild = [0x30, 0x06, 0x00, 0x01, b'#', 0x00, b'h', b'i'];
+    // A PUBLISH announcing 2 MiB, over the 1 MiB maximum packet size.
+    let publish5_huge = [0x30, 0x80, 0x80, 0x80, 0x01];
+    for (bad, code) in [(&publish5_wild[..], 0x90u8), (&publish5_huge[..], 0x95)] {
+        let (reply, closed) = connect(&[&connect5[..], bad].concat());
+        assert!(closed, "v5: closed after {code:#x}");
+        assert_eq!(
+            reply.first(),
+            Some(&0x20),
+            "v5: CONNACK first, got {reply:?}"
+        );
+        let connack_len = 2 + usize::from(reply[1]);
+        assert_eq!(
+            reply
+                .get(connack_len..connack_len + 3)
+                .map(|d| (d[0], d[2])),
+            Some((0xe0, code)),
+            "v5: DISCONNECT with reason {code:#x}, got {reply:?}"
+        );
+    }
+    // MQTT 3.1 (protocol level 3) is refused with CONNACK 0x01.
+    let mqtt31 = [
+        0x10, 0x0f, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x02, 0x00, 0x3c, 0x00,
+        0x01, b'z',
+    ];
+    assert_eq!(connect(&mqtt31), (vec![0x20, 0x02, 0x00, 0x01], true));
     // The adapter still serves, and nothing bad was stored.
     let st = mosquitto("mosquitto_pub", port)
         .args(["-t", "ok", "-q", "1", "-m", "fine"])
@@ -156,8 +189,7 @@ fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
     if !have("mosquitto_sub") {
         return;
     }
-    let Some(python) = std::env::var_os("WHARF_PYTHON") else {
-        assert!(std::env::var_os("CI").is_none(), "CI must set WHARF_PYTHON");
+    let Some(python) = python() else {
         return;
     };
     let (urls, _dir) = stores();
@@ -172,12 +204,10 @@ fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
             .spawn()
             .expect("mosquitto_sub");
         std::thread::sleep(Duration::from_millis(500));
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/python/mqtt_acked_publisher.py"
-        );
+        let script = python_script("mqtt_acked_publisher.py");
         let mut publisher = Command::new(&python)
-            .args([script, "127.0.0.1", &pa.to_string(), "stream/k9", "100000"])
+            .arg(&script)
+            .args(["127.0.0.1", &pa.to_string(), "stream/k9", "100000"])
             .stdout(Stdio::piped())
             .spawn()
             .expect("publisher");
@@ -223,5 +253,40 @@ fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
             "{url}: {} acknowledged before kill -9, all delivered by the other adapter",
             acked.len()
         );
+    }
+}
+
+/// MQTT 5 features seen by Paho (paho-mqtt 2.x, MQTT 5): assigned client identifier, publish
+/// properties and user property order end to end, subscription identifiers, request/response,
+/// no-local, retain-as-published, inbound topic aliases, reason codes, server DISCONNECT.
+#[test]
+fn mqtt5_features_with_paho() {
+    let Some(python) = python() else {
+        return;
+    };
+    let (urls, _dir) = stores();
+    // The features do not depend on the store; one local and one S3 store if there is one.
+    for url in urls.iter().take(2) {
+        let port = free_port();
+        let mut adapter = start_adapter(url, port);
+        let out = Command::new(&python)
+            .arg(python_script("mqtt5_features.py"))
+            .args(["127.0.0.1", &port.to_string()])
+            .output()
+            .expect("run paho");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let _ = adapter.kill();
+        let _ = adapter.wait();
+        assert!(
+            out.status.success(),
+            "{url}: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("ok ")).count(),
+            7,
+            "{text}"
+        );
+        eprintln!("{url}:\n{text}");
     }
 }

@@ -11,9 +11,9 @@ use std::{
     time::Duration,
 };
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures::{StreamExt, stream::FuturesOrdered};
-use mqttbytes::v4;
+use mqttbytes::v5::{DisconnectReasonCode, Packet};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -21,15 +21,17 @@ use tokio::{
     time::Instant,
 };
 use wharf_log::Log;
-use wharf_log_format::{Offset, Record, StoredRecord, StreamId};
+use wharf_log_format::{Offset, StreamId};
 
-use crate::session::{Action, Message, Session, SessionSettings};
+use crate::{
+    codec::{self, Peek, Version, peek_connect},
+    message::Message,
+    session::{Action, Session, SessionSettings},
+};
 
 /// Settings of the MQTT listener.
 #[derive(Clone, Debug)]
 pub struct MqttSettings {
-    /// Largest packet accepted from a client, in bytes.
-    pub max_packet_size: usize,
     /// Connections served at once; more wait in the accept queue.
     pub max_connections: usize,
     pub session: SessionSettings,
@@ -38,7 +40,6 @@ pub struct MqttSettings {
 impl Default for MqttSettings {
     fn default() -> Self {
         Self {
-            max_packet_size: 1 << 20,
             max_connections: 10_000,
             session: SessionSettings::default(),
         }
@@ -46,41 +47,10 @@ impl Default for MqttSettings {
 }
 
 /// The stream that holds every MQTT publish of the default tenant (the default topic
-/// address). Records: key = topic name, headers = `[1, qos, retain]`, payload as received.
+/// address); records are laid out as [`crate::message`] describes.
 pub fn default_stream() -> StreamId {
     // A constant, valid id.
     StreamId::new("mqtt-default").unwrap_or_else(|_| unreachable!("valid stream id"))
-}
-
-const HEADER_VERSION: u8 = 1;
-
-fn to_record(m: &Message, now_ms: i64) -> Record {
-    Record {
-        timestamp_ms: now_ms,
-        key: Some(Bytes::from(m.topic.clone().into_bytes())),
-        headers: Some(Bytes::from(vec![
-            HEADER_VERSION,
-            m.qos as u8,
-            u8::from(m.retain),
-        ])),
-        payload: m.payload.clone(),
-    }
-}
-
-/// A stored record as an MQTT message; `None` if it is not one (logged by the caller).
-pub fn from_record(r: &StoredRecord) -> Option<Message> {
-    let topic = String::from_utf8(r.record.key.as_ref()?.to_vec()).ok()?;
-    let h = r.record.headers.as_ref()?;
-    if h.len() < 3 || h[0] != HEADER_VERSION {
-        return None;
-    }
-    let qos = mqttbytes::qos(h[1]).ok()?;
-    Some(Message {
-        topic,
-        qos,
-        retain: h[2] == 1,
-        payload: r.record.payload.clone(),
-    })
 }
 
 /// Accept MQTT connections on `listener` until `shutdown` resolves.
@@ -133,122 +103,235 @@ async fn connection(
     assigned_id: String,
 ) -> Result<(), String> {
     let _ = socket.set_nodelay(true);
-    let stream = default_stream();
     let mut session = Session::new(
         Instant::now().into_std(),
         settings.session.clone(),
         assigned_id,
     );
-    let mut input = BytesMut::with_capacity(4096);
-    let mut output = BytesMut::new();
-    let mut pending = FuturesOrdered::new();
-    let mut tail = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        if let Some(&first) = input.first()
-            && !session.first_byte_acceptable(first)
-        {
-            return Err(format!(
-                "{peer}: first packet is not CONNECT (byte {first:#04x})"
-            ));
-        }
-        // Decode and handle every complete packet received so far.
-        let mut actions = Vec::new();
+    let mut conn = Conn {
+        log,
+        stream: default_stream(),
+        version: None,
+        output: BytesMut::new(),
+        pending: FuturesOrdered::new(),
+        tail: None,
+        max_packet: settings.session.max_packet_size as usize,
+    };
+    let end = conn.run(&mut socket, peer, &mut session).await;
+    flush(&mut socket, &mut conn.output).await;
+    let will_due = match &end {
+        Ok(will) => *will,
+        Err(_) => true,
+    };
+    if will_due && let Some(will) = session.take_will() {
+        conn.publish_will(will).await;
+    }
+    end.map(|_| ())
+}
+
+/// The per-connection I/O state around a [`Session`].
+struct Conn {
+    log: Log,
+    stream: StreamId,
+    version: Option<Version>,
+    output: BytesMut,
+    pending: FuturesOrdered<futures::future::BoxFuture<'static, (u64, bool)>>,
+    tail: Option<wharf_log::Tail>,
+    max_packet: usize,
+}
+
+impl Conn {
+    /// Serve until the connection ends: `Ok(will_due)` after DISCONNECT, `Err(reason)`
+    /// otherwise (the will is due then).
+    async fn run(
+        &mut self,
+        socket: &mut TcpStream,
+        peer: SocketAddr,
+        session: &mut Session,
+    ) -> Result<bool, String> {
+        let mut input = BytesMut::with_capacity(4096);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
-            match v4::read(&mut input, settings.max_packet_size) {
-                Ok(packet) => actions.extend(session.handle(Instant::now().into_std(), packet)),
-                Err(mqttbytes::Error::InsufficientBytes(_)) => break,
-                Err(e) => {
-                    // Malformed or oversized: MQTT 3.1.1 closes without a reply [MQTT-4.8.0-1].
-                    flush(&mut socket, &mut output).await;
-                    return Err(format!("bad packet from {}: {e:?}", session.client_id()));
+            let version = match self.version {
+                Some(v) => v,
+                None => match peek_connect(&input) {
+                    Peek::Incomplete => None,
+                    Peek::Connect(v) => {
+                        self.version = Some(v);
+                        Some(v)
+                    }
+                    Peek::UnsupportedLevel(level) => {
+                        // [MQTT-3.1.2-2]: CONNACK 0x01 (a 3.1 client reads it), then close.
+                        let _ = mqttbytes::v4::ConnAck::new(
+                            mqttbytes::v4::ConnectReturnCode::RefusedProtocolVersion,
+                            false,
+                        )
+                        .write(&mut self.output);
+                        return Err(format!("{peer}: unsupported protocol level {level}"));
+                    }
+                    Peek::NotConnect => {
+                        let first = input.first().copied().unwrap_or_default();
+                        return Err(format!(
+                            "{peer}: first packet is not CONNECT (byte {first:#04x})"
+                        ));
+                    }
+                }
+                .unwrap_or(Version::V311),
+            };
+            // Decode and handle every complete packet received so far.
+            let mut actions = Vec::new();
+            while self.version.is_some() {
+                match codec::read(version, &mut input, self.max_packet) {
+                    Ok(packet) => actions.extend(session.handle(Instant::now().into_std(), packet)),
+                    Err(mqttbytes::Error::InsufficientBytes(_)) => break,
+                    Err(e) => {
+                        // MQTT 5 clients are told why [MQTT-4.13.1-1]; 3.1.1 ones are just
+                        // closed [MQTT-4.8.0-1].
+                        let (code, why) = match e {
+                            mqttbytes::Error::PayloadSizeLimitExceeded(_) => {
+                                (DisconnectReasonCode::PacketTooLarge, "packet too large")
+                            }
+                            _ => (DisconnectReasonCode::MalformedPacket, "malformed packet"),
+                        };
+                        actions.extend(session.fail(code, why));
+                        self.carry_out(session, actions).await?;
+                        return Err(format!("bad packet from {}: {e:?}", session.client_id()));
+                    }
+                }
+                if actions.iter().any(|a| matches!(a, Action::Close { .. })) {
+                    break;
+                }
+            }
+            if let Some(end) = self.carry_out(session, actions).await? {
+                return Ok(end);
+            }
+            flush(socket, &mut self.output).await;
+            let room = session.delivery_room();
+            let deliver = self.tail.is_some() && room > 0;
+            tokio::select! {
+                read = socket.read_buf(&mut input) => match read {
+                    Ok(0) => return Err(format!("{} went away without DISCONNECT", session.client_id())),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("read from {peer}: {e}")),
+                },
+                Some((token, ok)) = self.pending.next(), if !self.pending.is_empty() => {
+                    let a = session.appended(token, ok);
+                    if let Some(end) = self.carry_out(session, a).await? {
+                        return Ok(end);
+                    }
+                }
+                batch = async { match self.tail.as_mut() { Some(t) => t.next_batch(room).await, None => std::future::pending().await } }, if deliver => {
+                    let batch = batch.map_err(|e| format!("reading the log: {e}"))?;
+                    let now_ms = self.log.clock().now_ms();
+                    for r in &batch {
+                        match Message::from_record(r) {
+                            Ok(m) => {
+                                let a = session.deliver(&m, now_ms);
+                                self.send_all(session, a)?;
+                            }
+                            Err(why) => tracing::warn!(offset = r.offset.0, why, "not an MQTT record; skipped"),
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(a) = session.timed_out(Instant::now().into_std()) {
+                        self.carry_out(session, a).await?;
+                    }
                 }
             }
         }
-        let mut closing = None;
+    }
+
+    /// Carry out actions: `Ok(Some(will_due))` when the client disconnected, `Err` when the
+    /// connection must close.
+    async fn carry_out(
+        &mut self,
+        session: &mut Session,
+        actions: Vec<Action>,
+    ) -> Result<Option<bool>, String> {
+        let mut end = Ok(None);
         for action in actions {
             match action {
-                Action::Send(p) => write(&p, &mut output)?,
+                Action::Send(p) => self.send(session, &p)?,
                 Action::Append { token, message } => {
-                    let record = to_record(&message, log.clock().now_ms());
-                    match log.submit(&stream, vec![record]).await {
-                        Ok(p) => {
-                            pending.push_back(async move { (token, p.durable().await.is_ok()) })
-                        }
+                    let record = message.to_record(self.log.clock().now_ms());
+                    match self.log.submit(&self.stream, vec![record]).await {
+                        Ok(p) => self
+                            .pending
+                            .push_back(Box::pin(async move { (token, p.durable().await.is_ok()) })),
                         Err(e) => {
                             tracing::warn!(error = %e, "append failed");
-                            for a in session.appended(token, false) {
-                                if let Action::Close { reason } = a {
-                                    closing = Some(Err(reason))
-                                }
+                            let a = session.appended(token, false);
+                            if let Some(e) = Box::pin(self.carry_out(session, a)).await? {
+                                end = Ok(Some(e));
                             }
                         }
                     }
                 }
                 Action::StartDelivery => {
-                    if tail.is_none() {
-                        let head = log.stream(&stream).map_or(0, |s| s.next_offset);
-                        tail = Some(log.tail(&stream, Offset(head)));
+                    if self.tail.is_none() {
+                        let head = self.log.stream(&self.stream).map_or(0, |s| s.next_offset);
+                        self.tail = Some(self.log.tail(&self.stream, Offset(head)));
                     }
                 }
-                Action::Close { reason } => closing = Some(Err(reason)),
-                Action::Disconnected => closing = Some(Ok(())),
+                // Retained messages are not stored yet (CONNACK says retain unavailable).
+                Action::SendRetained { .. } => {}
+                Action::Close { reason } => end = Err(reason.to_string()),
+                Action::Disconnected { will } => end = Ok(Some(will)),
             }
         }
-        flush(&mut socket, &mut output).await;
-        if let Some(end) = closing {
-            return end.map_err(str::to_string);
+        end
+    }
+
+    fn send_all(&mut self, session: &mut Session, actions: Vec<Action>) -> Result<(), String> {
+        for a in actions {
+            if let Action::Send(p) = a {
+                self.send(session, &p)?;
+            }
         }
-        let room = session.delivery_room();
-        let deliver = tail.is_some() && room > 0;
-        tokio::select! {
-            read = socket.read_buf(&mut input) => match read {
-                Ok(0) => return Err(format!("{} went away without DISCONNECT", session.client_id())),
-                Ok(_) => {}
-                Err(e) => return Err(format!("read from {peer}: {e}")),
-            },
-            Some((token, ok)) = pending.next(), if !pending.is_empty() => {
-                for a in session.appended(token, ok) {
-                    match a {
-                        Action::Send(p) => write(&p, &mut output)?,
-                        Action::Close { reason } => { flush(&mut socket, &mut output).await; return Err(reason.into()); }
-                        _ => {}
-                    }
-                }
-            }
-            batch = async { match tail.as_mut() { Some(t) => t.next_batch(room).await, None => std::future::pending().await } }, if deliver => {
-                let batch = batch.map_err(|e| format!("reading the log: {e}"))?;
-                for r in &batch {
-                    match from_record(r) {
-                        Some(m) => for a in session.deliver(&m) {
-                            if let Action::Send(p) = a { write(&p, &mut output)?; }
-                        },
-                        None => tracing::warn!(offset = r.offset.0, "not an MQTT record; skipped"),
-                    }
-                }
-            }
-            _ = tick.tick() => {
-                if let Some(why) = session.timed_out(Instant::now().into_std()) {
-                    return Err(format!("{peer} {}: {why}", session.client_id()));
-                }
+        Ok(())
+    }
+
+    /// Encode `p` for the client; a delivery over the client's maximum packet size is
+    /// dropped instead [MQTT-3.1.2-24].
+    fn send(&mut self, session: &mut Session, p: &Packet) -> Result<(), String> {
+        let version = self.version.unwrap_or(Version::V311);
+        let before = self.output.len();
+        codec::write(version, p, &mut self.output).map_err(|e| format!("encode: {e:?}"))?;
+        if let (Packet::Publish(publish), Some(max)) = (p, session.client_max_packet())
+            && self.output.len() - before > max
+        {
+            self.output.truncate(before);
+            session.too_large(publish.pkid);
+            tracing::debug!(
+                topic = publish.topic,
+                "delivery larger than the client's maximum packet size dropped"
+            );
+        }
+        Ok(())
+    }
+
+    /// Store a will message (best effort: the client is gone, nobody awaits an ack).
+    async fn publish_will(&mut self, will: crate::session::Will) {
+        if !will.delay.is_zero() {
+            tokio::time::sleep(will.delay).await;
+        }
+        let record = will.message.to_record(self.log.clock().now_ms());
+        let stored = match self.log.submit(&self.stream, vec![record]).await {
+            Ok(p) => p.durable().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match stored {
+            Ok(()) => tracing::info!(
+                topic = will.message.topic,
+                client = will.message.origin,
+                "will published"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, client = will.message.origin, "could not publish a will")
             }
         }
     }
-}
-
-fn write(p: &v4::Packet, out: &mut BytesMut) -> Result<(), String> {
-    let r = match p {
-        v4::Packet::ConnAck(x) => x.write(out),
-        v4::Packet::Publish(x) => x.write(out),
-        v4::Packet::PubAck(x) => x.write(out),
-        v4::Packet::PubRec(x) => x.write(out),
-        v4::Packet::PubComp(x) => x.write(out),
-        v4::Packet::SubAck(x) => x.write(out),
-        v4::Packet::UnsubAck(x) => x.write(out),
-        v4::Packet::PingResp => v4::PingResp.write(out),
-        other => return Err(format!("server does not send {other:?}")),
-    };
-    r.map(|_| ()).map_err(|e| format!("encode: {e:?}"))
 }
 
 async fn flush(socket: &mut TcpStream, out: &mut BytesMut) {

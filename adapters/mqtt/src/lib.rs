@@ -14,7 +14,9 @@
 //! What it is not (yet): MQTT 5, persistent sessions, retained messages, wills, shared
 //! subscriptions, TLS, WebSocket, credentials — see `adapters/README.md`.
 
+pub mod codec;
 pub mod driver;
+pub mod message;
 pub mod session;
 pub mod topic;
 

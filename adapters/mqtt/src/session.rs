@@ -1,51 +1,65 @@
 //! One client connection's MQTT session, as a state machine without I/O: the driver feeds it
-//! decoded packets, durability results and stored messages, and carries out the [`Action`]s
-//! it returns. Time is a parameter.
+//! decoded packets (MQTT 5 shape, see [`crate::codec`]), durability results and stored
+//! messages, and carries out the [`Action`]s it returns. Time is a parameter.
 //!
-//! This first slice speaks MQTT 3.1.1 and keeps its state in memory for the connection's
-//! lifetime (clean sessions); see `adapters/README.md` for what is not built yet.
+//! It speaks MQTT 3.1.1 and 5.0; the version only changes what is said (reason codes,
+//! properties, server DISCONNECT), not what is done. Session state lives for the connection
+//! (clean sessions); see `adapters/README.md` for what is not built yet.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, HashMap},
     time::{Duration, Instant},
 };
 
-use bytes::Bytes;
 use mqttbytes::{
-    QoS,
-    v4::{
-        ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck,
-        SubscribeReasonCode, UnsubAck,
+    Protocol, QoS,
+    v5::{
+        ConnAck, ConnAckProperties, Connect, ConnectReturnCode, Disconnect, DisconnectProperties,
+        DisconnectReasonCode, Packet, PubAck, PubAckProperties, PubAckReason, PubComp,
+        PubCompReason, PubRec, PubRecProperties, PubRecReason, PubRel, PubRelReason, Publish,
+        PublishProperties, RetainForwardRule, SubAck, Subscribe, SubscribeReasonCode, UnsubAck,
+        UnsubAckReason,
     },
 };
 
-use crate::topic::{matches, valid_filter, valid_topic_name};
+use crate::{
+    message::{Message, Properties},
+    topic::{matches, valid_filter, valid_topic_name},
+};
 
-/// Limits of one session.
+/// Limits of one session, announced to MQTT 5 clients in CONNACK.
 #[derive(Clone, Debug)]
 pub struct SessionSettings {
-    /// QoS 1 deliveries awaiting PUBACK before delivery pauses.
-    pub max_inflight: usize,
+    /// QoS 1/2 deliveries awaiting acknowledgement before delivery pauses (the client's own
+    /// receive maximum lowers it).
+    pub max_inflight: u16,
+    /// QoS 1/2 publishes a client may have unacknowledged; more is DISCONNECT 0x93.
+    pub receive_maximum: u16,
+    /// Topic aliases a client may set for its publishes.
+    pub topic_alias_maximum: u16,
+    /// Largest packet accepted from a client, in bytes.
+    pub max_packet_size: u32,
+    /// Keep-alive imposed on MQTT 5 clients (`None`: the client's own).
+    pub server_keep_alive: Option<u16>,
     /// A connection that has not sent CONNECT by then is closed.
     pub connect_timeout: Duration,
+    /// Topic filters subscriptions are refused for (SUBACK 0x87 / 0x80): a subscription is
+    /// refused when one of these filters matches it.
+    pub refused_filters: Vec<String>,
 }
 
 impl Default for SessionSettings {
     fn default() -> Self {
         Self {
             max_inflight: 100,
+            receive_maximum: 1024,
+            topic_alias_maximum: 64,
+            max_packet_size: 1 << 20,
+            server_keep_alive: None,
             connect_timeout: Duration::from_secs(10),
+            refused_filters: Vec::new(),
         }
     }
-}
-
-/// A stored message offered to the session for delivery.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Message {
-    pub topic: String,
-    pub qos: QoS,
-    pub retain: bool,
-    pub payload: Bytes,
 }
 
 /// What the driver must do.
@@ -59,12 +73,20 @@ pub enum Action {
     },
     /// The session has subscriptions: start offering it stored messages from now on.
     StartDelivery,
-    /// Close the connection (after sending what was queued): a protocol or store failure.
+    /// Offer the retained messages matching `filter` through [`Session::deliver_retained`].
+    SendRetained {
+        filter: String,
+    },
+    /// Close the connection after sending what was queued: a protocol violation, a timeout or
+    /// a store failure. The will, if any, is due ([`Session::take_will`]).
     Close {
         reason: &'static str,
     },
-    /// The client ended the session cleanly with DISCONNECT: close without error.
-    Disconnected,
+    /// The client ended the session with DISCONNECT; `will` says whether its will is due
+    /// (MQTT 5 reason 0x04).
+    Disconnected {
+        will: bool,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,29 +96,70 @@ enum State {
     Closed,
 }
 
+/// One subscription and its options.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subscription {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub id: Option<usize>,
+}
+
+/// An outbound QoS 1/2 delivery: which acknowledgement from the client it awaits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outbound {
+    /// QoS 1 PUBLISH sent, awaiting PUBACK.
+    Qos1Sent,
+    /// QoS 2 PUBLISH sent, awaiting PUBREC.
+    Qos2Sent,
+    /// PUBREL sent, awaiting PUBCOMP.
+    Released,
+}
+
+/// A will message and when it is due after the connection is lost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Will {
+    pub message: Message,
+    pub delay: Duration,
+}
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Session {
     settings: SessionSettings,
     state: State,
+    version: Protocol,
     client_id: String,
     keep_alive: Duration,
     last_seen: Instant,
-    subscriptions: BTreeMap<String, QoS>,
+    subscriptions: BTreeMap<String, Subscription>,
     next_token: u64,
     /// Publishes waiting to be durable: token -> (QoS, packet id).
     pending: BTreeMap<u64, (QoS, u16)>,
+    /// Packet ids of QoS 1/2 publishes being stored.
+    pending_ids: HashMap<u16, QoS>,
     /// QoS 2 packet ids stored and acknowledged with PUBREC, awaiting PUBREL.
-    qos2_received: BTreeSet<u16>,
-    /// QoS 1 deliveries awaiting PUBACK.
-    inflight: BTreeSet<u16>,
+    qos2_received: std::collections::BTreeSet<u16>,
+    /// Outbound QoS 1/2 deliveries by packet id.
+    inflight: BTreeMap<u16, Outbound>,
     next_pkid: u16,
     /// Client identifier to assign if the client sends an empty one.
     assigned_id: String,
+    /// The client's receive maximum for our deliveries.
+    client_receive_maximum: u16,
+    /// The client's maximum packet size (0: no limit).
+    client_max_packet: u32,
+    /// Aliases the client set for its publishes.
+    aliases_in: HashMap<u16, String>,
+    /// Aliases we set for our deliveries, up to the client's topic alias maximum.
+    aliases_out: HashMap<String, u16>,
+    client_alias_maximum: u16,
+    problem_info: bool,
+    will: Option<Will>,
 }
 
-fn close(reason: &'static str) -> Vec<Action> {
-    vec![Action::Close { reason }]
+fn reason_props<T>(problem_info: bool, reason: &str, make: impl Fn(String) -> T) -> Option<T> {
+    problem_info.then(|| make(reason.to_string()))
 }
 
 impl Session {
@@ -105,16 +168,25 @@ impl Session {
         Self {
             settings,
             state: State::AwaitConnect,
+            version: Protocol::V4,
             client_id: String::new(),
             keep_alive: Duration::ZERO,
             last_seen: now,
             subscriptions: BTreeMap::new(),
             next_token: 0,
             pending: BTreeMap::new(),
-            qos2_received: BTreeSet::new(),
-            inflight: BTreeSet::new(),
+            pending_ids: HashMap::new(),
+            qos2_received: Default::default(),
+            inflight: BTreeMap::new(),
             next_pkid: 1,
             assigned_id,
+            client_receive_maximum: u16::MAX,
+            client_max_packet: 0,
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            client_alias_maximum: 0,
+            problem_info: true,
+            will: None,
         }
     }
 
@@ -122,104 +194,387 @@ impl Session {
         &self.client_id
     }
 
+    fn v5(&self) -> bool {
+        self.version == Protocol::V5
+    }
+
+    /// The client's maximum packet size, if it set one: deliveries larger than that must be
+    /// dropped ([`Session::too_large`]).
+    pub fn client_max_packet(&self) -> Option<usize> {
+        (self.client_max_packet > 0).then_some(self.client_max_packet as usize)
+    }
+
+    /// End the session for a protocol violation: MQTT 5 clients get a DISCONNECT with
+    /// `code` and the reason first [MQTT-4.13.1-1]; 3.1.1 connections just close.
+    pub fn fail(&mut self, code: DisconnectReasonCode, reason: &'static str) -> Vec<Action> {
+        let mut a = Vec::new();
+        if self.v5() && self.state == State::Connected {
+            a.push(Action::Send(Packet::Disconnect(Disconnect {
+                reason_code: code,
+                properties: Some(DisconnectProperties {
+                    session_expiry_interval: None,
+                    reason_string: Some(reason.to_string()),
+                    user_properties: Vec::new(),
+                    server_reference: None,
+                }),
+            })));
+        }
+        self.state = State::Closed;
+        a.push(Action::Close { reason });
+        a
+    }
+
+    /// A server-initiated DISCONNECT (shutdown, takeover): the packet to send, if the
+    /// protocol has one.
+    pub fn server_disconnect(
+        &mut self,
+        code: DisconnectReasonCode,
+        reason: &str,
+    ) -> Option<Packet> {
+        let v5 = self.v5() && self.state == State::Connected;
+        self.state = State::Closed;
+        v5.then(|| {
+            Packet::Disconnect(Disconnect {
+                reason_code: code,
+                properties: Some(DisconnectProperties {
+                    session_expiry_interval: None,
+                    reason_string: Some(reason.to_string()),
+                    user_properties: Vec::new(),
+                    server_reference: None,
+                }),
+            })
+        })
+    }
+
     /// Handle one packet from the client.
     pub fn handle(&mut self, now: Instant, packet: Packet) -> Vec<Action> {
         self.last_seen = now;
-        let actions = match (self.state, packet) {
+        match (self.state, packet) {
             (State::Closed, _) => Vec::new(),
-            (State::AwaitConnect, Packet::Connect(c)) => {
-                if c.client_id.is_empty() && !c.clean_session {
-                    // [MQTT-3.1.3-8]
-                    self.state = State::Closed;
-                    let mut a = vec![Action::Send(Packet::ConnAck(ConnAck::new(
-                        ConnectReturnCode::BadClientId,
-                        false,
-                    )))];
-                    a.extend(close("empty client id without clean session"));
-                    return a;
-                }
-                self.client_id = if c.client_id.is_empty() {
-                    std::mem::take(&mut self.assigned_id)
-                } else {
-                    c.client_id
-                };
-                self.keep_alive = Duration::from_secs(u64::from(c.keep_alive));
-                self.state = State::Connected;
-                // No stored session is kept yet, so there is never one present [MQTT-3.2.2-1].
-                vec![Action::Send(Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::Success,
-                    false,
-                )))]
+            (State::AwaitConnect, Packet::Connect(c)) => self.connect(c),
+            (State::AwaitConnect, _) => self.fail(
+                DisconnectReasonCode::ProtocolError,
+                "first packet was not CONNECT", // [MQTT-3.1.0-1]
+            ),
+            (State::Connected, Packet::Connect(_)) => {
+                self.fail(DisconnectReasonCode::ProtocolError, "second CONNECT") // [MQTT-3.1.0-2]
             }
-            (State::AwaitConnect, _) => close("first packet was not CONNECT"), // [MQTT-3.1.0-1]
-            (State::Connected, Packet::Connect(_)) => close("second CONNECT"), // [MQTT-3.1.0-2]
             (State::Connected, Packet::Publish(p)) => self.publish(p),
             (State::Connected, Packet::PubAck(a)) => {
-                self.inflight.remove(&a.pkid);
+                if self.inflight.get(&a.pkid) == Some(&Outbound::Qos1Sent) {
+                    self.inflight.remove(&a.pkid);
+                }
+                Vec::new()
+            }
+            (State::Connected, Packet::PubRec(r)) => match self.inflight.get(&r.pkid) {
+                Some(Outbound::Qos2Sent) | Some(Outbound::Released)
+                    if (r.reason as u8) < 0x80 =>
+                {
+                    self.inflight.insert(r.pkid, Outbound::Released);
+                    vec![Action::Send(Packet::PubRel(PubRel::new(r.pkid)))]
+                }
+                Some(Outbound::Qos2Sent) => {
+                    // The client refused the message: the delivery ends here [MQTT-4.3.3].
+                    self.inflight.remove(&r.pkid);
+                    Vec::new()
+                }
+                _ => {
+                    let mut rel = PubRel::new(r.pkid);
+                    if self.v5() {
+                        rel.reason = PubRelReason::PacketIdentifierNotFound;
+                    }
+                    vec![Action::Send(Packet::PubRel(rel))]
+                }
+            },
+            (State::Connected, Packet::PubComp(c)) => {
+                if self.inflight.get(&c.pkid) == Some(&Outbound::Released) {
+                    self.inflight.remove(&c.pkid);
+                }
                 Vec::new()
             }
             (State::Connected, Packet::PubRel(r)) => {
                 // [MQTT-4.3.3-2]: PUBCOMP even if the id is unknown (a resent PUBREL).
-                self.qos2_received.remove(&r.pkid);
-                vec![Action::Send(Packet::PubComp(PubComp::new(r.pkid)))]
+                let known = self.qos2_received.remove(&r.pkid);
+                let mut comp = PubComp::new(r.pkid);
+                if !known && self.v5() {
+                    comp.reason = PubCompReason::PacketIdentifierNotFound;
+                }
+                vec![Action::Send(Packet::PubComp(comp))]
             }
-            (State::Connected, Packet::Subscribe(s)) => {
-                let had = !self.subscriptions.is_empty();
-                let codes = s
+            (State::Connected, Packet::Subscribe(s)) if s.filters.is_empty() => {
+                self.fail(
+                    DisconnectReasonCode::ProtocolError,
+                    "SUBSCRIBE without filters",
+                ) // [MQTT-3.8.3-2]
+            }
+            (State::Connected, Packet::Unsubscribe(u)) if u.filters.is_empty() => {
+                self.fail(
+                    DisconnectReasonCode::ProtocolError,
+                    "UNSUBSCRIBE without filters",
+                ) // [MQTT-3.10.3-2]
+            }
+            (State::Connected, Packet::Subscribe(s)) => self.subscribe(s),
+            (State::Connected, Packet::Unsubscribe(u)) => {
+                let reasons = u
                     .filters
-                    .into_iter()
-                    .map(|f| {
-                        if !valid_filter(&f.path) {
-                            return SubscribeReasonCode::Failure;
-                        }
-                        // Deliveries go out at QoS 0 or 1 in this slice; granting less than
-                        // asked is allowed [MQTT-3.8.4-6].
-                        let granted = if f.qos == QoS::AtMostOnce {
-                            QoS::AtMostOnce
-                        } else {
-                            QoS::AtLeastOnce
-                        };
-                        self.subscriptions.insert(f.path, granted);
-                        SubscribeReasonCode::Success(granted)
+                    .iter()
+                    .map(|t| match self.subscriptions.remove(t) {
+                        Some(_) => UnsubAckReason::Success,
+                        None => UnsubAckReason::NoSubscriptionExisted,
                     })
                     .collect();
-                let mut a = vec![Action::Send(Packet::SubAck(SubAck::new(s.pkid, codes)))];
-                if !had && !self.subscriptions.is_empty() {
-                    a.push(Action::StartDelivery);
-                }
-                a
-            }
-            (State::Connected, Packet::Unsubscribe(u)) => {
-                for t in &u.topics {
-                    self.subscriptions.remove(t);
-                }
-                vec![Action::Send(Packet::UnsubAck(UnsubAck::new(u.pkid)))]
+                let mut ack = UnsubAck::new(u.pkid);
+                ack.reasons = reasons;
+                vec![Action::Send(Packet::UnsubAck(ack))]
             }
             (State::Connected, Packet::PingReq) => vec![Action::Send(Packet::PingResp)],
-            (State::Connected, Packet::Disconnect) => {
+            (State::Connected, Packet::Disconnect(d)) => {
+                let sets_expiry = d
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.session_expiry_interval)
+                    .is_some_and(|e| e > 0);
+                if sets_expiry {
+                    // The session expiry was 0 (we grant no other yet): raising it on
+                    // DISCONNECT is a protocol error [MQTT-3.14.2-2].
+                    return self.fail(
+                        DisconnectReasonCode::ProtocolError,
+                        "session expiry raised on DISCONNECT",
+                    );
+                }
                 self.state = State::Closed;
-                return vec![Action::Disconnected];
+                let will = d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage;
+                if !will {
+                    self.will = None; // [MQTT-3.14.4-3]
+                }
+                vec![Action::Disconnected { will }]
             }
-            (State::Connected, _) => close("packet a client must not send"),
-        };
-        if actions.iter().any(|a| matches!(a, Action::Close { .. })) {
-            self.state = State::Closed;
+            (State::Connected, _) => self.fail(
+                DisconnectReasonCode::ProtocolError,
+                "packet a client must not send",
+            ),
         }
-        actions
     }
 
-    fn publish(&mut self, p: Publish) -> Vec<Action> {
-        if !valid_topic_name(&p.topic) {
-            return close("invalid topic name in PUBLISH"); // [MQTT-3.3.2-2]
+    fn connect(&mut self, c: Connect) -> Vec<Action> {
+        self.version = c.protocol;
+        let refuse = |s: &mut Self, code: ConnectReturnCode, why: &'static str| {
+            s.state = State::Closed;
+            let mut ack = ConnAck::new(code, false);
+            if s.v5() {
+                let mut p = ConnAckProperties::new();
+                p.reason_string = Some(why.to_string());
+                ack.properties = Some(p);
+            }
+            vec![
+                Action::Send(Packet::ConnAck(ack)),
+                Action::Close { reason: why },
+            ]
+        };
+        let props = c.properties.clone();
+        if let Some(p) = &props {
+            if p.authentication_method.is_some() {
+                return refuse(
+                    self,
+                    ConnectReturnCode::BadAuthenticationMethod,
+                    "enhanced authentication is not supported",
+                );
+            }
+            if p.receive_maximum == Some(0) || p.max_packet_size == Some(0) {
+                return refuse(
+                    self,
+                    ConnectReturnCode::ProtocolError,
+                    "receive maximum and maximum packet size must not be 0",
+                );
+            }
+            self.client_receive_maximum = p.receive_maximum.unwrap_or(u16::MAX);
+            self.client_max_packet = p.max_packet_size.unwrap_or(0);
+            self.client_alias_maximum = p.topic_alias_max.unwrap_or(0);
+            self.problem_info = p.request_problem_info != Some(0);
         }
-        if p.qos == QoS::ExactlyOnce && self.qos2_received.contains(&p.pkid) {
-            // A resent QoS 2 PUBLISH we already stored: acknowledge, do not store again.
-            return vec![Action::Send(Packet::PubRec(PubRec::new(p.pkid)))];
+        let mut assigned = None;
+        if c.client_id.is_empty() {
+            if !self.v5() && !c.clean_session {
+                // [MQTT-3.1.3-8]
+                return refuse(
+                    self,
+                    ConnectReturnCode::ClientIdentifierNotValid,
+                    "empty client id without clean session",
+                );
+            }
+            self.client_id = std::mem::take(&mut self.assigned_id);
+            assigned = Some(self.client_id.clone());
+        } else {
+            self.client_id = c.client_id;
+        }
+        if let Some(w) = c.last_will {
+            if !valid_topic_name(&w.topic) {
+                return refuse(
+                    self,
+                    ConnectReturnCode::TopicNameInvalid,
+                    "invalid will topic",
+                );
+            }
+            let wp = w.properties.unwrap_or(mqttbytes::v5::WillProperties {
+                delay_interval: None,
+                payload_format_indicator: None,
+                message_expiry_interval: None,
+                content_type: None,
+                response_topic: None,
+                correlation_data: None,
+                user_properties: Vec::new(),
+            });
+            let mut message = Message::new(w.topic, w.qos, w.message);
+            message.retain = w.retain;
+            message.origin = self.client_id.clone();
+            message.properties = Properties {
+                payload_format_indicator: wp.payload_format_indicator,
+                message_expiry_interval: wp.message_expiry_interval,
+                content_type: wp.content_type,
+                response_topic: wp.response_topic,
+                correlation_data: wp.correlation_data,
+                user_properties: wp.user_properties,
+            };
+            // With no session kept after the connection (session expiry 0), the will is due
+            // when the session ends, whatever its delay [MQTT-3.1.3-9].
+            self.will = Some(Will {
+                message,
+                delay: Duration::ZERO,
+            });
+        }
+        let mut keep_alive = c.keep_alive;
+        if self.v5()
+            && let Some(k) = self.settings.server_keep_alive
+        {
+            keep_alive = k;
+        }
+        self.keep_alive = Duration::from_secs(u64::from(keep_alive));
+        self.state = State::Connected;
+        let mut ack = ConnAck::new(ConnectReturnCode::Success, false);
+        if self.v5() {
+            let mut p = ConnAckProperties::new();
+            p.receive_max = Some(self.settings.receive_maximum);
+            p.max_packet_size = Some(self.settings.max_packet_size);
+            p.topic_alias_max = Some(self.settings.topic_alias_maximum);
+            p.assigned_client_identifier = assigned;
+            p.server_keep_alive = self.settings.server_keep_alive;
+            p.retain_available = Some(0);
+            p.shared_subscription_available = Some(0);
+            // Sessions are not kept after the connection yet: say so [MQTT-3.2.2-21].
+            let asked = props.and_then(|p| p.session_expiry_interval).unwrap_or(0);
+            if asked > 0 {
+                p.session_expiry_interval = Some(0);
+            }
+            ack.properties = Some(p);
+        }
+        vec![Action::Send(Packet::ConnAck(ack))]
+    }
+
+    fn publish(&mut self, mut p: Publish) -> Vec<Action> {
+        // Topic aliases [MQTT-3.3.2-7 .. 3.3.2-12].
+        if let Some(alias) = p.properties.as_mut().and_then(|pp| pp.topic_alias.take()) {
+            if !self.v5() || alias == 0 || alias > self.settings.topic_alias_maximum {
+                return self.fail(
+                    DisconnectReasonCode::TopicAliasInvalid,
+                    "topic alias out of range",
+                );
+            }
+            if p.topic.is_empty() {
+                match self.aliases_in.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => {
+                        return self
+                            .fail(DisconnectReasonCode::ProtocolError, "unknown topic alias");
+                    }
+                }
+            } else if valid_topic_name(&p.topic) {
+                self.aliases_in.insert(alias, p.topic.clone());
+            }
+        }
+        if !valid_topic_name(&p.topic) {
+            // [MQTT-3.3.2-2]
+            return self.fail(
+                DisconnectReasonCode::TopicNameInvalid,
+                "invalid topic name in PUBLISH",
+            );
+        }
+        let props = p.properties.take().unwrap_or(PublishProperties {
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            topic_alias: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+            subscription_identifiers: Vec::new(),
+            content_type: None,
+        });
+        if !props.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6]
+            return self.fail(
+                DisconnectReasonCode::ProtocolError,
+                "subscription identifier in a client PUBLISH",
+            );
+        }
+        if let Some(rt) = &props.response_topic
+            && !valid_topic_name(rt)
+        {
+            return self.fail(
+                DisconnectReasonCode::ProtocolError,
+                "invalid response topic",
+            );
+        }
+        if p.qos != QoS::AtMostOnce {
+            if p.qos == QoS::ExactlyOnce && self.qos2_received.contains(&p.pkid) {
+                // A resent QoS 2 PUBLISH we already stored: acknowledge, do not store again.
+                return vec![Action::Send(Packet::PubRec(PubRec::new(p.pkid)))];
+            }
+            if self.pending_ids.contains_key(&p.pkid) {
+                if p.dup {
+                    return Vec::new(); // a resend of one being stored: it gets its ack then
+                }
+                return self.fail(
+                    DisconnectReasonCode::ProtocolError,
+                    "packet identifier reused while in flight",
+                );
+            }
+            if self.pending_ids.len() + self.qos2_received.len()
+                >= usize::from(self.settings.receive_maximum)
+                && self.v5()
+            {
+                // [MQTT-3.3.4-9]
+                return self.fail(
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                    "receive maximum exceeded",
+                );
+            }
+        }
+        if props.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+            let why = "payload is not UTF-8 as its format indicator says";
+            return match p.qos {
+                QoS::AtMostOnce => self.fail(DisconnectReasonCode::PayloadFormatInvalid, why),
+                QoS::AtLeastOnce => vec![Action::Send(Packet::PubAck(PubAck {
+                    pkid: p.pkid,
+                    reason: PubAckReason::PayloadFormatInvalid,
+                    properties: reason_props(self.problem_info, why, |r| PubAckProperties {
+                        reason_string: Some(r),
+                        user_properties: Vec::new(),
+                    }),
+                }))],
+                QoS::ExactlyOnce => vec![Action::Send(Packet::PubRec(PubRec {
+                    pkid: p.pkid,
+                    reason: PubRecReason::PayloadFormatInvalid,
+                    properties: reason_props(self.problem_info, why, |r| PubRecProperties {
+                        reason_string: Some(r),
+                        user_properties: Vec::new(),
+                    }),
+                }))],
+            };
         }
         let token = self.next_token;
         self.next_token += 1;
         if p.qos != QoS::AtMostOnce {
             self.pending.insert(token, (p.qos, p.pkid));
+            self.pending_ids.insert(p.pkid, p.qos);
         }
         vec![Action::Append {
             token,
@@ -228,6 +583,16 @@ impl Session {
                 qos: p.qos,
                 retain: p.retain,
                 payload: p.payload,
+                properties: Properties {
+                    payload_format_indicator: props.payload_format_indicator,
+                    message_expiry_interval: props.message_expiry_interval,
+                    content_type: props.content_type,
+                    response_topic: props.response_topic,
+                    correlation_data: props.correlation_data,
+                    user_properties: props.user_properties,
+                },
+                origin: self.client_id.clone(),
+                timestamp_ms: 0,
             },
         }]
     }
@@ -237,10 +602,37 @@ impl Session {
         let Some((qos, pkid)) = self.pending.remove(&token) else {
             return Vec::new();
         };
+        self.pending_ids.remove(&pkid);
+        if self.state != State::Connected {
+            return Vec::new();
+        }
         if !ok {
-            // MQTT 3.1.1 has no negative acknowledgement: the client will resend.
-            self.state = State::Closed;
-            return close("could not store a message");
+            if !self.v5() {
+                // MQTT 3.1.1 has no negative acknowledgement: close; the client will resend.
+                return self.fail(
+                    DisconnectReasonCode::UnspecifiedError,
+                    "could not store a message",
+                );
+            }
+            let why = "the store is unavailable; publish again";
+            return match qos {
+                QoS::AtLeastOnce => vec![Action::Send(Packet::PubAck(PubAck {
+                    pkid,
+                    reason: PubAckReason::UnspecifiedError,
+                    properties: reason_props(self.problem_info, why, |r| PubAckProperties {
+                        reason_string: Some(r),
+                        user_properties: Vec::new(),
+                    }),
+                }))],
+                _ => vec![Action::Send(Packet::PubRec(PubRec {
+                    pkid,
+                    reason: PubRecReason::UnspecifiedError,
+                    properties: reason_props(self.problem_info, why, |r| PubRecProperties {
+                        reason_string: Some(r),
+                        user_properties: Vec::new(),
+                    }),
+                }))],
+            };
         }
         match qos {
             QoS::AtLeastOnce => vec![Action::Send(Packet::PubAck(PubAck::new(pkid)))],
@@ -252,52 +644,202 @@ impl Session {
         }
     }
 
+    fn subscribe(&mut self, s: Subscribe) -> Vec<Action> {
+        let had = !self.subscriptions.is_empty();
+        let id = s.properties.as_ref().and_then(|p| p.id);
+        if id == Some(0) {
+            // [MQTT-3.8.2-...]: a subscription identifier of 0 is a protocol error.
+            return self.fail(
+                DisconnectReasonCode::ProtocolError,
+                "subscription identifier 0",
+            );
+        }
+        let mut retained = Vec::new();
+        let codes = s
+            .filters
+            .into_iter()
+            .map(|f| {
+                if !valid_filter(&f.path) {
+                    return SubscribeReasonCode::TopicFilterInvalid;
+                }
+                if f.path.starts_with("$share/") {
+                    return SubscribeReasonCode::SharedSubscriptionsNotSupported;
+                }
+                if self
+                    .settings
+                    .refused_filters
+                    .iter()
+                    .any(|r| matches(r, &f.path))
+                {
+                    return SubscribeReasonCode::NotAuthorized;
+                }
+                let sub = Subscription {
+                    qos: f.qos,
+                    no_local: f.nolocal,
+                    retain_as_published: f.preserve_retain,
+                    id,
+                };
+                let existed = self.subscriptions.insert(f.path.clone(), sub).is_some();
+                let send_retained = match f.retain_forward_rule {
+                    RetainForwardRule::OnEverySubscribe => true,
+                    RetainForwardRule::OnNewSubscribe => !existed,
+                    RetainForwardRule::Never => false,
+                };
+                if send_retained {
+                    retained.push(Action::SendRetained { filter: f.path });
+                }
+                match f.qos {
+                    QoS::AtMostOnce => SubscribeReasonCode::QoS0,
+                    QoS::AtLeastOnce => SubscribeReasonCode::QoS1,
+                    QoS::ExactlyOnce => SubscribeReasonCode::QoS2,
+                }
+            })
+            .collect();
+        let mut a = vec![Action::Send(Packet::SubAck(SubAck::new(s.pkid, codes)))];
+        if !had && !self.subscriptions.is_empty() {
+            a.push(Action::StartDelivery);
+        }
+        a.extend(retained);
+        a
+    }
+
     /// Whether the session can take another delivery now.
     pub fn can_deliver(&self) -> bool {
         self.delivery_room() > 0
     }
 
-    /// How many more messages may be offered now without overrunning the QoS 1 window.
+    /// How many more messages may be offered now without overrunning the in-flight window
+    /// (ours, and the client's receive maximum).
     pub fn delivery_room(&self) -> usize {
         if self.state != State::Connected {
             return 0;
         }
-        self.settings
-            .max_inflight
-            .saturating_sub(self.inflight.len())
+        let window = self.settings.max_inflight.min(self.client_receive_maximum);
+        usize::from(window).saturating_sub(self.inflight.len())
     }
 
     /// Offer a stored message: sent once, at the highest QoS of the matching subscriptions
-    /// capped by the message's own [MQTT-3.3.5-1].
-    pub fn deliver(&mut self, m: &Message) -> Vec<Action> {
+    /// capped by the message's own [MQTT-3.3.5-1], carrying every matching subscription
+    /// identifier; no-local subscriptions skip the client's own messages; expired messages
+    /// are dropped and the rest carry their remaining lifetime.
+    pub fn deliver(&mut self, m: &Message, now_ms: i64) -> Vec<Action> {
         if self.state != State::Connected {
             return Vec::new();
         }
-        let Some(sub_qos) = self
-            .subscriptions
-            .iter()
-            .filter(|(f, _)| matches(f, &m.topic))
-            .map(|(_, q)| *q as u8)
-            .max()
-        else {
+        let mut qos = None::<u8>;
+        let mut ids = Vec::new();
+        let mut retain = false;
+        for (f, s) in &self.subscriptions {
+            if !matches(f, &m.topic) || (s.no_local && m.origin == self.client_id) {
+                continue;
+            }
+            qos = Some(qos.unwrap_or(0).max(s.qos as u8));
+            ids.extend(s.id);
+            retain |= s.retain_as_published && m.retain; // [MQTT-3.3.1-12, 3.3.1-13]
+        }
+        let Some(sub_qos) = qos else {
             return Vec::new();
         };
-        let qos = if (m.qos as u8).min(sub_qos) == 0 {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
+        self.send_publish(m, sub_qos, retain, ids, now_ms)
+    }
+
+    /// Offer a retained message for the new subscription `filter` (sent with retain set
+    /// [MQTT-3.3.1-8]).
+    pub fn deliver_retained(&mut self, filter: &str, m: &Message, now_ms: i64) -> Vec<Action> {
+        if self.state != State::Connected {
+            return Vec::new();
+        }
+        let Some(s) = self.subscriptions.get(filter) else {
+            return Vec::new();
+        };
+        if !matches(filter, &m.topic) {
+            return Vec::new();
+        }
+        let (q, ids) = (s.qos as u8, s.id.into_iter().collect());
+        self.send_publish(m, q, true, ids, now_ms)
+    }
+
+    fn send_publish(
+        &mut self,
+        m: &Message,
+        sub_qos: u8,
+        retain: bool,
+        ids: Vec<usize>,
+        now_ms: i64,
+    ) -> Vec<Action> {
+        if m.expired(now_ms) {
+            return Vec::new(); // [MQTT-3.3.2-5]
+        }
+        let qos = match (m.qos as u8).min(sub_qos) {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
         };
         let mut p = Publish::from_bytes(m.topic.clone(), qos, m.payload.clone());
-        if qos == QoS::AtLeastOnce {
+        p.retain = retain;
+        if self.v5() {
+            let mut alias = None;
+            if self.client_alias_maximum > 0 {
+                if let Some(&a) = self.aliases_out.get(&m.topic) {
+                    alias = Some(a);
+                    p.topic.clear();
+                } else if self.aliases_out.len() < usize::from(self.client_alias_maximum) {
+                    let a = self.aliases_out.len() as u16 + 1;
+                    self.aliases_out.insert(m.topic.clone(), a);
+                    alias = Some(a);
+                }
+            }
+            let pr = &m.properties;
+            let props = PublishProperties {
+                payload_format_indicator: pr.payload_format_indicator,
+                message_expiry_interval: m.remaining_expiry(now_ms),
+                topic_alias: alias,
+                response_topic: pr.response_topic.clone(),
+                correlation_data: pr.correlation_data.clone(),
+                user_properties: pr.user_properties.clone(),
+                subscription_identifiers: ids,
+                content_type: pr.content_type.clone(),
+            };
+            let empty = props.payload_format_indicator.is_none()
+                && props.message_expiry_interval.is_none()
+                && props.topic_alias.is_none()
+                && props.response_topic.is_none()
+                && props.correlation_data.is_none()
+                && props.user_properties.is_empty()
+                && props.subscription_identifiers.is_empty()
+                && props.content_type.is_none();
+            if !empty {
+                p.properties = Some(props);
+            }
+        }
+        if qos != QoS::AtMostOnce {
             let mut pkid = self.next_pkid;
-            while self.inflight.contains(&pkid) {
+            while self.inflight.contains_key(&pkid) {
                 pkid = pkid.checked_add(1).unwrap_or(1);
             }
             self.next_pkid = pkid.checked_add(1).unwrap_or(1);
-            self.inflight.insert(pkid);
+            self.inflight.insert(
+                pkid,
+                if qos == QoS::AtLeastOnce {
+                    Outbound::Qos1Sent
+                } else {
+                    Outbound::Qos2Sent
+                },
+            );
             p.pkid = pkid;
         }
         vec![Action::Send(Packet::Publish(p))]
+    }
+
+    /// A delivery was larger than the client's maximum packet size and was not sent: it is
+    /// dropped as if acknowledged [MQTT-3.1.2-25].
+    pub fn too_large(&mut self, pkid: u16) {
+        self.inflight.remove(&pkid);
+    }
+
+    /// The will to publish now that the connection is lost, if one is due.
+    pub fn take_will(&mut self) -> Option<Will> {
+        self.will.take()
     }
 
     /// Whether the client has been silent for more than 1.5 × keep-alive [MQTT-3.1.2-24].
@@ -306,42 +848,55 @@ impl Session {
     }
 
     /// Why the connection should be closed for silence now, if it should: no CONNECT within
-    /// the connect timeout, or the keep-alive expired.
-    pub fn timed_out(&self, now: Instant) -> Option<&'static str> {
+    /// the connect timeout, or the keep-alive expired (MQTT 5 clients are told, 0x8D).
+    pub fn timed_out(&mut self, now: Instant) -> Option<Vec<Action>> {
         match self.state {
             State::AwaitConnect
                 if now.duration_since(self.last_seen) > self.settings.connect_timeout =>
             {
-                Some("no CONNECT in time")
+                self.state = State::Closed;
+                Some(vec![Action::Close {
+                    reason: "no CONNECT in time",
+                }])
             }
-            State::Connected if self.keep_alive_expired(now) => Some("keep-alive expired"),
+            State::Connected if self.keep_alive_expired(now) => {
+                Some(self.fail(DisconnectReasonCode::KeepAliveTimeout, "keep-alive expired"))
+            }
             _ => None,
         }
-    }
-
-    /// Whether the first byte of a connection's input can start a CONNECT packet; anything
-    /// else is refused at once [MQTT-3.1.0-1] instead of waiting for a whole bogus packet.
-    pub fn first_byte_acceptable(&self, byte: u8) -> bool {
-        self.state != State::AwaitConnect || byte == 0x10
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use mqttbytes::v4::{Connect, PubRel, Subscribe, Unsubscribe};
+    use mqttbytes::v5::{
+        ConnectProperties, LastWill, PubRel, SubscribeFilter, SubscribeProperties, Unsubscribe,
+    };
+
+    use bytes::Bytes;
 
     use super::*;
 
-    fn connected() -> (Session, Instant) {
+    fn session(v5: bool, props: Option<ConnectProperties>) -> (Session, Instant, Vec<Action>) {
         let now = Instant::now();
         let settings = SessionSettings {
             max_inflight: 2,
+            receive_maximum: 2,
+            topic_alias_maximum: 4,
+            refused_filters: vec!["$SYS/#".into()],
             ..SessionSettings::default()
         };
         let mut s = Session::new(now, settings, "assigned".into());
         let mut c = Connect::new("c1");
         c.keep_alive = 10;
+        c.protocol = if v5 { Protocol::V5 } else { Protocol::V4 };
+        c.properties = props;
         let a = s.handle(now, Packet::Connect(c));
+        (s, now, a)
+    }
+
+    fn connected() -> (Session, Instant) {
+        let (s, now, a) = session(false, None);
         assert_eq!(
             a,
             vec![Action::Send(Packet::ConnAck(ConnAck::new(
@@ -352,10 +907,60 @@ mod tests {
         (s, now)
     }
 
+    fn connected_v5(props: Option<ConnectProperties>) -> (Session, Instant) {
+        let (s, now, a) = session(true, props);
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::ConnAck(ack))] if ack.code == ConnectReturnCode::Success)
+        );
+        (s, now)
+    }
+
     fn publish(topic: &str, qos: QoS, pkid: u16) -> Packet {
         let mut p = Publish::new(topic, qos, "x");
         p.pkid = pkid;
         Packet::Publish(p)
+    }
+
+    fn msg(topic: &str, qos: QoS) -> Message {
+        Message::new(topic, qos, Bytes::from_static(b"p"))
+    }
+
+    fn sent(a: &[Action]) -> Vec<&Packet> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Send(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn only_publish(a: &[Action]) -> &Publish {
+        match a {
+            [Action::Send(Packet::Publish(p))] => p,
+            other => panic!("expected one PUBLISH, got {other:?}"),
+        }
+    }
+
+    fn disconnect_code(a: &[Action]) -> Option<DisconnectReasonCode> {
+        sent(a).into_iter().find_map(|p| match p {
+            Packet::Disconnect(d) => Some(d.reason_code),
+            _ => None,
+        })
+    }
+
+    fn sub(path: &str, qos: QoS) -> SubscribeFilter {
+        SubscribeFilter::new(path.into(), qos)
+    }
+
+    fn subscribe(filters: Vec<SubscribeFilter>, id: Option<usize>) -> Packet {
+        Packet::Subscribe(Subscribe {
+            pkid: 1,
+            filters,
+            properties: id.map(|id| SubscribeProperties {
+                id: Some(id),
+                user_properties: Vec::new(),
+            }),
+        })
     }
 
     #[test]
@@ -375,34 +980,52 @@ mod tests {
             s.handle(now, Packet::PingReq).is_empty(),
             "closed sessions stay silent"
         );
+        let (mut s, now) = connected_v5(None);
+        let a = s.handle(now, Packet::Connect(Connect::new("again")));
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::ProtocolError),
+            "v5 is told why"
+        );
+        assert!(matches!(a.last(), Some(Action::Close { .. })));
     }
 
     #[test]
-    fn empty_client_id_needs_clean_session() {
+    fn empty_client_id_needs_clean_session_in_3_1_1_and_is_assigned_in_5() {
         let now = Instant::now();
         let mut s = Session::new(now, SessionSettings::default(), "assigned".into());
         let mut c = Connect::new("");
+        c.protocol = Protocol::V4;
         c.clean_session = false;
         let a = s.handle(now, Packet::Connect(c));
-        assert_eq!(
-            a[0],
-            Action::Send(Packet::ConnAck(ConnAck::new(
-                ConnectReturnCode::BadClientId,
-                false
-            )))
-        );
+        assert!(matches!(&a[0], Action::Send(Packet::ConnAck(ack))
+            if ack.code == ConnectReturnCode::ClientIdentifierNotValid));
         let mut s = Session::new(now, SessionSettings::default(), "assigned".into());
-        s.handle(now, Packet::Connect(Connect::new("")));
+        let mut c = Connect::new("");
+        c.protocol = Protocol::V4;
+        s.handle(now, Packet::Connect(c));
         assert_eq!(s.client_id(), "assigned");
+
+        let mut s = Session::new(now, SessionSettings::default(), "given".into());
+        let mut c = Connect::new("");
+        c.protocol = Protocol::V5;
+        let a = s.handle(now, Packet::Connect(c));
+        let [Action::Send(Packet::ConnAck(ack))] = &a[..] else {
+            panic!("{a:?}")
+        };
+        let p = ack.properties.as_ref().expect("v5 CONNACK has properties");
+        assert_eq!(p.assigned_client_identifier.as_deref(), Some("given"));
+        assert_eq!(p.receive_max, Some(1024));
     }
 
     #[test]
     fn puback_and_pubrec_only_after_the_message_is_stored() {
         let (mut s, now) = connected();
         let a = s.handle(now, publish("a/b", QoS::AtLeastOnce, 7));
-        let [Action::Append { token, .. }] = a[..] else {
+        let [Action::Append { token, ref message }] = a[..] else {
             panic!("{a:?}")
         };
+        assert_eq!(message.origin, "c1");
         assert_eq!(
             s.appended(token, true),
             vec![Action::Send(Packet::PubAck(PubAck::new(7)))]
@@ -437,7 +1060,47 @@ mod tests {
         };
         assert!(
             matches!(s.appended(token, false)[..], [Action::Close { .. }]),
-            "store failure: no PUBACK"
+            "3.1.1 store failure: no PUBACK, close"
+        );
+    }
+
+    #[test]
+    fn v5_store_failure_is_a_negative_ack_and_the_session_goes_on() {
+        let (mut s, now) = connected_v5(None);
+        let a = s.handle(now, publish("a", QoS::AtLeastOnce, 3));
+        let [Action::Append { token, .. }] = a[..] else {
+            panic!("{a:?}")
+        };
+        let a = s.appended(token, false);
+        assert!(matches!(&a[..], [Action::Send(Packet::PubAck(ack))]
+            if ack.pkid == 3 && ack.reason == PubAckReason::UnspecifiedError));
+        assert_eq!(
+            s.handle(now, Packet::PingReq),
+            vec![Action::Send(Packet::PingResp)]
+        );
+    }
+
+    #[test]
+    fn packet_id_reuse_and_receive_maximum_overrun_disconnect() {
+        let (mut s, now) = connected_v5(None);
+        assert!(matches!(
+            s.handle(now, publish("a", QoS::AtLeastOnce, 1))[..],
+            [Action::Append { .. }]
+        ));
+        let a = s.handle(now, publish("a", QoS::AtLeastOnce, 1));
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::ProtocolError)
+        );
+
+        let (mut s, now) = connected_v5(None);
+        s.handle(now, publish("a", QoS::AtLeastOnce, 1));
+        s.handle(now, publish("a", QoS::ExactlyOnce, 2));
+        let a = s.handle(now, publish("a", QoS::AtLeastOnce, 3));
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::ReceiveMaximumExceeded),
+            "receive maximum 2"
         );
     }
 
@@ -448,80 +1111,244 @@ mod tests {
             s.handle(now, publish("a/+", QoS::AtMostOnce, 0))[..],
             [Action::Close { .. }]
         ));
+        let (mut s, now) = connected_v5(None);
+        let a = s.handle(now, publish("a/#", QoS::AtMostOnce, 0));
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::TopicNameInvalid)
+        );
+    }
+
+    #[test]
+    fn inbound_topic_aliases() {
+        let (mut s, now) = connected_v5(None);
+        let with_alias = |topic: &str, alias| {
+            let mut p = Publish::new(topic, QoS::AtMostOnce, "x");
+            p.properties = Some(PublishProperties {
+                payload_format_indicator: None,
+                message_expiry_interval: None,
+                topic_alias: Some(alias),
+                response_topic: None,
+                correlation_data: None,
+                user_properties: Vec::new(),
+                subscription_identifiers: Vec::new(),
+                content_type: None,
+            });
+            Packet::Publish(p)
+        };
+        let a = s.handle(now, with_alias("sensors/1", 1));
+        assert!(matches!(&a[..], [Action::Append { message, .. }] if message.topic == "sensors/1"));
+        let a = s.handle(now, with_alias("", 1));
+        assert!(matches!(&a[..], [Action::Append { message, .. }] if message.topic == "sensors/1"));
+        let a = s.handle(now, with_alias("", 2));
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::ProtocolError)
+        );
+        let (mut s, now) = connected_v5(None);
+        let a = s.handle(now, with_alias("x", 5));
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::TopicAliasInvalid),
+            "maximum is 4"
+        );
     }
 
     #[test]
     fn subscriptions_deliver_once_at_the_highest_granted_qos_with_flow_control() {
         let (mut s, now) = connected();
-        let mut sub = Subscribe::new("a/+", QoS::AtMostOnce);
-        sub.pkid = 1;
-        sub.add("a/#".into(), QoS::ExactlyOnce);
-        sub.add("bad/#/x".into(), QoS::AtLeastOnce);
-        let a = s.handle(now, Packet::Subscribe(sub));
+        let mut both = vec![sub("a/+", QoS::AtMostOnce), sub("a/#", QoS::ExactlyOnce)];
+        both.push(sub("bad/#/x", QoS::AtLeastOnce));
+        both.push(sub("$SYS/broker/load", QoS::AtLeastOnce));
+        both.push(sub("$share/g/a", QoS::AtLeastOnce));
+        let a = s.handle(now, subscribe(both, None));
+        let [Action::Send(Packet::SubAck(ack)), Action::StartDelivery, ..] = &a[..] else {
+            panic!("{a:?}")
+        };
         assert_eq!(
-            a,
+            ack.return_codes,
             vec![
-                Action::Send(Packet::SubAck(SubAck::new(
-                    1,
-                    vec![
-                        SubscribeReasonCode::Success(QoS::AtMostOnce),
-                        SubscribeReasonCode::Success(QoS::AtLeastOnce),
-                        SubscribeReasonCode::Failure,
-                    ]
-                ))),
-                Action::StartDelivery,
+                SubscribeReasonCode::QoS0,
+                SubscribeReasonCode::QoS2,
+                SubscribeReasonCode::TopicFilterInvalid,
+                SubscribeReasonCode::NotAuthorized,
+                SubscribeReasonCode::SharedSubscriptionsNotSupported,
             ]
         );
-        let m = |topic: &str, qos| Message {
-            topic: topic.into(),
-            qos,
-            retain: false,
-            payload: Bytes::from_static(b"p"),
-        };
-        let out = s.deliver(&m("a/b", QoS::ExactlyOnce));
-        let [Action::Send(Packet::Publish(ref p))] = out[..] else {
-            panic!("{out:?}")
+        assert!(
+            a[2..]
+                .iter()
+                .all(|x| matches!(x, Action::SendRetained { .. })),
+            "retained messages are offered for new subscriptions: {a:?}"
+        );
+        let p = only_publish(&s.deliver(&msg("a/b", QoS::ExactlyOnce), 0)).clone();
+        assert_eq!((p.qos, p.pkid), (QoS::ExactlyOnce, 1), "one copy");
+        assert!(s.deliver(&msg("other", QoS::AtLeastOnce), 0).is_empty());
+        let p = only_publish(&s.deliver(&msg("a/b", QoS::AtMostOnce), 0)).clone();
+        assert_eq!(p.qos, QoS::AtMostOnce, "capped by the message's QoS");
+        s.deliver(&msg("a/c", QoS::AtLeastOnce), 0);
+        assert!(!s.can_deliver(), "two deliveries in flight");
+        // QoS 2 outbound: PUBREC -> PUBREL, then PUBCOMP frees the slot.
+        assert_eq!(
+            s.handle(now, Packet::PubRec(PubRec::new(1))),
+            vec![Action::Send(Packet::PubRel(PubRel::new(1)))]
+        );
+        assert!(!s.can_deliver(), "still awaiting PUBCOMP");
+        s.handle(now, Packet::PubComp(PubComp::new(1)));
+        assert!(s.can_deliver());
+        s.handle(now, Packet::PubAck(PubAck::new(2)));
+        assert_eq!(s.delivery_room(), 2);
+        let a = s.handle(
+            now,
+            Packet::Unsubscribe(Unsubscribe {
+                pkid: 4,
+                filters: vec!["a/#".into(), "never".into()],
+                properties: None,
+            }),
+        );
+        let [Action::Send(Packet::UnsubAck(ack))] = &a[..] else {
+            panic!("{a:?}")
         };
         assert_eq!(
-            (p.qos, p.pkid),
-            (QoS::AtLeastOnce, 1),
-            "one copy, overlapping subscriptions"
+            ack.reasons,
+            vec![
+                UnsubAckReason::Success,
+                UnsubAckReason::NoSubscriptionExisted
+            ]
         );
-        assert!(s.deliver(&m("other", QoS::AtLeastOnce)).is_empty());
-        let out = s.deliver(&m("a/b", QoS::AtMostOnce));
-        let [Action::Send(Packet::Publish(ref p))] = out[..] else {
-            panic!("{out:?}")
+    }
+
+    #[test]
+    fn v5_delivery_options_and_properties() {
+        let props = ConnectProperties {
+            session_expiry_interval: None,
+            receive_maximum: Some(1),
+            max_packet_size: None,
+            topic_alias_max: Some(1),
+            request_response_info: None,
+            request_problem_info: None,
+            user_properties: Vec::new(),
+            authentication_method: None,
+            authentication_data: None,
         };
-        assert_eq!(p.qos, QoS::AtMostOnce, "capped by the message's QoS");
-        s.deliver(&m("a/c", QoS::AtLeastOnce));
-        assert!(!s.can_deliver(), "two QoS 1 deliveries in flight");
-        s.handle(now, Packet::PubAck(PubAck::new(1)));
-        assert!(s.can_deliver());
-        let a = s.handle(now, Packet::Unsubscribe(Unsubscribe::new("a/#")));
-        assert!(matches!(a[..], [Action::Send(Packet::UnsubAck(_))]));
+        let (mut s, now) = connected_v5(Some(props));
+        let mut own = sub("t/#", QoS::AtMostOnce);
+        own.nolocal = true;
+        s.handle(now, subscribe(vec![own], Some(7)));
+        let mut rap = sub("t/+", QoS::AtLeastOnce);
+        rap.preserve_retain = true;
+        rap.retain_forward_rule = RetainForwardRule::Never;
+        let a = s.handle(now, subscribe(vec![rap], Some(9)));
+        assert!(!a.iter().any(|x| matches!(x, Action::SendRetained { .. })));
+
+        let mut m = msg("t/x", QoS::AtLeastOnce);
+        m.retain = true;
+        m.timestamp_ms = 1_000;
+        m.properties.message_expiry_interval = Some(10);
+        m.properties.user_properties = vec![("b".into(), "1".into()), ("a".into(), "2".into())];
+        m.properties.correlation_data = Some(Bytes::from_static(b"c"));
+        m.properties.response_topic = Some("r".into());
+        let p = only_publish(&s.deliver(&m, 4_500)).clone();
+        let pp = p.properties.as_ref().expect("properties");
+        assert_eq!(pp.subscription_identifiers, vec![7, 9], "every matching id");
+        assert_eq!(pp.message_expiry_interval, Some(7), "counted down");
+        assert_eq!(
+            pp.user_properties, m.properties.user_properties,
+            "order kept"
+        );
+        assert_eq!((pp.topic_alias, p.topic.as_str()), (Some(1), "t/x"));
+        assert!(p.retain, "retain as published");
+        assert_eq!(p.qos, QoS::AtLeastOnce);
+        assert!(!s.can_deliver(), "the client's receive maximum is 1");
+        s.handle(now, Packet::PubAck(PubAck::new(p.pkid)));
+
+        // The same topic again goes by alias only.
+        let p = only_publish(&s.deliver(&m, 4_500)).clone();
+        assert_eq!(
+            (p.topic.as_str(), p.properties.and_then(|x| x.topic_alias)),
+            ("", Some(1))
+        );
+        s.handle(now, Packet::PubAck(PubAck::new(p.pkid)));
+        assert!(s.deliver(&m, 11_000).is_empty(), "expired");
+
+        // No-local: our own publish reaches only the subscription without it.
+        let mut own = msg("t/x", QoS::AtLeastOnce);
+        own.origin = "c1".into();
+        let p = only_publish(&s.deliver(&own, 0)).clone();
+        assert_eq!(
+            p.properties.map(|x| x.subscription_identifiers),
+            Some(vec![9])
+        );
+    }
+
+    #[test]
+    fn wills_are_due_unless_the_client_disconnects_cleanly() {
+        let now = Instant::now();
+        let will_connect = |v5: bool| {
+            let mut c = Connect::new("w");
+            c.protocol = if v5 { Protocol::V5 } else { Protocol::V4 };
+            c.last_will = Some(LastWill::new("status/w", "gone", QoS::AtLeastOnce, true));
+            c
+        };
+        let mut s = Session::new(now, SessionSettings::default(), "x".into());
+        s.handle(now, Packet::Connect(will_connect(false)));
+        assert!(s.timed_out(now).is_none());
+        s.handle(now, Packet::Disconnect(Disconnect::new()));
+        assert_eq!(s.take_will(), None, "clean DISCONNECT discards the will");
+
+        let mut s = Session::new(now, SessionSettings::default(), "x".into());
+        s.handle(now, Packet::Connect(will_connect(true)));
+        let mut d = Disconnect::new();
+        d.reason_code = DisconnectReasonCode::DisconnectWithWillMessage;
+        assert_eq!(
+            s.handle(now, Packet::Disconnect(d)),
+            vec![Action::Disconnected { will: true }]
+        );
+        let w = s.take_will().expect("will");
+        assert_eq!(
+            (
+                w.message.topic.as_str(),
+                w.message.retain,
+                &w.message.origin[..]
+            ),
+            ("status/w", true, "w")
+        );
+
+        let mut s = Session::new(now, SessionSettings::default(), "x".into());
+        s.handle(now, Packet::Connect(will_connect(false)));
+        assert!(s.timed_out(now + Duration::from_secs(1)).is_none());
+        assert!(s.take_will().is_some(), "lost connection: the will is due");
     }
 
     #[test]
     fn keep_alive_is_one_and_a_half_times() {
-        let (s, now) = connected();
+        let (mut s, now) = connected();
         assert!(!s.keep_alive_expired(now + Duration::from_secs(15)));
         assert!(s.keep_alive_expired(now + Duration::from_millis(15_001)));
+        assert!(matches!(
+            s.timed_out(now + Duration::from_secs(16)).as_deref(),
+            Some([Action::Close {
+                reason: "keep-alive expired"
+            }])
+        ));
+        let (mut s, now) = connected_v5(None);
+        let a = s.timed_out(now + Duration::from_secs(16)).expect("expired");
         assert_eq!(
-            s.timed_out(now + Duration::from_secs(16)),
-            Some("keep-alive expired")
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::KeepAliveTimeout)
         );
     }
 
     #[test]
     fn a_connection_must_start_with_connect_in_time() {
         let now = Instant::now();
-        let s = Session::new(now, SessionSettings::default(), "a".into());
-        assert!(s.first_byte_acceptable(0x10));
-        assert!(!s.first_byte_acceptable(b'G'));
+        let mut s = Session::new(now, SessionSettings::default(), "a".into());
         assert_eq!(s.timed_out(now + Duration::from_secs(9)), None);
         assert_eq!(
             s.timed_out(now + Duration::from_secs(11)),
-            Some("no CONNECT in time")
+            Some(vec![Action::Close {
+                reason: "no CONNECT in time"
+            }])
         );
     }
 }

@@ -1,0 +1,311 @@
+//! An MQTT application message as Wharf stores it: one log record per PUBLISH.
+//!
+//! Record layout (a persisted contract; `log/README.md` links here):
+//! - `key`: the topic name, UTF-8;
+//! - `payload`: the application payload, byte for byte;
+//! - `timestamp_ms`: when the adapter stored it (message expiry counts from here);
+//! - `headers`, version 2:
+//!   `[2, qos, flags, origin_len (u16 BE), origin (UTF-8), properties...]` where `flags` bit 0 is
+//!   retain, `origin` is the publishing client's identifier (for MQTT 5 no-local), and
+//!   `properties` are the MQTT 5 publish properties a subscriber receives, in MQTT 5 wire
+//!   format without the length prefix (§2.2.2.2): payload format indicator (0x01), message
+//!   expiry interval (0x02), content type (0x03), response topic (0x08), correlation data
+//!   (0x09), user properties (0x26, in the order received).
+//! - Version 1 (`[1, qos, retain]`, the first slice) is still read.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use mqttbytes::QoS;
+use wharf_log_format::{Record, StoredRecord};
+
+/// The publish properties that travel with a message (MQTT 5 §3.3.2.3). MQTT 3.1.1 clients
+/// publish none and receive none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Properties {
+    pub payload_format_indicator: Option<u8>,
+    /// Seconds the message lives after it was stored.
+    pub message_expiry_interval: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<Bytes>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// A message as stored and delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    pub topic: String,
+    pub qos: QoS,
+    pub retain: bool,
+    pub payload: Bytes,
+    pub properties: Properties,
+    /// Client identifier of the publisher.
+    pub origin: String,
+    /// When it was stored (ms since the Unix epoch); 0 before it is stored.
+    pub timestamp_ms: i64,
+}
+
+impl Message {
+    pub fn new(topic: impl Into<String>, qos: QoS, payload: impl Into<Bytes>) -> Self {
+        Self {
+            topic: topic.into(),
+            qos,
+            retain: false,
+            payload: payload.into(),
+            properties: Properties::default(),
+            origin: String::new(),
+            timestamp_ms: 0,
+        }
+    }
+
+    /// Seconds left to live at `now_ms`: `None` if it never expires, `Some(0)` if it expired.
+    pub fn remaining_expiry(&self, now_ms: i64) -> Option<u32> {
+        let e = self.properties.message_expiry_interval?;
+        let age_s = (now_ms.saturating_sub(self.timestamp_ms).max(0) / 1000) as u64;
+        Some(u64::from(e).saturating_sub(age_s) as u32)
+    }
+
+    /// Whether it expired by `now_ms` (its interval has fully elapsed).
+    pub fn expired(&self, now_ms: i64) -> bool {
+        match self.properties.message_expiry_interval {
+            Some(e) => now_ms.saturating_sub(self.timestamp_ms) >= i64::from(e) * 1000,
+            None => false,
+        }
+    }
+
+    pub fn to_record(&self, now_ms: i64) -> Record {
+        let mut h = BytesMut::with_capacity(5 + self.origin.len());
+        h.put_u8(HEADER_VERSION);
+        h.put_u8(self.qos as u8);
+        h.put_u8(u8::from(self.retain));
+        let origin = truncate_utf8(&self.origin, u16::MAX as usize);
+        h.put_u16(origin.len() as u16);
+        h.put_slice(origin.as_bytes());
+        write_properties(&self.properties, &mut h);
+        Record {
+            timestamp_ms: now_ms,
+            key: Some(Bytes::from(self.topic.clone().into_bytes())),
+            headers: Some(h.freeze()),
+            payload: self.payload.clone(),
+        }
+    }
+
+    /// A stored record as an MQTT message; `Err` says why it is not one.
+    pub fn from_record(r: &StoredRecord) -> Result<Self, &'static str> {
+        let key = r.record.key.as_ref().ok_or("no topic")?;
+        let topic = std::str::from_utf8(key).map_err(|_| "topic not UTF-8")?;
+        let mut h = r.record.headers.clone().ok_or("no headers")?;
+        if h.len() < 3 {
+            return Err("headers too short");
+        }
+        let version = h.get_u8();
+        let qos = mqttbytes::qos(h.get_u8()).map_err(|_| "bad QoS")?;
+        let retain = h.get_u8() & 1 == 1;
+        let mut m = Message {
+            topic: topic.to_string(),
+            qos,
+            retain,
+            payload: r.record.payload.clone(),
+            properties: Properties::default(),
+            origin: String::new(),
+            timestamp_ms: r.record.timestamp_ms,
+        };
+        match version {
+            1 => {}
+            HEADER_VERSION => {
+                m.origin = read_string(&mut h)?;
+                m.properties = read_properties(&mut h)?;
+            }
+            _ => return Err("unknown header version"),
+        }
+        Ok(m)
+    }
+}
+
+const HEADER_VERSION: u8 = 2;
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn put_string(s: &str, out: &mut BytesMut) {
+    let s = truncate_utf8(s, u16::MAX as usize);
+    out.put_u16(s.len() as u16);
+    out.put_slice(s.as_bytes());
+}
+
+fn write_properties(p: &Properties, out: &mut BytesMut) {
+    if let Some(v) = p.payload_format_indicator {
+        out.put_u8(0x01);
+        out.put_u8(v);
+    }
+    if let Some(v) = p.message_expiry_interval {
+        out.put_u8(0x02);
+        out.put_u32(v);
+    }
+    if let Some(v) = &p.content_type {
+        out.put_u8(0x03);
+        put_string(v, out);
+    }
+    if let Some(v) = &p.response_topic {
+        out.put_u8(0x08);
+        put_string(v, out);
+    }
+    if let Some(v) = &p.correlation_data {
+        out.put_u8(0x09);
+        let v = &v[..v.len().min(u16::MAX as usize)];
+        out.put_u16(v.len() as u16);
+        out.put_slice(v);
+    }
+    for (k, v) in &p.user_properties {
+        out.put_u8(0x26);
+        put_string(k, out);
+        put_string(v, out);
+    }
+}
+
+fn read_bytes(h: &mut Bytes) -> Result<Bytes, &'static str> {
+    if h.remaining() < 2 {
+        return Err("truncated length");
+    }
+    let n = h.get_u16() as usize;
+    if h.remaining() < n {
+        return Err("truncated value");
+    }
+    Ok(h.split_to(n))
+}
+
+fn read_string(h: &mut Bytes) -> Result<String, &'static str> {
+    String::from_utf8(read_bytes(h)?.to_vec()).map_err(|_| "string not UTF-8")
+}
+
+fn read_properties(h: &mut Bytes) -> Result<Properties, &'static str> {
+    let mut p = Properties::default();
+    while h.has_remaining() {
+        match h.get_u8() {
+            0x01 if h.has_remaining() => p.payload_format_indicator = Some(h.get_u8()),
+            0x02 if h.remaining() >= 4 => p.message_expiry_interval = Some(h.get_u32()),
+            0x03 => p.content_type = Some(read_string(h)?),
+            0x08 => p.response_topic = Some(read_string(h)?),
+            0x09 => p.correlation_data = Some(read_bytes(h)?),
+            0x26 => {
+                let k = read_string(h)?;
+                p.user_properties.push((k, read_string(h)?));
+            }
+            _ => return Err("unknown or truncated property"),
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_log_format::Offset;
+
+    use super::*;
+
+    fn stored(r: Record) -> StoredRecord {
+        StoredRecord {
+            stream: crate::driver::default_stream(),
+            offset: Offset(7),
+            record: r,
+        }
+    }
+
+    fn full() -> Message {
+        Message {
+            topic: "a/b".into(),
+            qos: QoS::ExactlyOnce,
+            retain: true,
+            payload: Bytes::from_static(b"\x00\xffpayload"),
+            properties: Properties {
+                payload_format_indicator: Some(1),
+                message_expiry_interval: Some(30),
+                content_type: Some("text/plain".into()),
+                response_topic: Some("replies/é".into()),
+                correlation_data: Some(Bytes::from_static(b"\x01\x02")),
+                user_properties: vec![("z".into(), "1".into()), ("a".into(), "2".into())],
+            },
+            origin: "client-1".into(),
+            timestamp_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn records_round_trip() {
+        for m in [full(), {
+            let mut m = Message::new("t", QoS::AtMostOnce, Bytes::new());
+            m.timestamp_ms = 5;
+            m
+        }] {
+            let r = m.to_record(m.timestamp_ms);
+            assert_eq!(Message::from_record(&stored(r)), Ok(m));
+        }
+    }
+
+    /// The version 2 header bytes are a contract: this is what `full()` stores.
+    #[test]
+    fn header_bytes_are_stable() {
+        let r = full().to_record(0);
+        let expected: &[u8] = b"\x02\x02\x01\x00\x08client-1\
+            \x01\x01\x02\x00\x00\x00\x1e\x03\x00\x0atext/plain\x08\x00\x0areplies/\xc3\xa9\
+            \x09\x00\x02\x01\x02\x26\x00\x01z\x00\x011\x26\x00\x01a\x00\x012";
+        assert_eq!(r.headers.as_deref(), Some(expected));
+    }
+
+    #[test]
+    fn version_1_records_are_read() {
+        let r = Record {
+            timestamp_ms: 3,
+            key: Some(Bytes::from_static(b"x/y")),
+            headers: Some(Bytes::from_static(&[1, 1, 1])),
+            payload: Bytes::from_static(b"p"),
+        };
+        let m = Message::from_record(&stored(r)).expect("v1");
+        assert_eq!(
+            (m.topic.as_str(), m.qos, m.retain),
+            ("x/y", QoS::AtLeastOnce, true)
+        );
+    }
+
+    #[test]
+    fn damaged_headers_are_refused_not_panicked_on() {
+        let good = full().to_record(0).headers.expect("headers");
+        for cut in 0..good.len() {
+            let r = Record {
+                timestamp_ms: 0,
+                key: Some(Bytes::from_static(b"t")),
+                headers: Some(good.slice(..cut)),
+                payload: Bytes::new(),
+            };
+            // Some prefixes are themselves valid messages; none may panic.
+            let _ = Message::from_record(&stored(r));
+        }
+        let r = Record {
+            timestamp_ms: 0,
+            key: Some(Bytes::from_static(b"t")),
+            headers: Some(Bytes::from_static(&[9, 0, 0])),
+            payload: Bytes::new(),
+        };
+        assert!(Message::from_record(&stored(r)).is_err());
+    }
+
+    #[test]
+    fn expiry_counts_down_from_storage() {
+        let m = full();
+        let t = m.timestamp_ms;
+        assert_eq!(m.remaining_expiry(t + 10_500), Some(20));
+        assert!(!m.expired(t + 29_999));
+        assert!(m.expired(t + 30_000));
+        assert_eq!(
+            Message::new("t", QoS::AtMostOnce, "").remaining_expiry(t),
+            None
+        );
+    }
+}
