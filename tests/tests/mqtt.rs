@@ -290,3 +290,64 @@ fn mqtt5_features_with_paho() {
         eprintln!("{url}:\n{text}");
     }
 }
+
+/// Retained messages with mosquitto clients on two adapters: set and replaced on A, cleared
+/// with an empty payload, delivered with the retain flag to a wildcard subscriber on B, and
+/// without it to a subscriber that was already there.
+#[test]
+fn retained_messages_are_shared_by_adapters() {
+    if !have("mosquitto_pub") {
+        return;
+    }
+    let (urls, _dir) = stores();
+    for url in urls {
+        let (pa, pb) = (free_port(), free_port());
+        let mut a = start_adapter(&url, pa);
+        let mut b = start_adapter(&url, pb);
+        let publish = |port, args: &[&str]| {
+            let st = mosquitto("mosquitto_pub", port)
+                .args(["-q", "1"])
+                .args(args)
+                .status()
+                .expect("mosquitto_pub");
+            assert!(st.success(), "{url}: publish {args:?}");
+        };
+        publish(pa, &["-r", "-t", "home/lamp", "-m", "on"]);
+        publish(pa, &["-r", "-t", "home/door", "-m", "closed"]);
+        publish(pa, &["-r", "-t", "home/temp", "-m", "20"]);
+        publish(pa, &["-r", "-t", "home/temp", "-m", "21"]); // replaces
+        publish(pa, &["-r", "-t", "home/door", "-n"]); // clears
+        publish(pa, &["-t", "home/plain", "-m", "not retained"]);
+        let sub = |port, filter: &str, count: &str| {
+            mosquitto("mosquitto_sub", port)
+                .args(["-t", filter, "-q", "1", "-C", count, "-W", "3"])
+                .args(["-F", "%r %t %p"])
+                .output()
+                .expect("mosquitto_sub")
+        };
+        let out = sub(pb, "home/#", "2");
+        assert!(out.status.success(), "{url}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(),
+            ["1 home/lamp on", "1 home/temp 21"],
+            "{url}"
+        );
+        // Nothing retained for the cleared topic: the subscriber times out empty.
+        let out = sub(pb, "home/door", "1");
+        assert!(!out.status.success() && out.stdout.is_empty(), "{url}: {out:?}");
+        // An established subscription gets new retained publishes with retain 0 [MQTT-3.3.1-9].
+        let live = mosquitto("mosquitto_sub", pb)
+            .args(["-t", "live/+", "-q", "1", "-C", "1", "-W", "10"])
+            .args(["-F", "%r %t %p"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub");
+        std::thread::sleep(Duration::from_millis(500));
+        publish(pa, &["-r", "-t", "live/x", "-m", "now"]);
+        let out = live.wait_with_output().expect("sub");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0 live/x now", "{url}");
+        let _ = (a.kill(), b.kill());
+        let _ = (a.wait(), b.wait());
+        eprintln!("{url}: retained set/replace/clear on A seen on B");
+    }
+}

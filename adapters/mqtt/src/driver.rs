@@ -3,6 +3,7 @@
 //! the log.
 
 use std::{
+    collections::VecDeque,
     net::SocketAddr,
     sync::{
         Arc,
@@ -26,6 +27,7 @@ use wharf_log_format::{Offset, StreamId};
 use crate::{
     codec::{self, Peek, Version, peek_connect},
     message::Message,
+    retained::{Retained, retained_stream},
     session::{Action, Session, SessionSettings},
 };
 
@@ -61,6 +63,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
+    let retained = Arc::new(Retained::default());
     let ids = Arc::new(AtomicU64::new(0));
     tokio::pin!(shutdown);
     loop {
@@ -79,7 +82,7 @@ pub async fn serve(
                 }
             },
         };
-        let (log, settings) = (log.clone(), settings.clone());
+        let (log, settings, retained) = (log.clone(), settings.clone(), retained.clone());
         let id = format!(
             "wharf-{}-{}",
             std::process::id(),
@@ -87,7 +90,7 @@ pub async fn serve(
         );
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(reason) = connection(socket, peer, log, settings, id).await {
+            if let Err(reason) = connection(socket, peer, log, retained, settings, id).await {
                 tracing::info!(%peer, reason, "mqtt connection closed");
             }
         });
@@ -99,6 +102,7 @@ async fn connection(
     mut socket: TcpStream,
     peer: SocketAddr,
     log: Log,
+    retained: Arc<Retained>,
     settings: MqttSettings,
     assigned_id: String,
 ) -> Result<(), String> {
@@ -111,6 +115,8 @@ async fn connection(
     let mut conn = Conn {
         log,
         stream: default_stream(),
+        retained,
+        retained_queue: VecDeque::new(),
         version: None,
         output: BytesMut::new(),
         pending: FuturesOrdered::new(),
@@ -133,6 +139,10 @@ async fn connection(
 struct Conn {
     log: Log,
     stream: StreamId,
+    retained: Arc<Retained>,
+    /// Retained messages owed to new subscriptions: (filter, message), sent as the in-flight
+    /// window allows.
+    retained_queue: VecDeque<(String, Message)>,
     version: Option<Version>,
     output: BytesMut,
     pending: FuturesOrdered<futures::future::BoxFuture<'static, (u64, bool)>>,
@@ -205,6 +215,12 @@ impl Conn {
             if let Some(end) = self.carry_out(session, actions).await? {
                 return Ok(end);
             }
+            while session.can_deliver()
+                && let Some((filter, m)) = self.retained_queue.pop_front()
+            {
+                let a = session.deliver_retained(&filter, &m, self.log.clock().now_ms());
+                self.send_all(session, a)?;
+            }
             flush(socket, &mut self.output).await;
             let room = session.delivery_room();
             let deliver = self.tail.is_some() && room > 0;
@@ -254,11 +270,10 @@ impl Conn {
             match action {
                 Action::Send(p) => self.send(session, &p)?,
                 Action::Append { token, message } => {
-                    let record = message.to_record(self.log.clock().now_ms());
-                    match self.log.submit(&self.stream, vec![record]).await {
-                        Ok(p) => self
+                    match store(&self.log, &self.stream, &message).await {
+                        Ok(durable) => self
                             .pending
-                            .push_back(Box::pin(async move { (token, p.durable().await.is_ok()) })),
+                            .push_back(Box::pin(async move { (token, durable.await.is_ok()) })),
                         Err(e) => {
                             tracing::warn!(error = %e, "append failed");
                             let a = session.appended(token, false);
@@ -274,8 +289,17 @@ impl Conn {
                         self.tail = Some(self.log.tail(&self.stream, Offset(head)));
                     }
                 }
-                // Retained messages are not stored yet (CONNACK says retain unavailable).
-                Action::SendRetained { .. } => {}
+                Action::SendRetained { filter } => {
+                    let now_ms = self.log.clock().now_ms();
+                    match self.retained.matching(&self.log, &filter, now_ms).await {
+                        Ok(found) => self
+                            .retained_queue
+                            .extend(found.into_iter().map(|m| (filter.clone(), m))),
+                        Err(e) => {
+                            tracing::warn!(error = %e, filter, "could not read retained messages")
+                        }
+                    }
+                }
                 Action::Close { reason } => end = Err(reason.to_string()),
                 Action::Disconnected { will } => end = Ok(Some(will)),
             }
@@ -316,9 +340,8 @@ impl Conn {
         if !will.delay.is_zero() {
             tokio::time::sleep(will.delay).await;
         }
-        let record = will.message.to_record(self.log.clock().now_ms());
-        let stored = match self.log.submit(&self.stream, vec![record]).await {
-            Ok(p) => p.durable().await.map(|_| ()),
+        let stored = match store(&self.log, &self.stream, &will.message).await {
+            Ok(durable) => durable.await,
             Err(e) => Err(e),
         };
         match stored {
@@ -332,6 +355,28 @@ impl Conn {
             }
         }
     }
+}
+
+/// Submit a message for storage: to the topic stream, and to the retained stream too if
+/// it has the retain flag. The future resolves when every copy is durable.
+async fn store(
+    log: &Log,
+    stream: &StreamId,
+    message: &Message,
+) -> wharf_log::Result<impl std::future::Future<Output = wharf_log::Result<()>> + use<>> {
+    let record = message.to_record(log.clock().now_ms());
+    let retained = if message.retain {
+        Some(log.submit(&retained_stream(), vec![record.clone()]).await?)
+    } else {
+        None
+    };
+    let main = log.submit(stream, vec![record]).await?;
+    Ok(async move {
+        if let Some(r) = retained {
+            r.durable().await?;
+        }
+        main.durable().await.map(|_| ())
+    })
 }
 
 async fn flush(socket: &mut TcpStream, out: &mut BytesMut) {

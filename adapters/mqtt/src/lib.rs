@@ -17,6 +17,7 @@
 pub mod codec;
 pub mod driver;
 pub mod message;
+pub mod retained;
 pub mod session;
 pub mod topic;
 

@@ -267,9 +267,7 @@ impl Session {
                 Vec::new()
             }
             (State::Connected, Packet::PubRec(r)) => match self.inflight.get(&r.pkid) {
-                Some(Outbound::Qos2Sent) | Some(Outbound::Released)
-                    if (r.reason as u8) < 0x80 =>
-                {
+                Some(Outbound::Qos2Sent) | Some(Outbound::Released) if (r.reason as u8) < 0x80 => {
                     self.inflight.insert(r.pkid, Outbound::Released);
                     vec![Action::Send(Packet::PubRel(PubRel::new(r.pkid)))]
                 }
@@ -458,7 +456,6 @@ impl Session {
             p.topic_alias_max = Some(self.settings.topic_alias_maximum);
             p.assigned_client_identifier = assigned;
             p.server_keep_alive = self.settings.server_keep_alive;
-            p.retain_available = Some(0);
             p.shared_subscription_available = Some(0);
             // Sessions are not kept after the connection yet: say so [MQTT-3.2.2-21].
             let asked = props.and_then(|p| p.session_expiry_interval).unwrap_or(0);
