@@ -328,13 +328,18 @@ fn retained_messages_are_shared_by_adapters() {
         let out = sub(pb, "home/#", "2");
         assert!(out.status.success(), "{url}: {out:?}");
         assert_eq!(
-            String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .collect::<Vec<_>>(),
             ["1 home/lamp on", "1 home/temp 21"],
             "{url}"
         );
         // Nothing retained for the cleared topic: the subscriber times out empty.
         let out = sub(pb, "home/door", "1");
-        assert!(!out.status.success() && out.stdout.is_empty(), "{url}: {out:?}");
+        assert!(
+            !out.status.success() && out.stdout.is_empty(),
+            "{url}: {out:?}"
+        );
         // An established subscription gets new retained publishes with retain 0 [MQTT-3.3.1-9].
         let live = mosquitto("mosquitto_sub", pb)
             .args(["-t", "live/+", "-q", "1", "-C", "1", "-W", "10"])
@@ -345,7 +350,11 @@ fn retained_messages_are_shared_by_adapters() {
         std::thread::sleep(Duration::from_millis(500));
         publish(pa, &["-r", "-t", "live/x", "-m", "now"]);
         let out = live.wait_with_output().expect("sub");
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0 live/x now", "{url}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "0 live/x now",
+            "{url}"
+        );
         let _ = (a.kill(), b.kill());
         let _ = (a.wait(), b.wait());
         eprintln!("{url}: retained set/replace/clear on A seen on B");

@@ -18,6 +18,10 @@ pub struct CursorState {
     pub epoch: Epoch,
     pub acks: AckSet,
     pub updated_ms: i64,
+    /// State the cursor's owner keeps with its position (an MQTT session's subscriptions, for
+    /// one), written atomically with the acks. Absent in cursors that carry none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<serde_json::Value>,
 }
 
 impl Versioned for CursorState {

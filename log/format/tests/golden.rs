@@ -183,6 +183,24 @@ fn json_objects_v1() {
                 ranges: vec![(102, 105), (110, 111)],
             },
             updated_ms: 1_795_000_000_000,
+            meta: None,
+        },
+    );
+    // Owners may keep their own state with the position (MQTT sessions do).
+    check_json(
+        "cursor-v1-meta.json",
+        CursorState {
+            version: 1,
+            stream: sid("orders"),
+            name: "workers".into(),
+            generation: 9,
+            epoch: Epoch(2),
+            acks: AckSet {
+                committed: 100,
+                ranges: vec![(102, 105), (110, 111)],
+            },
+            updated_ms: 1_795_000_000_000,
+            meta: Some(serde_json::json!({"kind": "mqtt-session", "subscriptions": [["a/#", 1]]})),
         },
     );
     check_json(

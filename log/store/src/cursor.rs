@@ -28,6 +28,7 @@ pub struct Cursor {
     generation: u64,
     epoch: Epoch,
     acks: AckSet,
+    meta: Option<serde_json::Value>,
     dirty: bool,
 }
 
@@ -71,12 +72,14 @@ impl Log {
             generation: 0,
             epoch: Epoch(0),
             acks: AckSet::starting_at(start),
+            meta: None,
             dirty: false,
         };
         if let Some((n, state)) = cursor.series().latest::<CursorState>().await? {
             cursor.generation = n;
             cursor.epoch = state.epoch;
             cursor.acks = state.acks;
+            cursor.meta = state.meta;
         }
         Ok(cursor)
     }
@@ -145,6 +148,78 @@ impl Cursor {
         self.acks.unacked(from, to, limit)
     }
 
+    /// Whether the cursor was ever committed (it has a generation in the store).
+    pub fn exists(&self) -> bool {
+        self.generation > 0
+    }
+
+    /// The owner's state kept with the position (see [`CursorState::meta`]).
+    pub fn meta(&self) -> Option<&serde_json::Value> {
+        self.meta.as_ref()
+    }
+
+    /// Replace the owner's state; written by the next [`Cursor::commit`].
+    pub fn set_meta(&mut self, meta: Option<serde_json::Value>) {
+        self.meta = meta;
+        self.dirty = true;
+    }
+
+    /// Take the cursor from whoever holds it now, without a lease: commit with an epoch
+    /// above every epoch written so far, so the newest taker wins and every earlier holder's
+    /// later commits fail with [`LogError::Fenced`]. For owners where the latest claimant must
+    /// win at once (an MQTT client reconnecting takes its session over). Merges the latest
+    /// committed acks and meta first.
+    pub async fn take_over(&mut self) -> Result<()> {
+        loop {
+            if let Some((n, theirs)) = self.series().latest::<CursorState>().await?
+                && n >= self.generation
+            {
+                self.generation = n;
+                self.epoch = self.epoch.max(theirs.epoch);
+                self.acks.merge(&theirs.acks);
+                self.meta = theirs.meta;
+            }
+            self.epoch = Epoch(self.epoch.0 + 1);
+            let n = self.generation + 1;
+            match self.series().write(n, &self.state(n)).await? {
+                Write::Done => {
+                    self.committed_as(n).await;
+                    return Ok(());
+                }
+                // Someone wrote n meanwhile: read it and go above its epoch.
+                Write::Lost(_) => {}
+            }
+        }
+    }
+
+    /// Generation `n` is ours: note it and delete one that fell out of the kept window.
+    async fn committed_as(&mut self, n: u64) {
+        self.generation = n;
+        self.dirty = false;
+        if n > KEEP_GENERATIONS {
+            let old = paths::numbered(
+                &paths::cursor_dir(&self.stream, &self.name),
+                n - KEEP_GENERATIONS - 1,
+            );
+            let _ =
+                object_store::ObjectStoreExt::delete(self.log.store().object_store.as_ref(), &old)
+                    .await;
+        }
+    }
+
+    fn state(&self, n: u64) -> CursorState {
+        CursorState {
+            version: CursorState::VERSION,
+            stream: self.stream.clone(),
+            name: self.name.clone(),
+            generation: n,
+            epoch: self.epoch,
+            acks: self.acks.clone(),
+            updated_ms: self.log.clock().now_ms(),
+            meta: self.meta.clone(),
+        }
+    }
+
     /// Guard this cursor with a lease: commits carry the lease's epoch, and a commit that
     /// finds a higher epoch fails with [`LogError::Fenced`]. Writes a generation at once, so a
     /// previous holder's later commits are refused.
@@ -161,30 +236,9 @@ impl Cursor {
         }
         loop {
             let n = self.generation + 1;
-            let state = CursorState {
-                version: CursorState::VERSION,
-                stream: self.stream.clone(),
-                name: self.name.clone(),
-                generation: n,
-                epoch: self.epoch,
-                acks: self.acks.clone(),
-                updated_ms: self.log.clock().now_ms(),
-            };
-            match self.series().write(n, &state).await? {
+            match self.series().write(n, &self.state(n)).await? {
                 Write::Done => {
-                    self.generation = n;
-                    self.dirty = false;
-                    if n > KEEP_GENERATIONS {
-                        let old = paths::numbered(
-                            &paths::cursor_dir(&self.stream, &self.name),
-                            n - KEEP_GENERATIONS - 1,
-                        );
-                        let _ = object_store::ObjectStoreExt::delete(
-                            self.log.store().object_store.as_ref(),
-                            &old,
-                        )
-                        .await;
-                    }
+                    self.committed_as(n).await;
                     return Ok(());
                 }
                 Write::Lost(theirs) => self.absorb(n, theirs)?,

@@ -61,6 +61,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(tail_sees_local_and_remote_appends);
     case!(read_from_time);
     case!(cursors_merge_and_survive_reopen);
+    case!(cursor_take_over_fences_the_previous_holder);
     case!(leases_expire_and_fence);
     case!(catalog_put_list_watch_delete);
     case!(retention_trims);
@@ -314,6 +315,45 @@ async fn cursors_merge_and_survive_reopen(store: &Store) {
     ca.reload().await.expect("reload");
     assert!(ca.is_acked(Offset(7)));
     assert!(matches!(a.cursor(&s, "bad/name").await, Err(e) if e.kind() == ErrorKind::Invalid));
+}
+
+/// The newest claimant of a cursor wins at once (an MQTT session taken over by a reconnect):
+/// it sees the committed acks and meta, and the previous holder can no longer commit.
+async fn cursor_take_over_fences_the_previous_holder(store: &Store) {
+    let a = open(store).await;
+    let b = open(store).await;
+    let s = sid("sessions");
+    let mut old = a.cursor(&s, "client").await.expect("cursor");
+    assert!(!old.exists());
+    old.take_over().await.expect("first claim");
+    old.ack(Offset(0));
+    old.set_meta(Some(serde_json::json!({"subscriptions": ["a/#"]})));
+    old.commit().await.expect("commit");
+    let mut new = b.cursor(&s, "client").await.expect("cursor");
+    assert!(new.exists());
+    new.take_over().await.expect("take over");
+    assert!(new.epoch() > old.epoch());
+    assert!(new.is_acked(Offset(0)));
+    assert_eq!(
+        new.meta(),
+        Some(&serde_json::json!({"subscriptions": ["a/#"]}))
+    );
+    old.ack(Offset(1));
+    assert!(
+        matches!(old.commit().await, Err(e) if e.kind() == ErrorKind::Fenced),
+        "the previous holder is fenced"
+    );
+    // Two claimants racing from the same generation: both succeed in turn, the later one
+    // with the higher epoch, and the earlier is fenced.
+    let mut x = a.cursor(&s, "client").await.expect("cursor");
+    let mut y = b.cursor(&s, "client").await.expect("cursor");
+    x.take_over().await.expect("x");
+    y.take_over().await.expect("y");
+    assert!(y.epoch() > x.epoch());
+    x.ack(Offset(2));
+    assert!(matches!(x.commit().await, Err(e) if e.kind() == ErrorKind::Fenced));
+    y.ack(Offset(2));
+    y.commit().await.expect("the winner commits");
 }
 
 async fn leases_expire_and_fence(store: &Store) {
