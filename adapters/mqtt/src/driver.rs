@@ -3,32 +3,30 @@
 //! the log.
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeSet, VecDeque},
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::Duration,
 };
 
 use bytes::BytesMut;
 use futures::{StreamExt, stream::FuturesOrdered};
-use mqttbytes::v5::{DisconnectReasonCode, Packet};
+use mqttbytes::v5::{DisconnectReasonCode, Packet, PubRel};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::Semaphore,
     time::Instant,
 };
-use wharf_log::Log;
+use wharf_log::{Cursor, Log};
 use wharf_log_format::{Offset, StreamId};
 
 use crate::{
     codec::{self, Peek, Version, peek_connect},
     message::Message,
     retained::{Retained, retained_stream},
-    session::{Action, Session, SessionSettings},
+    session::{Action, Session, SessionSettings, StoredSession, Will},
+    takeover::{Registration, Takeover},
 };
 
 /// Settings of the MQTT listener.
@@ -55,6 +53,15 @@ pub fn default_stream() -> StreamId {
     StreamId::new("mqtt-default").unwrap_or_else(|_| unreachable!("valid stream id"))
 }
 
+/// What every connection of one adapter shares.
+#[derive(Debug)]
+struct Shared {
+    log: Log,
+    settings: MqttSettings,
+    retained: Retained,
+    takeover: Arc<Takeover>,
+}
+
 /// Accept MQTT connections on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
@@ -63,8 +70,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let retained = Arc::new(Retained::default());
-    let ids = Arc::new(AtomicU64::new(0));
+    let shared = Arc::new(Shared {
+        takeover: Takeover::start(log.clone()),
+        log,
+        settings,
+        retained: Retained::default(),
+    });
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let mut ids = 0u64;
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -82,15 +95,13 @@ pub async fn serve(
                 }
             },
         };
-        let (log, settings, retained) = (log.clone(), settings.clone(), retained.clone());
-        let id = format!(
-            "wharf-{}-{}",
-            std::process::id(),
-            ids.fetch_add(1, Ordering::Relaxed)
-        );
+        ids += 1;
+        // Unique across adapters and restarts: assigned ids name sessions in the store.
+        let assigned = format!("wharf-{run}-{ids}");
+        let shared = shared.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(reason) = connection(socket, peer, log, retained, settings, id).await {
+            if let Err(reason) = connection(socket, peer, shared, assigned).await {
                 tracing::info!(%peer, reason, "mqtt connection closed");
             }
         });
@@ -101,27 +112,31 @@ pub async fn serve(
 async fn connection(
     mut socket: TcpStream,
     peer: SocketAddr,
-    log: Log,
-    retained: Arc<Retained>,
-    settings: MqttSettings,
+    shared: Arc<Shared>,
     assigned_id: String,
 ) -> Result<(), String> {
     let _ = socket.set_nodelay(true);
     let mut session = Session::new(
         Instant::now().into_std(),
-        settings.session.clone(),
+        shared.settings.session.clone(),
         assigned_id,
     );
     let mut conn = Conn {
-        log,
+        max_packet: shared.settings.session.max_packet_size as usize,
+        shared,
         stream: default_stream(),
-        retained,
         retained_queue: VecDeque::new(),
         version: None,
         output: BytesMut::new(),
         pending: FuturesOrdered::new(),
         tail: None,
-        max_packet: settings.session.max_packet_size as usize,
+        held: None,
+        persist: None,
+        registration: None,
+        kicked: None,
+        dup_below: 0,
+        sent_upto: 0,
+        saved_sent_upto: 0,
     };
     let end = conn.run(&mut socket, peer, &mut session).await;
     flush(&mut socket, &mut conn.output).await;
@@ -129,17 +144,37 @@ async fn connection(
         Ok(will) => *will,
         Err(_) => true,
     };
+    conn.save_on_close(&session).await;
     if will_due && let Some(will) = session.take_will() {
-        conn.publish_will(will).await;
+        conn.publish_will(will);
     }
     end.map(|_| ())
 }
 
+/// A persistent session's delivery cursor on the topic stream: its acks are the session's
+/// position, its meta the [`StoredSession`].
+struct Persist {
+    cursor: Cursor,
+    /// QoS 2 packet ids released but not completed.
+    released: BTreeSet<u16>,
+}
+
+/// The name of the cursor that holds `client_id`'s session (hex, so any client id works).
+fn session_cursor_name(client_id: &str) -> Option<String> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut name = String::from("mqtt-session.");
+    for b in client_id.bytes() {
+        name.push(HEX[usize::from(b >> 4)] as char);
+        name.push(HEX[usize::from(b & 15)] as char);
+    }
+    // Cursor names are at most 200 characters: client ids up to 93 bytes.
+    (name.len() <= 200).then_some(name)
+}
+
 /// The per-connection I/O state around a [`Session`].
 struct Conn {
-    log: Log,
+    shared: Arc<Shared>,
     stream: StreamId,
-    retained: Arc<Retained>,
     /// Retained messages owed to new subscriptions: (filter, message), sent as the in-flight
     /// window allows.
     retained_queue: VecDeque<(String, Message)>,
@@ -147,10 +182,25 @@ struct Conn {
     output: BytesMut,
     pending: FuturesOrdered<futures::future::BoxFuture<'static, (u64, bool)>>,
     tail: Option<wharf_log::Tail>,
+    /// A stored message read but not yet deliverable (its packet id is in flight).
+    held: Option<(u64, Message)>,
+    persist: Option<Persist>,
+    registration: Option<Registration>,
+    kicked: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Messages below this offset are resent to a resumed session with DUP set.
+    dup_below: u64,
+    /// Offsets below this were offered to the client (saved with the session).
+    sent_upto: u64,
+    /// `sent_upto` as last saved.
+    saved_sent_upto: u64,
     max_packet: usize,
 }
 
 impl Conn {
+    fn log(&self) -> &Log {
+        &self.shared.log
+    }
+
     /// Serve until the connection ends: `Ok(will_due)` after DISCONNECT, `Err(reason)`
     /// otherwise (the will is due then).
     async fn run(
@@ -208,22 +258,21 @@ impl Conn {
                         return Err(format!("bad packet from {}: {e:?}", session.client_id()));
                     }
                 }
-                if actions.iter().any(|a| matches!(a, Action::Close { .. })) {
+                if actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Close { .. } | Action::Resume { .. }))
+                {
+                    // After CONNECT, nothing more is read until the session is resumed.
                     break;
                 }
             }
             if let Some(end) = self.carry_out(session, actions).await? {
                 return Ok(end);
             }
-            while session.can_deliver()
-                && let Some((filter, m)) = self.retained_queue.pop_front()
-            {
-                let a = session.deliver_retained(&filter, &m, self.log.clock().now_ms());
-                self.send_all(session, a)?;
-            }
+            self.deliver_ready(session).await?;
             flush(socket, &mut self.output).await;
             let room = session.delivery_room();
-            let deliver = self.tail.is_some() && room > 0;
+            let deliver = self.tail.is_some() && self.held.is_none() && room > 0;
             tokio::select! {
                 read = socket.read_buf(&mut input) => match read {
                     Ok(0) => return Err(format!("{} went away without DISCONNECT", session.client_id())),
@@ -238,22 +287,117 @@ impl Conn {
                 }
                 batch = async { match self.tail.as_mut() { Some(t) => t.next_batch(room).await, None => std::future::pending().await } }, if deliver => {
                     let batch = batch.map_err(|e| format!("reading the log: {e}"))?;
-                    let now_ms = self.log.clock().now_ms();
-                    for r in &batch {
-                        match Message::from_record(r) {
+                    let mut batch = batch.into_iter();
+                    let now_ms = self.log().clock().now_ms();
+                    for r in batch.by_ref() {
+                        let offset = r.offset.0;
+                        self.sent_upto = self.sent_upto.max(offset + 1);
+                        if self.persist.as_ref().is_some_and(|p| p.cursor.is_acked(r.offset)) {
+                            continue; // done before this connection
+                        }
+                        match Message::from_record(&r) {
                             Ok(m) => {
-                                let a = session.deliver(&m, now_ms);
-                                self.send_all(session, a)?;
+                                let dup = offset < self.dup_below;
+                                match session.deliver(&m, offset, dup, now_ms) {
+                                    Some(a) => self.carry_out_delivery(session, a)?,
+                                    None => {
+                                        self.held = Some((offset, m));
+                                        break;
+                                    }
+                                }
                             }
-                            Err(why) => tracing::warn!(offset = r.offset.0, why, "not an MQTT record; skipped"),
+                            Err(why) => {
+                                tracing::warn!(offset, why, "not an MQTT record; skipped");
+                                self.done(offset);
+                            }
                         }
                     }
+                    if batch.len() > 0 {
+                        // Held back behind a packet id in flight: read the rest again later.
+                        let first = self.held.as_ref().map_or(0, |(o, _)| *o) + 1;
+                        let stream = self.stream.clone();
+                        self.tail = Some(self.log().tail(&stream, Offset(first)));
+                    }
+                }
+                _ = async { match self.kicked.as_mut() { Some(k) => { let _ = k.await; } None => std::future::pending().await } }, if self.kicked.is_some() => {
+                    self.kicked = None;
+                    if let Some(p) = session.server_disconnect(DisconnectReasonCode::SessionTakenOver, "another connection took the session over") {
+                        self.send(session, &p)?;
+                    }
+                    // Leave the cursor to the new owner.
+                    self.persist = None;
+                    return Err(format!("{}: session taken over", session.client_id()));
                 }
                 _ = tick.tick() => {
                     if let Some(a) = session.timed_out(Instant::now().into_std()) {
                         self.carry_out(session, a).await?;
                     }
+                    let moved = self.persist.as_ref().is_some_and(|p| p.cursor.is_dirty())
+                        || self.sent_upto != self.saved_sent_upto;
+                    if moved {
+                        self.save(session, None).await?;
+                    }
                 }
+            }
+        }
+    }
+
+    /// Offer what can be offered without waiting: a held message, then retained ones.
+    async fn deliver_ready(&mut self, session: &mut Session) -> Result<(), String> {
+        let now_ms = self.log().clock().now_ms();
+        if let Some((offset, m)) = self.held.take() {
+            match session.deliver(&m, offset, offset < self.dup_below, now_ms) {
+                Some(a) => self.carry_out_delivery(session, a)?,
+                None => self.held = Some((offset, m)),
+            }
+        }
+        while session.can_deliver()
+            && let Some((filter, m)) = self.retained_queue.pop_front()
+        {
+            let a = session.deliver_retained(&filter, &m, now_ms);
+            self.send_all(session, a)?;
+        }
+        Ok(())
+    }
+
+    fn carry_out_delivery(
+        &mut self,
+        session: &mut Session,
+        actions: Vec<Action>,
+    ) -> Result<(), String> {
+        for a in actions {
+            match a {
+                Action::Send(p) => self.send(session, &p)?,
+                Action::Done { offset } => self.done(offset),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn done(&mut self, offset: u64) {
+        if offset != u64::MAX
+            && let Some(p) = self.persist.as_mut()
+        {
+            p.cursor.ack(Offset(offset));
+        }
+    }
+
+    /// Persist the session's position if it changed; a fenced cursor means another
+    /// connection took the session over.
+    async fn commit(&mut self) -> Result<(), String> {
+        let Some(p) = self.persist.as_mut() else {
+            return Ok(());
+        };
+        match p.cursor.commit().await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == wharf_log::ErrorKind::Fenced => {
+                self.persist = None;
+                Err("session taken over (cursor fenced)".into())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not save the session position; will retry");
+                Ok(())
             }
         }
     }
@@ -266,32 +410,53 @@ impl Conn {
         actions: Vec<Action>,
     ) -> Result<Option<bool>, String> {
         let mut end = Ok(None);
-        for action in actions {
+        let mut queue: VecDeque<Action> = actions.into();
+        while let Some(action) = queue.pop_front() {
             match action {
                 Action::Send(p) => self.send(session, &p)?,
                 Action::Append { token, message } => {
-                    match store(&self.log, &self.stream, &message).await {
+                    match store(self.log(), &self.stream, &message).await {
                         Ok(durable) => self
                             .pending
                             .push_back(Box::pin(async move { (token, durable.await.is_ok()) })),
                         Err(e) => {
                             tracing::warn!(error = %e, "append failed");
-                            let a = session.appended(token, false);
-                            if let Some(e) = Box::pin(self.carry_out(session, a)).await? {
-                                end = Ok(Some(e));
-                            }
+                            queue.extend(session.appended(token, false));
                         }
                     }
                 }
+                Action::Resume {
+                    client_id,
+                    clean_start,
+                    expiry,
+                } => {
+                    let a = match self.resume(&client_id, clean_start, expiry).await {
+                        Ok(stored) => session.resumed(stored),
+                        Err(e) => {
+                            tracing::warn!(client = client_id, error = %e, "could not resume the session");
+                            session.resume_failed()
+                        }
+                    };
+                    queue.extend(a);
+                }
                 Action::StartDelivery => {
                     if self.tail.is_none() {
-                        let head = self.log.stream(&self.stream).map_or(0, |s| s.next_offset);
-                        self.tail = Some(self.log.tail(&self.stream, Offset(head)));
+                        let from = match &self.persist {
+                            Some(p) => p.cursor.committed().0,
+                            None => self.log().stream(&self.stream).map_or(0, |s| s.next_offset),
+                        };
+                        let stream = self.stream.clone();
+                        self.tail = Some(self.log().tail(&stream, Offset(from)));
                     }
                 }
                 Action::SendRetained { filter } => {
-                    let now_ms = self.log.clock().now_ms();
-                    match self.retained.matching(&self.log, &filter, now_ms).await {
+                    let now_ms = self.log().clock().now_ms();
+                    match self
+                        .shared
+                        .retained
+                        .matching(self.log(), &filter, now_ms)
+                        .await
+                    {
                         Ok(found) => self
                             .retained_queue
                             .extend(found.into_iter().map(|m| (filter.clone(), m))),
@@ -300,11 +465,109 @@ impl Conn {
                         }
                     }
                 }
+                Action::SaveSession => self.save(session, None).await?,
+                Action::Done { offset } => self.done(offset),
+                Action::Release { pkid, offset } => {
+                    self.done(offset);
+                    if let Some(p) = self.persist.as_mut() {
+                        p.released.insert(pkid);
+                    }
+                    // PUBREL only once the release is durable: a resumed session then knows
+                    // the message was received and never sends it again.
+                    self.save(session, None).await?;
+                    self.send(session, &Packet::PubRel(PubRel::new(pkid)))?;
+                }
+                Action::Completed { pkid } => {
+                    if let Some(p) = self.persist.as_mut() {
+                        // Saved with the next commit; a stale entry only costs a PUBREL that
+                        // the client answers with PUBCOMP.
+                        p.released.remove(&pkid);
+                    }
+                }
                 Action::Close { reason } => end = Err(reason.to_string()),
                 Action::Disconnected { will } => end = Ok(Some(will)),
             }
         }
         end
+    }
+
+    /// Claim `client_id`'s session (closing any older connection of it, on any adapter) and
+    /// load what is stored of it. `Ok(None)`: a new session.
+    async fn resume(
+        &mut self,
+        client_id: &str,
+        clean_start: bool,
+        expiry: u32,
+    ) -> wharf_log::Result<Option<StoredSession>> {
+        let (registration, kicked) = self.shared.takeover.announce(client_id).await?;
+        self.registration = Some(registration);
+        self.kicked = Some(kicked);
+        // Longer ids are refused persistent sessions at CONNECT: nothing can be stored.
+        let Some(name) = session_cursor_name(client_id) else {
+            return Ok(None);
+        };
+        let log = self.log().clone();
+        let head = log.stream(&self.stream).map_or(0, |s| s.next_offset);
+        let mut cursor = log.cursor_from(&self.stream, &name, Offset(head)).await?;
+        if !cursor.exists() && expiry == 0 {
+            return Ok(None); // a clean session, nothing stored: no store writes at all
+        }
+        cursor.take_over().await?;
+        let now_ms = log.clock().now_ms();
+        let stored = cursor
+            .meta()
+            .and_then(|m| serde_json::from_value::<StoredSession>(m.clone()).ok())
+            .filter(|s| !clean_start && !s.expired(now_ms));
+        if stored.is_none() {
+            // A new session (or the old one discarded): start at the head.
+            cursor.ack_below(Offset(head));
+            cursor.set_meta(None);
+        }
+        if expiry == 0 {
+            // Clean session: the stored one is discarded [MQTT-3.1.2-6]; nothing is kept.
+            cursor.commit().await?;
+            return Ok(None);
+        }
+        let sent = stored.as_ref().map_or(0, |s| s.sent_upto);
+        self.dup_below = sent;
+        self.sent_upto = sent;
+        self.saved_sent_upto = sent;
+        let released = stored
+            .as_ref()
+            .map(|s| s.released.iter().copied().collect())
+            .unwrap_or_default();
+        self.persist = Some(Persist { cursor, released });
+        Ok(stored)
+    }
+
+    /// Persist the session now (subscriptions, released packet ids, position).
+    async fn save(
+        &mut self,
+        session: &Session,
+        disconnected_ms: Option<i64>,
+    ) -> Result<(), String> {
+        if let Some(p) = self.persist.as_mut() {
+            let mut meta = session.stored(p.released.iter().copied().collect(), disconnected_ms);
+            meta.sent_upto = self.sent_upto;
+            p.cursor.set_meta(serde_json::to_value(meta).ok());
+            self.saved_sent_upto = self.sent_upto;
+        }
+        self.commit().await
+    }
+
+    /// The connection ended: a persistent session records when (its expiry counts from
+    /// then) and its final position.
+    async fn save_on_close(&mut self, session: &Session) {
+        if self.persist.is_some() {
+            let now = self.log().clock().now_ms();
+            if let Err(e) = self.save(session, Some(now)).await {
+                tracing::info!(
+                    client = session.client_id(),
+                    reason = e,
+                    "session not saved at close"
+                );
+            }
+        }
     }
 
     fn send_all(&mut self, session: &mut Session, actions: Vec<Action>) -> Result<(), String> {
@@ -326,7 +589,11 @@ impl Conn {
             && self.output.len() - before > max
         {
             self.output.truncate(before);
-            session.too_large(publish.pkid);
+            for a in session.too_large(publish.pkid) {
+                if let Action::Done { offset } = a {
+                    self.done(offset);
+                }
+            }
             tracing::debug!(
                 topic = publish.topic,
                 "delivery larger than the client's maximum packet size dropped"
@@ -335,25 +602,41 @@ impl Conn {
         Ok(())
     }
 
-    /// Store a will message (best effort: the client is gone, nobody awaits an ack).
-    async fn publish_will(&mut self, will: crate::session::Will) {
-        if !will.delay.is_zero() {
-            tokio::time::sleep(will.delay).await;
-        }
-        let stored = match store(&self.log, &self.stream, &will.message).await {
-            Ok(durable) => durable.await,
-            Err(e) => Err(e),
-        };
-        match stored {
-            Ok(()) => tracing::info!(
-                topic = will.message.topic,
-                client = will.message.origin,
-                "will published"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, client = will.message.origin, "could not publish a will")
+    /// Publish a will once its delay has passed — unless the client connected again
+    /// meanwhile, on any adapter (best effort: the client is gone, nobody awaits an ack).
+    fn publish_will(&mut self, will: Will) {
+        let log = self.log().clone();
+        let stream = self.stream.clone();
+        let takeover = self.shared.takeover.clone();
+        let since = self.registration.as_ref().map(|r| r.offset);
+        tokio::spawn(async move {
+            if !will.delay.is_zero() {
+                tokio::time::sleep(will.delay).await;
+                if let Some(offset) = since
+                    && takeover.reconnected_since(&will.message.origin, offset)
+                {
+                    tracing::info!(
+                        client = will.message.origin,
+                        "client is back; will cancelled"
+                    );
+                    return;
+                }
             }
-        }
+            let stored = match store(&log, &stream, &will.message).await {
+                Ok(durable) => durable.await,
+                Err(e) => Err(e),
+            };
+            match stored {
+                Ok(()) => tracing::info!(
+                    topic = will.message.topic,
+                    client = will.message.origin,
+                    "will published"
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, client = will.message.origin, "could not publish a will")
+                }
+            }
+        });
     }
 }
 

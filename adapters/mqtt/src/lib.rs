@@ -19,6 +19,7 @@ pub mod driver;
 pub mod message;
 pub mod retained;
 pub mod session;
+pub mod takeover;
 pub mod topic;
 
 pub use driver::{MqttSettings, serve};

@@ -77,6 +77,31 @@ pub enum Action {
     SendRetained {
         filter: String,
     },
+    /// CONNECT accepted so far: take the client's session over (from any adapter), load it
+    /// unless `clean_start`, keep it for `expiry` seconds after the connection if non-zero,
+    /// then call [`Session::resumed`] (or [`Session::resume_failed`]).
+    Resume {
+        client_id: String,
+        clean_start: bool,
+        expiry: u32,
+    },
+    /// Persist [`Session::stored`] before carrying out the actions after this one.
+    SaveSession,
+    /// The stored message at `offset` needs nothing more from this session (delivered and
+    /// acknowledged, delivered at QoS 0, or not for it).
+    Done {
+        offset: u64,
+    },
+    /// The client received the QoS 2 message at `offset` (PUBREC): persist that it is done
+    /// and that `pkid` awaits PUBCOMP, then send PUBREL for `pkid`. Persistent sessions only.
+    Release {
+        pkid: u16,
+        offset: u64,
+    },
+    /// PUBCOMP for `pkid`: it no longer needs a PUBREL after a reconnect.
+    Completed {
+        pkid: u16,
+    },
     /// Close the connection after sending what was queued: a protocol violation, a timeout or
     /// a store failure. The will, if any, is due ([`Session::take_will`]).
     Close {
@@ -140,9 +165,8 @@ pub struct Session {
     pending_ids: HashMap<u16, QoS>,
     /// QoS 2 packet ids stored and acknowledged with PUBREC, awaiting PUBREL.
     qos2_received: std::collections::BTreeSet<u16>,
-    /// Outbound QoS 1/2 deliveries by packet id.
-    inflight: BTreeMap<u16, Outbound>,
-    next_pkid: u16,
+    /// Outbound QoS 1/2 deliveries by packet id, with the offset delivered.
+    inflight: BTreeMap<u16, (Outbound, u64)>,
     /// Client identifier to assign if the client sends an empty one.
     assigned_id: String,
     /// The client's receive maximum for our deliveries.
@@ -156,6 +180,75 @@ pub struct Session {
     client_alias_maximum: u16,
     problem_info: bool,
     will: Option<Will>,
+    clean_start: bool,
+    /// Session expiry interval granted, in seconds (0: the session ends with the connection;
+    /// `u32::MAX`: never).
+    expiry: u32,
+    /// The CONNACK to send once the stored session is loaded.
+    pending_connack: Option<ConnAck>,
+}
+
+/// A session as persisted between connections (in its delivery cursor's meta).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredSession {
+    pub version: u32,
+    pub client_id: String,
+    /// Seconds the session is kept after its connection ends (`u32::MAX`: forever).
+    pub expiry: u32,
+    pub subscriptions: Vec<StoredSubscription>,
+    /// Packet ids of QoS 2 deliveries released (PUBREL due) but not completed.
+    #[serde(default)]
+    pub released: Vec<u16>,
+    /// When the last connection ended (absent while connected, or if its adapter died).
+    #[serde(default)]
+    pub disconnected_ms: Option<i64>,
+    /// Offsets below this were offered to the client before: resent with DUP set.
+    #[serde(default)]
+    pub sent_upto: u64,
+}
+
+impl StoredSession {
+    pub const VERSION: u32 = 1;
+
+    /// Whether the session has expired by `now_ms`.
+    pub fn expired(&self, now_ms: i64) -> bool {
+        match self.disconnected_ms {
+            Some(at) if self.expiry != u32::MAX => now_ms - at >= i64::from(self.expiry) * 1000,
+            _ => false,
+        }
+    }
+}
+
+/// One persisted subscription.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredSubscription {
+    pub filter: String,
+    pub qos: u8,
+    #[serde(default)]
+    pub no_local: bool,
+    #[serde(default)]
+    pub retain_as_published: bool,
+    #[serde(default)]
+    pub id: Option<usize>,
+}
+
+/// Longest client id a persistent session can have (it names the session in the store).
+pub const MAX_PERSISTENT_ID: usize = 93;
+
+/// The packet identifier of the delivery of the message at `offset`: derived from the offset,
+/// so that a session resumed on another adapter resends with the original identifiers
+/// [MQTT-4.4.0-1].
+pub fn pkid_for(offset: u64) -> u16 {
+    (offset % 65_535) as u16 + 1
+}
+
+/// `Done` for a stored message; nothing for retained deliveries (offset `u64::MAX`).
+fn done_at(offset: u64) -> Vec<Action> {
+    if offset == u64::MAX {
+        Vec::new()
+    } else {
+        vec![Action::Done { offset }]
+    }
 }
 
 fn reason_props<T>(problem_info: bool, reason: &str, make: impl Fn(String) -> T) -> Option<T> {
@@ -178,7 +271,9 @@ impl Session {
             pending_ids: HashMap::new(),
             qos2_received: Default::default(),
             inflight: BTreeMap::new(),
-            next_pkid: 1,
+            clean_start: true,
+            expiry: 0,
+            pending_connack: None,
             assigned_id,
             client_receive_maximum: u16::MAX,
             client_max_packet: 0,
@@ -260,21 +355,35 @@ impl Session {
                 self.fail(DisconnectReasonCode::ProtocolError, "second CONNECT") // [MQTT-3.1.0-2]
             }
             (State::Connected, Packet::Publish(p)) => self.publish(p),
-            (State::Connected, Packet::PubAck(a)) => {
-                if self.inflight.get(&a.pkid) == Some(&Outbound::Qos1Sent) {
+            (State::Connected, Packet::PubAck(a)) => match self.inflight.get(&a.pkid) {
+                Some(&(Outbound::Qos1Sent, offset)) => {
                     self.inflight.remove(&a.pkid);
+                    done_at(offset)
                 }
-                Vec::new()
-            }
-            (State::Connected, Packet::PubRec(r)) => match self.inflight.get(&r.pkid) {
-                Some(Outbound::Qos2Sent) | Some(Outbound::Released) if (r.reason as u8) < 0x80 => {
-                    self.inflight.insert(r.pkid, Outbound::Released);
+                _ => Vec::new(),
+            },
+            (State::Connected, Packet::PubRec(r)) => match self.inflight.get(&r.pkid).copied() {
+                // A repeated PUBREC: PUBREL again.
+                Some((Outbound::Released, _)) if (r.reason as u8) < 0x80 => {
                     vec![Action::Send(Packet::PubRel(PubRel::new(r.pkid)))]
                 }
-                Some(Outbound::Qos2Sent) => {
+                Some((Outbound::Qos2Sent, offset)) if (r.reason as u8) < 0x80 => {
+                    self.inflight.insert(r.pkid, (Outbound::Released, offset));
+                    if self.persistent() {
+                        vec![Action::Release {
+                            pkid: r.pkid,
+                            offset,
+                        }]
+                    } else {
+                        let mut a = done_at(offset);
+                        a.push(Action::Send(Packet::PubRel(PubRel::new(r.pkid))));
+                        a
+                    }
+                }
+                Some((Outbound::Qos2Sent, offset)) => {
                     // The client refused the message: the delivery ends here [MQTT-4.3.3].
                     self.inflight.remove(&r.pkid);
-                    Vec::new()
+                    done_at(offset)
                 }
                 _ => {
                     let mut rel = PubRel::new(r.pkid);
@@ -284,12 +393,17 @@ impl Session {
                     vec![Action::Send(Packet::PubRel(rel))]
                 }
             },
-            (State::Connected, Packet::PubComp(c)) => {
-                if self.inflight.get(&c.pkid) == Some(&Outbound::Released) {
+            (State::Connected, Packet::PubComp(c)) => match self.inflight.get(&c.pkid) {
+                Some((Outbound::Released, _)) => {
                     self.inflight.remove(&c.pkid);
+                    if self.persistent() {
+                        vec![Action::Completed { pkid: c.pkid }]
+                    } else {
+                        Vec::new()
+                    }
                 }
-                Vec::new()
-            }
+                _ => Vec::new(),
+            },
             (State::Connected, Packet::PubRel(r)) => {
                 // [MQTT-4.3.3-2]: PUBCOMP even if the id is unknown (a resent PUBREL).
                 let known = self.qos2_received.remove(&r.pkid);
@@ -323,22 +437,28 @@ impl Session {
                     .collect();
                 let mut ack = UnsubAck::new(u.pkid);
                 ack.reasons = reasons;
-                vec![Action::Send(Packet::UnsubAck(ack))]
+                let mut a = Vec::new();
+                if self.persistent() {
+                    a.push(Action::SaveSession);
+                }
+                a.push(Action::Send(Packet::UnsubAck(ack)));
+                a
             }
             (State::Connected, Packet::PingReq) => vec![Action::Send(Packet::PingResp)],
             (State::Connected, Packet::Disconnect(d)) => {
-                let sets_expiry = d
+                if let Some(e) = d
                     .properties
                     .as_ref()
                     .and_then(|p| p.session_expiry_interval)
-                    .is_some_and(|e| e > 0);
-                if sets_expiry {
-                    // The session expiry was 0 (we grant no other yet): raising it on
-                    // DISCONNECT is a protocol error [MQTT-3.14.2-2].
-                    return self.fail(
-                        DisconnectReasonCode::ProtocolError,
-                        "session expiry raised on DISCONNECT",
-                    );
+                {
+                    if self.expiry == 0 && e > 0 {
+                        // [MQTT-3.14.2-2]
+                        return self.fail(
+                            DisconnectReasonCode::ProtocolError,
+                            "session expiry raised from 0 on DISCONNECT",
+                        );
+                    }
+                    self.expiry = e;
                 }
                 self.state = State::Closed;
                 let will = d.reason_code == DisconnectReasonCode::DisconnectWithWillMessage;
@@ -433,13 +553,32 @@ impl Session {
                 correlation_data: wp.correlation_data,
                 user_properties: wp.user_properties,
             };
-            // With no session kept after the connection (session expiry 0), the will is due
-            // when the session ends, whatever its delay [MQTT-3.1.3-9].
+            // The will is due when its delay has passed or the session ends, whichever is
+            // first [MQTT-3.1.3-9]; see `take_will`.
             self.will = Some(Will {
                 message,
-                delay: Duration::ZERO,
+                delay: Duration::from_secs(u64::from(wp.delay_interval.unwrap_or(0))),
             });
         }
+        self.clean_start = c.clean_session;
+        let expiry = if self.v5() {
+            props
+                .as_ref()
+                .and_then(|p| p.session_expiry_interval)
+                .unwrap_or(0)
+        } else if c.clean_session {
+            0
+        } else {
+            u32::MAX // 3.1.1 sessions without clean session never expire
+        };
+        if expiry > 0 && self.client_id.len() > MAX_PERSISTENT_ID {
+            return refuse(
+                self,
+                ConnectReturnCode::ClientIdentifierNotValid,
+                "client ids of persistent sessions are at most 93 bytes",
+            );
+        }
+        self.expiry = expiry;
         let mut keep_alive = c.keep_alive;
         if self.v5()
             && let Some(k) = self.settings.server_keep_alive
@@ -447,7 +586,6 @@ impl Session {
             keep_alive = k;
         }
         self.keep_alive = Duration::from_secs(u64::from(keep_alive));
-        self.state = State::Connected;
         let mut ack = ConnAck::new(ConnectReturnCode::Success, false);
         if self.v5() {
             let mut p = ConnAckProperties::new();
@@ -457,14 +595,97 @@ impl Session {
             p.assigned_client_identifier = assigned;
             p.server_keep_alive = self.settings.server_keep_alive;
             p.shared_subscription_available = Some(0);
-            // Sessions are not kept after the connection yet: say so [MQTT-3.2.2-21].
-            let asked = props.and_then(|p| p.session_expiry_interval).unwrap_or(0);
-            if asked > 0 {
-                p.session_expiry_interval = Some(0);
-            }
             ack.properties = Some(p);
         }
-        vec![Action::Send(Packet::ConnAck(ack))]
+        self.pending_connack = Some(ack);
+        vec![Action::Resume {
+            client_id: self.client_id.clone(),
+            clean_start: self.clean_start,
+            expiry: self.expiry,
+        }]
+    }
+
+    /// Whether the session outlives its connection.
+    pub fn persistent(&self) -> bool {
+        self.expiry > 0
+    }
+
+    /// The client's session is ours now: `stored` is what was kept of it (`None`: a new
+    /// session). Sends CONNACK (session present when there was one [MQTT-3.2.2-2]), PUBREL
+    /// for QoS 2 deliveries released before, and starts delivery.
+    pub fn resumed(&mut self, stored: Option<StoredSession>) -> Vec<Action> {
+        let Some(mut ack) = self.pending_connack.take() else {
+            return Vec::new();
+        };
+        self.state = State::Connected;
+        ack.session_present = stored.is_some();
+        let mut a = Vec::new();
+        if let Some(st) = stored {
+            for sub in st.subscriptions {
+                let qos = mqttbytes::qos(sub.qos).unwrap_or(QoS::AtMostOnce);
+                self.subscriptions.insert(
+                    sub.filter,
+                    Subscription {
+                        qos,
+                        no_local: sub.no_local,
+                        retain_as_published: sub.retain_as_published,
+                        id: sub.id,
+                    },
+                );
+            }
+            for pkid in st.released {
+                // u64::MAX: the offset is done already; only PUBCOMP is awaited.
+                self.inflight.insert(pkid, (Outbound::Released, u64::MAX));
+                a.push(Action::Send(Packet::PubRel(PubRel::new(pkid))));
+            }
+        }
+        a.insert(0, Action::Send(Packet::ConnAck(ack)));
+        if !self.subscriptions.is_empty() {
+            a.push(Action::StartDelivery);
+        }
+        a
+    }
+
+    /// The stored session could not be loaded or claimed: refuse the connection (server
+    /// unavailable), so the client retries.
+    pub fn resume_failed(&mut self) -> Vec<Action> {
+        self.pending_connack = None;
+        self.state = State::Closed;
+        let mut ack = ConnAck::new(ConnectReturnCode::ServerUnavailable, false);
+        if self.v5() {
+            let mut p = ConnAckProperties::new();
+            p.reason_string = Some("session store unavailable".into());
+            ack.properties = Some(p);
+        }
+        vec![
+            Action::Send(Packet::ConnAck(ack)),
+            Action::Close {
+                reason: "could not load the session",
+            },
+        ]
+    }
+
+    /// What to persist of this session.
+    pub fn stored(&self, released: Vec<u16>, disconnected_ms: Option<i64>) -> StoredSession {
+        StoredSession {
+            version: StoredSession::VERSION,
+            client_id: self.client_id.clone(),
+            expiry: self.expiry,
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(f, s)| StoredSubscription {
+                    filter: f.clone(),
+                    qos: s.qos as u8,
+                    no_local: s.no_local,
+                    retain_as_published: s.retain_as_published,
+                    id: s.id,
+                })
+                .collect(),
+            released,
+            disconnected_ms,
+            sent_upto: 0,
+        }
     }
 
     fn publish(&mut self, mut p: Publish) -> Vec<Action> {
@@ -692,7 +913,11 @@ impl Session {
                 }
             })
             .collect();
-        let mut a = vec![Action::Send(Packet::SubAck(SubAck::new(s.pkid, codes)))];
+        let mut a = Vec::new();
+        if self.persistent() {
+            a.push(Action::SaveSession);
+        }
+        a.push(Action::Send(Packet::SubAck(SubAck::new(s.pkid, codes))));
         if !had && !self.subscriptions.is_empty() {
             a.push(Action::StartDelivery);
         }
@@ -718,10 +943,19 @@ impl Session {
     /// Offer a stored message: sent once, at the highest QoS of the matching subscriptions
     /// capped by the message's own [MQTT-3.3.5-1], carrying every matching subscription
     /// identifier; no-local subscriptions skip the client's own messages; expired messages
-    /// are dropped and the rest carry their remaining lifetime.
-    pub fn deliver(&mut self, m: &Message, now_ms: i64) -> Vec<Action> {
+    /// are dropped and the rest carry their remaining lifetime. `offset` is where the message
+    /// is stored (it fixes the packet identifier, [`pkid_for`]); `dup` marks a resend to a
+    /// resumed session. `None`: not now — its packet identifier is still in flight; offer it
+    /// again after the next acknowledgement.
+    pub fn deliver(
+        &mut self,
+        m: &Message,
+        offset: u64,
+        dup: bool,
+        now_ms: i64,
+    ) -> Option<Vec<Action>> {
         if self.state != State::Connected {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let mut qos = None::<u8>;
         let mut ids = Vec::new();
@@ -735,9 +969,9 @@ impl Session {
             retain |= s.retain_as_published && m.retain; // [MQTT-3.3.1-12, 3.3.1-13]
         }
         let Some(sub_qos) = qos else {
-            return Vec::new();
+            return Some(vec![Action::Done { offset }]);
         };
-        self.send_publish(m, sub_qos, retain, ids, now_ms)
+        self.send_publish(m, sub_qos, retain, ids, now_ms, Some((offset, dup)))
     }
 
     /// Offer a retained message for the new subscription `filter` (sent with retain set
@@ -753,7 +987,8 @@ impl Session {
             return Vec::new();
         }
         let (q, ids) = (s.qos as u8, s.id.into_iter().collect());
-        self.send_publish(m, q, true, ids, now_ms)
+        self.send_publish(m, q, true, ids, now_ms, None)
+            .unwrap_or_default()
     }
 
     fn send_publish(
@@ -763,17 +998,37 @@ impl Session {
         retain: bool,
         ids: Vec<usize>,
         now_ms: i64,
-    ) -> Vec<Action> {
+        stored_at: Option<(u64, bool)>,
+    ) -> Option<Vec<Action>> {
+        let done = |offset: Option<(u64, bool)>| {
+            offset
+                .map(|(offset, _)| vec![Action::Done { offset }])
+                .unwrap_or_default()
+        };
         if m.expired(now_ms) {
-            return Vec::new(); // [MQTT-3.3.2-5]
+            return Some(done(stored_at)); // [MQTT-3.3.2-5]
         }
         let qos = match (m.qos as u8).min(sub_qos) {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
             _ => QoS::ExactlyOnce,
         };
+        // Packet identifier: from the offset for stored messages (stable across adapters),
+        // else any free one (retained messages).
+        let pkid = match (qos, stored_at) {
+            (QoS::AtMostOnce, _) => 0,
+            (_, Some((offset, _))) => {
+                let pkid = pkid_for(offset);
+                if self.inflight.contains_key(&pkid) {
+                    return None;
+                }
+                pkid
+            }
+            (_, None) => (1..=u16::MAX).find(|id| !self.inflight.contains_key(id))?,
+        };
         let mut p = Publish::from_bytes(m.topic.clone(), qos, m.payload.clone());
         p.retain = retain;
+        p.dup = qos != QoS::AtMostOnce && stored_at.is_some_and(|(_, dup)| dup);
         if self.v5() {
             let mut alias = None;
             if self.client_alias_maximum > 0 {
@@ -809,34 +1064,40 @@ impl Session {
                 p.properties = Some(props);
             }
         }
-        if qos != QoS::AtMostOnce {
-            let mut pkid = self.next_pkid;
-            while self.inflight.contains_key(&pkid) {
-                pkid = pkid.checked_add(1).unwrap_or(1);
-            }
-            self.next_pkid = pkid.checked_add(1).unwrap_or(1);
-            self.inflight.insert(
-                pkid,
-                if qos == QoS::AtLeastOnce {
-                    Outbound::Qos1Sent
-                } else {
-                    Outbound::Qos2Sent
-                },
-            );
-            p.pkid = pkid;
+        let mut out = vec![];
+        if qos == QoS::AtMostOnce {
+            out.push(Action::Send(Packet::Publish(p)));
+            out.extend(done(stored_at));
+            return Some(out);
         }
-        vec![Action::Send(Packet::Publish(p))]
+        let state = if qos == QoS::AtLeastOnce {
+            Outbound::Qos1Sent
+        } else {
+            Outbound::Qos2Sent
+        };
+        let offset = stored_at.map_or(u64::MAX, |(o, _)| o);
+        self.inflight.insert(pkid, (state, offset));
+        p.pkid = pkid;
+        out.push(Action::Send(Packet::Publish(p)));
+        Some(out)
     }
 
     /// A delivery was larger than the client's maximum packet size and was not sent: it is
     /// dropped as if acknowledged [MQTT-3.1.2-25].
-    pub fn too_large(&mut self, pkid: u16) {
-        self.inflight.remove(&pkid);
+    pub fn too_large(&mut self, pkid: u16) -> Vec<Action> {
+        match self.inflight.remove(&pkid) {
+            Some((_, offset)) if offset != u64::MAX => vec![Action::Done { offset }],
+            _ => Vec::new(),
+        }
     }
 
-    /// The will to publish now that the connection is lost, if one is due.
+    /// The will to publish now that the connection is lost, if one is due: its delay is the
+    /// will delay capped by the session expiry, since the will is due when the session
+    /// ends [MQTT-3.1.3-9].
     pub fn take_will(&mut self) -> Option<Will> {
-        self.will.take()
+        let mut w = self.will.take()?;
+        w.delay = w.delay.min(Duration::from_secs(u64::from(self.expiry)));
+        Some(w)
     }
 
     /// Whether the client has been silent for more than 1.5 × keep-alive [MQTT-3.1.2-24].
@@ -888,8 +1149,26 @@ mod tests {
         c.keep_alive = 10;
         c.protocol = if v5 { Protocol::V5 } else { Protocol::V4 };
         c.properties = props;
-        let a = s.handle(now, Packet::Connect(c));
+        let a = connect(&mut s, now, c);
         (s, now, a)
+    }
+
+    /// CONNECT, then resume as a new session when the session asks to.
+    fn connect(s: &mut Session, now: Instant, c: Connect) -> Vec<Action> {
+        let a = s.handle(now, Packet::Connect(c));
+        match &a[..] {
+            [Action::Resume { .. }] => s.resumed(None),
+            _ => a,
+        }
+    }
+
+    /// Offer the message stored at `offset`; only what is sent is returned.
+    fn offer(s: &mut Session, m: &Message, offset: u64, now_ms: i64) -> Vec<Action> {
+        s.deliver(m, offset, false, now_ms)
+            .expect("packet id free")
+            .into_iter()
+            .filter(|a| matches!(a, Action::Send(_)))
+            .collect()
     }
 
     fn connected() -> (Session, Instant) {
@@ -994,19 +1273,19 @@ mod tests {
         let mut c = Connect::new("");
         c.protocol = Protocol::V4;
         c.clean_session = false;
-        let a = s.handle(now, Packet::Connect(c));
+        let a = connect(&mut s, now, c);
         assert!(matches!(&a[0], Action::Send(Packet::ConnAck(ack))
             if ack.code == ConnectReturnCode::ClientIdentifierNotValid));
         let mut s = Session::new(now, SessionSettings::default(), "assigned".into());
         let mut c = Connect::new("");
         c.protocol = Protocol::V4;
-        s.handle(now, Packet::Connect(c));
+        connect(&mut s, now, c);
         assert_eq!(s.client_id(), "assigned");
 
         let mut s = Session::new(now, SessionSettings::default(), "given".into());
         let mut c = Connect::new("");
         c.protocol = Protocol::V5;
-        let a = s.handle(now, Packet::Connect(c));
+        let a = connect(&mut s, now, c);
         let [Action::Send(Packet::ConnAck(ack))] = &a[..] else {
             panic!("{a:?}")
         };
@@ -1178,22 +1457,25 @@ mod tests {
                 .all(|x| matches!(x, Action::SendRetained { .. })),
             "retained messages are offered for new subscriptions: {a:?}"
         );
-        let p = only_publish(&s.deliver(&msg("a/b", QoS::ExactlyOnce), 0)).clone();
+        let p = only_publish(&offer(&mut s, &msg("a/b", QoS::ExactlyOnce), 0, 0)).clone();
         assert_eq!((p.qos, p.pkid), (QoS::ExactlyOnce, 1), "one copy");
-        assert!(s.deliver(&msg("other", QoS::AtLeastOnce), 0).is_empty());
-        let p = only_publish(&s.deliver(&msg("a/b", QoS::AtMostOnce), 0)).clone();
+        assert!(offer(&mut s, &msg("other", QoS::AtLeastOnce), 1, 0).is_empty());
+        let p = only_publish(&offer(&mut s, &msg("a/b", QoS::AtMostOnce), 2, 0)).clone();
         assert_eq!(p.qos, QoS::AtMostOnce, "capped by the message's QoS");
-        s.deliver(&msg("a/c", QoS::AtLeastOnce), 0);
+        offer(&mut s, &msg("a/c", QoS::AtLeastOnce), 3, 0);
         assert!(!s.can_deliver(), "two deliveries in flight");
         // QoS 2 outbound: PUBREC -> PUBREL, then PUBCOMP frees the slot.
         assert_eq!(
             s.handle(now, Packet::PubRec(PubRec::new(1))),
-            vec![Action::Send(Packet::PubRel(PubRel::new(1)))]
+            vec![
+                Action::Done { offset: 0 },
+                Action::Send(Packet::PubRel(PubRel::new(1)))
+            ]
         );
         assert!(!s.can_deliver(), "still awaiting PUBCOMP");
         s.handle(now, Packet::PubComp(PubComp::new(1)));
         assert!(s.can_deliver());
-        s.handle(now, Packet::PubAck(PubAck::new(2)));
+        s.handle(now, Packet::PubAck(PubAck::new(pkid_for(3))));
         assert_eq!(s.delivery_room(), 2);
         let a = s.handle(
             now,
@@ -1245,7 +1527,7 @@ mod tests {
         m.properties.user_properties = vec![("b".into(), "1".into()), ("a".into(), "2".into())];
         m.properties.correlation_data = Some(Bytes::from_static(b"c"));
         m.properties.response_topic = Some("r".into());
-        let p = only_publish(&s.deliver(&m, 4_500)).clone();
+        let p = only_publish(&offer(&mut s, &m, 10, 4_500)).clone();
         let pp = p.properties.as_ref().expect("properties");
         assert_eq!(pp.subscription_identifiers, vec![7, 9], "every matching id");
         assert_eq!(pp.message_expiry_interval, Some(7), "counted down");
@@ -1260,18 +1542,18 @@ mod tests {
         s.handle(now, Packet::PubAck(PubAck::new(p.pkid)));
 
         // The same topic again goes by alias only.
-        let p = only_publish(&s.deliver(&m, 4_500)).clone();
+        let p = only_publish(&offer(&mut s, &m, 11, 4_500)).clone();
         assert_eq!(
             (p.topic.as_str(), p.properties.and_then(|x| x.topic_alias)),
             ("", Some(1))
         );
         s.handle(now, Packet::PubAck(PubAck::new(p.pkid)));
-        assert!(s.deliver(&m, 11_000).is_empty(), "expired");
+        assert!(offer(&mut s, &m, 12, 11_000).is_empty(), "expired");
 
         // No-local: our own publish reaches only the subscription without it.
         let mut own = msg("t/x", QoS::AtLeastOnce);
         own.origin = "c1".into();
-        let p = only_publish(&s.deliver(&own, 0)).clone();
+        let p = only_publish(&offer(&mut s, &own, 13, 0)).clone();
         assert_eq!(
             p.properties.map(|x| x.subscription_identifiers),
             Some(vec![9])
@@ -1288,13 +1570,13 @@ mod tests {
             c
         };
         let mut s = Session::new(now, SessionSettings::default(), "x".into());
-        s.handle(now, Packet::Connect(will_connect(false)));
+        connect(&mut s, now, will_connect(false));
         assert!(s.timed_out(now).is_none());
         s.handle(now, Packet::Disconnect(Disconnect::new()));
         assert_eq!(s.take_will(), None, "clean DISCONNECT discards the will");
 
         let mut s = Session::new(now, SessionSettings::default(), "x".into());
-        s.handle(now, Packet::Connect(will_connect(true)));
+        connect(&mut s, now, will_connect(true));
         let mut d = Disconnect::new();
         d.reason_code = DisconnectReasonCode::DisconnectWithWillMessage;
         assert_eq!(
@@ -1312,9 +1594,99 @@ mod tests {
         );
 
         let mut s = Session::new(now, SessionSettings::default(), "x".into());
-        s.handle(now, Packet::Connect(will_connect(false)));
+        connect(&mut s, now, will_connect(false));
         assert!(s.timed_out(now + Duration::from_secs(1)).is_none());
         assert!(s.take_will().is_some(), "lost connection: the will is due");
+    }
+
+    #[test]
+    fn persistent_sessions_resume_with_their_subscriptions_and_stable_packet_ids() {
+        let now = Instant::now();
+        let mut s = Session::new(now, SessionSettings::default(), "x".into());
+        let mut c = Connect::new("dev");
+        c.protocol = Protocol::V4;
+        c.clean_session = false;
+        assert_eq!(
+            s.handle(now, Packet::Connect(c)),
+            vec![Action::Resume {
+                client_id: "dev".into(),
+                clean_start: false,
+                expiry: u32::MAX
+            }]
+        );
+        let stored = StoredSession {
+            version: 1,
+            client_id: "dev".into(),
+            expiry: u32::MAX,
+            subscriptions: vec![StoredSubscription {
+                filter: "jobs/#".into(),
+                qos: 2,
+                no_local: false,
+                retain_as_published: false,
+                id: None,
+            }],
+            released: vec![77],
+            disconnected_ms: Some(1),
+            sent_upto: 0,
+        };
+        let a = s.resumed(Some(stored.clone()));
+        assert!(matches!(&a[0], Action::Send(Packet::ConnAck(ack)) if ack.session_present));
+        assert_eq!(a[1], Action::Send(Packet::PubRel(PubRel::new(77))));
+        assert_eq!(a[2], Action::StartDelivery);
+        assert_eq!(s.stored(vec![77], None).subscriptions, stored.subscriptions);
+
+        // A resend: DUP, and the packet id the offset fixes.
+        let m = msg("jobs/1", QoS::ExactlyOnce);
+        let a = s.deliver(&m, 70_000, true, 0).expect("free");
+        let p = only_publish(&a).clone();
+        assert_eq!((p.dup, p.pkid), (true, pkid_for(70_000)));
+        assert_eq!(
+            s.deliver(&m, 70_000 + 65_535, false, 0),
+            None,
+            "same packet id in flight: held back"
+        );
+        // PUBREC: the release is persisted before PUBREL; PUBCOMP completes it.
+        assert_eq!(
+            s.handle(now, Packet::PubRec(PubRec::new(p.pkid))),
+            vec![Action::Release {
+                pkid: p.pkid,
+                offset: 70_000
+            }]
+        );
+        assert_eq!(
+            s.handle(now, Packet::PubComp(PubComp::new(p.pkid))),
+            vec![Action::Completed { pkid: p.pkid }]
+        );
+        // Not for this session: done at once.
+        assert_eq!(
+            s.deliver(&msg("other", QoS::AtLeastOnce), 5, false, 0),
+            Some(vec![Action::Done { offset: 5 }])
+        );
+        // Subscription changes are saved before they are acknowledged.
+        let a = s.handle(now, subscribe(vec![sub("more", QoS::AtLeastOnce)], None));
+        assert_eq!(a[0], Action::SaveSession);
+    }
+
+    #[test]
+    fn stored_sessions_expire_after_their_interval() {
+        let mut st = StoredSession {
+            version: 1,
+            client_id: "c".into(),
+            expiry: 10,
+            subscriptions: Vec::new(),
+            released: Vec::new(),
+            disconnected_ms: None,
+            sent_upto: 0,
+        };
+        assert!(
+            !st.expired(i64::MAX),
+            "still connected (or its adapter died)"
+        );
+        st.disconnected_ms = Some(1_000);
+        assert!(!st.expired(10_999));
+        assert!(st.expired(11_000));
+        st.expiry = u32::MAX;
+        assert!(!st.expired(i64::MAX));
     }
 
     #[test]
