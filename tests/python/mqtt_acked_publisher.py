@@ -1,17 +1,21 @@
 """Publish N QoS 1 messages with paho-mqtt and print one line per PUBACK: "acked <payload>".
 
-Usage: mqtt_acked_publisher.py HOST PORT TOPIC COUNT
+Usage: mqtt_acked_publisher.py HOST PORT TOPIC COUNT [QOS] [PAUSE_SECONDS]
+QOS is 1 (default) or 2 (then "acked" means PUBCOMP); PAUSE_SECONDS between publishes (0).
 Stops when all are acknowledged or the connection is lost (it does not reconnect), so the
 lines printed are exactly the messages the broker acknowledged.
 """
 import sys
 import threading
+import time
 
 import paho.mqtt.client as mqtt
 
 
 def main() -> int:
     host, port, topic, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+    qos = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+    pause = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     done = threading.Event()
     lock = threading.Lock()
     payload_of = {}  # mid -> payload, for publishes not yet acknowledged
@@ -47,7 +51,7 @@ def main() -> int:
         if done.is_set():
             break
         while not done.is_set():
-            info = client.publish(topic, f"m{i}", qos=1)
+            info = client.publish(topic, f"m{i}", qos=qos)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 with lock:
                     if info.mid in early:
@@ -57,6 +61,8 @@ def main() -> int:
                         payload_of[info.mid] = f"m{i}"
                 break
             done.wait(0.001)  # queue full: wait for acknowledgements
+        if pause:
+            time.sleep(pause)
     done.wait(60)
     client.loop_stop()
     return 0

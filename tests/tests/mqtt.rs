@@ -360,3 +360,116 @@ fn retained_messages_are_shared_by_adapters() {
         eprintln!("{url}: retained set/replace/clear on A seen on B");
     }
 }
+
+/// Read a child's stdout lines into a shared list, in a thread.
+fn collect_lines(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = child.stdout.take().expect("stdout piped");
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok) {
+            sink.lock().expect("lines").push(l);
+        }
+    });
+    lines
+}
+
+/// A persistent session moves: a Paho subscriber (clean session off) on adapter A, a Paho
+/// publisher on adapter B; `kill -9` of A mid-stream; the subscriber reconnects to B, which
+/// resumes its session (session present, same subscription, position from the log). Every
+/// message the publisher got acknowledged reaches the subscriber — at QoS 2 exactly once.
+#[test]
+fn persistent_session_moves_to_the_surviving_adapter_after_kill_9() {
+    let Some(python) = python() else {
+        return;
+    };
+    let (urls, _dir) = stores();
+    for url in urls.iter().take(2) {
+        for qos in ["1", "2"] {
+            let (pa, pb) = (free_port(), free_port());
+            let mut a = start_adapter(url, pa);
+            let mut b = start_adapter(url, pb);
+            let topic = format!("move/q{qos}");
+            let mut mover = Command::new(&python)
+                .arg(python_script("mqtt_session_mover.py"))
+                .args([&pa.to_string(), &pb.to_string(), &topic, qos, "4"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("mover");
+            let got = collect_lines(&mut mover);
+            let wait_for = |what: &str, n: usize| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                loop {
+                    let have = got
+                        .lock()
+                        .expect("lines")
+                        .iter()
+                        .filter(|l| l.starts_with(what))
+                        .count();
+                    if have >= n {
+                        return;
+                    }
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{url} q{qos}: waiting for {n} x {what:?}: {:?}",
+                        got.lock().expect("lines")
+                    );
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            };
+            wait_for("present 0", 1);
+            std::thread::sleep(Duration::from_millis(300)); // SUBSCRIBE handled
+            let mut publisher = Command::new(&python)
+                .arg(python_script("mqtt_acked_publisher.py"))
+                .args(["127.0.0.1", &pb.to_string(), &topic, "3000", qos, "0.002"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("publisher");
+            let acked = collect_lines(&mut publisher);
+            wait_for("got ", 300);
+            wharf_tests::signal(a.id(), "KILL");
+            let _ = a.wait();
+            let _ = publisher.wait();
+            let _ = mover.wait();
+            std::thread::sleep(Duration::from_millis(100));
+            let got = got.lock().expect("lines").clone();
+            let acked = acked.lock().expect("lines").clone();
+            assert!(got.iter().any(|l| l == "moved"), "{url} q{qos}: {got:?}");
+            let after_move: Vec<&String> = got.iter().skip_while(|l| *l != "moved").collect();
+            assert!(
+                got.iter().any(|l| l == "present 1"),
+                "{url} q{qos}: B resumed the session: {after_move:?}"
+            );
+            let received: Vec<&str> = got.iter().filter_map(|l| l.strip_prefix("got ")).collect();
+            let set: std::collections::HashSet<&str> = received.iter().copied().collect();
+            let lost: Vec<&str> = acked
+                .iter()
+                .filter_map(|l| l.strip_prefix("acked "))
+                .filter(|p| !set.contains(p))
+                .collect();
+            assert!(
+                acked.len() >= 1000,
+                "{url} q{qos}: only {} acknowledged",
+                acked.len()
+            );
+            assert!(
+                lost.is_empty(),
+                "{url} q{qos}: {} acknowledged but never delivered, e.g. {:?}",
+                lost.len(),
+                &lost[..lost.len().min(5)]
+            );
+            let duplicates = received.len() - set.len();
+            if qos == "2" {
+                assert_eq!(duplicates, 0, "{url}: QoS 2 delivered some twice");
+            }
+            let _ = b.kill();
+            let _ = b.wait();
+            eprintln!(
+                "{url} QoS {qos}: {} acknowledged, {} delivered ({} duplicates) across kill -9 of the subscriber's adapter",
+                acked.len(),
+                received.len(),
+                duplicates
+            );
+        }
+    }
+}
