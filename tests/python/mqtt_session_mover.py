@@ -18,17 +18,23 @@ def main() -> int:
     port_a, port_b, topic, qos, idle = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
                                         int(sys.argv[4]), float(sys.argv[5]))
     last = [time.monotonic()]
+    out = threading.Lock()  # paho's thread and ours both print
+
+    def say(line):
+        with out:
+            print(line, flush=True)
+
     lost = threading.Event()
     connected = threading.Event()
 
     def on_connect(client, userdata, flags, reason_code, properties):
-        print(f"present {int(flags.session_present)}", flush=True)
+        say(f"present {int(flags.session_present)}")
         client.subscribe(topic, qos=qos)
         connected.set()
 
     def on_message(client, userdata, msg):
         last[0] = time.monotonic()
-        print(f"got {msg.payload.decode()}", flush=True)
+        say(f"got {msg.payload.decode()}")
 
     def on_disconnect(client, userdata, flags, reason_code, properties):
         lost.set()
@@ -52,7 +58,7 @@ def main() -> int:
             if not connected.wait(10):
                 print("no CONNACK from B", flush=True)
                 return 1
-            print("moved", flush=True)
+            say("moved")
             moved = True
             lost.clear()
             last[0] = time.monotonic()

@@ -106,8 +106,32 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A child process killed when dropped, so a failing test leaves no adapter behind.
+#[derive(Debug)]
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start `wharf adapter` on `store` with MQTT on `port`; waits until it accepts connections.
-pub fn start_adapter(store: &str, port: u16) -> Child {
+pub fn start_adapter(store: &str, port: u16) -> KillOnDrop {
     let mut cmd = wharf(store);
     cmd.args(["adapter", "--mqtt"])
         .arg(format!("127.0.0.1:{port}"));
@@ -124,7 +148,7 @@ pub fn start_adapter(store: &str, port: u16) -> Child {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    child
+    KillOnDrop(child)
 }
 
 /// Whether a third-party command is installed; under CI its absence is a failure.

@@ -361,6 +361,12 @@ fn retained_messages_are_shared_by_adapters() {
     }
 }
 
+/// The last lines of a long output, for assertion messages.
+fn tail(lines: &[String]) -> String {
+    let from = lines.len().saturating_sub(8);
+    format!("({} lines) ...{:?}", lines.len(), &lines[from..])
+}
+
 /// Read a child's stdout lines into a shared list, in a thread.
 fn collect_lines(child: &mut std::process::Child) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -411,8 +417,8 @@ fn persistent_session_moves_to_the_surviving_adapter_after_kill_9() {
                     }
                     assert!(
                         std::time::Instant::now() < deadline,
-                        "{url} q{qos}: waiting for {n} x {what:?}: {:?}",
-                        got.lock().expect("lines")
+                        "{url} q{qos}: waiting for {n} x {what:?}: {}",
+                        tail(&got.lock().expect("lines"))
                     );
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -434,11 +440,15 @@ fn persistent_session_moves_to_the_surviving_adapter_after_kill_9() {
             std::thread::sleep(Duration::from_millis(100));
             let got = got.lock().expect("lines").clone();
             let acked = acked.lock().expect("lines").clone();
-            assert!(got.iter().any(|l| l == "moved"), "{url} q{qos}: {got:?}");
-            let after_move: Vec<&String> = got.iter().skip_while(|l| *l != "moved").collect();
+            assert!(
+                got.iter().any(|l| l == "moved"),
+                "{url} q{qos}: {}",
+                tail(&got)
+            );
             assert!(
                 got.iter().any(|l| l == "present 1"),
-                "{url} q{qos}: B resumed the session: {after_move:?}"
+                "{url} q{qos}: B resumed the session: {}",
+                tail(&got)
             );
             let received: Vec<&str> = got.iter().filter_map(|l| l.strip_prefix("got ")).collect();
             let set: std::collections::HashSet<&str> = received.iter().copied().collect();
