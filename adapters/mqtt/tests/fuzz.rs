@@ -37,7 +37,7 @@ fn drive(input: &[u8]) -> usize {
         while i < actions.len() {
             let more = match &actions[i] {
                 Action::Resume { .. } => s.resumed(None),
-                Action::Append { token, .. } => s.appended(*token, offset % 3 != 0),
+                Action::Append { token, .. } => s.appended(*token, !offset.is_multiple_of(3)),
                 Action::Close { .. } | Action::Disconnected { .. } => {
                     closed = true;
                     Vec::new()
