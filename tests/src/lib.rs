@@ -140,15 +140,20 @@ pub fn start_adapter(store: &str, port: u16) -> KillOnDrop {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn adapter");
+    wait_for_port(port);
+    KillOnDrop(child)
+}
+
+/// Wait (up to 30 s) until something accepts connections on 127.0.0.1:`port`.
+pub fn wait_for_port(port: u16) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             std::time::Instant::now() < deadline,
-            "adapter on {port} did not start"
+            "nothing listens on {port}"
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    KillOnDrop(child)
 }
 
 /// Whether a third-party command is installed; under CI its absence is a failure.

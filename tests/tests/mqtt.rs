@@ -483,3 +483,191 @@ fn persistent_session_moves_to_the_surviving_adapter_after_kill_9() {
         }
     }
 }
+
+/// Credentials, TLS and WebSocket on one adapter: a users file with an argon2 hash made by
+/// `wharf user hash`; anonymous clients refused (settings `anonymous = "deny"`, and by default
+/// on a listener not bound to loopback); mosquitto over TLS (8883-style listener) with the
+/// server's certificate; Paho over WebSocket on /mqtt.
+#[test]
+fn credentials_tls_and_websocket() {
+    if !have("mosquitto_pub") {
+        return;
+    }
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name);
+    // A password hash from the CLI, as a user would make one.
+    let mut hash = Command::new(wharf_tests::wharf_bin())
+        .args(["user", "hash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("wharf user hash");
+    hash.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"s3cret\n")
+        .expect("password");
+    let hash = hash.wait_with_output().expect("hash");
+    let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    std::fs::write(
+        path("users.toml"),
+        format!("[[user]]\nname = \"dev\"\npassword_hash = \"{hash}\"\n"),
+    )
+    .expect("users");
+    std::fs::write(path("deny.toml"), "[auth]\nanonymous = \"deny\"\n").expect("settings");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("certificate");
+    std::fs::write(path("cert.pem"), cert.cert.pem()).expect("cert");
+    std::fs::write(path("key.pem"), cert.signing_key.serialize_pem()).expect("key");
+
+    let store = format!("file://{}", path("data").display());
+    let (plain, tls, ws) = (free_port(), free_port(), free_port());
+    let mut adapter = wharf_tests::KillOnDrop(
+        wharf(&store)
+            .arg("--config")
+            .arg(path("deny.toml"))
+            .args(["adapter", "--mqtt", &format!("127.0.0.1:{plain}")])
+            .args(["--mqtts", &format!("127.0.0.1:{tls}")])
+            .args(["--mqtt-ws", &format!("127.0.0.1:{ws}")])
+            .arg("--tls-cert")
+            .arg(path("cert.pem"))
+            .arg("--tls-key")
+            .arg(path("key.pem"))
+            .arg("--users")
+            .arg(path("users.toml"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("adapter"),
+    );
+    wharf_tests::wait_for_port(ws);
+    let publish = |port: u16, extra: &[&str]| {
+        mosquitto("mosquitto_pub", port)
+            .args(["-t", "secure/t", "-m", "hello", "-q", "1"])
+            .args(extra)
+            .output()
+            .expect("mosquitto_pub")
+    };
+    let anonymous = publish(plain, &[]);
+    assert!(!anonymous.status.success());
+    assert!(
+        String::from_utf8_lossy(&anonymous.stderr).contains("not authorised"),
+        "{anonymous:?}"
+    );
+    let wrong = publish(plain, &["-u", "dev", "-P", "wrong"]);
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("bad user name or password"),
+        "{wrong:?}"
+    );
+    assert!(
+        publish(plain, &["-u", "dev", "-P", "s3cret"])
+            .status
+            .success()
+    );
+    let cafile = path("cert.pem");
+    let over_tls = publish(
+        tls,
+        &[
+            "-u",
+            "dev",
+            "-P",
+            "s3cret",
+            "--cafile",
+            &cafile.to_string_lossy(),
+        ],
+    );
+    assert!(over_tls.status.success(), "{over_tls:?}");
+    let out = Command::new(&python)
+        .arg(python_script("mqtt_ws_roundtrip.py"))
+        .args([&ws.to_string(), "dev", "s3cret"])
+        .output()
+        .expect("paho over websocket");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("ws ok 100000"),
+        "{out:?}"
+    );
+    let _ = adapter.kill();
+
+    // Default rule: anonymous clients only on listeners bound to loopback.
+    let public = free_port();
+    let _open = wharf_tests::KillOnDrop(
+        wharf(&store)
+            .args(["adapter", "--mqtt", &format!("0.0.0.0:{public}")])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("adapter"),
+    );
+    wharf_tests::wait_for_port(public);
+    let refused = publish(public, &[]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not authorised"),
+        "{refused:?}"
+    );
+    eprintln!("credentials, TLS and WebSocket: as expected");
+}
+
+/// Two adapters on one store share one port (SO_REUSEPORT, `--reuse-port`): the kernel
+/// spreads publishers over both; a subscriber on a third adapter gets every publish
+/// whichever adapter took it; after `kill -9` of one, the shared port keeps serving.
+#[test]
+fn adapters_share_a_port_with_reuse_port() {
+    if !have("mosquitto_pub") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = format!("file://{}", dir.path().display());
+    let port = free_port();
+    let start = || {
+        wharf_tests::KillOnDrop(
+            wharf(&store)
+                .args([
+                    "adapter",
+                    "--reuse-port",
+                    "--mqtt",
+                    &format!("127.0.0.1:{port}"),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("adapter"),
+        )
+    };
+    let mut a = start();
+    let mut b = start();
+    wharf_tests::wait_for_port(port);
+    std::thread::sleep(Duration::from_millis(300)); // both bound
+    assert!(a.try_wait().expect("status").is_none(), "A shares the port");
+    assert!(b.try_wait().expect("status").is_none(), "B shares the port");
+    let c_port = free_port();
+    let _c = start_adapter(&store, c_port);
+    let sub = mosquitto("mosquitto_sub", c_port)
+        .args(["-t", "shared/port", "-q", "1", "-C", "20", "-W", "30"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sub");
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..20 {
+        if i == 10 {
+            wharf_tests::signal(a.id(), "KILL");
+            let _ = a.wait();
+        }
+        // Right after the kill a connection may still land in the dead socket's queue.
+        let ok = (0..5).any(|_| {
+            mosquitto("mosquitto_pub", port)
+                .args(["-t", "shared/port", "-q", "1", "-m", &format!("m{i}")])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(ok, "publish m{i} on the shared port");
+    }
+    let out = sub.wait_with_output().expect("sub");
+    assert!(out.status.success(), "{out:?}");
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+}

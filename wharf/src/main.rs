@@ -8,6 +8,7 @@
 mod address;
 mod housekeeping;
 mod inspect;
+mod listeners;
 mod produce;
 mod settings;
 
@@ -45,16 +46,19 @@ enum Command {
         /// How often retention and garbage collection run.
         #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
         housekeeping: Duration,
-        /// MQTT listener address.
-        #[arg(long, default_value = "127.0.0.1:1883")]
-        mqtt: String,
+        #[command(flatten)]
+        listen: listeners::ListenerArgs,
     },
-    /// Run one stateless adapter on a shared store: the MQTT listener, no housekeeping.
+    /// Run one stateless adapter on a shared store: the listeners, no housekeeping.
     /// Several adapters may serve one store.
     Adapter {
-        /// MQTT listener address.
-        #[arg(long, default_value = "127.0.0.1:1883")]
-        mqtt: String,
+        #[command(flatten)]
+        listen: listeners::ListenerArgs,
+    },
+    /// Users for the adapters' credentials.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
     },
     /// Address resources in the catalog.
     Address {
@@ -93,6 +97,13 @@ enum AddressCommand {
     List,
     /// Delete an Address resource.
     Delete { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Print an argon2 hash of the password read from standard input (its first line), for
+    /// a users file entry.
+    Hash,
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,24 +160,6 @@ fn shutdown_watch() -> (
     (fut, rx)
 }
 
-/// Bind the MQTT listener (failing start-up with the address if it cannot) and serve it.
-async fn start_mqtt(
-    addr: &str,
-    log: &Log,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen for MQTT on {addr}"))?;
-    let log = log.clone();
-    Ok(tokio::spawn(async move {
-        let stop = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        wharf_mqtt::serve(listener, log, wharf_mqtt::MqttSettings::default(), stop).await;
-    }))
-}
-
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what Kubernetes sends).
 async fn shutdown_signal() {
     let term = async {
@@ -203,6 +196,22 @@ async fn open_log(store: Store, settings: &Settings) -> Result<Log> {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
+    if let Command::User {
+        command: UserCommand::Hash,
+    } = &cli.command
+    {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\r', '\n']);
+        if password.is_empty() {
+            anyhow::bail!("no password on standard input");
+        }
+        println!(
+            "{}",
+            wharf_auth::hash_password(password.as_bytes()).map_err(anyhow::Error::msg)?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let store = open_store(cli.store.as_deref(), &settings)?;
     match cli.command {
         Command::Store { command } => {
@@ -222,23 +231,29 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Adapter { mqtt } => {
+        Command::User { .. } => Ok(ExitCode::SUCCESS), // handled above
+        Command::Adapter { listen } => {
             store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
             let (stop, stopped) = shutdown_watch();
-            let listener = start_mqtt(&mqtt, &log, stopped).await?;
-            tracing::info!(store = %log.store().url, mqtt = %mqtt, "wharf adapter is up");
+            let handles = listeners::start(&listen, &settings, &log, stopped)?;
+            tracing::info!(store = %log.store().url, "wharf adapter is up");
             stop.await;
-            let _ = listener.await;
+            for h in handles {
+                let _ = h.await;
+            }
             tracing::info!("shutting down");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { housekeeping, mqtt } => {
+        Command::Up {
+            housekeeping,
+            listen,
+        } => {
             store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
             let (stop, stopped) = shutdown_watch();
-            let listener = start_mqtt(&mqtt, &log, stopped).await?;
-            tracing::info!(store = %log.store().url, mqtt = %mqtt, "wharf is up");
+            let handles = listeners::start(&listen, &settings, &log, stopped)?;
+            tracing::info!(store = %log.store().url, "wharf is up");
             let shutdown = stop;
             tokio::pin!(shutdown);
             let mut tick = tokio::time::interval(housekeeping);
@@ -258,7 +273,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            listener.abort();
+            for h in handles {
+                h.abort();
+            }
             tracing::info!("shutting down");
             Ok(ExitCode::SUCCESS)
         }

@@ -16,6 +16,103 @@ pub struct Settings {
     pub log: LogSettings,
     /// Retention of streams whose address sets none.
     pub retention: RetentionSettings,
+    /// The MQTT adapter.
+    pub mqtt: MqttSection,
+    /// Who may connect to the adapters.
+    pub auth: AuthSection,
+}
+
+/// `[mqtt]`: limits announced to clients and enforced per session.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// Connections served at once per listener.
+    pub max_connections: usize,
+    /// Deliveries awaiting acknowledgement per session (also capped by the client's
+    /// receive maximum).
+    pub max_inflight: u16,
+    /// QoS 1/2 publishes a client may have unacknowledged (announced to MQTT 5 clients).
+    pub receive_maximum: u16,
+    /// Topic aliases a client may use (MQTT 5).
+    pub topic_alias_maximum: u16,
+    /// Largest packet accepted, in bytes.
+    pub max_packet_size: u32,
+    /// Keep-alive imposed on MQTT 5 clients, in seconds (unset: the client's).
+    pub server_keep_alive: Option<u16>,
+    /// A connection that sends no CONNECT within this is closed.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: std::time::Duration,
+    /// Topic filters nobody may subscribe to (e.g. `["$SYS/#"]`): SUBACK says not authorized.
+    pub refused_filters: Vec<String>,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        let d = wharf_mqtt::MqttSettings::default();
+        Self {
+            max_connections: d.max_connections,
+            max_inflight: d.session.max_inflight,
+            receive_maximum: d.session.receive_maximum,
+            topic_alias_maximum: d.session.topic_alias_maximum,
+            max_packet_size: d.session.max_packet_size,
+            server_keep_alive: d.session.server_keep_alive,
+            connect_timeout: d.session.connect_timeout,
+            refused_filters: d.session.refused_filters,
+        }
+    }
+}
+
+impl MqttSection {
+    fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("mqtt.max_inflight", self.max_inflight),
+            ("mqtt.receive_maximum", self.receive_maximum),
+        ] {
+            if v == 0 {
+                anyhow::bail!("{name} must be at least 1");
+            }
+        }
+        if self.max_packet_size < 128 {
+            anyhow::bail!("mqtt.max_packet_size must be at least 128 bytes");
+        }
+        if self.max_connections == 0 {
+            anyhow::bail!("mqtt.max_connections must be at least 1");
+        }
+        for (i, f) in self.refused_filters.iter().enumerate() {
+            if !wharf_mqtt::topic::valid_filter(f) {
+                anyhow::bail!("mqtt.refused_filters[{i}] = {f:?} is not a valid topic filter");
+            }
+        }
+        Ok(())
+    }
+
+    /// The adapter's settings.
+    pub fn to_mqtt(&self) -> wharf_mqtt::MqttSettings {
+        let mut m = wharf_mqtt::MqttSettings {
+            max_connections: self.max_connections,
+            ..Default::default()
+        };
+        let s = &mut m.session;
+        s.max_inflight = self.max_inflight;
+        s.receive_maximum = self.receive_maximum;
+        s.topic_alias_maximum = self.topic_alias_maximum;
+        s.max_packet_size = self.max_packet_size;
+        s.server_keep_alive = self.server_keep_alive;
+        s.connect_timeout = self.connect_timeout;
+        s.refused_filters = self.refused_filters.clone();
+        m
+    }
+}
+
+/// `[auth]`: credentials until users become configuration resources.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Clients without credentials: `"loopback-only"` (default: only on listeners bound to a
+    /// loopback address), `"allow"`, or `"deny"`.
+    pub anonymous: wharf_auth::Anonymous,
+    /// Users file (see `--users`).
+    pub users_file: Option<std::path::PathBuf>,
 }
 
 /// Default retention (unlimited unless set). Addresses override it with `spec.retention`.
@@ -42,6 +139,7 @@ impl Settings {
             None => Settings::default(),
         };
         settings.log.validate()?;
+        settings.mqtt.validate()?;
         Ok(settings)
     }
 }
@@ -65,5 +163,12 @@ mod tests {
             ok.retention.max_age,
             Some(std::time::Duration::from_secs(7 * 86400))
         );
+        let err = toml::from_str::<Settings>("[auth]\nanonymous = \"sometimes\"\n")
+            .expect_err("bad enum");
+        assert!(err.to_string().contains("anonymous"), "{err}");
+        let s: Settings =
+            toml::from_str("[mqtt]\nrefused_filters = [\"a/#/b\"]\n").expect("parses");
+        let err = s.mqtt.validate().expect_err("invalid filter");
+        assert!(err.to_string().contains("mqtt.refused_filters[0]"), "{err}");
     }
 }

@@ -13,11 +13,12 @@ use bytes::BytesMut;
 use futures::{StreamExt, stream::FuturesOrdered};
 use mqttbytes::v5::{DisconnectReasonCode, Packet, PubRel};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
     sync::Semaphore,
     time::Instant,
 };
+use wharf_auth::{Auth, Verdict};
 use wharf_log::{Cursor, Log};
 use wharf_log_format::{Offset, StreamId};
 
@@ -25,14 +26,14 @@ use crate::{
     codec::{self, Peek, Version, peek_connect},
     message::Message,
     retained::{Retained, retained_stream},
-    session::{Action, Session, SessionSettings, StoredSession, Will},
+    session::{Action, Login, Session, SessionSettings, StoredSession, Will},
     takeover::{Registration, Takeover},
 };
 
-/// Settings of the MQTT listener.
+/// Settings of the MQTT adapter.
 #[derive(Clone, Debug)]
 pub struct MqttSettings {
-    /// Connections served at once; more wait in the accept queue.
+    /// Connections served at once by each listener; more wait in the accept queue.
     pub max_connections: usize,
     pub session: SessionSettings,
 }
@@ -46,6 +47,29 @@ impl Default for MqttSettings {
     }
 }
 
+/// How a listener's connections carry MQTT.
+#[derive(Clone)]
+pub enum Transport {
+    /// MQTT over TCP (1883).
+    Tcp,
+    /// MQTT over TLS (8883).
+    Tls(tokio_rustls::TlsAcceptor),
+    /// MQTT over WebSocket on path `/mqtt`, subprotocol `mqtt`; over TLS if an acceptor is
+    /// given.
+    WebSocket(Option<tokio_rustls::TlsAcceptor>),
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Transport::Tcp => "tcp",
+            Transport::Tls(_) => "tls",
+            Transport::WebSocket(None) => "ws",
+            Transport::WebSocket(Some(_)) => "wss",
+        })
+    }
+}
+
 /// The stream that holds every MQTT publish of the default tenant (the default topic
 /// address); records are laid out as [`crate::message`] describes.
 pub fn default_stream() -> StreamId {
@@ -53,31 +77,70 @@ pub fn default_stream() -> StreamId {
     StreamId::new("mqtt-default").unwrap_or_else(|_| unreachable!("valid stream id"))
 }
 
-/// What every connection of one adapter shares.
+/// One adapter's MQTT service: what all its listeners and connections share.
 #[derive(Debug)]
-struct Shared {
+pub struct Mqtt {
     log: Log,
     settings: MqttSettings,
+    auth: Arc<Auth>,
     retained: Retained,
     takeover: Arc<Takeover>,
+    run: String,
+    ids: std::sync::atomic::AtomicU64,
 }
 
-/// Accept MQTT connections on `listener` until `shutdown` resolves.
+type Shared = Mqtt;
+
+impl Mqtt {
+    /// Start the service on `log` (it follows the takeover stream from now on).
+    pub fn new(log: Log, settings: MqttSettings, auth: Arc<Auth>) -> Arc<Self> {
+        Arc::new(Self {
+            takeover: Takeover::start(log.clone()),
+            log,
+            settings,
+            auth,
+            retained: Retained::default(),
+            run: uuid::Uuid::new_v4().simple().to_string(),
+            ids: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Accept connections on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        transport: Transport,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        serve_listener(self.clone(), listener, transport, shutdown).await
+    }
+}
+
+/// Serve MQTT over TCP on `listener` with default credentials rules (tests, tools).
 pub async fn serve(
     listener: TcpListener,
     log: Log,
     settings: MqttSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(settings.max_connections));
-    let shared = Arc::new(Shared {
-        takeover: Takeover::start(log.clone()),
-        log,
-        settings,
-        retained: Retained::default(),
-    });
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let mut ids = 0u64;
+    let mqtt = Mqtt::new(log, settings, Arc::new(Auth::default()));
+    mqtt.serve(listener, Transport::Tcp, shutdown).await
+}
+
+async fn serve_listener(
+    shared: Arc<Mqtt>,
+    listener: TcpListener,
+    transport: Transport,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(shared.settings.max_connections));
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %e, "listener has no address");
+            return;
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -95,13 +158,35 @@ pub async fn serve(
                 }
             },
         };
-        ids += 1;
+        let n = shared
+            .ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // Unique across adapters and restarts: assigned ids name sessions in the store.
-        let assigned = format!("wharf-{run}-{ids}");
+        let assigned = format!("wharf-{}-{n}", shared.run);
         let shared = shared.clone();
+        let transport = transport.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            if let Err(reason) = connection(socket, peer, shared, assigned).await {
+            let _ = socket.set_nodelay(true);
+            let end = match transport {
+                Transport::Tcp => connection(socket, peer, local, shared, assigned).await,
+                Transport::Tls(acceptor) => match acceptor.accept(socket).await {
+                    Ok(tls) => connection(tls, peer, local, shared, assigned).await,
+                    Err(e) => Err(format!("TLS handshake with {peer}: {e}")),
+                },
+                Transport::WebSocket(None) => match crate::ws::accept(socket).await {
+                    Ok(ws) => connection(ws, peer, local, shared, assigned).await,
+                    Err(e) => Err(format!("WebSocket handshake with {peer}: {e}")),
+                },
+                Transport::WebSocket(Some(acceptor)) => match acceptor.accept(socket).await {
+                    Ok(tls) => match crate::ws::accept(tls).await {
+                        Ok(ws) => connection(ws, peer, local, shared, assigned).await,
+                        Err(e) => Err(format!("WebSocket handshake with {peer}: {e}")),
+                    },
+                    Err(e) => Err(format!("TLS handshake with {peer}: {e}")),
+                },
+            };
+            if let Err(reason) = end {
                 tracing::info!(%peer, reason, "mqtt connection closed");
             }
         });
@@ -109,13 +194,13 @@ pub async fn serve(
 }
 
 /// Run one connection until it closes; `Err` carries the reason for an abnormal close.
-async fn connection(
-    mut socket: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
     peer: SocketAddr,
+    local: SocketAddr,
     shared: Arc<Shared>,
     assigned_id: String,
 ) -> Result<(), String> {
-    let _ = socket.set_nodelay(true);
     let mut session = Session::new(
         Instant::now().into_std(),
         shared.settings.session.clone(),
@@ -124,6 +209,7 @@ async fn connection(
     let mut conn = Conn {
         max_packet: shared.settings.session.max_packet_size as usize,
         shared,
+        local,
         stream: default_stream(),
         retained_queue: VecDeque::new(),
         version: None,
@@ -174,6 +260,8 @@ fn session_cursor_name(client_id: &str) -> Option<String> {
 /// The per-connection I/O state around a [`Session`].
 struct Conn {
     shared: Arc<Shared>,
+    /// The listener's address (anonymous access depends on it).
+    local: SocketAddr,
     stream: StreamId,
     /// Retained messages owed to new subscriptions: (filter, message), sent as the in-flight
     /// window allows.
@@ -203,9 +291,9 @@ impl Conn {
 
     /// Serve until the connection ends: `Ok(will_due)` after DISCONNECT, `Err(reason)`
     /// otherwise (the will is due then).
-    async fn run(
+    async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
-        socket: &mut TcpStream,
+        socket: &mut S,
         peer: SocketAddr,
         session: &mut Session,
     ) -> Result<bool, String> {
@@ -429,7 +517,16 @@ impl Conn {
                     client_id,
                     clean_start,
                     expiry,
+                    login,
                 } => {
+                    match self.authenticate(login).await {
+                        Verdict::Allowed(_) => {}
+                        refused => {
+                            tracing::info!(client = client_id, ?refused, "connection refused");
+                            queue.extend(session.not_allowed(refused == Verdict::BadCredentials));
+                            continue;
+                        }
+                    }
                     let a = match self.resume(&client_id, clean_start, expiry).await {
                         Ok(stored) => session.resumed(stored),
                         Err(e) => {
@@ -489,6 +586,20 @@ impl Conn {
             }
         }
         end
+    }
+
+    /// Check a client's credentials against the users and the anonymous rule (argon2 runs
+    /// on the blocking pool: it takes tens of milliseconds by design).
+    fn authenticate(
+        &self,
+        login: Option<Login>,
+    ) -> impl std::future::Future<Output = Verdict> + Send + use<> {
+        let (auth, local) = (self.shared.auth.clone(), self.local);
+        let check = tokio::task::spawn_blocking(move || match &login {
+            Some(l) => auth.check(local, Some(&l.username), Some(l.password.as_bytes())),
+            None => auth.check(local, None, None),
+        });
+        async move { check.await.unwrap_or(Verdict::NotAuthorized) }
     }
 
     /// Claim `client_id`'s session (closing any older connection of it, on any adapter) and
@@ -662,7 +773,7 @@ async fn store(
     })
 }
 
-async fn flush(socket: &mut TcpStream, out: &mut BytesMut) {
+async fn flush<S: AsyncWrite + Unpin>(socket: &mut S, out: &mut BytesMut) {
     if !out.is_empty() {
         let _ = socket.write_all(out).await;
         out.clear();

@@ -21,5 +21,6 @@ pub mod retained;
 pub mod session;
 pub mod takeover;
 pub mod topic;
+pub mod ws;
 
-pub use driver::{MqttSettings, serve};
+pub use driver::{Mqtt, MqttSettings, Transport, serve};

@@ -77,13 +77,15 @@ pub enum Action {
     SendRetained {
         filter: String,
     },
-    /// CONNECT accepted so far: take the client's session over (from any adapter), load it
-    /// unless `clean_start`, keep it for `expiry` seconds after the connection if non-zero,
-    /// then call [`Session::resumed`] (or [`Session::resume_failed`]).
+    /// CONNECT accepted so far: check the credentials (then [`Session::not_allowed`] if they
+    /// fail), take the client's session over (from any adapter), load it unless
+    /// `clean_start`, keep it for `expiry` seconds after the connection if non-zero, then
+    /// call [`Session::resumed`] (or [`Session::resume_failed`]).
     Resume {
         client_id: String,
         clean_start: bool,
         expiry: u32,
+        login: Option<Login>,
     },
     /// Persist [`Session::stored`] before carrying out the actions after this one.
     SaveSession,
@@ -216,6 +218,22 @@ impl StoredSession {
             Some(at) if self.expiry != u32::MAX => now_ms - at >= i64::from(self.expiry) * 1000,
             _ => false,
         }
+    }
+}
+
+/// A user name and password from CONNECT; the password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Login {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Login")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
     }
 }
 
@@ -602,7 +620,39 @@ impl Session {
             client_id: self.client_id.clone(),
             clean_start: self.clean_start,
             expiry: self.expiry,
+            login: c.login.map(|l| Login {
+                username: l.username,
+                password: l.password,
+            }),
         }]
+    }
+
+    /// The credentials were refused (`bad_credentials`) or are required and missing: CONNACK
+    /// 0x86 / 0x87 (3.1.1: 4 / 5), then close.
+    pub fn not_allowed(&mut self, bad_credentials: bool) -> Vec<Action> {
+        self.pending_connack = None;
+        self.state = State::Closed;
+        let (code, why) = if bad_credentials {
+            (
+                ConnectReturnCode::BadUserNamePassword,
+                "bad user name or password",
+            )
+        } else {
+            (
+                ConnectReturnCode::NotAuthorized,
+                "credentials required on this listener",
+            )
+        };
+        let mut ack = ConnAck::new(code, false);
+        if self.v5() {
+            let mut p = ConnAckProperties::new();
+            p.reason_string = Some(why.into());
+            ack.properties = Some(p);
+        }
+        vec![
+            Action::Send(Packet::ConnAck(ack)),
+            Action::Close { reason: why },
+        ]
     }
 
     /// Whether the session outlives its connection.
@@ -1611,7 +1661,8 @@ mod tests {
             vec![Action::Resume {
                 client_id: "dev".into(),
                 clean_start: false,
-                expiry: u32::MAX
+                expiry: u32::MAX,
+                login: None,
             }]
         );
         let stored = StoredSession {

@@ -1,0 +1,254 @@
+//! # wharf-auth
+//!
+//! Who may connect to an adapter, until users become configuration resources: a users file
+//! with argon2 password hashes (PHC strings, as `wharf user hash` prints them), and a rule for
+//! clients that present no credentials — by default they are let in only on listeners bound
+//! to a loopback address, so `wharf up` on a laptop just works while an adapter listening on
+//! a public address refuses them.
+//!
+//! Users file (TOML):
+//! ```toml
+//! [[user]]
+//! name = "sensor-1"
+//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$...$..."
+//! ```
+
+use std::{collections::HashMap, fmt, net::SocketAddr, path::Path};
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use serde::{Deserialize, Serialize};
+
+/// Who may connect without credentials.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Anonymous {
+    /// Only on listeners bound to a loopback address (the default).
+    #[default]
+    LoopbackOnly,
+    /// On every listener.
+    Allow,
+    /// Never.
+    Deny,
+}
+
+/// The outcome of a connection attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let in, as this user (`None`: anonymous).
+    Allowed(Option<String>),
+    /// Unknown user or wrong password (MQTT 0x86 / 4, AMQP SASL auth).
+    BadCredentials,
+    /// No credentials where they are required (MQTT 0x87 / 5).
+    NotAuthorized,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    #[serde(default)]
+    user: Vec<UserEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    name: String,
+    password_hash: String,
+}
+
+/// Users and the anonymous rule. Cheap to clone (share it in an `Arc`).
+#[derive(Clone, Default)]
+pub struct Auth {
+    users: HashMap<String, String>,
+    pub anonymous: Anonymous,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("users", &self.users.len())
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
+}
+
+impl Auth {
+    /// No users; anonymous clients by `anonymous`.
+    pub fn new(anonymous: Anonymous) -> Self {
+        Self {
+            users: HashMap::new(),
+            anonymous,
+        }
+    }
+
+    /// Load a users file; errors name the file, the entry and the field.
+    pub fn load_users(&mut self, path: &Path) -> Result<(), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read users file {}: {e}", path.display()))?;
+        self.add_users(&text)
+            .map_err(|e| format!("users file {}: {e}", path.display()))
+    }
+
+    /// Add the users of a users file's text.
+    pub fn add_users(&mut self, text: &str) -> Result<(), String> {
+        let file: UsersFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        for (i, u) in file.user.into_iter().enumerate() {
+            if u.name.is_empty() {
+                return Err(format!("user[{i}].name is empty"));
+            }
+            PasswordHash::new(&u.password_hash).map_err(|e| {
+                format!(
+                    "user[{i}].password_hash of {:?} is not an argon2 PHC string ({e}); make one with `wharf user hash`",
+                    u.name
+                )
+            })?;
+            if self.users.insert(u.name.clone(), u.password_hash).is_some() {
+                return Err(format!("user[{i}].name {:?} appears twice", u.name));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Decide about a client on the listener bound to `local`. Verifying a password costs
+    /// tens of milliseconds of CPU (that is the point of argon2): call this off the async
+    /// threads (`spawn_blocking`).
+    pub fn check(&self, local: SocketAddr, user: Option<&str>, password: Option<&[u8]>) -> Verdict {
+        match user {
+            None => {
+                let allowed = match self.anonymous {
+                    Anonymous::Allow => true,
+                    Anonymous::Deny => false,
+                    Anonymous::LoopbackOnly => local.ip().is_loopback(),
+                };
+                if allowed {
+                    Verdict::Allowed(None)
+                } else {
+                    Verdict::NotAuthorized
+                }
+            }
+            Some(name) => {
+                let ok = self.users.get(name).is_some_and(|hash| {
+                    PasswordHash::new(hash).is_ok_and(|h| {
+                        Argon2::default()
+                            .verify_password(password.unwrap_or_default(), &h)
+                            .is_ok()
+                    })
+                });
+                if ok {
+                    Verdict::Allowed(Some(name.to_string()))
+                } else {
+                    Verdict::BadCredentials
+                }
+            }
+        }
+    }
+}
+
+/// An argon2id PHC string for `password`, with a random salt.
+pub fn hash_password(password: &[u8]) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("addr")
+    }
+
+    #[test]
+    fn users_and_the_anonymous_rule() {
+        let hash = hash_password(b"s3cret").expect("hash");
+        let mut auth = Auth::default();
+        auth.add_users(&format!(
+            "[[user]]\nname = \"dev\"\npassword_hash = \"{hash}\"\n"
+        ))
+        .expect("load");
+        let lo = addr("127.0.0.1:1883");
+        let public = addr("0.0.0.0:1883");
+        assert_eq!(
+            auth.check(public, Some("dev"), Some(b"s3cret")),
+            Verdict::Allowed(Some("dev".into()))
+        );
+        assert_eq!(
+            auth.check(public, Some("dev"), Some(b"wrong")),
+            Verdict::BadCredentials
+        );
+        assert_eq!(
+            auth.check(public, Some("nobody"), Some(b"s3cret")),
+            Verdict::BadCredentials
+        );
+        assert_eq!(auth.check(lo, None, None), Verdict::Allowed(None));
+        assert_eq!(auth.check(public, None, None), Verdict::NotAuthorized);
+        assert_eq!(
+            auth.check(addr("[::1]:1"), None, None),
+            Verdict::Allowed(None)
+        );
+        auth.anonymous = Anonymous::Deny;
+        assert_eq!(auth.check(lo, None, None), Verdict::NotAuthorized);
+        auth.anonymous = Anonymous::Allow;
+        assert_eq!(auth.check(public, None, None), Verdict::Allowed(None));
+    }
+
+    #[test]
+    fn bad_users_files_name_the_field() {
+        let mut auth = Auth::default();
+        let e = auth
+            .add_users("[[user]]\nname = \"a\"\npassword_hash = \"plain\"\n")
+            .expect_err("not a hash");
+        assert!(e.contains("user[0].password_hash"), "{e}");
+        let e = auth
+            .add_users("[[user]]\nname = \"a\"\npasswd = \"x\"\n")
+            .expect_err("unknown field");
+        assert!(e.contains("passwd"), "{e}");
+    }
+}
+
+/// TLS server configuration from PEM files: a certificate chain and its private key.
+pub mod tls {
+    use std::{path::Path, sync::Arc};
+
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+
+    /// A rustls server config for `cert` (PEM chain) and `key` (PEM, PKCS#8/PKCS#1/SEC1);
+    /// errors name the file.
+    pub fn server_config(
+        cert: &Path,
+        key: &Path,
+        alpn: &[&[u8]],
+    ) -> Result<Arc<rustls::ServerConfig>, String> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| format!("TLS certificate file {}: {e}", cert.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("TLS certificate file {}: {e}", cert.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "TLS certificate file {}: no certificate in it",
+                cert.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| format!("TLS key file {}: {e}", key.display()))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("TLS certificate and key do not fit: {e}"))?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(config))
+    }
+}

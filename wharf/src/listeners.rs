@@ -1,0 +1,122 @@
+//! The adapter listeners a process serves, from flags and settings: MQTT over TCP, TLS and
+//! WebSocket, with one credentials rule for all of them.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use wharf_auth::Auth;
+use wharf_log::Log;
+use wharf_mqtt::{Mqtt, Transport};
+
+use crate::settings::Settings;
+
+/// Listener flags shared by `wharf up` and `wharf adapter`.
+#[derive(Args, Debug, Clone)]
+pub struct ListenerArgs {
+    /// MQTT over TCP ("off" to disable).
+    #[arg(long, default_value = "127.0.0.1:1883")]
+    pub mqtt: String,
+    /// MQTT over TLS, e.g. 0.0.0.0:8883 (needs --tls-cert and --tls-key).
+    #[arg(long)]
+    pub mqtts: Option<String>,
+    /// MQTT over WebSocket (path /mqtt), e.g. 127.0.0.1:8080.
+    #[arg(long)]
+    pub mqtt_ws: Option<String>,
+    /// MQTT over WebSocket with TLS (path /mqtt), e.g. 0.0.0.0:8443.
+    #[arg(long)]
+    pub mqtt_wss: Option<String>,
+    /// TLS certificate chain (PEM) for the TLS listeners.
+    #[arg(long, env = "WHARF_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) for the TLS listeners.
+    #[arg(long, env = "WHARF_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Users file: TOML `[[user]]` entries with `name` and an argon2 `password_hash`
+    /// (make one with `wharf user hash`). Overrides `auth.users_file` in the settings.
+    #[arg(long, env = "WHARF_USERS")]
+    pub users: Option<PathBuf>,
+    /// Let other processes on this machine listen on the same ports (SO_REUSEPORT): several
+    /// adapters on one store then share the clients.
+    #[arg(long)]
+    pub reuse_port: bool,
+}
+
+/// Bind `addr`, with SO_REUSEPORT if asked; failing start-up with the address if it cannot.
+fn bind(what: &str, addr: &str, reuse_port: bool) -> Result<TcpListener> {
+    let sa: SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--{what}: {addr:?} is not an address like 127.0.0.1:1883"))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(sa),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket
+        .bind(&sa.into())
+        .with_context(|| format!("cannot listen for {what} on {addr}"))?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(socket.into())?)
+}
+
+/// Start every listener asked for; they stop when `stopped` turns true.
+pub fn start(
+    args: &ListenerArgs,
+    settings: &Settings,
+    log: &Log,
+    stopped: watch::Receiver<bool>,
+) -> Result<Vec<JoinHandle<()>>> {
+    let mut auth = Auth::new(settings.auth.anonymous);
+    if let Some(path) = args.users.as_ref().or(settings.auth.users_file.as_ref()) {
+        auth.load_users(path).map_err(anyhow::Error::msg)?;
+        tracing::info!(users = auth.user_count(), file = %path.display(), "users loaded");
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
+            wharf_auth::tls::server_config(cert, key, &[]).map_err(anyhow::Error::msg)?,
+        )),
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+    let mqtt = Mqtt::new(log.clone(), settings.mqtt.to_mqtt(), Arc::new(auth));
+    let mut wanted = Vec::new();
+    if args.mqtt != "off" {
+        wanted.push(("mqtt", args.mqtt.clone(), Transport::Tcp));
+    }
+    let need_tls = |flag: &str| {
+        tls.clone()
+            .with_context(|| format!("--{flag} needs --tls-cert and --tls-key"))
+    };
+    if let Some(a) = &args.mqtts {
+        wanted.push(("mqtts", a.clone(), Transport::Tls(need_tls("mqtts")?)));
+    }
+    if let Some(a) = &args.mqtt_ws {
+        wanted.push(("mqtt-ws", a.clone(), Transport::WebSocket(None)));
+    }
+    if let Some(a) = &args.mqtt_wss {
+        wanted.push((
+            "mqtt-wss",
+            a.clone(),
+            Transport::WebSocket(Some(need_tls("mqtt-wss")?)),
+        ));
+    }
+    let mut handles = Vec::new();
+    for (what, addr, transport) in wanted {
+        let listener = bind(what, &addr, args.reuse_port)?;
+        tracing::info!(listener = what, %addr, "listening");
+        let (mqtt, mut stopped) = (mqtt.clone(), stopped.clone());
+        handles.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            mqtt.serve(listener, transport, stop).await;
+        }));
+    }
+    Ok(handles)
+}
