@@ -215,6 +215,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         version: None,
         output: BytesMut::new(),
         pending: FuturesOrdered::new(),
+        pending_records: 0,
         tail: None,
         held: None,
         persist: None,
@@ -268,7 +269,10 @@ struct Conn {
     retained_queue: VecDeque<(String, Message)>,
     version: Option<Version>,
     output: BytesMut,
-    pending: FuturesOrdered<futures::future::BoxFuture<'static, (u64, bool)>>,
+    /// Batches of publishes being stored: their tokens, and whether they became durable.
+    pending: FuturesOrdered<futures::future::BoxFuture<'static, (Vec<u64>, bool)>>,
+    /// Publishes in `pending`.
+    pending_records: usize,
     tail: Option<wharf_log::Tail>,
     /// A stored message read but not yet deliverable (its packet id is in flight).
     held: Option<(u64, Message)>,
@@ -361,14 +365,20 @@ impl Conn {
             flush(socket, &mut self.output).await;
             let room = session.delivery_room();
             let deliver = self.tail.is_some() && self.held.is_none() && room > 0;
+            // Backpressure: a client publishing faster than the store takes it waits (its TCP
+            // window fills) instead of growing our memory.
+            // Counted in records, above any QoS 1/2 window (receive maximum), so that a whole
+            // window is always read and stored in one flush.
+            let readable = self.pending_records < MAX_PENDING_RECORDS;
             tokio::select! {
-                read = socket.read_buf(&mut input) => match read {
+                read = socket.read_buf(&mut input), if readable => match read {
                     Ok(0) => return Err(format!("{} went away without DISCONNECT", session.client_id())),
                     Ok(_) => {}
                     Err(e) => return Err(format!("read from {peer}: {e}")),
                 },
-                Some((token, ok)) = self.pending.next(), if !self.pending.is_empty() => {
-                    let a = session.appended(token, ok);
+                Some((tokens, ok)) = self.pending.next(), if !self.pending.is_empty() => {
+                    self.pending_records -= tokens.len();
+                    let a: Vec<Action> = tokens.into_iter().flat_map(|t| session.appended(t, ok)).collect();
                     if let Some(end) = self.carry_out(session, a).await? {
                         return Ok(end);
                     }
@@ -503,13 +513,26 @@ impl Conn {
             match action {
                 Action::Send(p) => self.send(session, &p)?,
                 Action::Append { token, message } => {
-                    match store(self.log(), &self.stream, &message).await {
-                        Ok(durable) => self
-                            .pending
-                            .push_back(Box::pin(async move { (token, durable.await.is_ok()) })),
+                    // Every publish decoded from one read goes to the log in one submission.
+                    let mut tokens = vec![token];
+                    let mut messages = vec![message];
+                    while let Some(Action::Append { .. }) = queue.front() {
+                        if let Some(Action::Append { token, message }) = queue.pop_front() {
+                            tokens.push(token);
+                            messages.push(message);
+                        }
+                    }
+                    match store(self.log(), &self.stream, &messages).await {
+                        Ok(durable) => {
+                            self.pending_records += tokens.len();
+                            self.pending
+                                .push_back(Box::pin(async move { (tokens, durable.await.is_ok()) }))
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "append failed");
-                            queue.extend(session.appended(token, false));
+                            for t in tokens {
+                                queue.extend(session.appended(t, false));
+                            }
                         }
                     }
                 }
@@ -733,7 +756,7 @@ impl Conn {
                     return;
                 }
             }
-            let stored = match store(&log, &stream, &will.message).await {
+            let stored = match store(&log, &stream, std::slice::from_ref(&will.message)).await {
                 Ok(durable) => durable.await,
                 Err(e) => Err(e),
             };
@@ -751,20 +774,30 @@ impl Conn {
     }
 }
 
-/// Submit a message for storage: to the topic stream, and to the retained stream too if
-/// it has the retain flag. The future resolves when every copy is durable.
+/// Publishes from one connection being stored at once, at most (then it is not read).
+const MAX_PENDING_RECORDS: usize = 16_384;
+
+/// Submit messages for storage, in order: to the topic stream, and those with the retain
+/// flag to the retained stream too. The future resolves when every copy is durable.
 async fn store(
     log: &Log,
     stream: &StreamId,
-    message: &Message,
+    messages: &[Message],
 ) -> wharf_log::Result<impl std::future::Future<Output = wharf_log::Result<()>> + use<>> {
-    let record = message.to_record(log.clock().now_ms());
-    let retained = if message.retain {
-        Some(log.submit(&retained_stream(), vec![record.clone()]).await?)
-    } else {
+    let now = log.clock().now_ms();
+    let records: Vec<_> = messages.iter().map(|m| m.to_record(now)).collect();
+    let retained: Vec<_> = messages
+        .iter()
+        .zip(&records)
+        .filter(|(m, _)| m.retain)
+        .map(|(_, r)| r.clone())
+        .collect();
+    let retained = if retained.is_empty() {
         None
+    } else {
+        Some(log.submit(&retained_stream(), retained).await?)
     };
-    let main = log.submit(stream, vec![record]).await?;
+    let main = log.submit(stream, records).await?;
     Ok(async move {
         if let Some(r) = retained {
             r.durable().await?;

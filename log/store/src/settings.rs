@@ -125,11 +125,12 @@ impl LogSettings {
     }
 
     /// The linger in force for a store of this kind.
-    pub fn linger_for(&self, kind: StoreKind) -> Duration {
-        self.linger.unwrap_or(match kind {
-            StoreKind::File => Duration::from_millis(2),
-            StoreKind::S3 | StoreKind::Memory => Duration::ZERO,
-        })
+    pub fn linger_for(&self, _kind: StoreKind) -> Duration {
+        // No linger anywhere by default: records that arrive while a flush is in flight form
+        // the next batch anyway, so a linger only adds latency. On the local filesystem it
+        // cost MQTT QoS 1 publishers (100 in flight) 60% of their throughput, and one log
+        // producer (1000 in flight) 37% (`adapters/README.md`).
+        self.linger.unwrap_or(Duration::ZERO)
     }
 
     /// The flush interval in force for a store of this kind.
