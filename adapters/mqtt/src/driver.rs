@@ -165,32 +165,64 @@ async fn serve_listener(
         let assigned = format!("wharf-{}-{n}", shared.run);
         let shared = shared.clone();
         let transport = transport.clone();
+        // Each transport's future is boxed: the task holds only the one in use (an idle
+        // connection's memory is counted in the docs).
         tokio::spawn(async move {
             let _permit = permit;
             let _ = socket.set_nodelay(true);
             let end = match transport {
-                Transport::Tcp => connection(socket, peer, local, shared, assigned).await,
-                Transport::Tls(acceptor) => match acceptor.accept(socket).await {
-                    Ok(tls) => connection(tls, peer, local, shared, assigned).await,
-                    Err(e) => Err(format!("TLS handshake with {peer}: {e}")),
-                },
-                Transport::WebSocket(None) => match crate::ws::accept(socket).await {
-                    Ok(ws) => connection(ws, peer, local, shared, assigned).await,
-                    Err(e) => Err(format!("WebSocket handshake with {peer}: {e}")),
-                },
-                Transport::WebSocket(Some(acceptor)) => match acceptor.accept(socket).await {
-                    Ok(tls) => match crate::ws::accept(tls).await {
-                        Ok(ws) => connection(ws, peer, local, shared, assigned).await,
-                        Err(e) => Err(format!("WebSocket handshake with {peer}: {e}")),
-                    },
-                    Err(e) => Err(format!("TLS handshake with {peer}: {e}")),
-                },
+                Transport::Tcp => Box::pin(connection(socket, peer, local, shared, assigned)).await,
+                Transport::Tls(acceptor) => {
+                    Box::pin(over_tls(acceptor, socket, peer, local, shared, assigned)).await
+                }
+                Transport::WebSocket(tls) => {
+                    Box::pin(over_websocket(tls, socket, peer, local, shared, assigned)).await
+                }
             };
             if let Err(reason) = end {
                 tracing::info!(%peer, reason, "mqtt connection closed");
             }
         });
     }
+}
+
+/// A TLS handshake, then MQTT.
+async fn over_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    assigned: String,
+) -> Result<(), String> {
+    let tls = acceptor
+        .accept(socket)
+        .await
+        .map_err(|e| format!("TLS handshake with {peer}: {e}"))?;
+    connection(tls, peer, local, shared, assigned).await
+}
+
+/// A WebSocket upgrade (after a TLS handshake if `tls`), then MQTT.
+async fn over_websocket(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Shared>,
+    assigned: String,
+) -> Result<(), String> {
+    let ws = match tls {
+        Some(acceptor) => {
+            let tls = acceptor
+                .accept(socket)
+                .await
+                .map_err(|e| format!("TLS handshake with {peer}: {e}"))?;
+            crate::ws::accept(tls).await
+        }
+        None => crate::ws::accept(socket).await,
+    }
+    .map_err(|e| format!("WebSocket handshake with {peer}: {e}"))?;
+    connection(ws, peer, local, shared, assigned).await
 }
 
 /// Run one connection until it closes; `Err` carries the reason for an abnormal close.
@@ -231,7 +263,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(will) => *will,
         Err(_) => true,
     };
-    conn.save_on_close(&session).await;
+    Box::pin(conn.save_on_close(&session)).await;
     if will_due && let Some(will) = session.take_will() {
         conn.publish_will(will);
     }
@@ -275,7 +307,7 @@ struct Conn {
     pending_records: usize,
     tail: Option<wharf_log::Tail>,
     /// A stored message read but not yet deliverable (its packet id is in flight).
-    held: Option<(u64, Message)>,
+    held: Option<Box<(u64, Message)>>,
     persist: Option<Persist>,
     registration: Option<Registration>,
     kicked: Option<tokio::sync::oneshot::Receiver<()>>,
@@ -301,7 +333,7 @@ impl Conn {
         peer: SocketAddr,
         session: &mut Session,
     ) -> Result<bool, String> {
-        let mut input = BytesMut::with_capacity(4096);
+        let mut input = BytesMut::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let version = match self.version {
@@ -346,7 +378,7 @@ impl Conn {
                             _ => (DisconnectReasonCode::MalformedPacket, "malformed packet"),
                         };
                         actions.extend(session.fail(code, why));
-                        self.carry_out(session, actions).await?;
+                        Box::pin(self.carry_out(session, actions)).await?;
                         return Err(format!("bad packet from {}: {e:?}", session.client_id()));
                     }
                 }
@@ -358,11 +390,23 @@ impl Conn {
                     break;
                 }
             }
-            if let Some(end) = self.carry_out(session, actions).await? {
+            if let Some(end) = Box::pin(self.carry_out(session, actions)).await? {
                 return Ok(end);
             }
             self.deliver_ready(session).await?;
             flush(socket, &mut self.output).await;
+            // An idle connection holds no buffers worth counting (10,000 idle clients must not
+            // cost 80 MB): drop large empty ones; a read starts small and grows with traffic.
+            if self.output.capacity() > IDLE_BUFFER {
+                self.output = BytesMut::new();
+            }
+            if input.is_empty() && input.capacity() > IDLE_BUFFER {
+                input = BytesMut::new();
+            }
+            if input.capacity() - input.len() < 64 {
+                let busy = !input.is_empty() || self.tail.is_some();
+                input.reserve(if busy { 8 * 1024 } else { 128 });
+            }
             let room = session.delivery_room();
             let deliver = self.tail.is_some() && self.held.is_none() && room > 0;
             // Backpressure: a client publishing faster than the store takes it waits (its TCP
@@ -379,11 +423,11 @@ impl Conn {
                 Some((tokens, ok)) = self.pending.next(), if !self.pending.is_empty() => {
                     self.pending_records -= tokens.len();
                     let a: Vec<Action> = tokens.into_iter().flat_map(|t| session.appended(t, ok)).collect();
-                    if let Some(end) = self.carry_out(session, a).await? {
+                    if let Some(end) = Box::pin(self.carry_out(session, a)).await? {
                         return Ok(end);
                     }
                 }
-                batch = async { match self.tail.as_mut() { Some(t) => t.next_batch(room).await, None => std::future::pending().await } }, if deliver => {
+                batch = async { match self.tail.as_mut() { Some(t) => Box::pin(t.next_batch(room)).await, None => std::future::pending().await } }, if deliver => {
                     let batch = batch.map_err(|e| format!("reading the log: {e}"))?;
                     let mut batch = batch.into_iter();
                     let now_ms = self.log().clock().now_ms();
@@ -399,7 +443,7 @@ impl Conn {
                                 match session.deliver(&m, offset, dup, now_ms) {
                                     Some(a) => self.carry_out_delivery(session, a)?,
                                     None => {
-                                        self.held = Some((offset, m));
+                                        self.held = Some(Box::new((offset, m)));
                                         break;
                                     }
                                 }
@@ -412,7 +456,7 @@ impl Conn {
                     }
                     if batch.len() > 0 {
                         // Held back behind a packet id in flight: read the rest again later.
-                        let first = self.held.as_ref().map_or(0, |(o, _)| *o) + 1;
+                        let first = self.held.as_ref().map_or(0, |h| h.0) + 1;
                         let stream = self.stream.clone();
                         self.tail = Some(self.log().tail(&stream, Offset(first)));
                     }
@@ -428,12 +472,12 @@ impl Conn {
                 }
                 _ = tick.tick() => {
                     if let Some(a) = session.timed_out(Instant::now().into_std()) {
-                        self.carry_out(session, a).await?;
+                        Box::pin(self.carry_out(session, a)).await?;
                     }
                     let moved = self.persist.as_ref().is_some_and(|p| p.cursor.is_dirty())
                         || self.sent_upto != self.saved_sent_upto;
                     if moved {
-                        self.save(session, None).await?;
+                        Box::pin(self.save(session, None)).await?;
                     }
                 }
             }
@@ -443,10 +487,10 @@ impl Conn {
     /// Offer what can be offered without waiting: a held message, then retained ones.
     async fn deliver_ready(&mut self, session: &mut Session) -> Result<(), String> {
         let now_ms = self.log().clock().now_ms();
-        if let Some((offset, m)) = self.held.take() {
+        if let Some((offset, m)) = self.held.take().map(|h| *h) {
             match session.deliver(&m, offset, offset < self.dup_below, now_ms) {
                 Some(a) => self.carry_out_delivery(session, a)?,
-                None => self.held = Some((offset, m)),
+                None => self.held = Some(Box::new((offset, m))),
             }
         }
         while session.can_deliver()
@@ -618,11 +662,19 @@ impl Conn {
         login: Option<Login>,
     ) -> impl std::future::Future<Output = Verdict> + Send + use<> {
         let (auth, local) = (self.shared.auth.clone(), self.local);
-        let check = tokio::task::spawn_blocking(move || match &login {
-            Some(l) => auth.check(local, Some(&l.username), Some(l.password.as_bytes())),
-            None => auth.check(local, None, None),
+        let anonymous = auth.check(local, None, None);
+        // Only a password needs the blocking pool (argon2 is slow on purpose).
+        let check = login.map(|l| {
+            tokio::task::spawn_blocking(move || {
+                auth.check(local, Some(&l.username), Some(l.password.as_bytes()))
+            })
         });
-        async move { check.await.unwrap_or(Verdict::NotAuthorized) }
+        async move {
+            match check {
+                None => anonymous,
+                Some(h) => h.await.unwrap_or(Verdict::NotAuthorized),
+            }
+        }
     }
 
     /// Claim `client_id`'s session (closing any older connection of it, on any adapter) and
@@ -773,6 +825,9 @@ impl Conn {
         });
     }
 }
+
+/// Buffer capacity an idle connection may keep.
+const IDLE_BUFFER: usize = 1024;
 
 /// Publishes from one connection being stored at once, at most (then it is not read).
 const MAX_PENDING_RECORDS: usize = 16_384;

@@ -181,13 +181,14 @@ pub struct Session {
     aliases_out: HashMap<String, u16>,
     client_alias_maximum: u16,
     problem_info: bool,
-    will: Option<Will>,
+    /// Boxed, like the other rarely set large fields: an idle session stays small.
+    will: Option<Box<Will>>,
     clean_start: bool,
     /// Session expiry interval granted, in seconds (0: the session ends with the connection;
     /// `u32::MAX`: never).
     expiry: u32,
     /// The CONNACK to send once the stored session is loaded.
-    pending_connack: Option<ConnAck>,
+    pending_connack: Option<Box<ConnAck>>,
 }
 
 /// A session as persisted between connections (in its delivery cursor's meta).
@@ -573,10 +574,10 @@ impl Session {
             };
             // The will is due when its delay has passed or the session ends, whichever is
             // first [MQTT-3.1.3-9]; see `take_will`.
-            self.will = Some(Will {
+            self.will = Some(Box::new(Will {
                 message,
                 delay: Duration::from_secs(u64::from(wp.delay_interval.unwrap_or(0))),
-            });
+            }));
         }
         self.clean_start = c.clean_session;
         let expiry = if self.v5() {
@@ -615,7 +616,7 @@ impl Session {
             p.shared_subscription_available = Some(0);
             ack.properties = Some(p);
         }
-        self.pending_connack = Some(ack);
+        self.pending_connack = Some(Box::new(ack));
         vec![Action::Resume {
             client_id: self.client_id.clone(),
             clean_start: self.clean_start,
@@ -664,7 +665,7 @@ impl Session {
     /// session). Sends CONNACK (session present when there was one [MQTT-3.2.2-2]), PUBREL
     /// for QoS 2 deliveries released before, and starts delivery.
     pub fn resumed(&mut self, stored: Option<StoredSession>) -> Vec<Action> {
-        let Some(mut ack) = self.pending_connack.take() else {
+        let Some(mut ack) = self.pending_connack.take().map(|a| *a) else {
             return Vec::new();
         };
         self.state = State::Connected;
@@ -1145,7 +1146,7 @@ impl Session {
     /// will delay capped by the session expiry, since the will is due when the session
     /// ends [MQTT-3.1.3-9].
     pub fn take_will(&mut self) -> Option<Will> {
-        let mut w = self.will.take()?;
+        let mut w = *self.will.take()?;
         w.delay = w.delay.min(Duration::from_secs(u64::from(self.expiry)));
         Some(w)
     }

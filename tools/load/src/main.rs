@@ -8,6 +8,7 @@
 //! from when each was due, so a stall is not hidden by coordinated omission); `--rate 0` is
 //! closed-loop, each producer keeping `--window` appends in flight, for maximum throughput.
 
+mod idle;
 mod mqtt;
 
 use std::{
@@ -40,6 +41,8 @@ enum Command {
     Log(LogArgs),
     /// Publish → subscribe through any MQTT broker.
     Mqtt(mqtt::MqttArgs),
+    /// Hold idle MQTT connections and report the broker's memory per connection.
+    MqttIdle(idle::IdleArgs),
 }
 
 #[derive(Parser, Debug)]
@@ -114,6 +117,7 @@ async fn main() -> Result<()> {
     let args = match Cli::parse().command {
         Command::Log(args) => args,
         Command::Mqtt(args) => return mqtt::run(args).await,
+        Command::MqttIdle(args) => return idle::run(args).await,
     };
     let opened = Store::open(&args.store)?;
     opened.verify_conditional_put().await?;
