@@ -671,3 +671,75 @@ fn adapters_share_a_port_with_reuse_port() {
     let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want);
 }
+
+/// The wills of a dead adapter's clients are published by another adapter: a client with a
+/// will (mosquitto_sub --will-*) on adapter A, a watcher subscribed on adapter B; `kill -9` of
+/// A; B notices A's lease expired and publishes the will. A clean disconnect's will is not.
+#[test]
+fn wills_of_a_dead_adapters_clients_are_published_by_another() {
+    if !have("mosquitto_sub") {
+        return;
+    }
+    let (urls, dir) = stores();
+    let settings = dir.path().join("lease.toml");
+    std::fs::write(&settings, "[mqtt]\nadapter_lease = \"2s\"\n").expect("settings");
+    for url in urls.iter().take(2) {
+        let start = |port: u16| {
+            let child = wharf(url)
+                .arg("--config")
+                .arg(&settings)
+                .args(["adapter", "--mqtt", &format!("127.0.0.1:{port}")])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("adapter");
+            wharf_tests::wait_for_port(port);
+            wharf_tests::KillOnDrop(child)
+        };
+        let (pa, pb) = (free_port(), free_port());
+        let mut a = start(pa);
+        let _b = start(pb);
+        let watcher = mosquitto("mosquitto_sub", pb)
+            .args(["-t", "status/#", "-q", "1", "-v", "-C", "1", "-W", "30"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("watcher");
+        // A client that leaves cleanly: its will must never appear.
+        let clean = mosquitto("mosquitto_sub", pa)
+            .args(["-t", "x", "-i", "clean-dev", "-C", "1", "-W", "1"])
+            .args([
+                "--will-topic",
+                "status/clean-dev",
+                "--will-payload",
+                "never",
+            ])
+            .output()
+            .expect("clean client");
+        assert!(
+            !clean.status.success(),
+            "it timed out and disconnected cleanly"
+        );
+        let _device = wharf_tests::KillOnDrop(
+            mosquitto("mosquitto_sub", pa)
+                .args(["-t", "cmd/dev-1", "-i", "dev-1", "-k", "60"])
+                .args(["--will-topic", "status/dev-1", "--will-payload", "offline"])
+                .args(["--will-qos", "1"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("device"),
+        );
+        std::thread::sleep(Duration::from_millis(700)); // connected, will registered
+        wharf_tests::signal(a.id(), "KILL");
+        let _ = a.wait();
+        let started = std::time::Instant::now();
+        let out = watcher.wait_with_output().expect("watcher");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "status/dev-1 offline",
+            "{url}: the will of A's client, published by B"
+        );
+        eprintln!(
+            "{url}: will published by the surviving adapter {:.1} s after kill -9",
+            started.elapsed().as_secs_f64()
+        );
+    }
+}

@@ -44,6 +44,10 @@ pub struct MqttSection {
     pub connect_timeout: std::time::Duration,
     /// Topic filters nobody may subscribe to (e.g. `["$SYS/#"]`): SUBACK says not authorized.
     pub refused_filters: Vec<String>,
+    /// How long after an adapter stops renewing its lease the others publish the wills of its
+    /// clients.
+    #[serde(with = "humantime_serde")]
+    pub adapter_lease: std::time::Duration,
 }
 
 impl Default for MqttSection {
@@ -58,6 +62,7 @@ impl Default for MqttSection {
             server_keep_alive: d.session.server_keep_alive,
             connect_timeout: d.session.connect_timeout,
             refused_filters: d.session.refused_filters,
+            adapter_lease: d.adapter_lease,
         }
     }
 }
@@ -75,6 +80,9 @@ impl MqttSection {
         if self.max_packet_size < 128 {
             anyhow::bail!("mqtt.max_packet_size must be at least 128 bytes");
         }
+        if self.adapter_lease < std::time::Duration::from_secs(1) {
+            anyhow::bail!("mqtt.adapter_lease must be at least 1s");
+        }
         if self.max_connections == 0 {
             anyhow::bail!("mqtt.max_connections must be at least 1");
         }
@@ -90,6 +98,7 @@ impl MqttSection {
     pub fn to_mqtt(&self) -> wharf_mqtt::MqttSettings {
         let mut m = wharf_mqtt::MqttSettings {
             max_connections: self.max_connections,
+            adapter_lease: self.adapter_lease,
             ..Default::default()
         };
         let s = &mut m.session;

@@ -28,6 +28,7 @@ use crate::{
     retained::{Retained, retained_stream},
     session::{Action, Login, Session, SessionSettings, StoredSession, Will},
     takeover::{Registration, Takeover},
+    wills::Wills,
 };
 
 /// Settings of the MQTT adapter.
@@ -36,6 +37,9 @@ pub struct MqttSettings {
     /// Connections served at once by each listener; more wait in the accept queue.
     pub max_connections: usize,
     pub session: SessionSettings,
+    /// TTL of the lease that says this adapter is alive; after it expires, another adapter
+    /// publishes the wills of this one's clients ([`crate::wills`]).
+    pub adapter_lease: Duration,
 }
 
 impl Default for MqttSettings {
@@ -43,6 +47,7 @@ impl Default for MqttSettings {
         Self {
             max_connections: 10_000,
             session: SessionSettings::default(),
+            adapter_lease: Duration::from_secs(10),
         }
     }
 }
@@ -85,6 +90,7 @@ pub struct Mqtt {
     auth: Arc<Auth>,
     retained: Retained,
     takeover: Arc<Takeover>,
+    wills: Arc<Wills>,
     run: String,
     ids: std::sync::atomic::AtomicU64,
 }
@@ -94,13 +100,22 @@ type Shared = Mqtt;
 impl Mqtt {
     /// Start the service on `log` (it follows the takeover stream from now on).
     pub fn new(log: Log, settings: MqttSettings, auth: Arc<Auth>) -> Arc<Self> {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let takeover = Takeover::start(log.clone());
+        let wills = Wills::start(
+            log.clone(),
+            run.clone(),
+            settings.adapter_lease,
+            takeover.clone(),
+        );
         Arc::new(Self {
-            takeover: Takeover::start(log.clone()),
+            takeover,
+            wills,
             log,
             settings,
             auth,
             retained: Retained::default(),
-            run: uuid::Uuid::new_v4().simple().to_string(),
+            run,
             ids: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -253,6 +268,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         persist: None,
         registration: None,
         kicked: None,
+        will_registered: false,
         dup_below: 0,
         sent_upto: 0,
         saved_sent_upto: 0,
@@ -264,8 +280,20 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         Err(_) => true,
     };
     Box::pin(conn.save_on_close(&session)).await;
-    if will_due && let Some(will) = session.take_will() {
-        conn.publish_will(will);
+    match session.take_will() {
+        Some(will) if will_due => conn.publish_will(will),
+        _ if conn.will_registered => {
+            // Discarded by a clean DISCONNECT: other adapters must not publish it.
+            if let Some(reg) = conn.registration.as_ref() {
+                let (wills, client, offset) = (
+                    conn.shared.wills.clone(),
+                    session.client_id().to_string(),
+                    reg.offset,
+                );
+                tokio::spawn(async move { wills.settle(&client, offset).await });
+            }
+        }
+        _ => {}
     }
     end.map(|_| ())
 }
@@ -311,6 +339,8 @@ struct Conn {
     persist: Option<Persist>,
     registration: Option<Registration>,
     kicked: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// The will is registered in `mqtt-wills` and must be settled when the connection ends.
+    will_registered: bool,
     /// Messages below this offset are resent to a resumed session with DUP set.
     dup_below: u64,
     /// Offsets below this were offered to the client (saved with the session).
@@ -595,7 +625,10 @@ impl Conn {
                         }
                     }
                     let a = match self.resume(&client_id, clean_start, expiry).await {
-                        Ok(stored) => session.resumed(stored),
+                        Ok(stored) => {
+                            self.register_will(session).await;
+                            session.resumed(stored)
+                        }
                         Err(e) => {
                             tracing::warn!(client = client_id, error = %e, "could not resume the session");
                             session.resume_failed()
@@ -674,6 +707,23 @@ impl Conn {
                 None => anonymous,
                 Some(h) => h.await.unwrap_or(Verdict::NotAuthorized),
             }
+        }
+    }
+
+    /// Register the session's will in the log, so that another adapter publishes it if this
+    /// one dies. Best effort: without it the will still works while this adapter lives.
+    async fn register_will(&mut self, session: &Session) {
+        let (Some(will), Some(reg)) = (session.will(), self.registration.as_ref()) else {
+            return;
+        };
+        match self
+            .shared
+            .wills
+            .register(session.client_id(), reg.offset, will)
+            .await
+        {
+            Ok(()) => self.will_registered = true,
+            Err(e) => tracing::warn!(error = %e, "could not register a will in the log"),
         }
     }
 
@@ -795,6 +845,7 @@ impl Conn {
         let stream = self.stream.clone();
         let takeover = self.shared.takeover.clone();
         let since = self.registration.as_ref().map(|r| r.offset);
+        let (wills, registered) = (self.shared.wills.clone(), self.will_registered);
         tokio::spawn(async move {
             if !will.delay.is_zero() {
                 tokio::time::sleep(will.delay).await;
@@ -805,6 +856,9 @@ impl Conn {
                         client = will.message.origin,
                         "client is back; will cancelled"
                     );
+                    if let (true, Some(offset)) = (registered, since) {
+                        wills.settle(&will.message.origin, offset).await;
+                    }
                     return;
                 }
             }
@@ -812,6 +866,11 @@ impl Conn {
                 Ok(durable) => durable.await,
                 Err(e) => Err(e),
             };
+            if stored.is_ok()
+                && let (true, Some(offset)) = (registered, since)
+            {
+                wills.settle(&will.message.origin, offset).await;
+            }
             match stored {
                 Ok(()) => tracing::info!(
                     topic = will.message.topic,
@@ -824,6 +883,13 @@ impl Conn {
             }
         });
     }
+}
+
+/// Store one message like a client publish and wait until it is durable.
+pub(crate) async fn store_now(log: &Log, m: &Message) -> wharf_log::Result<()> {
+    store(log, &default_stream(), std::slice::from_ref(m))
+        .await?
+        .await
 }
 
 /// Buffer capacity an idle connection may keep.

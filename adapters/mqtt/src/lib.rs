@@ -21,6 +21,7 @@ pub mod retained;
 pub mod session;
 pub mod takeover;
 pub mod topic;
+pub mod wills;
 pub mod ws;
 
 pub use driver::{Mqtt, MqttSettings, Transport, serve};

@@ -1142,6 +1142,11 @@ impl Session {
         }
     }
 
+    /// The will registered by CONNECT, with its delay as asked (see [`Session::take_will`]).
+    pub fn will(&self) -> Option<&Will> {
+        self.will.as_deref()
+    }
+
     /// The will to publish now that the connection is lost, if one is due: its delay is the
     /// will delay capped by the session expiry, since the will is due when the session
     /// ends [MQTT-3.1.3-9].

@@ -1,0 +1,331 @@
+//! Wills that survive their adapter: when an adapter process dies, another one publishes the
+//! wills of the clients that were connected to it.
+//!
+//! - Every adapter holds a lease `mqtt-adapter.<run id>`, renewed every third of its TTL
+//!   (`MqttSettings::adapter_lease`, 10 s by default).
+//! - A connection with a will registers it in the stream `mqtt-wills` (key = client id,
+//!   payload = a JSON [`WillRecord`] naming the adapter and the connection) once its session
+//!   is resumed, and writes a tombstone when the will is settled: published, or discarded by a
+//!   clean DISCONNECT.
+//! - Every adapter follows `mqtt-wills` and keeps the unsettled wills of all adapters. Every
+//!   half TTL it looks at the leases of the adapters that have some: when one has expired,
+//!   it tries to take that lease; the one survivor that wins (lease epochs are exclusive)
+//!   publishes those wills — unless the client has connected again since, when the will had
+//!   a delay — and tombstones them.
+//!
+//! So a will is published at least once after its adapter dies (twice only if the publisher
+//! dies too between publishing and its tombstone), within about 1.5 × the lease TTL.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD as B64};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use wharf_log::Log;
+use wharf_log_format::{Offset, Record, StoredRecord, StreamId};
+
+use crate::{message::Message, session::Will, takeover::Takeover};
+
+/// The stream of will registrations of the default tenant.
+pub fn wills_stream() -> StreamId {
+    StreamId::new("mqtt-wills").unwrap_or_else(|_| unreachable!("valid stream id"))
+}
+
+fn lease_name(adapter: &str) -> String {
+    format!("mqtt-adapter.{adapter}")
+}
+
+/// One record of `mqtt-wills` (JSON payload; a persisted contract, version 1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WillRecord {
+    pub version: u32,
+    /// Run id of the adapter the client is connected to.
+    pub adapter: String,
+    /// Offset of the connection's record in `mqtt-connects`.
+    pub connection: u64,
+    pub client_id: String,
+    /// `true`: the will is settled (tombstone); the fields below are then empty.
+    #[serde(default)]
+    pub settled: bool,
+    #[serde(default)]
+    pub delay_ms: u64,
+    /// The will message as a `mqtt-default` record: topic, base64 headers and payload.
+    #[serde(default)]
+    pub topic: String,
+    #[serde(default)]
+    pub headers: String,
+    #[serde(default)]
+    pub payload: String,
+}
+
+impl WillRecord {
+    const VERSION: u32 = 1;
+
+    fn message(&self) -> Option<Message> {
+        let record = Record {
+            timestamp_ms: 0,
+            key: Some(Bytes::from(self.topic.clone().into_bytes())),
+            headers: Some(Bytes::from(B64.decode(&self.headers).ok()?)),
+            payload: Bytes::from(B64.decode(&self.payload).ok()?),
+        };
+        Message::from_record(&StoredRecord {
+            stream: wills_stream(),
+            offset: Offset(0),
+            record,
+        })
+        .ok()
+    }
+}
+
+/// The will machinery of one adapter. See the module docs.
+#[derive(Debug)]
+pub struct Wills {
+    log: Log,
+    run: String,
+    ttl: Duration,
+    /// Unsettled wills of every adapter: (adapter, connection) -> record.
+    pending: Mutex<BTreeMap<(String, u64), WillRecord>>,
+}
+
+impl Wills {
+    /// Hold this adapter's lease, follow `mqtt-wills`, and publish dead adapters' wills
+    /// through `publish` (which stores a message like a client publish).
+    pub fn start(log: Log, run: String, ttl: Duration, takeover: Arc<Takeover>) -> Arc<Self> {
+        let w = Arc::new(Self {
+            log: log.clone(),
+            run,
+            ttl,
+            pending: Mutex::new(BTreeMap::new()),
+        });
+        tokio::spawn(keep_lease(log.clone(), w.run.clone(), ttl));
+        let weak = Arc::downgrade(&w);
+        tokio::spawn(async move {
+            let stream = wills_stream();
+            let start = log.stream(&stream).map_or(0, |s| s.start_offset);
+            let mut tail = log.tail(&stream, Offset(start));
+            let mut sweep = tokio::time::interval(ttl / 2);
+            loop {
+                tokio::select! {
+                    batch = tail.next_batch(1024) => {
+                        let Some(w) = weak.upgrade() else { return };
+                        match batch {
+                            Ok(batch) => w.apply(&batch),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "following mqtt-wills failed; retrying");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                    _ = sweep.tick() => {
+                        let Some(w) = weak.upgrade() else { return };
+                        w.sweep(&takeover).await;
+                    }
+                }
+            }
+        });
+        w
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, u64), WillRecord>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply(&self, batch: &[StoredRecord]) {
+        let mut p = self.lock();
+        for r in batch {
+            match serde_json::from_slice::<WillRecord>(&r.record.payload) {
+                Ok(w) if w.settled => {
+                    p.remove(&(w.adapter, w.connection));
+                }
+                Ok(w) => {
+                    p.insert((w.adapter.clone(), w.connection), w);
+                }
+                Err(e) => tracing::warn!(offset = r.offset.0, error = %e, "bad will record"),
+            }
+        }
+    }
+
+    async fn append(&self, w: &WillRecord) -> wharf_log::Result<()> {
+        let record = Record {
+            timestamp_ms: self.log.clock().now_ms(),
+            key: Some(Bytes::from(w.client_id.clone().into_bytes())),
+            headers: None,
+            payload: Bytes::from(serde_json::to_vec(w).unwrap_or_default()),
+        };
+        self.log.append(&wills_stream(), record).await.map(|_| ())
+    }
+
+    /// Register the will of a connection (durably, before it can be needed).
+    pub async fn register(
+        &self,
+        client_id: &str,
+        connection: u64,
+        will: &Will,
+    ) -> wharf_log::Result<()> {
+        let r = will.message.to_record(0);
+        self.append(&WillRecord {
+            version: WillRecord::VERSION,
+            adapter: self.run.clone(),
+            connection,
+            client_id: client_id.to_string(),
+            settled: false,
+            delay_ms: will.delay.as_millis() as u64,
+            topic: will.message.topic.clone(),
+            headers: B64.encode(r.headers.unwrap_or_default()),
+            payload: B64.encode(&r.payload),
+        })
+        .await
+    }
+
+    /// The connection's will is settled (published, or discarded).
+    pub async fn settle(&self, client_id: &str, connection: u64) {
+        let w = WillRecord {
+            version: WillRecord::VERSION,
+            adapter: self.run.clone(),
+            connection,
+            client_id: client_id.to_string(),
+            settled: true,
+            delay_ms: 0,
+            topic: String::new(),
+            headers: String::new(),
+            payload: String::new(),
+        };
+        if let Err(e) = self.append(&w).await {
+            tracing::warn!(error = %e, client = client_id, "could not settle a will");
+        }
+    }
+
+    /// Publish the wills of adapters whose lease expired, if we win the right to.
+    async fn sweep(&self, takeover: &Takeover) {
+        let mut by_adapter: HashMap<String, Vec<WillRecord>> = HashMap::new();
+        for ((adapter, _), w) in self.lock().iter() {
+            if *adapter != self.run {
+                by_adapter
+                    .entry(adapter.clone())
+                    .or_default()
+                    .push(w.clone());
+            }
+        }
+        let now = self.log.clock().now_ms();
+        for (adapter, wills) in by_adapter {
+            let name = lease_name(&adapter);
+            let free = match self.log.lease_state(&name).await {
+                Ok(Some(l)) => l.is_free(now),
+                // Not written yet (an adapter takes its lease as it starts): wait. Taking it
+                // here would lock the adapter out of its own lease.
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, adapter, "cannot read an adapter lease");
+                    continue;
+                }
+            };
+            if !free {
+                continue;
+            }
+            // Exactly one survivor gets the dead adapter's lease, and with it its wills.
+            match self.log.acquire_lease(&name, &self.run, self.ttl).await {
+                Ok(Some(_lease)) => {}
+                _ => continue,
+            }
+            tracing::info!(
+                adapter,
+                wills = wills.len(),
+                "adapter is gone; publishing its clients' wills"
+            );
+            for w in wills {
+                let back = w.delay_ms > 0 && takeover.reconnected_since(&w.client_id, w.connection);
+                if !back {
+                    match w.message() {
+                        Some(m) => match crate::driver::store_now(&self.log, &m).await {
+                            Ok(()) => tracing::info!(
+                                client = w.client_id,
+                                topic = m.topic,
+                                "will of a dead adapter's client published"
+                            ),
+                            Err(e) => {
+                                tracing::warn!(error = %e, client = w.client_id, "could not publish a will; will retry");
+                                continue;
+                            }
+                        },
+                        None => {
+                            tracing::warn!(client = w.client_id, "unreadable will record; dropped")
+                        }
+                    }
+                }
+                let settled = WillRecord {
+                    settled: true,
+                    delay_ms: 0,
+                    topic: String::new(),
+                    headers: String::new(),
+                    payload: String::new(),
+                    ..w
+                };
+                if let Err(e) = self.append(&settled).await {
+                    tracing::warn!(error = %e, "could not settle a will");
+                }
+            }
+        }
+    }
+}
+
+/// Hold `mqtt-adapter.<run>` for as long as this process lives.
+async fn keep_lease(log: Log, run: String, ttl: Duration) {
+    let name = lease_name(&run);
+    loop {
+        let mut lease = match log.acquire_lease(&name, &run, ttl).await {
+            Ok(Some(l)) => l,
+            Ok(None) => {
+                tracing::error!(name, "our adapter lease is held by another process");
+                tokio::time::sleep(ttl).await;
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the adapter lease; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            if let Err(e) = lease.renew(ttl).await {
+                // Fenced: another adapter thought we were dead and took over our wills.
+                tracing::error!(error = %e, "lost the adapter lease; our clients' wills may be published twice");
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mqttbytes::QoS;
+
+    use super::*;
+
+    #[test]
+    fn will_records_round_trip_the_message() {
+        let mut m = Message::new("status/dev", QoS::AtLeastOnce, "gone");
+        m.retain = true;
+        m.origin = "dev".into();
+        m.properties.content_type = Some("text/plain".into());
+        let r = m.to_record(0);
+        let w = WillRecord {
+            version: 1,
+            adapter: "a".into(),
+            connection: 7,
+            client_id: "dev".into(),
+            settled: false,
+            delay_ms: 0,
+            topic: m.topic.clone(),
+            headers: B64.encode(r.headers.unwrap_or_default()),
+            payload: B64.encode(&r.payload),
+        };
+        let json = serde_json::to_string(&w).expect("json");
+        let back: WillRecord = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back.message(), Some(m));
+    }
+}
