@@ -3,7 +3,7 @@
 //! The `wharf` command: run Wharf (`wharf up`) and look inside a store (`wharf streams`,
 //! `wharf dump`, `wharf store check`), append and consume from the command line.
 //!
-//! Protocol adapters (MQTT, AMQP) are not in this crate yet; see `adapters/README.md`.
+//! `wharf up` and `wharf adapter` serve the MQTT adapter (`adapters/mqtt`); AMQP is to come.
 
 mod address;
 mod housekeeping;
@@ -40,8 +40,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run Wharf in one process on the embedded store (./wharf-data unless --store says
-    /// otherwise). Today: checks and opens the store, applies retention and collects
-    /// garbage; the MQTT and AMQP listeners are being built (see adapters/README.md).
+    /// otherwise): the MQTT listeners, plus retention, compaction and garbage collection.
     Up {
         /// How often retention and garbage collection run.
         #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]

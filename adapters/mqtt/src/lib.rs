@@ -1,18 +1,19 @@
 //! # wharf-mqtt
 //!
-//! Wharf's MQTT adapter. Three layers, in data-flow order:
+//! Wharf's MQTT adapter (3.1.1 and 5.0 over TCP, TLS and WebSocket). In data-flow order:
+//! - [`codec`]: `mqttbytes` for both versions, read into the MQTT 5 shape;
 //! - [`topic`]: topic names and filters, matching with the `$` rule (pure);
+//! - [`message`]: a stored message and its record layout (a versioned contract);
 //! - [`session`]: one connection's protocol state machine, without I/O — packets, durability
 //!   results and stored messages in, [`session::Action`]s out;
-//! - [`driver`]: the listener and the per-connection tokio task that owns the socket, decodes
-//!   with `mqttbytes` and turns actions into log appends, tails and writes.
+//! - [`driver`]: listeners and the per-connection task that carries actions out against the
+//!   log; with [`retained`], [`takeover`] (newest connection of a client id wins, on any
+//!   adapter), [`wills`] (published by another adapter when one dies) and [`ws`].
 //!
-//! Every publish is appended to the log before it is acknowledged (PUBACK / PUBREC after the
-//! segment is durable); subscribers follow the log, so any adapter on the same store delivers
-//! what any other stored.
-//!
-//! What it is not (yet): MQTT 5, persistent sessions, retained messages, wills, shared
-//! subscriptions, TLS, WebSocket, credentials — see `adapters/README.md`.
+//! Every publish is appended to the log before it is acknowledged; subscribers follow the log;
+//! persistent sessions are cursors on it. So any adapter on the same store delivers what any
+//! other stored, and resumes any session. `adapters/README.md` lists what is stored where,
+//! what is measured and what is missing.
 
 pub mod codec;
 pub mod driver;
