@@ -743,3 +743,106 @@ fn wills_of_a_dead_adapters_clients_are_published_by_another() {
         );
     }
 }
+
+/// Shared subscriptions `$share/group/filter`: with Paho, each message goes to exactly one
+/// member, and a member that leaves with unacknowledged messages has them redelivered to the
+/// others; with mosquitto clients, when the adapter serving the group is killed, a member on
+/// another adapter gets the group's messages.
+#[test]
+fn shared_subscriptions_across_adapters() {
+    if !have("mosquitto_sub") {
+        return;
+    }
+    let Some(python) = python() else {
+        return;
+    };
+    let (urls, dir) = stores();
+    let settings = dir.path().join("share.toml");
+    std::fs::write(&settings, "[mqtt]\nadapter_lease = \"2s\"\n").expect("settings");
+    for url in urls.iter().take(2) {
+        let start = |port: u16| {
+            let child = wharf(url)
+                .arg("--config")
+                .arg(&settings)
+                .args(["adapter", "--mqtt", &format!("127.0.0.1:{port}")])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("adapter");
+            wharf_tests::wait_for_port(port);
+            wharf_tests::KillOnDrop(child)
+        };
+        let (pa, pb) = (free_port(), free_port());
+        let mut a = start(pa);
+        let _b = start(pb);
+        let out = Command::new(&python)
+            .arg(python_script("mqtt_shared_check.py"))
+            .args([&pa.to_string(), &pb.to_string(), "200"])
+            .output()
+            .expect("paho");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{url}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("{url}: {}", text.trim());
+
+        // Failover: the group is served by A (its member joined first); kill -9 A.
+        let member = |port: u16| {
+            mosquitto("mosquitto_sub", port)
+                .args(["-t", "$share/fo/orders/+", "-q", "1", "-c", "-i"])
+                .arg(format!("fo-{port}"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("member")
+        };
+        let mut on_a = wharf_tests::KillOnDrop(member(pa));
+        std::thread::sleep(Duration::from_millis(500));
+        let mut on_b = wharf_tests::KillOnDrop(member(pb));
+        std::thread::sleep(Duration::from_millis(500));
+        let publish = |i: usize| {
+            let st = mosquitto("mosquitto_pub", pb)
+                .args(["-t", "orders/x", "-q", "1", "-m", &format!("o{i}")])
+                .status()
+                .expect("pub");
+            assert!(st.success());
+        };
+        for i in 0..10 {
+            publish(i);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        wharf_tests::signal(a.id(), "KILL");
+        let _ = a.wait();
+        for i in 10..20 {
+            publish(i);
+        }
+        // B takes the group over once A's lease (2 s) has expired.
+        std::thread::sleep(Duration::from_secs(6));
+        let _ = (on_a.kill(), on_b.kill());
+        let read = |c: &mut wharf_tests::KillOnDrop| {
+            let mut s = String::new();
+            if let Some(mut out) = c.stdout.take() {
+                let _ = out.read_to_string(&mut s);
+            }
+            s.lines().map(str::to_string).collect::<Vec<_>>()
+        };
+        let (got_a, got_b) = (read(&mut on_a), read(&mut on_b));
+        let all: std::collections::HashSet<&String> = got_a.iter().chain(&got_b).collect();
+        for i in 10..20 {
+            assert!(
+                got_b.contains(&format!("o{i}")),
+                "{url}: o{i} after the kill reached the member on B: A {got_a:?} B {got_b:?}"
+            );
+        }
+        assert_eq!(
+            all.len(),
+            20,
+            "{url}: every order delivered: A {got_a:?} B {got_b:?}"
+        );
+        eprintln!(
+            "{url}: failover: A's member got {}, B's member got {} (after kill -9 of A)",
+            got_a.len(),
+            got_b.len()
+        );
+    }
+}

@@ -3,7 +3,7 @@
 //! the log.
 
 use std::{
-    collections::{BTreeSet, VecDeque},
+    collections::{BTreeSet, HashMap, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::Duration,
@@ -15,7 +15,7 @@ use mqttbytes::v5::{DisconnectReasonCode, Packet, PubRel};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpListener,
-    sync::Semaphore,
+    sync::{Semaphore, mpsc},
     time::Instant,
 };
 use wharf_auth::{Auth, Verdict};
@@ -27,6 +27,7 @@ use crate::{
     message::Message,
     retained::{Retained, retained_stream},
     session::{Action, Login, Session, SessionSettings, StoredSession, Will},
+    shared::{Membership, SharedDelivery, SharedGroups},
     takeover::{Registration, Takeover},
     wills::Wills,
 };
@@ -91,6 +92,7 @@ pub struct Mqtt {
     retained: Retained,
     takeover: Arc<Takeover>,
     wills: Arc<Wills>,
+    shared_groups: Arc<SharedGroups>,
     run: String,
     ids: std::sync::atomic::AtomicU64,
 }
@@ -108,9 +110,16 @@ impl Mqtt {
             settings.adapter_lease,
             takeover.clone(),
         );
+        let shared_groups = SharedGroups::new(
+            log.clone(),
+            default_stream(),
+            run.clone(),
+            settings.adapter_lease,
+        );
         Arc::new(Self {
             takeover,
             wills,
+            shared_groups,
             log,
             settings,
             auth,
@@ -269,6 +278,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         registration: None,
         kicked: None,
         will_registered: false,
+        shares: HashMap::new(),
+        shared_tx: None,
+        shared_rx: None,
         dup_below: 0,
         sent_upto: 0,
         saved_sent_upto: 0,
@@ -341,6 +353,10 @@ struct Conn {
     kicked: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The will is registered in `mqtt-wills` and must be settled when the connection ends.
     will_registered: bool,
+    /// Shared subscriptions joined, and where their groups deliver to this connection.
+    shares: HashMap<String, Membership>,
+    shared_tx: Option<mpsc::Sender<SharedDelivery>>,
+    shared_rx: Option<mpsc::Receiver<SharedDelivery>>,
     /// Messages below this offset are resent to a resumed session with DUP set.
     dup_below: u64,
     /// Offsets below this were offered to the client (saved with the session).
@@ -491,6 +507,17 @@ impl Conn {
                         self.tail = Some(self.log().tail(&stream, Offset(first)));
                     }
                 }
+                Some(d) = async { match self.shared_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } }, if room > 0 => {
+                    let now_ms = self.log().clock().now_ms();
+                    match session.deliver_shared(&d.share, &d.message, d.offset, now_ms) {
+                        Some(a) => { Box::pin(self.carry_out(session, a)).await?; }
+                        None => {
+                            if let Some(m) = self.shares.get(&d.share) {
+                                m.nack(d.offset);
+                            }
+                        }
+                    }
+                }
                 _ = async { match self.kicked.as_mut() { Some(k) => { let _ = k.await; } None => std::future::pending().await } }, if self.kicked.is_some() => {
                     self.kicked = None;
                     if let Some(p) = session.server_disconnect(DisconnectReasonCode::SessionTakenOver, "another connection took the session over") {
@@ -541,6 +568,11 @@ impl Conn {
             match a {
                 Action::Send(p) => self.send(session, &p)?,
                 Action::Done { offset } => self.done(offset),
+                Action::SharedDone { share, offset } => {
+                    if let Some(m) = self.shares.get(&share) {
+                        m.ack(offset);
+                    }
+                }
                 _ => {}
             }
         }
@@ -679,6 +711,34 @@ impl Conn {
                         // Saved with the next commit; a stale entry only costs a PUBREL that
                         // the client answers with PUBCOMP.
                         p.released.remove(&pkid);
+                    }
+                }
+                Action::JoinShared { share } => {
+                    let tx = match &self.shared_tx {
+                        Some(tx) => tx.clone(),
+                        None => {
+                            let (tx, rx) = mpsc::channel(32);
+                            self.shared_rx = Some(rx);
+                            self.shared_tx = Some(tx.clone());
+                            tx
+                        }
+                    };
+                    match self.shared.shared_groups.join(&share, tx) {
+                        Some(m) => {
+                            self.shares.insert(share, m);
+                        }
+                        None => tracing::warn!(
+                            share,
+                            "shared subscription name too long to store; not served"
+                        ),
+                    }
+                }
+                Action::LeaveShared { share } => {
+                    self.shares.remove(&share);
+                }
+                Action::SharedDone { share, offset } => {
+                    if let Some(m) = self.shares.get(&share) {
+                        m.ack(offset);
                     }
                 }
                 Action::Close { reason } => end = Err(reason.to_string()),
@@ -826,8 +886,14 @@ impl Conn {
         {
             self.output.truncate(before);
             for a in session.too_large(publish.pkid) {
-                if let Action::Done { offset } = a {
-                    self.done(offset);
+                match a {
+                    Action::Done { offset } => self.done(offset),
+                    Action::SharedDone { share, offset } => {
+                        if let Some(m) = self.shares.get(&share) {
+                            m.ack(offset);
+                        }
+                    }
+                    _ => {}
                 }
             }
             tracing::debug!(

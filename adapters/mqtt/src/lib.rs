@@ -8,7 +8,8 @@
 //!   results and stored messages in, [`session::Action`]s out;
 //! - [`driver`]: listeners and the per-connection task that carries actions out against the
 //!   log; with [`retained`], [`takeover`] (newest connection of a client id wins, on any
-//!   adapter), [`wills`] (published by another adapter when one dies) and [`ws`].
+//!   adapter), [`wills`] (published by another adapter when one dies), [`shared`]
+//!   (shared subscription groups) and [`ws`].
 //!
 //! Every publish is appended to the log before it is acknowledged; subscribers follow the log;
 //! persistent sessions are cursors on it. So any adapter on the same store delivers what any
@@ -20,6 +21,7 @@ pub mod driver;
 pub mod message;
 pub mod retained;
 pub mod session;
+pub mod shared;
 pub mod takeover;
 pub mod topic;
 pub mod wills;

@@ -100,6 +100,21 @@ pub enum Action {
         pkid: u16,
         offset: u64,
     },
+    /// The client joined the shared subscription `share` (`$share/group/filter`): deliver it
+    /// the group's messages through [`Session::deliver_shared`].
+    JoinShared {
+        share: String,
+    },
+    /// The client left the shared subscription `share`.
+    LeaveShared {
+        share: String,
+    },
+    /// A delivery from shared subscription `share` needs nothing more (acknowledged, or sent
+    /// at QoS 0): the group may move on.
+    SharedDone {
+        share: String,
+        offset: u64,
+    },
     /// PUBCOMP for `pkid`: it no longer needs a PUBREL after a reconnect.
     Completed {
         pkid: u16,
@@ -169,6 +184,8 @@ pub struct Session {
     qos2_received: std::collections::BTreeSet<u16>,
     /// Outbound QoS 1/2 deliveries by packet id, with the offset delivered.
     inflight: BTreeMap<u16, (Outbound, u64)>,
+    /// Which of those came from a shared subscription (packet id -> share).
+    shared_inflight: HashMap<u16, String>,
     /// Client identifier to assign if the client sends an empty one.
     assigned_id: String,
     /// The client's receive maximum for our deliveries.
@@ -261,6 +278,23 @@ pub fn pkid_for(offset: u64) -> u16 {
     (offset % 65_535) as u16 + 1
 }
 
+/// The topic filter of a shared subscription `$share/{group}/{filter}`, if it is well formed:
+/// a non-empty group without wildcards, and a valid filter [MQTT-4.8.2-1, 4.8.2-2].
+pub fn share_filter(share: &str) -> Option<(&str, &str)> {
+    let rest = share.strip_prefix("$share/")?;
+    let (group, filter) = rest.split_once('/')?;
+    (!group.is_empty() && !group.contains(['+', '#']) && valid_filter(filter))
+        .then_some((group, filter))
+}
+
+fn granted(qos: QoS) -> SubscribeReasonCode {
+    match qos {
+        QoS::AtMostOnce => SubscribeReasonCode::QoS0,
+        QoS::AtLeastOnce => SubscribeReasonCode::QoS1,
+        QoS::ExactlyOnce => SubscribeReasonCode::QoS2,
+    }
+}
+
 /// `Done` for a stored message; nothing for retained deliveries (offset `u64::MAX`).
 fn done_at(offset: u64) -> Vec<Action> {
     if offset == u64::MAX {
@@ -290,6 +324,7 @@ impl Session {
             pending_ids: HashMap::new(),
             qos2_received: Default::default(),
             inflight: BTreeMap::new(),
+            shared_inflight: HashMap::new(),
             clean_start: true,
             expiry: 0,
             pending_connack: None,
@@ -377,7 +412,7 @@ impl Session {
             (State::Connected, Packet::PubAck(a)) => match self.inflight.get(&a.pkid) {
                 Some(&(Outbound::Qos1Sent, offset)) => {
                     self.inflight.remove(&a.pkid);
-                    done_at(offset)
+                    self.finished(a.pkid, offset)
                 }
                 _ => Vec::new(),
             },
@@ -388,7 +423,12 @@ impl Session {
                 }
                 Some((Outbound::Qos2Sent, offset)) if (r.reason as u8) < 0x80 => {
                     self.inflight.insert(r.pkid, (Outbound::Released, offset));
-                    if self.persistent() {
+                    if self.shared_inflight.contains_key(&r.pkid) {
+                        // The group's position moves on at PUBREC.
+                        let mut a = self.finished(r.pkid, offset);
+                        a.push(Action::Send(Packet::PubRel(PubRel::new(r.pkid))));
+                        a
+                    } else if self.persistent() {
                         vec![Action::Release {
                             pkid: r.pkid,
                             offset,
@@ -402,7 +442,7 @@ impl Session {
                 Some((Outbound::Qos2Sent, offset)) => {
                     // The client refused the message: the delivery ends here [MQTT-4.3.3].
                     self.inflight.remove(&r.pkid);
-                    done_at(offset)
+                    self.finished(r.pkid, offset)
                 }
                 _ => {
                     let mut rel = PubRel::new(r.pkid);
@@ -454,6 +494,12 @@ impl Session {
                         None => UnsubAckReason::NoSubscriptionExisted,
                     })
                     .collect();
+                let left: Vec<Action> = u
+                    .filters
+                    .iter()
+                    .filter(|t| t.starts_with("$share/") && !self.subscriptions.contains_key(*t))
+                    .map(|t| Action::LeaveShared { share: t.clone() })
+                    .collect();
                 let mut ack = UnsubAck::new(u.pkid);
                 ack.reasons = reasons;
                 let mut a = Vec::new();
@@ -461,6 +507,7 @@ impl Session {
                     a.push(Action::SaveSession);
                 }
                 a.push(Action::Send(Packet::UnsubAck(ack)));
+                a.extend(left);
                 a
             }
             (State::Connected, Packet::PingReq) => vec![Action::Send(Packet::PingResp)],
@@ -613,7 +660,6 @@ impl Session {
             p.topic_alias_max = Some(self.settings.topic_alias_maximum);
             p.assigned_client_identifier = assigned;
             p.server_keep_alive = self.settings.server_keep_alive;
-            p.shared_subscription_available = Some(0);
             ack.properties = Some(p);
         }
         self.pending_connack = Some(Box::new(ack));
@@ -693,6 +739,15 @@ impl Session {
         a.insert(0, Action::Send(Packet::ConnAck(ack)));
         if !self.subscriptions.is_empty() {
             a.push(Action::StartDelivery);
+        }
+        for share in self
+            .subscriptions
+            .keys()
+            .filter(|f| f.starts_with("$share/"))
+        {
+            a.push(Action::JoinShared {
+                share: share.clone(),
+            });
         }
         a
     }
@@ -931,8 +986,11 @@ impl Session {
                 if !valid_filter(&f.path) {
                     return SubscribeReasonCode::TopicFilterInvalid;
                 }
-                if f.path.starts_with("$share/") {
-                    return SubscribeReasonCode::SharedSubscriptionsNotSupported;
+                let shared = f.path.starts_with("$share/");
+                if shared && (share_filter(&f.path).is_none() || f.nolocal) {
+                    // [MQTT-4.8.2-1, 4.8.2-2]; no-local on a shared subscription is a
+                    // protocol error [MQTT-3.8.3-4], refused here instead.
+                    return SubscribeReasonCode::TopicFilterInvalid;
                 }
                 if self
                     .settings
@@ -949,6 +1007,13 @@ impl Session {
                     id,
                 };
                 let existed = self.subscriptions.insert(f.path.clone(), sub).is_some();
+                if shared {
+                    // Retained messages are not sent for shared subscriptions.
+                    if !existed {
+                        retained.push(Action::JoinShared { share: f.path });
+                    }
+                    return granted(f.qos);
+                }
                 let send_retained = match f.retain_forward_rule {
                     RetainForwardRule::OnEverySubscribe => true,
                     RetainForwardRule::OnNewSubscribe => !existed,
@@ -957,11 +1022,7 @@ impl Session {
                 if send_retained {
                     retained.push(Action::SendRetained { filter: f.path });
                 }
-                match f.qos {
-                    QoS::AtMostOnce => SubscribeReasonCode::QoS0,
-                    QoS::AtLeastOnce => SubscribeReasonCode::QoS1,
-                    QoS::ExactlyOnce => SubscribeReasonCode::QoS2,
-                }
+                granted(f.qos)
             })
             .collect();
         let mut a = Vec::new();
@@ -1012,7 +1073,10 @@ impl Session {
         let mut ids = Vec::new();
         let mut retain = false;
         for (f, s) in &self.subscriptions {
-            if !matches(f, &m.topic) || (s.no_local && m.origin == self.client_id) {
+            if f.starts_with("$share/")
+                || !matches(f, &m.topic)
+                || (s.no_local && m.origin == self.client_id)
+            {
                 continue;
             }
             qos = Some(qos.unwrap_or(0).max(s.qos as u8));
@@ -1023,6 +1087,50 @@ impl Session {
             return Some(vec![Action::Done { offset }]);
         };
         self.send_publish(m, sub_qos, retain, ids, now_ms, Some((offset, dup)))
+    }
+
+    /// Offer a message of the shared subscription `share` (one member of the group gets
+    /// each). `None`: not now (its packet identifier is in flight here): give it to another
+    /// member or later.
+    pub fn deliver_shared(
+        &mut self,
+        share: &str,
+        m: &Message,
+        offset: u64,
+        now_ms: i64,
+    ) -> Option<Vec<Action>> {
+        let sub = self.subscriptions.get(share)?;
+        if self.state != State::Connected {
+            return None;
+        }
+        let (qos, ids) = (sub.qos as u8, sub.id.into_iter().collect());
+        let actions = self.send_publish(m, qos, false, ids, now_ms, Some((offset, false)))?;
+        Some(
+            actions
+                .into_iter()
+                .map(|a| match a {
+                    Action::Send(Packet::Publish(p)) => {
+                        if p.qos != QoS::AtMostOnce {
+                            self.shared_inflight.insert(p.pkid, share.to_string());
+                        }
+                        Action::Send(Packet::Publish(p))
+                    }
+                    Action::Done { offset } => Action::SharedDone {
+                        share: share.to_string(),
+                        offset,
+                    },
+                    other => other,
+                })
+                .collect(),
+        )
+    }
+
+    /// A delivery ended: the session's own position moves on, or the shared group's.
+    fn finished(&mut self, pkid: u16, offset: u64) -> Vec<Action> {
+        match self.shared_inflight.remove(&pkid) {
+            Some(share) => vec![Action::SharedDone { share, offset }],
+            None => done_at(offset),
+        }
     }
 
     /// Offer a retained message for the new subscription `filter` (sent with retain set
@@ -1137,8 +1245,8 @@ impl Session {
     /// dropped as if acknowledged [MQTT-3.1.2-25].
     pub fn too_large(&mut self, pkid: u16) -> Vec<Action> {
         match self.inflight.remove(&pkid) {
-            Some((_, offset)) if offset != u64::MAX => vec![Action::Done { offset }],
-            _ => Vec::new(),
+            Some((_, offset)) => self.finished(pkid, offset),
+            None => Vec::new(),
         }
     }
 
@@ -1492,7 +1600,8 @@ mod tests {
         let mut both = vec![sub("a/+", QoS::AtMostOnce), sub("a/#", QoS::ExactlyOnce)];
         both.push(sub("bad/#/x", QoS::AtLeastOnce));
         both.push(sub("$SYS/broker/load", QoS::AtLeastOnce));
-        both.push(sub("$share/g/a", QoS::AtLeastOnce));
+        both.push(sub("$share/g/a/#", QoS::AtLeastOnce));
+        both.push(sub("$share/g+/a", QoS::AtLeastOnce));
         let a = s.handle(now, subscribe(both, None));
         let [Action::Send(Packet::SubAck(ack)), Action::StartDelivery, ..] = &a[..] else {
             panic!("{a:?}")
@@ -1504,13 +1613,40 @@ mod tests {
                 SubscribeReasonCode::QoS2,
                 SubscribeReasonCode::TopicFilterInvalid,
                 SubscribeReasonCode::NotAuthorized,
-                SubscribeReasonCode::SharedSubscriptionsNotSupported,
+                SubscribeReasonCode::QoS1,
+                SubscribeReasonCode::TopicFilterInvalid,
             ]
+        );
+        assert!(
+            a.contains(&Action::JoinShared {
+                share: "$share/g/a/#".into()
+            }),
+            "shared subscriptions join their group, no retained messages: {a:?}"
+        );
+        // A shared subscription does not take part in the session's own deliveries.
+        let shared_only = msg("a/b/c", QoS::AtLeastOnce);
+        // a/# (QoS 2) matches it too, so the session's own delivery is that one's; the shared
+        // subscription adds nothing there.
+        let own = offer(&mut s, &shared_only, 99, 0);
+        assert!(matches!(&own[..], [Action::Send(Packet::Publish(p))] if p.pkid == pkid_for(99)));
+        s.handle(now, Packet::PubAck(PubAck::new(pkid_for(99))));
+        let d = s
+            .deliver_shared("$share/g/a/#", &shared_only, 100, 0)
+            .expect("room");
+        let p = only_publish(&d).clone();
+        assert_eq!(p.pkid, pkid_for(100));
+        assert_eq!(
+            s.handle(now, Packet::PubAck(PubAck::new(p.pkid))),
+            vec![Action::SharedDone {
+                share: "$share/g/a/#".into(),
+                offset: 100
+            }],
+            "the group's position moves, not the session's"
         );
         assert!(
             a[2..]
                 .iter()
-                .all(|x| matches!(x, Action::SendRetained { .. })),
+                .all(|x| matches!(x, Action::SendRetained { .. } | Action::JoinShared { .. })),
             "retained messages are offered for new subscriptions: {a:?}"
         );
         let p = only_publish(&offer(&mut s, &msg("a/b", QoS::ExactlyOnce), 0, 0)).clone();
