@@ -98,7 +98,12 @@ fn wharf_up_applies_address_retention_and_frees_segments() {
                 .into_iter()
                 .find(|s| s["stream"] == "orders")
                 .expect("orders");
-            if orders["start_offset"] == 6 && orders["segments"] == 1 {
+            // Trimmed, and (local filesystem) the freed segments collected: GC runs in a
+            // later housekeeping pass than the trim.
+            let collected = url.strip_prefix("file://").is_none_or(|path| {
+                std::fs::read_dir(format!("{path}/segments")).map_or(0, |d| d.count()) <= 3
+            });
+            if orders["start_offset"] == 6 && orders["segments"] == 1 && collected {
                 break orders;
             }
             assert!(

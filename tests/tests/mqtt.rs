@@ -182,10 +182,11 @@ fn bad_input_closes_the_connection_and_the_adapter_lives_on() {
     let _ = adapter.wait();
 }
 
-/// `kill -9` of the adapter a QoS 1 publisher (Paho) is connected to, mid-stream: every message
-/// it acknowledged is delivered by the other adapter to a subscriber that was already there.
+/// `kill -9` of the adapter a QoS 1 / QoS 2 publisher (Paho) is connected to, mid-stream: every
+/// message it acknowledged is delivered by the other adapter to a subscriber that was already
+/// there — at QoS 2 exactly once.
 #[test]
-fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
+fn acknowledged_qos1_and_qos2_messages_survive_kill_9_of_the_adapter() {
     if !have("mosquitto_sub") {
         return;
     }
@@ -193,12 +194,15 @@ fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
         return;
     };
     let (urls, _dir) = stores();
-    for url in urls {
+    let runs = urls
+        .iter()
+        .flat_map(|u| [(u.clone(), "1"), (u.clone(), "2")]);
+    for (url, qos) in runs {
         let (pa, pb) = (free_port(), free_port());
         let mut a = start_adapter(&url, pa);
         let mut b = start_adapter(&url, pb);
         let sub = mosquitto("mosquitto_sub", pb)
-            .args(["-t", "stream/k9", "-q", "1"])
+            .args(["-t", "stream/k9", "-q", qos])
             .args(["-W", "12", "-i", "k9-sub"])
             .stdout(Stdio::piped())
             .spawn()
@@ -207,7 +211,7 @@ fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
         let script = python_script("mqtt_acked_publisher.py");
         let mut publisher = Command::new(&python)
             .arg(&script)
-            .args(["127.0.0.1", &pa.to_string(), "stream/k9", "100000"])
+            .args(["127.0.0.1", &pa.to_string(), "stream/k9", "100000", qos])
             .stdout(Stdio::piped())
             .spawn()
             .expect("publisher");
@@ -232,10 +236,18 @@ fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
         );
         // The subscriber times out (-W) after the stream goes quiet; collect what it got.
         let out = sub.wait_with_output().expect("sub");
-        let received: std::collections::HashSet<String> = String::from_utf8_lossy(&out.stdout)
+        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
             .collect();
+        let received: std::collections::HashSet<String> = lines.iter().cloned().collect();
+        if qos == "2" {
+            assert_eq!(
+                lines.len(),
+                received.len(),
+                "{url}: QoS 2 delivered a message twice"
+            );
+        }
         let lost: Vec<&str> = acked
             .iter()
             .map(|l| l.trim_start_matches("acked "))
@@ -250,8 +262,9 @@ fn acknowledged_qos1_messages_survive_kill_9_of_the_adapter() {
         let _ = b.kill();
         let _ = b.wait();
         eprintln!(
-            "{url}: {} acknowledged before kill -9, all delivered by the other adapter",
-            acked.len()
+            "{url} QoS {qos}: {} acknowledged before kill -9, all delivered by the other adapter ({} received)",
+            acked.len(),
+            lines.len()
         );
     }
 }
@@ -845,4 +858,101 @@ fn shared_subscriptions_across_adapters() {
             got_b.len()
         );
     }
+}
+
+/// rumqttc (a third-party Rust client) against the real binary: a persistent-session
+/// subscriber at QoS 2 gets 50 QoS 2 publishes exactly once, and after reconnecting (session
+/// present) the ones published while it was away.
+#[test]
+fn rumqttc_qos2_and_persistent_session() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", dir.path().display());
+    let port = free_port();
+    let _adapter = start_adapter(&url, port);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async move {
+        let client = |id: &str, clean: bool| {
+            let mut o = MqttOptions::new(id, "127.0.0.1", port);
+            o.set_clean_session(clean);
+            o.set_keep_alive(Duration::from_secs(10));
+            AsyncClient::new(o, 100)
+        };
+        // Drive an event loop until `n` publishes arrived (or 10 s pass); returns their payloads
+        // and whether CONNACK said session present.
+        async fn collect(events: &mut rumqttc::EventLoop, n: usize) -> (Vec<String>, Option<bool>) {
+            let mut got = Vec::new();
+            let mut present = None;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while got.len() < n {
+                match tokio::time::timeout_at(deadline, events.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::ConnAck(a)))) => {
+                        present = Some(a.session_present)
+                    }
+                    Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                        got.push(String::from_utf8_lossy(&p.payload).into_owned())
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => panic!("rumqttc: {e}"),
+                    Err(_) => break,
+                }
+            }
+            (got, present)
+        }
+        let (sub, mut sub_events) = client("rq-sub", false);
+        sub.subscribe("rq/#", QoS::ExactlyOnce)
+            .await
+            .expect("subscribe");
+        let (pubr, mut pub_events) = client("rq-pub", true);
+        let publisher = tokio::spawn(async move {
+            loop {
+                if pub_events.poll().await.is_err() {
+                    return;
+                }
+            }
+        });
+        // Let the subscription land before publishing.
+        loop {
+            match sub_events.poll().await.expect("subscriber") {
+                Event::Incoming(Packet::SubAck(_)) => break,
+                _ => continue,
+            }
+        }
+        for i in 0..50 {
+            pubr.publish("rq/a", QoS::ExactlyOnce, false, format!("q{i}"))
+                .await
+                .expect("publish");
+        }
+        let (got, _) = collect(&mut sub_events, 50).await;
+        let want: Vec<String> = (0..50).map(|i| format!("q{i}")).collect();
+        assert_eq!(got, want, "QoS 2: each once, in order");
+        // Finish the QoS 2 exchanges (PUBREL -> PUBCOMP) before leaving: a new rumqttc client
+        // has no memory of them, and errors on a PUBREL it does not know (the spec wants a
+        // PUBCOMP) — which a resumed session sends for releases that were not completed.
+        // (Packet ids come from the offsets: the last message, offset 49, is packet 50.)
+        loop {
+            if let Event::Outgoing(rumqttc::Outgoing::PubComp(50)) =
+                sub_events.poll().await.expect("subscriber")
+            {
+                break;
+            }
+        }
+        // Away: disconnect, publish 5, come back.
+        sub.disconnect().await.expect("disconnect");
+        // Until the DISCONNECT is out (poll returns an error once the connection is closed).
+        while sub_events.poll().await.is_ok() {}
+        drop(sub_events);
+        for i in 50..55 {
+            pubr.publish("rq/b", QoS::AtLeastOnce, false, format!("q{i}"))
+                .await
+                .expect("publish");
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_sub2, mut events2) = client("rq-sub", false);
+        let (got, present) = collect(&mut events2, 5).await;
+        assert_eq!(present, Some(true), "session present");
+        let want: Vec<String> = (50..55).map(|i| format!("q{i}")).collect();
+        assert_eq!(got, want, "queued while away, delivered on return");
+        publisher.abort();
+    });
 }
