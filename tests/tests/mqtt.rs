@@ -956,3 +956,28 @@ fn rumqttc_qos2_and_persistent_session() {
         publisher.abort();
     });
 }
+
+/// SIGTERM (what Kubernetes sends) ends an adapter cleanly: MQTT 5 clients get DISCONNECT
+/// 0x8B (server shutting down) and the process exits with success.
+#[test]
+fn sigterm_disconnects_mqtt5_clients_with_server_shutting_down() {
+    if !have("mosquitto_sub") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", dir.path().display());
+    let port = free_port();
+    let mut adapter = start_adapter(&url, port);
+    let sub = mosquitto("mosquitto_sub", port)
+        .args(["-V", "mqttv5", "-t", "a", "-d", "-W", "10"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sub");
+    std::thread::sleep(Duration::from_millis(700));
+    wharf_tests::signal(adapter.id(), "TERM");
+    let status = adapter.wait().expect("adapter");
+    assert!(status.success(), "{status:?}");
+    let out = sub.wait_with_output().expect("sub");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Received DISCONNECT (139)"), "{text}");
+}

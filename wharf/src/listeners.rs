@@ -71,7 +71,7 @@ pub fn start(
     settings: &Settings,
     log: &Log,
     stopped: watch::Receiver<bool>,
-) -> Result<Vec<JoinHandle<()>>> {
+) -> Result<(Arc<Mqtt>, Vec<JoinHandle<()>>)> {
     let mut auth = Auth::new(settings.auth.anonymous);
     if let Some(path) = args.users.as_ref().or(settings.auth.users_file.as_ref()) {
         auth.load_users(path).map_err(anyhow::Error::msg)?;
@@ -118,5 +118,5 @@ pub fn start(
             mqtt.serve(listener, transport, stop).await;
         }));
     }
-    Ok(handles)
+    Ok((mqtt, handles))
 }

@@ -235,12 +235,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
             let (stop, stopped) = shutdown_watch();
-            let handles = listeners::start(&listen, &settings, &log, stopped)?;
+            let (mqtt, handles) = listeners::start(&listen, &settings, &log, stopped)?;
             tracing::info!(store = %log.store().url, "wharf adapter is up");
             stop.await;
             for h in handles {
                 let _ = h.await;
             }
+            mqtt.shutdown(Duration::from_secs(5)).await;
             tracing::info!("shutting down");
             Ok(ExitCode::SUCCESS)
         }
@@ -251,7 +252,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
             let (stop, stopped) = shutdown_watch();
-            let handles = listeners::start(&listen, &settings, &log, stopped)?;
+            let (mqtt, handles) = listeners::start(&listen, &settings, &log, stopped)?;
             tracing::info!(store = %log.store().url, "wharf is up");
             let shutdown = stop;
             tokio::pin!(shutdown);
@@ -275,6 +276,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for h in handles {
                 h.abort();
             }
+            mqtt.shutdown(Duration::from_secs(5)).await;
             tracing::info!("shutting down");
             Ok(ExitCode::SUCCESS)
         }

@@ -95,6 +95,10 @@ pub struct Mqtt {
     shared_groups: Arc<SharedGroups>,
     run: String,
     ids: std::sync::atomic::AtomicU64,
+    /// Turns true when the adapter shuts down: every connection ends (MQTT 5: 0x8B).
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// Connections being served (by all listeners).
+    active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 type Shared = Mqtt;
@@ -126,7 +130,29 @@ impl Mqtt {
             retained: Retained::default(),
             run,
             ids: std::sync::atomic::AtomicU64::new(0),
+            stopping: tokio::sync::watch::channel(false).0,
+            active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         })
+    }
+
+    /// End every connection (MQTT 5 clients get DISCONNECT 0x8B "server shutting down";
+    /// persistent sessions save their position; wills are published, as for any connection the
+    /// server closes) and wait up to `grace` for them to finish.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active.load(std::sync::atomic::Ordering::Acquire) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.active.load(std::sync::atomic::Ordering::Acquire);
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "connections still open after the shutdown grace period"
+            );
+        }
     }
 
     /// Accept connections on `listener` until `shutdown` resolves.
@@ -191,8 +217,10 @@ async fn serve_listener(
         let transport = transport.clone();
         // Each transport's future is boxed: the task holds only the one in use (an idle
         // connection's memory is counted in the docs).
+        let active = ActiveGuard::new(&shared.active);
         tokio::spawn(async move {
             let _permit = permit;
+            let _active = active;
             let _ = socket.set_nodelay(true);
             let end = match transport {
                 Transport::Tcp => Box::pin(connection(socket, peer, local, shared, assigned)).await,
@@ -207,6 +235,22 @@ async fn serve_listener(
                 tracing::info!(%peer, reason, "mqtt connection closed");
             }
         });
+    }
+}
+
+/// Counts a connection as active while it lives.
+struct ActiveGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ActiveGuard {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self(n.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -381,6 +425,7 @@ impl Conn {
     ) -> Result<bool, String> {
         let mut input = BytesMut::new();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut stopping = self.shared.stopping.subscribe();
         loop {
             let version = match self.version {
                 Some(v) => v,
@@ -526,6 +571,12 @@ impl Conn {
                     // Leave the cursor to the new owner.
                     self.persist = None;
                     return Err(format!("{}: session taken over", session.client_id()));
+                }
+                _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                    if let Some(p) = session.server_disconnect(DisconnectReasonCode::ServerShuttingDown, "the adapter is shutting down; connect again") {
+                        self.send(session, &p)?;
+                    }
+                    return Err(format!("{}: adapter shutting down", session.client_id()));
                 }
                 _ = tick.tick() => {
                     if let Some(a) = session.timed_out(Instant::now().into_std()) {
