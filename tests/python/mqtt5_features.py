@@ -174,6 +174,36 @@ def main():
     bad.c.loop_stop()
     print("ok DISCONNECT 0x94 for a topic alias over the maximum", flush=True)
 
+    # Session expiry: kept while within its interval (session present), gone after it.
+    def connect_expiring(clean):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"exp-{RUN}",
+                        protocol=mqtt.MQTTv5)
+        flags = queue.Queue()
+        c.on_connect = lambda cl, u, f, rc, p: flags.put(f.session_present)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 1
+        c.connect(HOST, PORT, clean_start=clean, properties=props)
+        c.loop_start()
+        present = flags.get(timeout=10)
+        return c, present
+
+    c, present = connect_expiring(True)
+    check(not present, "a clean start has no session")
+    c.subscribe(f"{RUN}/exp", qos=1)
+    time.sleep(0.3)
+    c.disconnect()
+    c.loop_stop()
+    c, present = connect_expiring(False)
+    check(present, "reconnected within the expiry: session present")
+    c.disconnect()
+    c.loop_stop()
+    time.sleep(2.2)
+    c, present = connect_expiring(False)
+    check(not present, "reconnected after the expiry: no session")
+    c.disconnect()
+    c.loop_stop()
+    print("ok session expiry", flush=True)
+
     for c in (anon, sub, pub, responder, requester, own, aliased):
         c.close()
     time.sleep(0.2)

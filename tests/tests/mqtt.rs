@@ -271,7 +271,8 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill_9_of_the_adapter() {
 
 /// MQTT 5 features seen by Paho (paho-mqtt 2.x, MQTT 5): assigned client identifier, publish
 /// properties and user property order end to end, subscription identifiers, request/response,
-/// no-local, retain-as-published, inbound topic aliases, reason codes, server DISCONNECT.
+/// no-local, retain-as-published, inbound topic aliases, reason codes, server DISCONNECT,
+/// session expiry.
 #[test]
 fn mqtt5_features_with_paho() {
     let Some(python) = python() else {
@@ -297,7 +298,7 @@ fn mqtt5_features_with_paho() {
         );
         assert_eq!(
             text.lines().filter(|l| l.starts_with("ok ")).count(),
-            7,
+            8,
             "{text}"
         );
         eprintln!("{url}:\n{text}");
