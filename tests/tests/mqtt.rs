@@ -201,12 +201,14 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill_9_of_the_adapter() {
         let (pa, pb) = (free_port(), free_port());
         let mut a = start_adapter(&url, pa);
         let mut b = start_adapter(&url, pb);
-        let sub = mosquitto("mosquitto_sub", pb)
-            .args(["-t", "stream/k9", "-q", qos])
-            .args(["-W", "12", "-i", "k9-sub"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_sub");
+        let mut sub = wharf_tests::KillOnDrop(
+            mosquitto("mosquitto_sub", pb)
+                .args(["-t", "stream/k9", "-q", qos, "-i", "k9-sub"])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("mosquitto_sub"),
+        );
+        let sub_lines = collect_lines(&mut sub);
         std::thread::sleep(Duration::from_millis(500));
         let script = python_script("mqtt_acked_publisher.py");
         let mut publisher = Command::new(&python)
@@ -234,12 +236,24 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill_9_of_the_adapter() {
             "{url}: only {} acknowledged before the kill",
             acked.len()
         );
-        // The subscriber times out (-W) after the stream goes quiet; collect what it got.
-        let out = sub.wait_with_output().expect("sub");
-        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
+        // Wait until the subscriber has every acknowledged message (or 60 s), plus a moment
+        // for duplicates to show.
+        let want: std::collections::HashSet<String> = acked
+            .iter()
+            .map(|l| l.trim_start_matches("acked ").to_string())
             .collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let have: std::collections::HashSet<String> =
+                sub_lines.lock().expect("lines").iter().cloned().collect();
+            if have.is_superset(&want) || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = sub.kill();
+        let lines: Vec<String> = sub_lines.lock().expect("lines").clone();
         let received: std::collections::HashSet<String> = lines.iter().cloned().collect();
         if qos == "2" {
             assert_eq!(
