@@ -88,6 +88,7 @@ pub fn default_stream() -> StreamId {
 pub struct Mqtt {
     log: Log,
     settings: MqttSettings,
+    session_settings: Arc<SessionSettings>,
     auth: Arc<Auth>,
     retained: Retained,
     takeover: Arc<Takeover>,
@@ -125,6 +126,7 @@ impl Mqtt {
             wills,
             shared_groups,
             log,
+            session_settings: Arc::new(settings.session.clone()),
             settings,
             auth,
             retained: Retained::default(),
@@ -303,7 +305,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), String> {
     let mut session = Session::new(
         Instant::now().into_std(),
-        shared.settings.session.clone(),
+        shared.session_settings.clone(),
         assigned_id,
     );
     let mut conn = Conn {
@@ -314,7 +316,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         retained_queue: VecDeque::new(),
         version: None,
         output: BytesMut::new(),
-        pending: FuturesOrdered::new(),
+        pending: None,
         pending_records: 0,
         tail: None,
         held: None,
@@ -386,7 +388,7 @@ struct Conn {
     version: Option<Version>,
     output: BytesMut,
     /// Batches of publishes being stored: their tokens, and whether they became durable.
-    pending: FuturesOrdered<futures::future::BoxFuture<'static, (Vec<u64>, bool)>>,
+    pending: Option<Box<PendingBatches>>,
     /// Publishes in `pending`.
     pending_records: usize,
     tail: Option<wharf_log::Tail>,
@@ -424,7 +426,9 @@ impl Conn {
         session: &mut Session,
     ) -> Result<bool, String> {
         let mut input = BytesMut::new();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // A one-second tick without a heap-allocated timer (an idle connection's size is
+        // counted): a fresh inline sleep each time round the loop.
+        let mut next_tick = Instant::now() + Duration::from_secs(1);
         let mut stopping = self.shared.stopping.subscribe();
         loop {
             let version = match self.version {
@@ -511,7 +515,7 @@ impl Conn {
                     Ok(_) => {}
                     Err(e) => return Err(format!("read from {peer}: {e}")),
                 },
-                Some((tokens, ok)) = self.pending.next(), if !self.pending.is_empty() => {
+                Some((tokens, ok)) = async { match self.pending.as_mut() { Some(p) => p.next().await, None => None } }, if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
                     self.pending_records -= tokens.len();
                     let a: Vec<Action> = tokens.into_iter().flat_map(|t| session.appended(t, ok)).collect();
                     if let Some(end) = Box::pin(self.carry_out(session, a)).await? {
@@ -578,7 +582,8 @@ impl Conn {
                     }
                     return Err(format!("{}: adapter shutting down", session.client_id()));
                 }
-                _ = tick.tick() => {
+                _ = tokio::time::sleep_until(next_tick) => {
+                    next_tick = Instant::now() + Duration::from_secs(1);
                     if let Some(a) = session.timed_out(Instant::now().into_std()) {
                         Box::pin(self.carry_out(session, a)).await?;
                     }
@@ -683,6 +688,7 @@ impl Conn {
                         Ok(durable) => {
                             self.pending_records += tokens.len();
                             self.pending
+                                .get_or_insert_with(Default::default)
                                 .push_back(Box::pin(async move { (tokens, durable.await.is_ok()) }))
                         }
                         Err(e) => {
@@ -1001,6 +1007,10 @@ impl Conn {
         });
     }
 }
+
+/// Publishes of one connection being stored, in order (allocated on a connection's first
+/// publish: idle subscribers do without).
+type PendingBatches = FuturesOrdered<futures::future::BoxFuture<'static, (Vec<u64>, bool)>>;
 
 /// Store one message like a client publish and wait until it is durable.
 pub(crate) async fn store_now(log: &Log, m: &Message) -> wharf_log::Result<()> {

@@ -168,7 +168,8 @@ pub struct Will {
 /// See the module docs.
 #[derive(Debug)]
 pub struct Session {
-    settings: SessionSettings,
+    /// Shared by the adapter's sessions (an idle session's size is counted).
+    settings: std::sync::Arc<SessionSettings>,
     state: State,
     version: Protocol,
     client_id: String,
@@ -310,9 +311,13 @@ fn reason_props<T>(problem_info: bool, reason: &str, make: impl Fn(String) -> T)
 
 impl Session {
     /// `assigned_id` is given to a client that connects with an empty identifier.
-    pub fn new(now: Instant, settings: SessionSettings, assigned_id: String) -> Self {
+    pub fn new(
+        now: Instant,
+        settings: impl Into<std::sync::Arc<SessionSettings>>,
+        assigned_id: String,
+    ) -> Self {
         Self {
-            settings,
+            settings: settings.into(),
             state: State::AwaitConnect,
             version: Protocol::V4,
             client_id: String::new(),
