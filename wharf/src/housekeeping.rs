@@ -38,6 +38,33 @@ pub async fn policies(log: &Log) -> Result<BTreeMap<String, Retention>> {
     Ok(out)
 }
 
+/// The retention of one stream: its address's, else the built-in one of the MQTT adapter's
+/// own streams, else the default.
+fn policy_for(
+    address: &str,
+    per_address: &BTreeMap<String, Retention>,
+    default: Retention,
+) -> Retention {
+    if let Some(r) = per_address.get(address) {
+        return *r;
+    }
+    match address {
+        // The latest retained message of a topic, and the will registration of a connection
+        // open for months, may sit anywhere in these: trimming them by age or size would lose
+        // them (compaction by key is what they need).
+        "mqtt-retained" | "mqtt-wills" => Retention::default(),
+        // Connect records only order takeovers among connections open now.
+        "mqtt-connects" => Retention {
+            max_age_ms: Some(CONNECTS_KEPT.as_millis() as i64),
+            max_bytes: None,
+        },
+        _ => default,
+    }
+}
+
+/// How long CONNECT records are kept.
+const CONNECTS_KEPT: Duration = Duration::from_secs(3600);
+
 /// One housekeeping pass.
 pub async fn run_once(log: &Log, defaults: &RetentionSettings) -> Result<()> {
     log.refresh().await?;
@@ -47,10 +74,7 @@ pub async fn run_once(log: &Log, defaults: &RetentionSettings) -> Result<()> {
         max_bytes: defaults.max_bytes,
     };
     let trimmed = log
-        .apply_retention(|stream: &StreamId| {
-            let address = stream.address();
-            per_address.get(address).copied().unwrap_or(default)
-        })
+        .apply_retention(|stream: &StreamId| policy_for(stream.address(), &per_address, default))
         .await?;
     if !trimmed.is_empty() {
         tracing::info!(streams = trimmed.len(), "retention trimmed streams");
@@ -59,4 +83,44 @@ pub async fn run_once(log: &Log, defaults: &RetentionSettings) -> Result<()> {
     let gc = log.collect_garbage().await?;
     tracing::debug!(?compaction, ?gc, "housekeeping done");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mqtt_adapters_streams_have_their_own_retention() {
+        let default = Retention {
+            max_age_ms: Some(1_000),
+            max_bytes: Some(10),
+        };
+        let mut per_address = BTreeMap::new();
+        let none = BTreeMap::new();
+        assert_eq!(policy_for("orders", &none, default), default);
+        assert_eq!(policy_for("mqtt-default", &none, default), default);
+        assert_eq!(
+            policy_for("mqtt-retained", &none, default),
+            Retention::default(),
+            "never trimmed by the default"
+        );
+        assert_eq!(
+            policy_for("mqtt-wills", &none, default),
+            Retention::default()
+        );
+        assert_eq!(
+            policy_for("mqtt-connects", &none, default).max_age_ms,
+            Some(3_600_000)
+        );
+        let declared = Retention {
+            max_age_ms: Some(5),
+            max_bytes: None,
+        };
+        per_address.insert("mqtt-retained".to_string(), declared);
+        assert_eq!(
+            policy_for("mqtt-retained", &per_address, default),
+            declared,
+            "a declared address wins"
+        );
+    }
 }
