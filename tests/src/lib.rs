@@ -144,6 +144,19 @@ pub fn start_adapter(store: &str, port: u16) -> KillOnDrop {
     KillOnDrop(child)
 }
 
+/// Start `wharf --config <config> adapter` on `store` with MQTT on `port`.
+pub fn start_adapter_with_config(store: &str, port: u16, config: &std::path::Path) -> KillOnDrop {
+    let child = wharf(store)
+        .arg("--config")
+        .arg(config)
+        .args(["adapter", "--mqtt", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn adapter");
+    wait_for_port(port);
+    KillOnDrop(child)
+}
+
 /// Wait (up to 30 s) until something accepts connections on 127.0.0.1:`port`.
 pub fn wait_for_port(port: u16) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

@@ -712,17 +712,7 @@ fn wills_of_a_dead_adapters_clients_are_published_by_another() {
     let settings = dir.path().join("lease.toml");
     std::fs::write(&settings, "[mqtt]\nadapter_lease = \"2s\"\n").expect("settings");
     for url in urls.iter().take(2) {
-        let start = |port: u16| {
-            let child = wharf(url)
-                .arg("--config")
-                .arg(&settings)
-                .args(["adapter", "--mqtt", &format!("127.0.0.1:{port}")])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("adapter");
-            wharf_tests::wait_for_port(port);
-            wharf_tests::KillOnDrop(child)
-        };
+        let start = |port: u16| wharf_tests::start_adapter_with_config(url, port, &settings);
         let (pa, pb) = (free_port(), free_port());
         let mut a = start(pa);
         let _b = start(pb);
@@ -788,17 +778,7 @@ fn shared_subscriptions_across_adapters() {
     let settings = dir.path().join("share.toml");
     std::fs::write(&settings, "[mqtt]\nadapter_lease = \"2s\"\n").expect("settings");
     for url in urls.iter().take(2) {
-        let start = |port: u16| {
-            let child = wharf(url)
-                .arg("--config")
-                .arg(&settings)
-                .args(["adapter", "--mqtt", &format!("127.0.0.1:{port}")])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("adapter");
-            wharf_tests::wait_for_port(port);
-            wharf_tests::KillOnDrop(child)
-        };
+        let start = |port: u16| wharf_tests::start_adapter_with_config(url, port, &settings);
         let (pa, pb) = (free_port(), free_port());
         let mut a = start(pa);
         let _b = start(pb);

@@ -547,31 +547,16 @@ impl Session {
 
     fn connect(&mut self, c: Connect) -> Vec<Action> {
         self.version = c.protocol;
-        let refuse = |s: &mut Self, code: ConnectReturnCode, why: &'static str| {
-            s.state = State::Closed;
-            let mut ack = ConnAck::new(code, false);
-            if s.v5() {
-                let mut p = ConnAckProperties::new();
-                p.reason_string = Some(why.to_string());
-                ack.properties = Some(p);
-            }
-            vec![
-                Action::Send(Packet::ConnAck(ack)),
-                Action::Close { reason: why },
-            ]
-        };
         let props = c.properties.clone();
         if let Some(p) = &props {
             if p.authentication_method.is_some() {
-                return refuse(
-                    self,
+                return self.refuse(
                     ConnectReturnCode::BadAuthenticationMethod,
                     "enhanced authentication is not supported",
                 );
             }
             if p.receive_maximum == Some(0) || p.max_packet_size == Some(0) {
-                return refuse(
-                    self,
+                return self.refuse(
                     ConnectReturnCode::ProtocolError,
                     "receive maximum and maximum packet size must not be 0",
                 );
@@ -585,8 +570,7 @@ impl Session {
         if c.client_id.is_empty() {
             if !self.v5() && !c.clean_session {
                 // [MQTT-3.1.3-8]
-                return refuse(
-                    self,
+                return self.refuse(
                     ConnectReturnCode::ClientIdentifierNotValid,
                     "empty client id without clean session",
                 );
@@ -598,11 +582,7 @@ impl Session {
         }
         if let Some(w) = c.last_will {
             if !valid_topic_name(&w.topic) {
-                return refuse(
-                    self,
-                    ConnectReturnCode::TopicNameInvalid,
-                    "invalid will topic",
-                );
+                return self.refuse(ConnectReturnCode::TopicNameInvalid, "invalid will topic");
             }
             let wp = w.properties.unwrap_or(mqttbytes::v5::WillProperties {
                 delay_interval: None,
@@ -643,8 +623,7 @@ impl Session {
             u32::MAX // 3.1.1 sessions without clean session never expire
         };
         if expiry > 0 && self.client_id.len() > MAX_PERSISTENT_ID {
-            return refuse(
-                self,
+            return self.refuse(
                 ConnectReturnCode::ClientIdentifierNotValid,
                 "client ids of persistent sessions are at most 93 bytes",
             );
@@ -682,23 +661,28 @@ impl Session {
     /// The credentials were refused (`bad_credentials`) or are required and missing: CONNACK
     /// 0x86 / 0x87 (3.1.1: 4 / 5), then close.
     pub fn not_allowed(&mut self, bad_credentials: bool) -> Vec<Action> {
-        self.pending_connack = None;
-        self.state = State::Closed;
-        let (code, why) = if bad_credentials {
-            (
+        if bad_credentials {
+            self.refuse(
                 ConnectReturnCode::BadUserNamePassword,
                 "bad user name or password",
             )
         } else {
-            (
+            self.refuse(
                 ConnectReturnCode::NotAuthorized,
                 "credentials required on this listener",
             )
-        };
+        }
+    }
+
+    /// Refuse the connection: CONNACK with `code` (MQTT 5: and `why` as reason string), then
+    /// close.
+    fn refuse(&mut self, code: ConnectReturnCode, why: &'static str) -> Vec<Action> {
+        self.pending_connack = None;
+        self.state = State::Closed;
         let mut ack = ConnAck::new(code, false);
         if self.v5() {
             let mut p = ConnAckProperties::new();
-            p.reason_string = Some(why.into());
+            p.reason_string = Some(why.to_string());
             ack.properties = Some(p);
         }
         vec![
@@ -760,20 +744,10 @@ impl Session {
     /// The stored session could not be loaded or claimed: refuse the connection (server
     /// unavailable), so the client retries.
     pub fn resume_failed(&mut self) -> Vec<Action> {
-        self.pending_connack = None;
-        self.state = State::Closed;
-        let mut ack = ConnAck::new(ConnectReturnCode::ServerUnavailable, false);
-        if self.v5() {
-            let mut p = ConnAckProperties::new();
-            p.reason_string = Some("session store unavailable".into());
-            ack.properties = Some(p);
-        }
-        vec![
-            Action::Send(Packet::ConnAck(ack)),
-            Action::Close {
-                reason: "could not load the session",
-            },
-        ]
+        self.refuse(
+            ConnectReturnCode::ServerUnavailable,
+            "the session store is unavailable; connect again",
+        )
     }
 
     /// What to persist of this session.
