@@ -297,11 +297,6 @@ fn packet_type(p: &Packet) -> u8 {
     }
 }
 
-/// Check that a whole packet is in `input` without decoding it (`mqttbytes::check`).
-pub fn frame_length(input: &[u8], max_size: usize) -> Result<usize, Error> {
-    check(input.iter(), max_size).map(|h| h.frame_length())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

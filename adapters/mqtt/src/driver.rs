@@ -102,8 +102,6 @@ pub struct Mqtt {
     active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
-type Shared = Mqtt;
-
 impl Mqtt {
     /// Start the service on `log` (it follows the takeover stream from now on).
     pub fn new(log: Log, settings: MqttSettings, auth: Arc<Auth>) -> Arc<Self> {
@@ -256,19 +254,27 @@ impl Drop for ActiveGuard {
     }
 }
 
+async fn tls_handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: tokio::net::TcpStream,
+    peer: SocketAddr,
+) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
+    acceptor
+        .accept(socket)
+        .await
+        .map_err(|e| format!("TLS handshake with {peer}: {e}"))
+}
+
 /// A TLS handshake, then MQTT.
 async fn over_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<Mqtt>,
     assigned: String,
 ) -> Result<(), String> {
-    let tls = acceptor
-        .accept(socket)
-        .await
-        .map_err(|e| format!("TLS handshake with {peer}: {e}"))?;
+    let tls = tls_handshake(acceptor, socket, peer).await?;
     connection(tls, peer, local, shared, assigned).await
 }
 
@@ -278,17 +284,11 @@ async fn over_websocket(
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<Mqtt>,
     assigned: String,
 ) -> Result<(), String> {
     let ws = match tls {
-        Some(acceptor) => {
-            let tls = acceptor
-                .accept(socket)
-                .await
-                .map_err(|e| format!("TLS handshake with {peer}: {e}"))?;
-            crate::ws::accept(tls).await
-        }
+        Some(acceptor) => crate::ws::accept(tls_handshake(acceptor, socket, peer).await?).await,
         None => crate::ws::accept(socket).await,
     }
     .map_err(|e| format!("WebSocket handshake with {peer}: {e}"))?;
@@ -300,7 +300,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut socket: S,
     peer: SocketAddr,
     local: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<Mqtt>,
     assigned_id: String,
 ) -> Result<(), String> {
     let mut session = Session::new(
@@ -378,7 +378,7 @@ fn session_cursor_name(client_id: &str) -> Option<String> {
 
 /// The per-connection I/O state around a [`Session`].
 struct Conn {
-    shared: Arc<Shared>,
+    shared: Arc<Mqtt>,
     /// The listener's address (anonymous access depends on it).
     local: SocketAddr,
     stream: StreamId,
@@ -488,7 +488,7 @@ impl Conn {
             if let Some(end) = Box::pin(self.carry_out(session, actions)).await? {
                 return Ok(end);
             }
-            self.deliver_ready(session).await?;
+            self.deliver_ready(session)?;
             flush(socket, &mut self.output).await;
             // An idle connection holds no buffers worth counting (10,000 idle clients must not
             // cost 80 MB): drop large empty ones; a read starts small and grows with traffic.
@@ -587,8 +587,9 @@ impl Conn {
                     if let Some(a) = session.timed_out(Instant::now().into_std()) {
                         Box::pin(self.carry_out(session, a)).await?;
                     }
-                    let moved = self.persist.as_ref().is_some_and(|p| p.cursor.is_dirty())
-                        || self.sent_upto != self.saved_sent_upto;
+                    let moved = self.persist.as_ref().is_some_and(|p| {
+                        p.cursor.is_dirty() || self.sent_upto != self.saved_sent_upto
+                    });
                     if moved {
                         Box::pin(self.save(session, None)).await?;
                     }
@@ -598,7 +599,7 @@ impl Conn {
     }
 
     /// Offer what can be offered without waiting: a held message, then retained ones.
-    async fn deliver_ready(&mut self, session: &mut Session) -> Result<(), String> {
+    fn deliver_ready(&mut self, session: &mut Session) -> Result<(), String> {
         let now_ms = self.log().clock().now_ms();
         if let Some((offset, m)) = self.held.take().map(|h| *h) {
             match session.deliver(&m, offset, offset < self.dup_below, now_ms) {
@@ -610,7 +611,7 @@ impl Conn {
             && let Some((filter, m)) = self.retained_queue.pop_front()
         {
             let a = session.deliver_retained(&filter, &m, now_ms);
-            self.send_all(session, a)?;
+            self.carry_out_delivery(session, a)?;
         }
         Ok(())
     }
@@ -623,16 +624,24 @@ impl Conn {
         for a in actions {
             match a {
                 Action::Send(p) => self.send(session, &p)?,
-                Action::Done { offset } => self.done(offset),
-                Action::SharedDone { share, offset } => {
-                    if let Some(m) = self.shares.get(&share) {
-                        m.ack(offset);
-                    }
-                }
-                _ => {}
+                other => self.delivery_ended(other),
             }
         }
         Ok(())
+    }
+
+    /// A delivery needs nothing more: move the session's position (`Done`) or its shared
+    /// group's (`SharedDone`) on.
+    fn delivery_ended(&mut self, action: Action) {
+        match action {
+            Action::Done { offset } => self.done(offset),
+            Action::SharedDone { share, offset } => {
+                if let Some(m) = self.shares.get(&share) {
+                    m.ack(offset);
+                }
+            }
+            _ => {}
+        }
     }
 
     fn done(&mut self, offset: u64) {
@@ -736,23 +745,28 @@ impl Conn {
                     }
                 }
                 Action::SendRetained { filter } => {
+                    // The filters of one SUBSCRIBE share one catch-up with the store.
+                    let mut filters = vec![filter];
+                    while let Some(Action::SendRetained { .. }) = queue.front() {
+                        if let Some(Action::SendRetained { filter }) = queue.pop_front() {
+                            filters.push(filter);
+                        }
+                    }
                     let now_ms = self.log().clock().now_ms();
                     match self
                         .shared
                         .retained
-                        .matching(self.log(), &filter, now_ms)
+                        .matching(self.log(), &filters, now_ms)
                         .await
                     {
-                        Ok(found) => self
-                            .retained_queue
-                            .extend(found.into_iter().map(|m| (filter.clone(), m))),
+                        Ok(found) => self.retained_queue.extend(found),
                         Err(e) => {
-                            tracing::warn!(error = %e, filter, "could not read retained messages")
+                            tracing::warn!(error = %e, ?filters, "could not read retained messages")
                         }
                     }
                 }
                 Action::SaveSession => self.save(session, None).await?,
-                Action::Done { offset } => self.done(offset),
+                a @ (Action::Done { .. } | Action::SharedDone { .. }) => self.delivery_ended(a),
                 Action::Release { pkid, offset } => {
                     self.done(offset);
                     if let Some(p) = self.persist.as_mut() {
@@ -792,11 +806,6 @@ impl Conn {
                 }
                 Action::LeaveShared { share } => {
                     self.shares.remove(&share);
-                }
-                Action::SharedDone { share, offset } => {
-                    if let Some(m) = self.shares.get(&share) {
-                        m.ack(offset);
-                    }
                 }
                 Action::Close { reason } => end = Err(reason.to_string()),
                 Action::Disconnected { will } => end = Ok(Some(will)),
@@ -923,15 +932,6 @@ impl Conn {
         }
     }
 
-    fn send_all(&mut self, session: &mut Session, actions: Vec<Action>) -> Result<(), String> {
-        for a in actions {
-            if let Action::Send(p) = a {
-                self.send(session, &p)?;
-            }
-        }
-        Ok(())
-    }
-
     /// Encode `p` for the client; a delivery over the client's maximum packet size is
     /// dropped instead [MQTT-3.1.2-24].
     fn send(&mut self, session: &mut Session, p: &Packet) -> Result<(), String> {
@@ -943,15 +943,7 @@ impl Conn {
         {
             self.output.truncate(before);
             for a in session.too_large(publish.pkid) {
-                match a {
-                    Action::Done { offset } => self.done(offset),
-                    Action::SharedDone { share, offset } => {
-                        if let Some(m) = self.shares.get(&share) {
-                            m.ack(offset);
-                        }
-                    }
-                    _ => {}
-                }
+                self.delivery_ended(a);
             }
             tracing::debug!(
                 topic = publish.topic,

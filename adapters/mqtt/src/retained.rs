@@ -52,14 +52,15 @@ impl State {
 }
 
 impl Retained {
-    /// The retained messages whose topics match `filter` (not expired at `now_ms`), after
-    /// catching up with everything stored in `mqtt-retained` so far, by any adapter.
+    /// The retained messages whose topics match each of `filters` (not expired at `now_ms`),
+    /// as (filter, message), after catching up once with everything stored in
+    /// `mqtt-retained` so far, by any adapter.
     pub async fn matching(
         &self,
         log: &Log,
-        filter: &str,
+        filters: &[String],
         now_ms: i64,
-    ) -> wharf_log::Result<Vec<Message>> {
+    ) -> wharf_log::Result<Vec<(String, Message)>> {
         let stream = retained_stream();
         let mut state = self.state.lock().await;
         log.refresh().await?;
@@ -74,11 +75,15 @@ impl Retained {
             }
         }
         state.topics.retain(|_, m| !m.expired(now_ms));
-        Ok(state
-            .topics
+        Ok(filters
             .iter()
-            .filter(|(t, _)| matches(filter, t))
-            .map(|(_, m)| m.clone())
+            .flat_map(|f| {
+                state
+                    .topics
+                    .iter()
+                    .filter(|(t, _)| matches(f, t))
+                    .map(|(_, m)| (f.clone(), m.clone()))
+            })
             .collect())
     }
 }
@@ -110,23 +115,27 @@ mod tests {
         retain(&log, "a/1", "one").await;
         retain(&log, "a/2", "two").await;
         retain(&log, "$SYS/x", "sys").await;
-        let topics = |v: Vec<Message>| {
+        let topics = |v: Vec<(String, Message)>| {
             v.into_iter()
-                .map(|m| format!("{}={}", m.topic, String::from_utf8_lossy(&m.payload)))
+                .map(|(_, m)| format!("{}={}", m.topic, String::from_utf8_lossy(&m.payload)))
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            topics(r.matching(&log, "#", 0).await.expect("m")),
+            topics(r.matching(&log, &["#".to_string()], 0).await.expect("m")),
             ["a/1=one", "a/2=two"]
         );
         retain(&log, "a/1", "uno").await;
         retain(&log, "a/2", "").await;
         assert_eq!(
-            topics(r.matching(&log, "a/+", 0).await.expect("m")),
+            topics(r.matching(&log, &["a/+".to_string()], 0).await.expect("m")),
             ["a/1=uno"]
         );
         assert_eq!(
-            topics(r.matching(&log, "$SYS/#", 0).await.expect("m")),
+            topics(
+                r.matching(&log, &["$SYS/#".to_string()], 0)
+                    .await
+                    .expect("m")
+            ),
             ["$SYS/x=sys"]
         );
     }

@@ -7,7 +7,7 @@
 //! (clean sessions); see `adapters/README.md` for what is not built yet.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     time::{Duration, Instant},
 };
 
@@ -180,7 +180,7 @@ pub struct Session {
     /// Publishes waiting to be durable: token -> (QoS, packet id).
     pending: BTreeMap<u64, (QoS, u16)>,
     /// Packet ids of QoS 1/2 publishes being stored.
-    pending_ids: HashMap<u16, QoS>,
+    pending_ids: HashSet<u16>,
     /// QoS 2 packet ids stored and acknowledged with PUBREC, awaiting PUBREL.
     qos2_received: std::collections::BTreeSet<u16>,
     /// Outbound QoS 1/2 deliveries by packet id, with the offset delivered.
@@ -326,7 +326,7 @@ impl Session {
             subscriptions: BTreeMap::new(),
             next_token: 0,
             pending: BTreeMap::new(),
-            pending_ids: HashMap::new(),
+            pending_ids: HashSet::new(),
             qos2_received: Default::default(),
             inflight: BTreeMap::new(),
             shared_inflight: HashMap::new(),
@@ -831,7 +831,7 @@ impl Session {
                 // A resent QoS 2 PUBLISH we already stored: acknowledge, do not store again.
                 return vec![Action::Send(Packet::PubRec(PubRec::new(p.pkid)))];
             }
-            if self.pending_ids.contains_key(&p.pkid) {
+            if self.pending_ids.contains(&p.pkid) {
                 if p.dup {
                     return Vec::new(); // a resend of one being stored: it gets its ack then
                 }
@@ -877,7 +877,7 @@ impl Session {
         self.next_token += 1;
         if p.qos != QoS::AtMostOnce {
             self.pending.insert(token, (p.qos, p.pkid));
-            self.pending_ids.insert(p.pkid, p.qos);
+            self.pending_ids.insert(p.pkid);
         }
         vec![Action::Append {
             token,

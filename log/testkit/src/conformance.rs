@@ -70,6 +70,23 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(faults_lose_and_duplicate_nothing);
 }
 
+/// Append to another stream until a persisted checkpoint covers every segment written so far
+/// (`what` names them in the failure).
+async fn append_until_checkpointed(log: &Log, what: &str) {
+    let head = log.segment_seq();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while log.last_checkpoint() < head {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no checkpoint covers {what}"
+        );
+        log.append(&sid("filler"), rec("x".into()))
+            .await
+            .expect("append");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 async fn conditional_put_is_honoured(store: &Store) {
     store
         .verify_conditional_put()
@@ -544,18 +561,7 @@ async fn garbage_collection_frees_trimmed_segments(store: &Store) {
         .await
         .expect("trim");
     // GC works from persisted checkpoints: write segments until one covers the trim.
-    let trim_seq = a.segment_seq();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while a.last_checkpoint() < trim_seq {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no checkpoint covers the trim"
-        );
-        a.append(&sid("other"), rec("x".into()))
-            .await
-            .expect("append");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    append_until_checkpointed(&a, "the trim").await;
     let report = a.collect_garbage().await.expect("gc");
     // Segments 1..=10 held only trimmed records of gc; the trim commit holds no rows.
     assert_eq!(report.deleted_segments, 11, "{report:?}");
@@ -646,15 +652,7 @@ async fn compaction_rehomes_records_and_frees_mixed_segments(store: &Store) {
     );
 
     // The mixed segments are no longer referenced: GC frees them.
-    let head = a.segment_seq();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while a.last_checkpoint() < head {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no checkpoint covers the compaction"
-        );
-        a.append(&sid("z"), rec("z".into())).await.expect("append");
-    }
+    append_until_checkpointed(&a, "the compaction").await;
     let gc = a.collect_garbage().await.expect("gc");
     assert!(gc.deleted_segments >= 10, "{gc:?}");
     let fresh = open(store).await;

@@ -109,6 +109,15 @@ impl Stats {
     }
 }
 
+/// The stream producer `p` appends to (and its tail follows).
+fn stream_of(args: &LogArgs, p: usize) -> Result<StreamId> {
+    Ok(StreamId::new(if args.one_stream {
+        "load".to_string()
+    } else {
+        format!("load-{p}")
+    })?)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -153,11 +162,7 @@ async fn main() -> Result<()> {
     let mut tails = Vec::new();
     if args.tail {
         for p in 0..(if args.one_stream { 1 } else { args.producers }) {
-            let stream = StreamId::new(if args.one_stream {
-                "load".to_string()
-            } else {
-                format!("load-{p}")
-            })?;
+            let stream = stream_of(&args, p)?;
             let (log, stats, hist) = (log.clone(), stats.clone(), tail_hist.clone());
             let first = tail_first.clone();
             tails.push(tokio::spawn(async move {
@@ -194,11 +199,7 @@ async fn main() -> Result<()> {
     let end = start + args.duration;
     let mut tasks = Vec::new();
     for p in 0..args.producers {
-        let stream = StreamId::new(if args.one_stream {
-            "load".to_string()
-        } else {
-            format!("load-{p}")
-        })?;
+        let stream = stream_of(&args, p)?;
         let (log, stats, payload) = (log.clone(), stats.clone(), payload.clone());
         let per_producer = args.rate as f64 / args.producers as f64;
         let window = args.window;
