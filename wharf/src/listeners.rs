@@ -1,11 +1,12 @@
 //! The adapter listeners a process serves, from flags and settings: MQTT over TCP, TLS and
-//! WebSocket, with one credentials rule for all of them.
+//! WebSocket, AMQP 1.0 over TCP and TLS, with one credentials rule for all of them.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use wharf_amqp::Amqp;
 use wharf_auth::Auth;
 use wharf_log::Log;
 use wharf_mqtt::{Mqtt, Transport};
@@ -18,6 +19,16 @@ pub struct ListenerArgs {
     /// MQTT over TCP ("off" to disable).
     #[arg(long, default_value = "127.0.0.1:1883")]
     pub mqtt: String,
+    /// AMQP 1.0 over TCP ("off" to disable).
+    #[arg(long, default_value = "127.0.0.1:5672")]
+    pub amqp: String,
+    /// AMQP 1.0 over TLS, e.g. 0.0.0.0:5671 (needs --tls-cert and --tls-key).
+    #[arg(long)]
+    pub amqps: Option<String>,
+    /// Address resources (JSON, one object or an array, as for `wharf address apply`) put in
+    /// the catalog at start-up.
+    #[arg(long)]
+    pub addresses: Option<PathBuf>,
     /// MQTT over TLS, e.g. 0.0.0.0:8883 (needs --tls-cert and --tls-key).
     #[arg(long)]
     pub mqtts: Option<String>,
@@ -65,13 +76,27 @@ fn bind(what: &str, addr: &str, reuse_port: bool) -> Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into())?)
 }
 
+/// The protocol services of a process, for shutdown.
+#[derive(Debug)]
+pub struct Services {
+    pub mqtt: Arc<Mqtt>,
+    pub amqp: Arc<Amqp>,
+}
+
+impl Services {
+    /// End every connection and wait up to `grace`.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        tokio::join!(self.mqtt.shutdown(grace), self.amqp.shutdown(grace));
+    }
+}
+
 /// Start every listener asked for; they stop when `stopped` turns true.
 pub fn start(
     args: &ListenerArgs,
     settings: &Settings,
     log: &Log,
     stopped: watch::Receiver<bool>,
-) -> Result<(Arc<Mqtt>, Vec<JoinHandle<()>>)> {
+) -> Result<(Services, Vec<JoinHandle<()>>)> {
     let mut auth = Auth::new(settings.auth.anonymous);
     if let Some(path) = args.users.as_ref().or(settings.auth.users_file.as_ref()) {
         auth.load_users(path).map_err(anyhow::Error::msg)?;
@@ -84,7 +109,9 @@ pub fn start(
         (None, None) => None,
         _ => bail!("--tls-cert and --tls-key go together"),
     };
-    let mqtt = Mqtt::new(log.clone(), settings.mqtt.to_mqtt(), Arc::new(auth));
+    let auth = Arc::new(auth);
+    let mqtt = Mqtt::new(log.clone(), settings.mqtt.to_mqtt(), auth.clone());
+    let amqp = Amqp::new(log.clone(), settings.amqp.to_amqp(), auth);
     let mut wanted = Vec::new();
     if args.mqtt != "off" {
         wanted.push(("mqtt", args.mqtt.clone(), Transport::Tcp));
@@ -107,6 +134,24 @@ pub fn start(
         ));
     }
     let mut handles = Vec::new();
+    let mut amqp_wanted = Vec::new();
+    if args.amqp != "off" {
+        amqp_wanted.push(("amqp", args.amqp.clone(), None));
+    }
+    if let Some(a) = &args.amqps {
+        amqp_wanted.push(("amqps", a.clone(), Some(need_tls("amqps")?)));
+    }
+    for (what, addr, tls) in amqp_wanted {
+        let listener = bind(what, &addr, args.reuse_port)?;
+        tracing::info!(listener = what, %addr, "listening");
+        let (amqp, mut stopped) = (amqp.clone(), stopped.clone());
+        handles.push(tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            amqp.serve(listener, tls, stop).await;
+        }));
+    }
     for (what, addr, transport) in wanted {
         let listener = bind(what, &addr, args.reuse_port)?;
         tracing::info!(listener = what, %addr, "listening");
@@ -118,5 +163,5 @@ pub fn start(
             mqtt.serve(listener, transport, stop).await;
         }));
     }
-    Ok((mqtt, handles))
+    Ok((Services { mqtt, amqp }, handles))
 }

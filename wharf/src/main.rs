@@ -3,7 +3,8 @@
 //! The `wharf` command: run Wharf (`wharf up`) and look inside a store (`wharf streams`,
 //! `wharf dump`, `wharf store check`), append and consume from the command line.
 //!
-//! `wharf up` and `wharf adapter` serve the MQTT adapter (`adapters/mqtt`); AMQP is to come.
+//! `wharf up` and `wharf adapter` serve the MQTT adapter (`adapters/mqtt`) and the AMQP 1.0
+//! adapter (`adapters/amqp`).
 
 mod address;
 mod housekeeping;
@@ -235,13 +236,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
             let (stop, stopped) = shutdown_watch();
-            let (mqtt, handles) = listeners::start(&listen, &settings, &log, stopped)?;
+            if let Some(file) = &listen.addresses {
+                address::apply(&log, file).await?;
+            }
+            let (services, handles) = listeners::start(&listen, &settings, &log, stopped)?;
             tracing::info!(store = %log.store().url, "wharf adapter is up");
             stop.await;
             for h in handles {
                 let _ = h.await;
             }
-            mqtt.shutdown(Duration::from_secs(5)).await;
+            services.shutdown(Duration::from_secs(5)).await;
             tracing::info!("shutting down");
             Ok(ExitCode::SUCCESS)
         }
@@ -252,7 +256,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             store.verify_conditional_put().await?;
             let log = open_log(store, &settings).await?;
             let (stop, stopped) = shutdown_watch();
-            let (mqtt, handles) = listeners::start(&listen, &settings, &log, stopped)?;
+            if let Some(file) = &listen.addresses {
+                address::apply(&log, file).await?;
+            }
+            let (services, handles) = listeners::start(&listen, &settings, &log, stopped)?;
             tracing::info!(store = %log.store().url, "wharf is up");
             let shutdown = stop;
             tokio::pin!(shutdown);
@@ -276,7 +283,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             for h in handles {
                 h.abort();
             }
-            mqtt.shutdown(Duration::from_secs(5)).await;
+            services.shutdown(Duration::from_secs(5)).await;
             tracing::info!("shutting down");
             Ok(ExitCode::SUCCESS)
         }

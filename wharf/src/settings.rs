@@ -18,6 +18,8 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// The MQTT adapter.
     pub mqtt: MqttSection,
+    /// The AMQP 1.0 adapter.
+    pub amqp: AmqpSection,
     /// Who may connect to the adapters.
     pub auth: AuthSection,
 }
@@ -113,6 +115,87 @@ impl MqttSection {
     }
 }
 
+/// `[amqp]`: the AMQP adapter's limits and address rules.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpSection {
+    /// Connections served at once per listener.
+    pub max_connections: usize,
+    /// Create unknown addresses on first use (type from the terminus capabilities `queue` /
+    /// `topic`, queue if none). Off: attaching to an unknown address fails with
+    /// `amqp:not-found`.
+    pub auto_create: bool,
+    /// Largest frame accepted, in bytes (announced in open; at least 512).
+    pub max_frame_size: u32,
+    /// Largest message accepted, in bytes (announced in attach).
+    pub max_message_size: u64,
+    /// Credit given to each link a client sends on.
+    pub link_credit: u32,
+    /// A connection silent for this long is closed (announced in open; clients send
+    /// heartbeats at half of it).
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: std::time::Duration,
+    /// After an adapter dies, its queues are served by another within this time.
+    #[serde(with = "humantime_serde")]
+    pub queue_lease: std::time::Duration,
+}
+
+impl Default for AmqpSection {
+    fn default() -> Self {
+        let d = wharf_amqp::AmqpSettings::default();
+        Self {
+            max_connections: d.max_connections,
+            auto_create: d.auto_create,
+            max_frame_size: d.engine.max_frame_size,
+            max_message_size: d.engine.max_message_size,
+            link_credit: d.engine.link_credit,
+            idle_timeout: std::time::Duration::from_millis(
+                d.engine.idle_timeout_ms.unwrap_or(60_000).into(),
+            ),
+            queue_lease: d.queue_lease,
+        }
+    }
+}
+
+impl AmqpSection {
+    fn validate(&self) -> Result<()> {
+        if self.max_frame_size < 512 {
+            anyhow::bail!("amqp.max_frame_size must be at least 512 bytes");
+        }
+        if self.link_credit == 0 {
+            anyhow::bail!("amqp.link_credit must be at least 1");
+        }
+        if self.max_message_size == 0 {
+            anyhow::bail!("amqp.max_message_size must be at least 1 byte");
+        }
+        if self.idle_timeout < std::time::Duration::from_secs(1) {
+            anyhow::bail!("amqp.idle_timeout must be at least 1s");
+        }
+        if self.queue_lease < std::time::Duration::from_secs(1) {
+            anyhow::bail!("amqp.queue_lease must be at least 1s");
+        }
+        if self.max_connections == 0 {
+            anyhow::bail!("amqp.max_connections must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The adapter's settings.
+    pub fn to_amqp(&self) -> wharf_amqp::AmqpSettings {
+        let mut a = wharf_amqp::AmqpSettings {
+            max_connections: self.max_connections,
+            auto_create: self.auto_create,
+            queue_lease: self.queue_lease,
+            ..Default::default()
+        };
+        a.engine.max_frame_size = self.max_frame_size;
+        a.engine.max_message_size = self.max_message_size;
+        a.engine.link_credit = self.link_credit;
+        a.engine.idle_timeout_ms = Some(self.idle_timeout.as_millis().min(u32::MAX as u128) as u32);
+        a
+    }
+}
+
 /// `[auth]`: credentials until users become configuration resources.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -149,6 +232,7 @@ impl Settings {
         };
         settings.log.validate()?;
         settings.mqtt.validate()?;
+        settings.amqp.validate()?;
         Ok(settings)
     }
 }

@@ -240,6 +240,12 @@ impl Log {
         self.shared.state().index.stream(stream).cloned()
     }
 
+    /// Changes whenever this process commits or learns of a new segment: readers waiting
+    /// for records wait on it (and poll the store for other processes' segments).
+    pub fn watch_segments(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.committed.subscribe()
+    }
+
     /// The highest segment number applied to this handle's index.
     pub fn segment_seq(&self) -> u64 {
         self.shared.state().index.segment_seq

@@ -1,0 +1,744 @@
+//! Addresses over the log: what a name is (queue or topic), where its messages are, and who
+//! gets them.
+//!
+//! - Every address is a stream named like the address (`/` becomes `~`).
+//! - A **queue** is served on each adapter by one [`Queue`] task per address. One adapter at a
+//!   time serves it: the one holding the lease `amqp-queue.<stream>`; it reads the stream
+//!   from the shared cursor `amqp-queue`, hands each message to one consumer link with credit
+//!   (round robin), and acknowledges the offset in the cursor when the consumer settles it
+//!   (accepted, rejected, or dead-lettered after `max_delivery` attempts). Released and
+//!   modified messages go back to the front. When the serving adapter dies its lease
+//!   expires and an adapter with consumers takes over from the cursor: every message not
+//!   settled is delivered again. Consumers on other adapters wait for the lease (a known
+//!   limit: no balancing across adapters yet).
+//! - A **topic** receiver follows the stream from its end (or, for a durable subscription,
+//!   from its own cursor) — see [`Subscription`].
+//! - Temporary addresses (`tmp.<uuid>`, for `dynamic` receivers) are topics nobody else
+//!   declared; they live as long as their link (the stream is left to retention).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use wharf_log::{Cursor, Lease, Log};
+use wharf_log_format::{Offset, StoredRecord, StreamId};
+
+use crate::message;
+
+/// Kinds of stored address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Queue,
+    Topic,
+}
+
+/// An address as the adapter uses it.
+#[derive(Clone, Debug)]
+pub struct Address {
+    pub name: String,
+    pub kind: Kind,
+    pub stream: StreamId,
+    /// Deliveries before a message goes to `dead_letter` (or is dropped).
+    pub max_delivery: Option<u32>,
+    pub dead_letter: Option<String>,
+}
+
+/// Why an address cannot be used.
+#[derive(Debug)]
+pub enum AddressError {
+    NotFound(String),
+    Invalid(String),
+    Store(String),
+}
+
+/// Addresses reserved for Wharf's own streams.
+const RESERVED: [&str; 3] = ["mqtt-", "amqp-", "tmp."];
+
+/// The stream of an address: the name with `/` as `~`; other characters outside
+/// `A-Z a-z 0-9 . _ -` are refused.
+pub fn stream_of(name: &str) -> Result<StreamId, AddressError> {
+    let mapped = name.replace('/', "~");
+    StreamId::new(mapped).map_err(|_| {
+        AddressError::Invalid(format!(
+            "address {name:?} may only contain A-Z a-z 0-9 . _ - / and must not start with '.'"
+        ))
+    })
+}
+
+fn parse_spec(name: &str, body: &serde_json::Value) -> Result<Address, AddressError> {
+    let spec = &body["spec"];
+    let kind = match spec["type"].as_str() {
+        Some("topic") | Some("multicast") => Kind::Topic,
+        _ => Kind::Queue,
+    };
+    Ok(Address {
+        name: name.to_string(),
+        kind,
+        stream: stream_of(name)?,
+        max_delivery: spec["max_delivery"].as_u64().map(|n| n as u32),
+        dead_letter: spec["dead_letter"].as_str().map(str::to_string),
+    })
+}
+
+/// The Address resource written when an address is created on first use.
+pub fn auto_resource(name: &str, kind: Kind) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "wharf/v1",
+        "kind": "Address",
+        "metadata": {"name": name, "tenant": "default", "annotations": {"wharf/auto-created": "amqp"}},
+        "spec": {"type": match kind { Kind::Queue => "queue", Kind::Topic => "topic" }},
+    })
+}
+
+/// The address table of one adapter: the catalog's Address resources, cached, with
+/// auto-creation.
+#[derive(Debug)]
+pub struct Addresses {
+    log: Log,
+    auto_create: bool,
+    cache: Mutex<HashMap<String, Address>>,
+}
+
+impl Addresses {
+    pub fn new(log: Log, auto_create: bool) -> Self {
+        Self {
+            log,
+            auto_create,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, name: &str) -> Option<Address> {
+        self.cache.lock().ok()?.get(name).cloned()
+    }
+
+    fn remember(&self, a: &Address) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(a.name.clone(), a.clone());
+        }
+    }
+
+    /// A temporary address for a dynamic terminus.
+    pub fn temporary(&self) -> Address {
+        let name = format!("tmp.{}", uuid::Uuid::new_v4().simple());
+        let a = Address {
+            stream: StreamId::new(name.clone()).unwrap_or_else(|_| unreachable!("valid")),
+            name,
+            kind: Kind::Topic,
+            max_delivery: None,
+            dead_letter: None,
+        };
+        self.remember(&a);
+        a
+    }
+
+    /// Look `name` up; create it if it is unknown and auto-create is on (`wanted` from the
+    /// terminus capabilities: a topic if it says `topic`, else a queue).
+    pub async fn resolve(&self, name: &str, wanted: Option<Kind>) -> Result<Address, AddressError> {
+        if let Some(a) = self.cached(name) {
+            return Ok(a);
+        }
+        if let Some(rest) = name.strip_prefix("tmp.") {
+            // Someone else's temporary address (a reply-to): a topic of that name.
+            if rest.is_empty() {
+                return Err(AddressError::NotFound(name.into()));
+            }
+            let a = Address {
+                stream: stream_of(name)?,
+                name: name.into(),
+                kind: Kind::Topic,
+                max_delivery: None,
+                dead_letter: None,
+            };
+            self.remember(&a);
+            return Ok(a);
+        }
+        let stream = stream_of(name)?;
+        if RESERVED.iter().any(|p| name.starts_with(p)) {
+            return Err(AddressError::Invalid(format!(
+                "address {name:?} is reserved for Wharf's own streams"
+            )));
+        }
+        let catalog = self.log.catalog();
+        let key = stream.as_str().to_string();
+        let store = |e: wharf_log::LogError| AddressError::Store(e.to_string());
+        if let Some(entry) = catalog.get("Address", &key).await.map_err(store)? {
+            let a = parse_spec(name, &entry.body)?;
+            self.remember(&a);
+            return Ok(a);
+        }
+        if !self.auto_create {
+            return Err(AddressError::NotFound(name.into()));
+        }
+        let kind = wanted.unwrap_or(Kind::Queue);
+        let body = auto_resource(&key, kind);
+        // Whoever creates it first decides its kind.
+        let _ = catalog.put_if("Address", &key, 0, body).await;
+        let entry = catalog
+            .get("Address", &key)
+            .await
+            .map_err(store)?
+            .ok_or_else(|| AddressError::Store(format!("address {name} vanished")))?;
+        let a = parse_spec(name, &entry.body)?;
+        tracing::info!(address = name, kind = ?a.kind, "address created on first use");
+        self.remember(&a);
+        Ok(a)
+    }
+}
+
+/// A message for a consumer link.
+#[derive(Debug)]
+pub struct Outbound {
+    /// Which of the connection's links.
+    pub link: u64,
+    pub offset: u64,
+    pub payload: Bytes,
+    pub delivery_count: u32,
+}
+
+/// What a queue or subscription tells a connection.
+#[derive(Debug)]
+pub enum ToLink {
+    Deliver(Outbound),
+    /// Nothing more to send now after a drain request: complete the drain.
+    Drained(u64),
+}
+
+/// How a consumer settled a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settle {
+    Accepted,
+    Rejected,
+    Released,
+    Modified {
+        delivery_failed: bool,
+        undeliverable_here: bool,
+    },
+}
+
+#[derive(Debug)]
+enum Cmd {
+    Join(u64, mpsc::UnboundedSender<ToLink>),
+    Credit { link: u64, credit: u32, drain: bool },
+    Settle(u64, u64, Settle),
+    Leave(u64),
+}
+
+/// The queues this adapter has consumers on.
+#[derive(Debug)]
+pub struct Queues {
+    log: Log,
+    run: String,
+    lease_ttl: Duration,
+    addresses: Arc<Addresses>,
+    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>,
+}
+
+/// One consumer link's place in a queue; dropping it leaves (unsettled messages go back).
+#[derive(Debug)]
+pub struct Consumer {
+    cmd: mpsc::UnboundedSender<Cmd>,
+    link: u64,
+}
+
+impl Consumer {
+    pub fn credit(&self, credit: u32, drain: bool) {
+        let _ = self.cmd.send(Cmd::Credit {
+            link: self.link,
+            credit,
+            drain,
+        });
+    }
+
+    pub fn settle(&self, offset: u64, how: Settle) {
+        let _ = self.cmd.send(Cmd::Settle(self.link, offset, how));
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let _ = self.cmd.send(Cmd::Leave(self.link));
+    }
+}
+
+impl Queues {
+    pub fn new(log: Log, run: String, lease_ttl: Duration, addresses: Arc<Addresses>) -> Self {
+        Self {
+            log,
+            run,
+            lease_ttl,
+            addresses,
+            queues: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Add a consumer link (`link`, unique in this process) to `queue`; messages come on
+    /// `tx`.
+    pub fn join(&self, queue: &Address, link: u64, tx: mpsc::UnboundedSender<ToLink>) -> Consumer {
+        let mut queues = self
+            .queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let cmd = queues
+            .entry(queue.name.clone())
+            .or_insert_with(|| {
+                let (cmd, rx) = mpsc::unbounded_channel();
+                let task = QueueTask {
+                    log: self.log.clone(),
+                    address: queue.clone(),
+                    addresses: self.addresses.clone(),
+                    run: self.run.clone(),
+                    ttl: self.lease_ttl,
+                    consumers: Vec::new(),
+                    next: 0,
+                    serving: None,
+                };
+                tokio::spawn(task.run(rx));
+                cmd
+            })
+            .clone();
+        let _ = cmd.send(Cmd::Join(link, tx));
+        Consumer { cmd, link }
+    }
+}
+
+#[derive(Debug)]
+struct Member {
+    link: u64,
+    tx: mpsc::UnboundedSender<ToLink>,
+    credit: u32,
+}
+
+#[derive(Debug)]
+struct Ready {
+    record: StoredRecord,
+    delivery_count: u32,
+    /// Consumers that said undeliverable-here.
+    avoid: Vec<u64>,
+}
+
+struct Serving {
+    lease: Lease,
+    cursor: Cursor,
+    /// Next offset to read from the stream.
+    pos: Offset,
+    ready: VecDeque<Ready>,
+    inflight: HashMap<u64, (u64, Ready)>,
+    /// Reached the end of the stream at the last read.
+    at_end: bool,
+}
+
+struct QueueTask {
+    log: Log,
+    address: Address,
+    addresses: Arc<Addresses>,
+    run: String,
+    ttl: Duration,
+    consumers: Vec<Member>,
+    next: usize,
+    serving: Option<Serving>,
+}
+
+/// Records read ahead of the consumers' credit.
+const READ_AHEAD: usize = 256;
+
+impl QueueTask {
+    fn lease_name(&self) -> String {
+        format!("amqp-queue.{}", self.address.stream.as_str())
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        let mut renew = tokio::time::interval(self.ttl / 3);
+        let mut commit = tokio::time::interval(Duration::from_millis(20));
+        let mut committed = self.log.watch_segments();
+        loop {
+            let want_read = self.serving.as_ref().is_some_and(|s| {
+                s.ready.len() < READ_AHEAD && self.consumers.iter().any(|c| c.credit > 0)
+            });
+            if want_read && self.serving.as_ref().is_some_and(|s| !s.at_end) {
+                // A backlog: read on without waiting.
+                self.read().await;
+                self.dispatch().await;
+                continue;
+            }
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { return };
+                    self.command(cmd).await;
+                    while let Ok(cmd) = rx.try_recv() {
+                        self.command(cmd).await;
+                    }
+                }
+                _ = renew.tick() => self.keep_lease().await,
+                _ = commit.tick() => self.commit().await,
+                changed = committed.changed(), if want_read => {
+                    if changed.is_err() { return; }
+                    self.read().await;
+                }
+                _ = tokio::time::sleep(self.log.settings().poll_interval), if want_read => {
+                    let _ = self.log.refresh().await;
+                    self.read().await;
+                }
+            }
+            self.dispatch().await;
+        }
+    }
+
+    async fn command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Join(link, tx) => {
+                self.consumers.push(Member {
+                    link,
+                    tx,
+                    credit: 0,
+                });
+                if self.serving.is_none() {
+                    self.keep_lease().await;
+                }
+            }
+            Cmd::Credit {
+                link,
+                credit,
+                drain,
+            } => {
+                if let Some(m) = self.consumers.iter_mut().find(|m| m.link == link) {
+                    m.credit = credit;
+                }
+                if drain {
+                    // Send what is there first: read to the end of the stream, dispatch.
+                    if self.serving.is_some() {
+                        self.read().await;
+                    }
+                    self.dispatch().await;
+                    if let Some(m) = self.consumers.iter_mut().find(|m| m.link == link) {
+                        m.credit = 0;
+                        let _ = m.tx.send(ToLink::Drained(link));
+                    }
+                }
+            }
+            Cmd::Settle(link, offset, how) => self.settle(link, offset, how).await,
+            Cmd::Leave(link) => {
+                self.consumers.retain(|m| m.link != link);
+                if let Some(s) = self.serving.as_mut() {
+                    let back: Vec<u64> = s
+                        .inflight
+                        .iter()
+                        .filter(|(_, (l, _))| *l == link)
+                        .map(|(o, _)| *o)
+                        .collect();
+                    for offset in back {
+                        if let Some((_, mut r)) = s.inflight.remove(&offset) {
+                            r.delivery_count += 1;
+                            s.ready.push_front(r);
+                        }
+                    }
+                }
+                if self.consumers.is_empty() {
+                    self.stop_serving().await;
+                }
+            }
+        }
+    }
+
+    /// Take or renew the lease while there are consumers.
+    async fn keep_lease(&mut self) {
+        if self.consumers.is_empty() {
+            return;
+        }
+        if let Some(s) = self.serving.as_mut() {
+            if let Err(e) = s.lease.renew(self.ttl).await {
+                tracing::warn!(queue = %self.address.name, error = %e, "queue lease lost");
+                self.serving = None;
+            }
+            return;
+        }
+        let lease = match self
+            .log
+            .acquire_lease(&self.lease_name(), &self.run, self.ttl)
+            .await
+        {
+            Ok(Some(l)) => l,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(queue = %self.address.name, error = %e, "queue lease");
+                return;
+            }
+        };
+        let cursor = match self.log.cursor(&self.address.stream, "amqp-queue").await {
+            Ok(mut c) => match c.fence(&lease).await {
+                Ok(()) => c,
+                Err(e) => {
+                    tracing::warn!(queue = %self.address.name, error = %e, "queue cursor");
+                    return;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(queue = %self.address.name, error = %e, "queue cursor");
+                return;
+            }
+        };
+        tracing::debug!(queue = %self.address.name, from = cursor.committed().0, "serving queue");
+        self.serving = Some(Serving {
+            lease,
+            pos: cursor.committed(),
+            cursor,
+            ready: VecDeque::new(),
+            inflight: HashMap::new(),
+            at_end: false,
+        });
+        self.read().await;
+    }
+
+    async fn stop_serving(&mut self) {
+        self.commit().await;
+        if let Some(s) = self.serving.take()
+            && let Err(e) = s.lease.release().await
+        {
+            tracing::debug!(queue = %self.address.name, error = %e, "queue lease release");
+        }
+    }
+
+    async fn read(&mut self) {
+        let Some(s) = self.serving.as_mut() else {
+            return;
+        };
+        let want = READ_AHEAD.saturating_sub(s.ready.len());
+        if want == 0 {
+            return;
+        }
+        match self.log.read(&self.address.stream, s.pos, want).await {
+            Ok(records) => {
+                s.at_end = records.len() < want;
+                for r in records {
+                    s.pos = r.offset.next();
+                    if s.cursor.is_acked(r.offset) || s.inflight.contains_key(&r.offset.0) {
+                        continue;
+                    }
+                    s.ready.push_back(Ready {
+                        record: r,
+                        delivery_count: 0,
+                        avoid: Vec::new(),
+                    });
+                }
+            }
+            Err(e) => {
+                s.at_end = true;
+                tracing::warn!(queue = %self.address.name, error = %e, "queue read");
+            }
+        }
+    }
+
+    async fn dispatch(&mut self) {
+        let now = self.log.clock().now_ms();
+        loop {
+            let Some(s) = self.serving.as_mut() else {
+                return;
+            };
+            let Some(front) = s.ready.front() else {
+                return;
+            };
+            if message::expires_ms(&front.record.record).is_some_and(|t| t <= now) {
+                let Some(r) = s.ready.pop_front() else {
+                    return;
+                };
+                tracing::debug!(queue = %self.address.name, offset = r.record.offset.0, "message expired");
+                self.dead_letter(r).await;
+                continue;
+            }
+            let n = self.consumers.len();
+            let pick = (0..n).map(|i| (self.next + i) % n).find(|&i| {
+                self.consumers[i].credit > 0 && !front.avoid.contains(&self.consumers[i].link)
+            });
+            let Some(i) = pick else {
+                return;
+            };
+            self.next = (i + 1) % n;
+            let Some(r) = s.ready.pop_front() else {
+                return;
+            };
+            let m = &mut self.consumers[i];
+            m.credit -= 1;
+            let out = Outbound {
+                link: m.link,
+                offset: r.record.offset.0,
+                payload: message::for_delivery(&r.record.record.payload, r.delivery_count),
+                delivery_count: r.delivery_count,
+            };
+            if m.tx.send(ToLink::Deliver(out)).is_ok() {
+                s.inflight.insert(r.record.offset.0, (m.link, r));
+            } else {
+                s.ready.push_front(r);
+                m.credit = 0;
+            }
+        }
+    }
+
+    async fn settle(&mut self, link: u64, offset: u64, how: Settle) {
+        let Some(s) = self.serving.as_mut() else {
+            return;
+        };
+        let Some((_, mut r)) = s.inflight.remove(&offset) else {
+            return;
+        };
+        match how {
+            Settle::Accepted => {
+                s.cursor.ack(Offset(offset));
+            }
+            Settle::Rejected => self.dead_letter(r).await,
+            Settle::Released => s.ready.push_front(r),
+            Settle::Modified {
+                delivery_failed,
+                undeliverable_here,
+            } => {
+                if delivery_failed {
+                    r.delivery_count += 1;
+                }
+                if undeliverable_here {
+                    r.avoid.push(link);
+                }
+                let limit = self.address.max_delivery;
+                if limit.is_some_and(|max| r.delivery_count >= max) {
+                    self.dead_letter(r).await;
+                } else if let Some(s) = self.serving.as_mut() {
+                    s.ready.push_front(r);
+                }
+            }
+        }
+    }
+
+    /// Move a message to the dead-letter address (if there is one) and acknowledge it here.
+    async fn dead_letter(&mut self, r: Ready) {
+        if let Some(dlq) = self.address.dead_letter.clone() {
+            match self.addresses.resolve(&dlq, Some(Kind::Queue)).await {
+                Ok(target) => {
+                    let mut record = r.record.record.clone();
+                    record.key = Some(Bytes::copy_from_slice(target.name.as_bytes()));
+                    if let Err(e) = self.log.append(&target.stream, record).await {
+                        tracing::warn!(queue = %self.address.name, error = %e, "dead-letter append failed; message stays");
+                        if let Some(s) = self.serving.as_mut() {
+                            s.ready.push_back(r);
+                        }
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(queue = %self.address.name, dead_letter = dlq, error = ?e, "dead-letter address unusable; message dropped")
+                }
+            }
+        }
+        if let Some(s) = self.serving.as_mut() {
+            s.cursor.ack(r.record.offset);
+        }
+    }
+
+    async fn commit(&mut self) {
+        let Some(s) = self.serving.as_mut() else {
+            return;
+        };
+        if !s.cursor.is_dirty() {
+            return;
+        }
+        if let Err(e) = s.cursor.commit().await {
+            tracing::warn!(queue = %self.address.name, error = %e, "queue cursor commit failed");
+            if e.kind() == wharf_log::ErrorKind::Fenced {
+                self.serving = None;
+            }
+        }
+    }
+}
+
+/// A topic (or temporary address) receiver: follows the stream and sends as credit allows.
+#[derive(Debug)]
+pub struct Subscription {
+    credit: watch::Sender<(u32, u64)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Subscription {
+    /// Follow `stream` from `from` (its end for a new receiver) for link `link`.
+    pub fn start(
+        log: Log,
+        stream: StreamId,
+        from: Offset,
+        link: u64,
+        tx: mpsc::UnboundedSender<ToLink>,
+    ) -> Self {
+        let (credit, mut rx) = watch::channel((0u32, 0u64));
+        let task = tokio::spawn(async move {
+            let mut tail = log.tail(&stream, from);
+            let mut credit = 0u32;
+            let mut drains = 0u64;
+            loop {
+                if credit == 0 {
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                    let (c, d) = *rx.borrow_and_update();
+                    credit = c;
+                    if d != drains {
+                        drains = d;
+                        let _ = tx.send(ToLink::Drained(link));
+                        credit = 0;
+                    }
+                    continue;
+                }
+                tokio::select! {
+                    batch = tail.next_batch(credit as usize) => {
+                        let Ok(batch) = batch else { return };
+                        for r in batch {
+                            credit = credit.saturating_sub(1);
+                            let out = Outbound { link, offset: r.offset.0, payload: r.record.payload, delivery_count: 0 };
+                            if tx.send(ToLink::Deliver(out)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    changed = rx.changed() => {
+                        if changed.is_err() { return; }
+                        let (c, d) = *rx.borrow_and_update();
+                        credit = c;
+                        if d != drains {
+                            drains = d;
+                            // Send what is there now, then report the drain.
+                            if let Ok(batch) = log.read(&stream, tail.position(), credit as usize).await {
+                                let next = batch.last().map(|r| r.offset.next());
+                                for r in batch {
+                                    let out = Outbound { link, offset: r.offset.0, payload: r.record.payload, delivery_count: 0 };
+                                    if tx.send(ToLink::Deliver(out)).is_err() {
+                                        return;
+                                    }
+                                }
+                                if let Some(next) = next {
+                                    tail = log.tail(&stream, next);
+                                }
+                            }
+                            let _ = tx.send(ToLink::Drained(link));
+                            credit = 0;
+                        }
+                    }
+                }
+            }
+        });
+        Self { credit, task }
+    }
+
+    /// The link's credit changed (`drain`: send what is there and report).
+    pub fn credit(&self, credit: u32, drain: bool) {
+        self.credit.send_modify(|(c, d)| {
+            *c = credit;
+            if drain {
+                *d += 1;
+            }
+        });
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -1,0 +1,639 @@
+//! The tokio side: accept connections (TCP or TLS) and run one task per connection that owns
+//! the socket, feeds the [`Connection`] engine and carries out its events against the log and
+//! the [`broker`](crate::broker).
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use fe2o3_amqp_types::{
+    definitions::{AmqpError, ConnectionError, Error, ReceiverSettleMode, Role, SenderSettleMode},
+    messaging::{Accepted, DeliveryState, Rejected, Target, TargetArchetype},
+    performatives::Attach,
+    primitives::{Array, Symbol},
+};
+use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpListener,
+    sync::{Semaphore, mpsc, watch},
+};
+use wharf_auth::{Auth, Verdict};
+use wharf_log::Log;
+use wharf_log_format::{Offset, Record, StreamId};
+
+use crate::{
+    broker::{
+        Address, AddressError, Addresses, Consumer, Kind, Queues, Settle, Subscription, ToLink,
+    },
+    engine::{self, Connection, Delivery, Event, LinkId, SendError},
+    message::{self, Sections},
+};
+
+/// Settings of the AMQP adapter.
+#[derive(Clone, Debug)]
+pub struct AmqpSettings {
+    pub engine: engine::Config,
+    /// Create an address on first use (type from the terminus capabilities, queue if none).
+    pub auto_create: bool,
+    /// TTL of the lease by which one adapter serves a queue; after an adapter dies, its
+    /// queues are served again by another within this time.
+    pub queue_lease: Duration,
+    /// Connections served at once by each listener.
+    pub max_connections: usize,
+}
+
+impl Default for AmqpSettings {
+    fn default() -> Self {
+        Self {
+            engine: engine::Config::default(),
+            auto_create: true,
+            queue_lease: Duration::from_secs(10),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// One adapter's AMQP service: what all its listeners and connections share.
+#[derive(Debug)]
+pub struct Amqp {
+    log: Log,
+    settings: AmqpSettings,
+    auth: Arc<Auth>,
+    addresses: Arc<Addresses>,
+    queues: Queues,
+    links: AtomicU64,
+    stopping: watch::Sender<bool>,
+    active: Arc<AtomicUsize>,
+}
+
+/// Records a connection may have waiting to be durable before it stops reading.
+const MAX_PENDING_RECORDS: usize = 16_384;
+
+fn err(condition: impl Into<fe2o3_amqp_types::definitions::ErrorCondition>, d: String) -> Error {
+    Error::new(condition, Some(d), None)
+}
+
+impl Amqp {
+    pub fn new(log: Log, mut settings: AmqpSettings, auth: Arc<Auth>) -> Arc<Self> {
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        settings.engine.container_id = format!("wharf-{run}");
+        let addresses = Arc::new(Addresses::new(log.clone(), settings.auto_create));
+        let queues = Queues::new(log.clone(), run, settings.queue_lease, addresses.clone());
+        Arc::new(Self {
+            log,
+            addresses,
+            queues,
+            settings,
+            auth,
+            links: AtomicU64::new(1),
+            stopping: watch::channel(false).0,
+            active: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Close every connection (`amqp:connection:forced`) and wait up to `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stopping.send_replace(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.active.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Accept connections on `listener` (TLS first if `tls`) until `shutdown` resolves.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let permits = Arc::new(Semaphore::new(self.settings.max_connections));
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "listener has no address");
+                return;
+            }
+        };
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => return,
+                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let (socket, peer) = tokio::select! {
+                _ = &mut shutdown => return,
+                a = listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let shared = self.clone();
+            let tls = tls.clone();
+            self.active.fetch_add(1, Ordering::AcqRel);
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = socket.set_nodelay(true);
+                let end = match tls {
+                    None => Box::pin(connection(socket, peer, local, shared.clone())).await,
+                    Some(acceptor) => match acceptor.accept(socket).await {
+                        Ok(s) => Box::pin(connection(s, peer, local, shared.clone())).await,
+                        Err(e) => Err(format!("TLS handshake: {e}")),
+                    },
+                };
+                if let Err(reason) = end {
+                    tracing::info!(%peer, reason, "amqp connection closed");
+                }
+                shared.active.fetch_sub(1, Ordering::AcqRel);
+            });
+        }
+    }
+}
+
+/// What we keep of one link.
+enum LinkState {
+    /// The peer sends; messages go to `address` (None: anonymous relay, `to` on each).
+    In { address: Option<Address> },
+    /// We send from a queue.
+    Queue {
+        id: u64,
+        consumer: Consumer,
+        presettled: bool,
+    },
+    /// We send from a topic (or temporary address).
+    Topic {
+        id: u64,
+        sub: Subscription,
+        presettled: bool,
+    },
+}
+
+type Settled = Vec<(LinkId, u32, DeliveryState)>;
+
+struct Conn {
+    shared: Arc<Amqp>,
+    engine: Connection,
+    local: SocketAddr,
+    container_id: String,
+    user: Option<String>,
+    links: HashMap<LinkId, LinkState>,
+    by_id: HashMap<u64, LinkId>,
+    tx: mpsc::UnboundedSender<ToLink>,
+    /// Our unsettled sends on queue links → the queue offset.
+    unsettled: HashMap<(LinkId, u32), u64>,
+    appends: FuturesUnordered<BoxFuture<'static, (usize, Settled)>>,
+    pending_records: usize,
+    /// Messages of the current read, per stream, waiting to be appended together.
+    batch: HashMap<StreamId, (Vec<Record>, Vec<(LinkId, u32, bool)>)>,
+}
+
+async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Amqp>,
+) -> Result<(), String> {
+    let mut config = shared.settings.engine.clone();
+    config.allow_no_sasl = matches!(shared.auth.check(local, None, None), Verdict::Allowed(_));
+    if !config.allow_no_sasl {
+        config.mechanisms.retain(|m| *m != "ANONYMOUS");
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut stopping = shared.stopping.subscribe();
+    let mut conn = Conn {
+        engine: Connection::new(config),
+        shared,
+        local,
+        container_id: String::new(),
+        user: None,
+        links: HashMap::new(),
+        by_id: HashMap::new(),
+        tx,
+        unsettled: HashMap::new(),
+        appends: FuturesUnordered::new(),
+        pending_records: 0,
+        batch: HashMap::new(),
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut result = Ok(());
+    loop {
+        let reading = conn.pending_records < MAX_PENDING_RECORDS;
+        tokio::select! {
+            n = socket.read(&mut buf), if reading => {
+                match n {
+                    Ok(0) => { result = Err("peer closed the socket".to_string()); break; }
+                    Ok(n) => conn.engine.feed(&buf[..n]),
+                    Err(e) => { result = Err(format!("read: {e}")); break; }
+                }
+            }
+            Some(msg) = rx.recv() => {
+                conn.outbound(msg);
+                while let Ok(msg) = rx.try_recv() {
+                    conn.outbound(msg);
+                }
+            }
+            Some((records, settled)) = conn.appends.next(), if !conn.appends.is_empty() => {
+                conn.pending_records -= records;
+                for (link, id, state) in settled {
+                    conn.engine.settle_received(link, id, state);
+                }
+            }
+            _ = tick.tick() => {
+                let now = conn.shared.log.clock().now_ms().max(0) as u64;
+                conn.engine.tick(now);
+            }
+            _ = stopping.wait_for(|s| *s) => {
+                conn.engine.close(Some(err(ConnectionError::ConnectionForced, "server shutting down".into())));
+            }
+        }
+        let closed = conn.events(peer).await;
+        let out = conn.engine.take_output();
+        if !out.is_empty()
+            && let Err(e) = socket.write_all(&out).await
+        {
+            result = Err(format!("write: {e}"));
+            break;
+        }
+        if closed.is_some() || conn.engine.is_done() {
+            if let Some(Some(reason)) = closed {
+                result = Err(reason);
+            }
+            // Wait for what was accepted but not yet durable? Those are not settled yet:
+            // the client never saw them accepted, so dropping them here loses nothing promised.
+            let _ = socket.shutdown().await;
+            break;
+        }
+    }
+    result
+}
+
+fn capability(caps: Option<&Array<Symbol>>) -> Option<Kind> {
+    let caps = caps?;
+    if caps.0.iter().any(|c| c.0 == "topic") {
+        Some(Kind::Topic)
+    } else if caps.0.iter().any(|c| c.0 == "queue") {
+        Some(Kind::Queue)
+    } else {
+        None
+    }
+}
+
+fn address_error(e: AddressError) -> Error {
+    match e {
+        AddressError::NotFound(a) => err(AmqpError::NotFound, format!("no address {a:?}")),
+        AddressError::Invalid(d) => err(AmqpError::InvalidField, d),
+        AddressError::Store(d) => err(AmqpError::InternalError, format!("store: {d}")),
+    }
+}
+
+impl Conn {
+    /// Carry out the engine's events. Returns `Some(reason)` when the connection is over
+    /// (`Some(None)`: a clean close).
+    async fn events(&mut self, peer: SocketAddr) -> Option<Option<String>> {
+        let mut end = None;
+        while let Some(event) = self.engine.poll_event() {
+            match event {
+                Event::SaslInit {
+                    mechanism,
+                    response,
+                } => {
+                    let verdict = match mechanism.as_str() {
+                        "PLAIN" => match engine::sasl_plain(&response) {
+                            Some((user, password)) => {
+                                self.shared
+                                    .auth
+                                    .check(self.local, Some(&user), Some(&password))
+                            }
+                            None => Verdict::BadCredentials,
+                        },
+                        "ANONYMOUS" => self.shared.auth.check(self.local, None, None),
+                        _ => Verdict::BadCredentials,
+                    };
+                    match verdict {
+                        Verdict::Allowed(user) => {
+                            self.user = user;
+                            self.engine.sasl_outcome(true);
+                        }
+                        other => {
+                            tracing::info!(%peer, mechanism, ?other, "AMQP login refused");
+                            self.engine.sasl_outcome(false);
+                        }
+                    }
+                }
+                Event::Opened { container_id, .. } => {
+                    tracing::debug!(%peer, container_id, user = ?self.user, "AMQP connection open");
+                    self.container_id = container_id;
+                }
+                Event::Attach { link, attach } => self.attach(link, *attach).await,
+                Event::Message(d) => self.incoming(d).await,
+                Event::Credit {
+                    link,
+                    credit,
+                    drain,
+                } => match self.links.get(&link) {
+                    Some(LinkState::Queue { consumer, .. }) => consumer.credit(credit, drain),
+                    Some(LinkState::Topic { sub, .. }) => sub.credit(credit, drain),
+                    _ => {}
+                },
+                Event::Disposition {
+                    link,
+                    delivery_id,
+                    settled,
+                    state,
+                } => {
+                    if let Some(offset) = self.unsettled.remove(&(link, delivery_id))
+                        && let Some(LinkState::Queue { consumer, .. }) = self.links.get(&link)
+                    {
+                        consumer.settle(offset, outcome(state.as_ref()));
+                    }
+                    if !settled {
+                        self.engine.settle_sent(link, delivery_id);
+                    }
+                }
+                Event::Detached { link, .. } => self.drop_link(link),
+                Event::Closed { error, by_peer } => {
+                    end = Some(match (error, by_peer) {
+                        (None, _) => None,
+                        (Some(e), true) => Some(format!("peer closed with {:?}", e.condition)),
+                        (Some(e), false) => Some(format!(
+                            "{:?}: {}",
+                            e.condition,
+                            e.description.unwrap_or_default()
+                        )),
+                    });
+                }
+            }
+        }
+        self.submit().await;
+        end
+    }
+
+    fn drop_link(&mut self, link: LinkId) {
+        if let Some(state) = self.links.remove(&link)
+            && let LinkState::Queue { id, .. } | LinkState::Topic { id, .. } = state
+        {
+            self.by_id.remove(&id);
+        }
+        self.unsettled.retain(|(l, _), _| *l != link);
+    }
+
+    async fn attach(&mut self, link: LinkId, a: Attach) {
+        let name = a.name.clone();
+        match a.role {
+            Role::Sender => {
+                let target = match a.target.as_deref() {
+                    Some(TargetArchetype::Target(t)) => Some(t.clone()),
+                    _ => None,
+                };
+                let address = match &target {
+                    Some(t) if t.dynamic => Ok(Some(self.shared.addresses.temporary())),
+                    Some(Target {
+                        address: Some(addr),
+                        capabilities,
+                        ..
+                    }) => self
+                        .shared
+                        .addresses
+                        .resolve(addr, capability(capabilities.as_ref()))
+                        .await
+                        .map(Some),
+                    _ => Ok(None), // anonymous relay
+                };
+                match address {
+                    Ok(address) => {
+                        let target = target.map(|mut t| {
+                            if let Some(a) = &address {
+                                t.address = Some(a.name.clone());
+                            }
+                            t
+                        });
+                        self.engine.accept_attach(
+                            link,
+                            name,
+                            a.source.map(|s| *s),
+                            target,
+                            a.snd_settle_mode,
+                            ReceiverSettleMode::First,
+                        );
+                        self.links.insert(link, LinkState::In { address });
+                    }
+                    Err(e) => self.engine.refuse_attach(link, name, address_error(e)),
+                }
+            }
+            Role::Receiver => {
+                let Some(mut source) = a.source.map(|s| *s) else {
+                    return self.engine.refuse_attach(
+                        link,
+                        name,
+                        err(AmqpError::InvalidField, "a receiver needs a source".into()),
+                    );
+                };
+                let address = if source.dynamic {
+                    Ok(self.shared.addresses.temporary())
+                } else if let Some(addr) = &source.address {
+                    self.shared
+                        .addresses
+                        .resolve(addr, capability(source.capabilities.as_ref()))
+                        .await
+                } else {
+                    Err(AddressError::Invalid(
+                        "a receiver needs a source address (or dynamic)".into(),
+                    ))
+                };
+                let address = match address {
+                    Ok(a) => a,
+                    Err(e) => return self.engine.refuse_attach(link, name, address_error(e)),
+                };
+                source.address = Some(address.name.clone());
+                let presettled = a.snd_settle_mode == SenderSettleMode::Settled;
+                let id = self.shared.links.fetch_add(1, Ordering::Relaxed);
+                let state = match address.kind {
+                    Kind::Queue => LinkState::Queue {
+                        id,
+                        consumer: self.shared.queues.join(&address, id, self.tx.clone()),
+                        presettled,
+                    },
+                    Kind::Topic => {
+                        let log = &self.shared.log;
+                        let from = if source.dynamic {
+                            0
+                        } else {
+                            log.stream(&address.stream).map_or(0, |s| s.next_offset)
+                        };
+                        LinkState::Topic {
+                            id,
+                            sub: Subscription::start(
+                                log.clone(),
+                                address.stream.clone(),
+                                Offset(from),
+                                id,
+                                self.tx.clone(),
+                            ),
+                            presettled,
+                        }
+                    }
+                };
+                let target = match a.target.as_deref() {
+                    Some(TargetArchetype::Target(t)) => Some(t.clone()),
+                    _ => None,
+                };
+                self.engine.accept_attach(
+                    link,
+                    name,
+                    Some(source),
+                    target,
+                    a.snd_settle_mode,
+                    a.rcv_settle_mode,
+                );
+                self.links.insert(link, state);
+                self.by_id.insert(id, link);
+            }
+        }
+    }
+
+    /// A message from the peer: check it, find its address, queue it for the batch append.
+    async fn incoming(&mut self, d: Delivery) {
+        let reject = |e: Error| DeliveryState::Rejected(Rejected { error: Some(e) });
+        let Some(LinkState::In { address }) = self.links.get(&d.link) else {
+            return;
+        };
+        let sections = match Sections::parse(&d.payload) {
+            Ok(s) => s,
+            Err(message::Malformed(why)) => {
+                if !d.settled {
+                    let e = err(AmqpError::DecodeError, format!("not a message: {why}"));
+                    self.engine
+                        .settle_received(d.link, d.delivery_id, reject(e));
+                }
+                return;
+            }
+        };
+        let address = match address {
+            Some(a) => a.clone(),
+            None => {
+                let to = sections.properties(&d.payload).and_then(|p| p.to);
+                let resolved = match to {
+                    Some(to) => self.shared.addresses.resolve(&to, None).await,
+                    None => Err(AddressError::Invalid(
+                        "a message on an anonymous link needs properties.to".into(),
+                    )),
+                };
+                match resolved {
+                    Ok(a) => a,
+                    Err(e) => {
+                        if !d.settled {
+                            self.engine.settle_received(
+                                d.link,
+                                d.delivery_id,
+                                reject(address_error(e)),
+                            );
+                        }
+                        return;
+                    }
+                }
+            }
+        };
+        let record = message::record(&address.name, d.payload, d.settled);
+        let entry = self.batch.entry(address.stream).or_default();
+        entry.0.push(record);
+        entry.1.push((d.link, d.delivery_id, d.settled));
+    }
+
+    /// Append the batch: one submission per stream; outcomes once durable.
+    async fn submit(&mut self) {
+        for (stream, (records, who)) in self.batch.drain() {
+            let n = records.len();
+            self.pending_records += n;
+            let pending = self.shared.log.submit(&stream, records).await;
+            self.appends.push(Box::pin(async move {
+                let state = match pending {
+                    Ok(p) => p.durable().await.map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                let state = match state {
+                    Ok(()) => DeliveryState::Accepted(Accepted {}),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "append failed; messages rejected");
+                        DeliveryState::Rejected(Rejected {
+                            error: Some(err(AmqpError::InternalError, format!("not stored: {e}"))),
+                        })
+                    }
+                };
+                let settled = who
+                    .into_iter()
+                    .filter(|(_, _, presettled)| !presettled)
+                    .map(|(l, id, _)| (l, id, state.clone()))
+                    .collect();
+                (n, settled)
+            }));
+        }
+    }
+
+    /// A message or a drain report from a queue or subscription.
+    fn outbound(&mut self, msg: ToLink) {
+        match msg {
+            ToLink::Drained(id) => {
+                if let Some(&link) = self.by_id.get(&id) {
+                    self.engine.drained(link);
+                }
+            }
+            ToLink::Deliver(o) => {
+                let Some(&link) = self.by_id.get(&o.link) else {
+                    return;
+                };
+                let (presettled, consumer) = match self.links.get(&link) {
+                    Some(LinkState::Queue {
+                        presettled,
+                        consumer,
+                        ..
+                    }) => (*presettled, Some(consumer)),
+                    Some(LinkState::Topic { presettled, .. }) => (*presettled, None),
+                    _ => return,
+                };
+                let tag = o.offset.to_be_bytes();
+                match self.engine.send(link, &tag, &o.payload, presettled) {
+                    Ok(delivery_id) => {
+                        if let Some(c) = consumer {
+                            if presettled {
+                                c.settle(o.offset, Settle::Accepted);
+                            } else {
+                                self.unsettled.insert((link, delivery_id), o.offset);
+                            }
+                        }
+                    }
+                    Err(SendError::NoCredit | SendError::UnknownLink) => {
+                        if let Some(c) = consumer {
+                            c.settle(o.offset, Settle::Released);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a consumer's outcome means for the queue.
+fn outcome(state: Option<&DeliveryState>) -> Settle {
+    match state {
+        Some(DeliveryState::Accepted(_)) | None => Settle::Accepted,
+        Some(DeliveryState::Rejected(_)) => Settle::Rejected,
+        Some(DeliveryState::Released(_)) => Settle::Released,
+        Some(DeliveryState::Modified(m)) => Settle::Modified {
+            delivery_failed: m.delivery_failed.unwrap_or(false),
+            undeliverable_here: m.undeliverable_here.unwrap_or(false),
+        },
+        Some(_) => Settle::Released,
+    }
+}
