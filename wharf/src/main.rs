@@ -41,7 +41,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run Wharf in one process on the embedded store (./wharf-data unless --store says
-    /// otherwise): the MQTT listeners, plus retention, compaction and garbage collection.
+    /// otherwise): the MQTT and AMQP listeners, plus retention, compaction and garbage collection.
     Up {
         /// How often retention and garbage collection run.
         #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]

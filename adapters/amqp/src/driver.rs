@@ -545,7 +545,8 @@ impl Conn {
                 }
             }
         };
-        let record = message::record(&address.name, d.payload, d.settled);
+        let now = self.shared.log.clock().now_ms();
+        let record = message::record(&address.name, d.payload, d.settled, now);
         let entry = self.batch.entry(address.stream).or_default();
         entry.0.push(record);
         entry.1.push((d.link, d.delivery_id, d.settled));

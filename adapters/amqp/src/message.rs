@@ -85,9 +85,9 @@ impl Sections {
     }
 }
 
-/// A record for a message sent to `address`.
-pub fn record(address: &str, payload: Bytes, presettled: bool) -> Record {
-    let mut r = Record::new(0, payload);
+/// A record for a message sent to `address`, stored at `now_ms`.
+pub fn record(address: &str, payload: Bytes, presettled: bool, now_ms: i64) -> Record {
+    let mut r = Record::new(now_ms, payload);
     r.key = Some(Bytes::copy_from_slice(address.as_bytes()));
     r.headers = Some(Bytes::from(vec![RECORD_V1, u8::from(presettled)]));
     r
@@ -183,8 +183,7 @@ mod tests {
             s.properties(&bytes).and_then(|p| p.to),
             Some("orders".to_string())
         );
-        let mut r = record("orders", bytes.clone(), false);
-        r.timestamp_ms = 1000;
+        let r = record("orders", bytes.clone(), false, 1000);
         assert_eq!(expires_ms(&r), Some(6000));
         assert!(is_amqp(&r));
         assert_eq!(
