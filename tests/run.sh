@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Run every Wharf test on this machine, the way CI does.
 #
-# Installs Debian's mosquitto-clients if missing (as root) and the pinned Python test tools
-# into a virtualenv on first use (ministack, moto, pyarrow; see tests/python/requirements.txt),
+# Installs Debian's mosquitto-clients if missing (as root), the pinned Node.js test clients
+# (tests/node: rhea) and the pinned Python test tools into a virtualenv on first use
+# (ministack, moto, pyarrow, Paho, Qpid Proton; see tests/python/requirements.txt),
 # starts ministack and moto on free ports on
 # 127.0.0.1, runs `cargo test --workspace` against them (extra arguments are passed to cargo
 # test), and stops the servers on exit.
@@ -19,6 +20,17 @@ if ! command -v mosquitto_pub >/dev/null; then
   else
     echo "tests/run.sh: mosquitto_pub not found; install Debian's mosquitto-clients (MQTT tests are skipped without it)" >&2
   fi
+fi
+
+# Third-party Node.js clients (rhea for AMQP), pinned in tests/node/package-lock.json.
+if command -v npm >/dev/null; then
+  if ! cmp -s tests/node/package-lock.json tests/node/node_modules/.wharf-stamp 2>/dev/null; then
+    echo "tests/run.sh: installing tests/node packages"
+    (cd tests/node && npm ci --silent --no-audit --no-fund)
+    cp tests/node/package-lock.json tests/node/node_modules/.wharf-stamp
+  fi
+else
+  echo "tests/run.sh: npm not found; install Node.js (AMQP tests with rhea are skipped without it)" >&2
 fi
 
 venv="${WHARF_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/wharf/venv}"

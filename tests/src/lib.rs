@@ -130,10 +130,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Start `wharf adapter` on `store` with MQTT on `port`; waits until it accepts connections.
+/// Start `wharf adapter` on `store` with MQTT on `port` (no AMQP listener); waits until it
+/// accepts connections.
 pub fn start_adapter(store: &str, port: u16) -> KillOnDrop {
     let mut cmd = wharf(store);
-    cmd.args(["adapter", "--mqtt"])
+    cmd.args(["adapter", "--amqp", "off", "--mqtt"])
         .arg(format!("127.0.0.1:{port}"));
     let child = cmd
         .stdout(Stdio::null())
@@ -149,12 +150,64 @@ pub fn start_adapter_with_config(store: &str, port: u16, config: &std::path::Pat
     let child = wharf(store)
         .arg("--config")
         .arg(config)
-        .args(["adapter", "--mqtt", &format!("127.0.0.1:{port}")])
+        .args([
+            "adapter",
+            "--amqp",
+            "off",
+            "--mqtt",
+            &format!("127.0.0.1:{port}"),
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("spawn adapter");
     wait_for_port(port);
     KillOnDrop(child)
+}
+
+/// Start `wharf [--config <config>] adapter` on `store` with AMQP on `port` (no MQTT
+/// listener) and `extra` arguments; waits until it accepts connections.
+pub fn start_amqp_adapter(
+    store: &str,
+    port: u16,
+    config: Option<&std::path::Path>,
+    extra: &[&str],
+) -> KillOnDrop {
+    let mut cmd = wharf(store);
+    if let Some(c) = config {
+        cmd.arg("--config").arg(c);
+    }
+    let child = cmd
+        .args([
+            "adapter",
+            "--mqtt",
+            "off",
+            "--amqp",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn adapter");
+    wait_for_port(port);
+    KillOnDrop(child)
+}
+
+/// `node` with the test packages of tests/node installed (tests/run.sh runs `npm ci`); under
+/// CI their absence is a failure.
+pub fn node_script(name: &str) -> Option<Command> {
+    let dir = format!("{}/node", env!("CARGO_MANIFEST_DIR"));
+    let ready = have("node") && std::path::Path::new(&dir).join("node_modules").is_dir();
+    assert!(
+        ready || std::env::var_os("CI").is_none(),
+        "CI must install tests/node (npm ci; see tests/run.sh)"
+    );
+    if !ready {
+        eprintln!("node or tests/node/node_modules missing: skipping");
+        return None;
+    }
+    let mut cmd = Command::new("node");
+    cmd.arg(format!("{dir}/{name}"));
+    Some(cmd)
 }
 
 /// Wait (up to 30 s) until something accepts connections on 127.0.0.1:`port`.

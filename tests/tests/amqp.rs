@@ -1,0 +1,184 @@
+//! The AMQP 1.0 adapter with third-party clients against the real binary: Qpid Proton
+//! (python-qpid-proton) and rhea (npm) scenarios, two adapters on one store with a `kill -9`,
+//! and bad input on the wire.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+    time::Duration,
+};
+
+use wharf_tests::{
+    free_port, node_script, python, python_script, start_amqp_adapter, stores, wharf,
+};
+
+/// A users file with alice / secret (hashed by `wharf user hash`).
+fn users_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut hash = wharf("memory://")
+        .args(["user", "hash"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("wharf user hash");
+    hash.stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"secret\n")
+        .expect("password");
+    let out = hash.wait_with_output().expect("hash");
+    let hash = String::from_utf8(out.stdout).expect("utf-8");
+    let path = dir.join("users.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[user]]\nname = \"alice\"\npassword_hash = \"{}\"\n",
+            hash.trim()
+        ),
+    )
+    .expect("users file");
+    path
+}
+
+fn run_checked(mut cmd: Command, what: &str) -> String {
+    let out = cmd.output().expect(what);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn qpid_proton_and_rhea_scenarios() {
+    let Some(py) = python() else { return };
+    let (urls, dir) = stores();
+    let users = users_file(dir.path());
+    let strict_config = dir.path().join("strict.toml");
+    std::fs::write(&strict_config, "[amqp]\nauto_create = false\n").expect("config");
+    let declared = dir.path().join("addresses.json");
+    std::fs::write(
+        &declared,
+        r#"[{"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "declared"}, "spec": {"type": "queue"}}]"#,
+    )
+    .expect("addresses");
+    // The local filesystem and the first S3-compatible server (the others add time, not cover).
+    for url in urls.iter().take(2) {
+        let port = free_port();
+        let users_arg = users.to_string_lossy().to_string();
+        let _main = start_amqp_adapter(url, port, None, &["--users", &users_arg]);
+        let strict_port = free_port();
+        let strict_store = format!("{url}-strict");
+        let strict_store = if url.starts_with("file://") {
+            strict_store
+        } else {
+            url.replace("wharf-test", "wharf-test/strict")
+        };
+        let declared_arg = declared.to_string_lossy().to_string();
+        let _strict = start_amqp_adapter(
+            &strict_store,
+            strict_port,
+            Some(&strict_config),
+            &["--addresses", &declared_arg],
+        );
+        let mut proton = Command::new(&py);
+        proton.arg(python_script("amqp_proton_scenarios.py")).args([
+            &port.to_string(),
+            "alice",
+            "secret",
+            &strict_port.to_string(),
+        ]);
+        let out = run_checked(proton, "Qpid Proton scenarios");
+        assert!(out.contains("all passed"), "{url}: {out}");
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("ok ")).count(),
+            12,
+            "{out}"
+        );
+        if url.starts_with("file://")
+            && let Some(mut rhea) = node_script("rhea_scenarios.js")
+        {
+            rhea.args([&port.to_string(), "alice", "secret"]);
+            let out = run_checked(rhea, "rhea scenarios");
+            assert!(out.contains("all passed"), "{out}");
+            assert_eq!(
+                out.lines().filter(|l| l.starts_with("ok ")).count(),
+                7,
+                "{out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn queue_survives_kill_9_of_the_serving_adapter() {
+    let Some(py) = python() else { return };
+    let (urls, dir) = stores();
+    let config = dir.path().join("lease.toml");
+    std::fs::write(&config, "[amqp]\nqueue_lease = \"2s\"\n").expect("config");
+    for url in urls.iter().take(2) {
+        let (pa, pb) = (free_port(), free_port());
+        let a = start_amqp_adapter(url, pa, Some(&config), &[]);
+        let _b = start_amqp_adapter(url, pb, Some(&config), &[]);
+        let mut check = Command::new(&py);
+        check.arg(python_script("amqp_queue_failover.py")).args([
+            &pa.to_string(),
+            &pb.to_string(),
+            &a.id().to_string(),
+            "500",
+        ]);
+        let out = run_checked(check, "queue failover");
+        assert!(out.contains("ok queue failover"), "{url}: {out}");
+        eprintln!("{url}: {}", out.lines().next().unwrap_or_default());
+    }
+}
+
+/// Read until the peer closes (or 5 s pass).
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn bad_input_gets_a_protocol_answer_and_the_adapter_lives_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", dir.path().display());
+    let port = free_port();
+    let _adapter = start_amqp_adapter(&url, port, None, &[]);
+    // Not AMQP at all: our protocol header back, then the socket closes.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+    assert_eq!(read_to_close(&mut s), b"AMQP\x00\x01\x00\x00");
+    // AMQP 0-9-1: same.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"AMQP\x00\x00\x09\x01").expect("write");
+    assert_eq!(read_to_close(&mut s), b"AMQP\x00\x01\x00\x00");
+    // A frame larger than our max-frame-size: close with amqp:connection:framing-error.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"AMQP\x00\x01\x00\x00").expect("write");
+    s.write_all(&[0x7f, 0, 0, 0, 2, 0, 0, 0]).expect("write");
+    let got = read_to_close(&mut s);
+    assert!(got.starts_with(b"AMQP\x00\x01\x00\x00"), "{got:?}");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("amqp:connection:framing-error"), "{text}");
+    // Garbage where the open should be: amqp:decode-error.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"AMQP\x00\x01\x00\x00").expect("write");
+    s.write_all(&[0, 0, 0, 12, 2, 0, 0, 0, 0x00, 0x53, 0x10, 0xff])
+        .expect("write");
+    let text = String::from_utf8_lossy(&read_to_close(&mut s)).to_string();
+    assert!(text.contains("amqp:decode-error"), "{text}");
+    // Still serving.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(b"AMQP\x03\x01\x00\x00").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut header = [0u8; 8];
+    s.read_exact(&mut header).expect("SASL header");
+    assert_eq!(&header, b"AMQP\x03\x01\x00\x00");
+}
