@@ -181,6 +181,13 @@ enum LinkState {
 
 type Settled = Vec<(LinkId, u32, DeliveryState)>;
 
+/// Records for one stream from one read, and who sent each (link, delivery id, pre-settled).
+#[derive(Default)]
+struct Batch {
+    records: Vec<Record>,
+    senders: Vec<(LinkId, u32, bool)>,
+}
+
 struct Conn {
     shared: Arc<Amqp>,
     engine: Connection,
@@ -195,7 +202,7 @@ struct Conn {
     appends: FuturesUnordered<BoxFuture<'static, (usize, Settled)>>,
     pending_records: usize,
     /// Messages of the current read, per stream, waiting to be appended together.
-    batch: HashMap<StreamId, (Vec<Record>, Vec<(LinkId, u32, bool)>)>,
+    batch: HashMap<StreamId, Batch>,
 }
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
@@ -547,14 +554,14 @@ impl Conn {
         };
         let now = self.shared.log.clock().now_ms();
         let record = message::record(&address.name, d.payload, d.settled, now);
-        let entry = self.batch.entry(address.stream).or_default();
-        entry.0.push(record);
-        entry.1.push((d.link, d.delivery_id, d.settled));
+        let batch = self.batch.entry(address.stream).or_default();
+        batch.records.push(record);
+        batch.senders.push((d.link, d.delivery_id, d.settled));
     }
 
     /// Append the batch: one submission per stream; outcomes once durable.
     async fn submit(&mut self) {
-        for (stream, (records, who)) in self.batch.drain() {
+        for (stream, Batch { records, senders }) in self.batch.drain() {
             let n = records.len();
             self.pending_records += n;
             let pending = self.shared.log.submit(&stream, records).await;
@@ -572,7 +579,7 @@ impl Conn {
                         })
                     }
                 };
-                let settled = who
+                let settled = senders
                     .into_iter()
                     .filter(|(_, _, presettled)| !presettled)
                     .map(|(l, id, _)| (l, id, state.clone()))

@@ -9,8 +9,9 @@
 //!
 //! What it keeps per the spec (part 2): the protocol header exchange with SASL or without it
 //! on one port (the client's header decides), open/begin/attach/flow/transfer/disposition/
-//! detach/end/close, session windows both ways, link credit both ways (a transfer beyond
-//! credit detaches the link with `amqp:link:transfer-limit-exceeded`), drain done as the
+//! detach/end/close, session windows both ways, link credit both ways (credit is topped up
+//! after each read that used half of it; a transfer beyond credit detaches the link with
+//! `amqp:link:transfer-limit-exceeded`), drain done as the
 //! broker says (send what is there, then [`Connection::drained`] advances the delivery-count
 //! over the rest of the credit), echo, multi-frame transfers both ways cut to the peer's
 //! max-frame-size, heartbeats and the idle timeout. Types and codec are `fe2o3-amqp-types` and
@@ -213,6 +214,8 @@ pub struct Connection {
     ending: HashSet<u16>,
     /// Outcomes for received deliveries, written (coalesced) on the next output.
     settles: Vec<(u16, u32, DeliveryState)>,
+    /// Receiving links whose credit is at half or less after this read.
+    top_up: Vec<LinkId>,
     rx: bool,
     last_rx_ms: u64,
     last_tx_ms: u64,
@@ -240,6 +243,7 @@ impl Connection {
             channels: HashMap::new(),
             ending: HashSet::new(),
             settles: Vec::new(),
+            top_up: Vec::new(),
             rx: false,
             last_rx_ms: 0,
             last_tx_ms: 0,
@@ -275,9 +279,19 @@ impl Connection {
         self.rx = true;
         self.input.extend_from_slice(data);
         while self.phase != Phase::Done && self.step() {}
-        if self.phase == Phase::Done {
-            self.input = BytesMut::new();
-        } else if self.input.is_empty() && self.input.capacity() > 64 * 1024 {
+        // Credit is topped up once per read: within one read a peer cannot go beyond what it
+        // was given.
+        for link in std::mem::take(&mut self.top_up) {
+            let credit = self.config.link_credit;
+            if let Some(l) = self.link_mut(link)
+                && !l.detaching
+            {
+                l.credit = credit;
+                self.write_link_flow(link, None);
+            }
+        }
+        if self.phase == Phase::Done || (self.input.is_empty() && self.input.capacity() > 64 * 1024)
+        {
             self.input = BytesMut::new();
         }
     }
@@ -1106,9 +1120,8 @@ impl Connection {
                 buf.extend_from_slice(&payload);
                 buf.freeze()
             };
-            let top_up = link.credit <= link_credit / 2;
-            if top_up {
-                link.credit = link_credit;
+            if link.credit <= link_credit / 2 && !self.top_up.contains(&id) {
+                self.top_up.push(id);
             }
             self.events.push_back(Event::Message(Delivery {
                 link: id,
@@ -1117,9 +1130,6 @@ impl Connection {
                 settled: partial.settled,
                 payload,
             }));
-            if top_up {
-                self.write_link_flow(id, None);
-            }
         }
         if widen {
             if let Some(s) = self.sessions.get_mut(&local) {
