@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 
-from proton import Message, Timeout
+from proton import Delivery, Message, Timeout
 from proton.utils import BlockingConnection
 
 port_a, port_b, pid_a, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -25,8 +25,14 @@ b = BlockingConnection(f"amqp://127.0.0.1:{port_b}", timeout=30)
 rb = b.create_receiver(queue, credit=0, name="consumer-b")
 rb.link.flow(100)
 sender = b.create_sender(queue)
+# Pipelined: all in flight at once, then wait until every one is accepted (stored). One at a
+# time would wait for a store flush per message.
+deliveries = []
 for i in range(n):
-    sender.send(Message(body=i))  # returns once accepted (stored)
+    b.wait(lambda: sender.link.credit > 0, timeout=30, msg="credit to send")
+    deliveries.append(sender.link.send(Message(body=i)))
+b.wait(lambda: all(d.remote_state == Delivery.ACCEPTED for d in deliveries), timeout=60,
+       msg="all sends accepted")
 
 ra.link.flow(50)
 accepted_on_a, held_on_a = [], []

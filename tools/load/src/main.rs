@@ -1,13 +1,15 @@
 //! # wharf-load
 //!
-//! Load generator for Wharf. Today it drives the log directly (`wharf-load log`): producers
-//! append durably to a store, and it reports throughput, ack latency percentiles and object
-//! store requests per second. Protocol load (MQTT, AMQP) joins it with the adapters.
+//! Load generator for Wharf and other brokers: `wharf-load log` drives the log directly
+//! (producers append durably to a store; throughput, ack latency percentiles, object store
+//! requests per second); `wharf-load mqtt` / `mqtt-idle` and `wharf-load amqp` drive any
+//! MQTT or AMQP 1.0 broker, so that Wharf and the others are measured the same way.
 //!
 //! Two modes: `--rate R` is open-loop (records are due on a schedule and latency is measured
 //! from when each was due, so a stall is not hidden by coordinated omission); `--rate 0` is
 //! closed-loop, each producer keeping `--window` appends in flight, for maximum throughput.
 
+mod amqp;
 mod idle;
 mod mqtt;
 
@@ -43,6 +45,8 @@ enum Command {
     Mqtt(mqtt::MqttArgs),
     /// Hold idle MQTT connections and report the broker's memory per connection.
     MqttIdle(idle::IdleArgs),
+    /// Queue send → receive through any AMQP 1.0 broker.
+    Amqp(amqp::AmqpArgs),
 }
 
 #[derive(Parser, Debug)]
@@ -127,6 +131,7 @@ async fn main() -> Result<()> {
         Command::Log(args) => args,
         Command::Mqtt(args) => return mqtt::run(args).await,
         Command::MqttIdle(args) => return idle::run(args).await,
+        Command::Amqp(args) => return amqp::run(args).await,
     };
     let opened = Store::open(&args.store)?;
     opened.verify_conditional_put().await?;
