@@ -717,6 +717,15 @@ impl Connection {
                 l.credit = credit;
             }
             self.write_link_flow(link, None);
+        } else if let Some(l) = self.link_mut(link)
+            && (l.credit > 0 || l.drain)
+        {
+            let (credit, drain) = (l.credit, l.drain);
+            self.events.push_back(Event::Credit {
+                link,
+                credit,
+                drain,
+            });
         }
     }
 
@@ -861,13 +870,27 @@ impl Connection {
                 ),
             );
         };
-        if link.detaching || link.pending {
+        if link.detaching {
             return;
         }
         let id = LinkId {
             channel: local,
             handle,
         };
+        if link.pending {
+            // Credit given before our attach answer (a client may send attach and flow in
+            // one write): kept, and reported when the broker accepts the attach.
+            if link.role == Role::Sender {
+                let credit = flow
+                    .delivery_count
+                    .unwrap_or(0)
+                    .wrapping_add(flow.link_credit.unwrap_or(0))
+                    .wrapping_sub(link.delivery_count);
+                link.credit = if credit > i32::MAX as u32 { 0 } else { credit };
+                link.drain = flow.drain;
+            }
+            return;
+        }
         if link.role == Role::Sender {
             let their_count = flow.delivery_count.unwrap_or(0);
             let credit = their_count

@@ -402,6 +402,33 @@ fn outgoing_messages_respect_credit_frame_size_and_drain() {
 }
 
 #[test]
+fn credit_sent_with_the_attach_is_kept_until_the_broker_answers() {
+    let mut c = session();
+    let mut both = amqp(0, attach(0, Role::Receiver, "q"));
+    both.extend(amqp(0, flow(0, 0, 200, false)));
+    c.feed(&both);
+    let ev = events(&mut c);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    c.accept_attach(
+        LINK,
+        "link-0".into(),
+        None,
+        None,
+        SenderSettleMode::Mixed,
+        ReceiverSettleMode::First,
+    );
+    assert!(matches!(
+        events(&mut c)[..],
+        [Event::Credit {
+            credit: 200,
+            drain: false,
+            ..
+        }]
+    ));
+    assert_eq!(c.credit(LINK), 200);
+}
+
+#[test]
 fn refused_attach_is_an_attach_without_terminus_then_a_detach() {
     let mut c = session();
     c.feed(&amqp(0, attach(3, Role::Receiver, "nowhere")));
