@@ -182,3 +182,71 @@ fn bad_input_gets_a_protocol_answer_and_the_adapter_lives_on() {
     s.read_exact(&mut header).expect("SASL header");
     assert_eq!(&header, b"AMQP\x03\x01\x00\x00");
 }
+
+/// Proton over TLS with SASL PLAIN, where anonymous access is denied.
+const TLS_CLIENT: &str = r#"
+import sys
+from proton import Message, SSLDomain, ConnectionException
+from proton.utils import BlockingConnection
+tls_port, plain_port, ca = sys.argv[1], sys.argv[2], sys.argv[3]
+domain = SSLDomain(SSLDomain.MODE_CLIENT)
+domain.set_trusted_ca_db(ca)
+domain.set_peer_authentication(SSLDomain.VERIFY_PEER_NAME)
+# Proton checks the name against DNS names only: connect by "localhost".
+c = BlockingConnection(f"amqps://localhost:{tls_port}", ssl_domain=domain, timeout=15,
+                       user="alice", password="secret", allowed_mechs="PLAIN")
+c.create_sender("secure").send(Message(body="over tls"))
+r = c.create_receiver("secure", credit=1)
+assert r.receive(timeout=10).body == "over tls"
+r.accept()
+c.close()
+print("ok tls")
+for kw in ({"sasl_enabled": False}, {"allowed_mechs": "ANONYMOUS"}):
+    try:
+        BlockingConnection(f"amqp://127.0.0.1:{plain_port}", timeout=10, **kw)
+        raise AssertionError(f"anonymous accepted with {kw}")
+    except ConnectionException:
+        pass
+print("ok anonymous refused")
+"#;
+
+#[test]
+fn tls_listener_with_credentials_and_anonymous_denied() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |n: &str| dir.path().join(n);
+    let users = users_file(dir.path());
+    std::fs::write(path("deny.toml"), "[auth]\nanonymous = \"deny\"\n").expect("settings");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("certificate");
+    std::fs::write(path("cert.pem"), cert.cert.pem()).expect("cert");
+    std::fs::write(path("key.pem"), cert.signing_key.serialize_pem()).expect("key");
+    let (plain, tls) = (free_port(), free_port());
+    let store = format!("file://{}", path("data").display());
+    let p = |n: &str| path(n).to_string_lossy().to_string();
+    let _adapter = start_amqp_adapter(
+        &store,
+        plain,
+        Some(&path("deny.toml")),
+        &[
+            "--amqps",
+            &format!("127.0.0.1:{tls}"),
+            "--tls-cert",
+            &p("cert.pem"),
+            "--tls-key",
+            &p("key.pem"),
+            "--users",
+            &users.to_string_lossy(),
+        ],
+    );
+    wharf_tests::wait_for_port(tls);
+    let mut check = Command::new(&py);
+    check
+        .args(["-c", TLS_CLIENT])
+        .args([&tls.to_string(), &plain.to_string(), &p("cert.pem")]);
+    let out = run_checked(check, "Proton over TLS");
+    assert!(
+        out.contains("ok tls") && out.contains("ok anonymous refused"),
+        "{out}"
+    );
+}

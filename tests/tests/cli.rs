@@ -89,6 +89,8 @@ fn wharf_up_applies_address_retention_and_frees_segments() {
             "200ms",
             "--mqtt",
             "127.0.0.1:0",
+            "--amqp",
+            "127.0.0.1:0",
         ]);
         let mut up = spawn(up_cmd);
         let deadline = Instant::now() + Duration::from_secs(30);
