@@ -250,3 +250,20 @@ fn tls_listener_with_credentials_and_anonymous_denied() {
         "{out}"
     );
 }
+
+#[test]
+fn durable_subscription_resumes_on_another_adapter() {
+    let Some(py) = python() else { return };
+    let (urls, _dir) = stores();
+    for url in urls.iter().take(2) {
+        let (pa, pb) = (free_port(), free_port());
+        let _a = start_amqp_adapter(url, pa, None, &[]);
+        let _b = start_amqp_adapter(url, pb, None, &[]);
+        let mut check = Command::new(&py);
+        check
+            .arg(python_script("amqp_durable_subscription.py"))
+            .args([&pa.to_string(), &pb.to_string()]);
+        let out = run_checked(check, "durable subscription");
+        assert!(out.contains("ok durable subscription"), "{url}: {out}");
+    }
+}

@@ -652,78 +652,163 @@ impl QueueTask {
 }
 
 /// A topic (or temporary address) receiver: follows the stream and sends as credit allows.
+/// A durable one reads from its own cursor (`amqp-sub.<hex of container-id/link name>` on the
+/// topic's stream): what it settles is acknowledged there, so after a detach or a dead
+/// adapter it resumes — on any adapter — with what it had not settled.
 #[derive(Debug)]
 pub struct Subscription {
     credit: watch::Sender<(u32, u64)>,
+    settle: mpsc::UnboundedSender<u64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The cursor name of a durable subscription.
+pub fn durable_name(container_id: &str, link: &str) -> String {
+    let key = format!("{container_id}/{link}");
+    let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("amqp-sub.{hex}")
+}
+
+/// Open (or resume) a durable subscription on `stream`: new ones start at the stream's end.
+/// The newest holder wins (an older connection's commits are fenced).
+pub async fn durable_cursor(log: &Log, stream: &StreamId, name: &str) -> wharf_log::Result<Cursor> {
+    let end = Offset(log.stream(stream).map_or(0, |s| s.next_offset));
+    let mut cursor = log.cursor_from(stream, name, end).await?;
+    cursor.take_over().await?;
+    Ok(cursor)
+}
+
+struct SubTask {
+    log: Log,
+    stream: StreamId,
+    link: u64,
+    tx: mpsc::UnboundedSender<ToLink>,
+    cursor: Option<Cursor>,
+}
+
+impl SubTask {
+    fn deliver(&self, r: StoredRecord) -> bool {
+        if self.cursor.as_ref().is_some_and(|c| c.is_acked(r.offset)) {
+            return true;
+        }
+        let out = Outbound {
+            link: self.link,
+            offset: r.offset.0,
+            payload: r.record.payload,
+            delivery_count: 0,
+        };
+        self.tx.send(ToLink::Deliver(out)).is_ok()
+    }
+
+    async fn commit(&mut self) {
+        if let Some(c) = self.cursor.as_mut()
+            && c.is_dirty()
+            && let Err(e) = c.commit().await
+        {
+            tracing::warn!(stream = %self.stream, error = %e, "durable subscription commit failed");
+            if e.kind() == wharf_log::ErrorKind::Fenced {
+                // Taken over by a newer connection: stop acknowledging here.
+                self.cursor = None;
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        from: Offset,
+        mut credit_rx: watch::Receiver<(u32, u64)>,
+        mut settle_rx: mpsc::UnboundedReceiver<u64>,
+        mut stop: tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let from = self.cursor.as_ref().map_or(from, |c| c.committed());
+        let mut tail = self.log.tail(&self.stream, from);
+        let mut credit = 0u32;
+        let mut drains = 0u64;
+        let mut commit = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                batch = tail.next_batch(credit.max(1) as usize), if credit > 0 => {
+                    let Ok(batch) = batch else { return };
+                    for r in batch {
+                        if !self.cursor.as_ref().is_some_and(|c| c.is_acked(r.offset)) {
+                            credit = credit.saturating_sub(1);
+                        }
+                        if !self.deliver(r) {
+                            return;
+                        }
+                    }
+                }
+                changed = credit_rx.changed() => {
+                    // The subscription was dropped (its stop signal may lose this race).
+                    if changed.is_err() { break; }
+                    let (c, d) = *credit_rx.borrow_and_update();
+                    credit = c;
+                    if d != drains {
+                        drains = d;
+                        // Send what is there now, then report the drain.
+                        if let Ok(batch) = self.log.read(&self.stream, tail.position(), credit as usize).await {
+                            let next = batch.last().map(|r| r.offset.next());
+                            for r in batch {
+                                if !self.deliver(r) {
+                                    return;
+                                }
+                            }
+                            if let Some(next) = next {
+                                tail = self.log.tail(&self.stream, next);
+                            }
+                        }
+                        let _ = self.tx.send(ToLink::Drained(self.link));
+                        credit = 0;
+                    }
+                }
+                Some(offset) = settle_rx.recv() => {
+                    if let Some(c) = self.cursor.as_mut() {
+                        c.ack(Offset(offset));
+                    }
+                }
+                _ = commit.tick(), if self.cursor.is_some() => self.commit().await,
+                _ = &mut stop => break,
+            }
+        }
+        // Ending: acknowledge what was settled before the link went, then commit.
+        while let Ok(offset) = settle_rx.try_recv() {
+            if let Some(c) = self.cursor.as_mut() {
+                c.ack(Offset(offset));
+            }
+        }
+        self.commit().await;
+    }
+}
+
 impl Subscription {
-    /// Follow `stream` from `from` (its end for a new receiver) for link `link`.
+    /// Follow `stream` from `from` (its end for a new receiver) for link `link`; with a
+    /// durable `cursor`, from the cursor's position instead, skipping what it acknowledged.
     pub fn start(
         log: Log,
         stream: StreamId,
         from: Offset,
         link: u64,
         tx: mpsc::UnboundedSender<ToLink>,
+        cursor: Option<Cursor>,
     ) -> Self {
-        let (credit, mut rx) = watch::channel((0u32, 0u64));
-        let task = tokio::spawn(async move {
-            let mut tail = log.tail(&stream, from);
-            let mut credit = 0u32;
-            let mut drains = 0u64;
-            loop {
-                if credit == 0 {
-                    if rx.changed().await.is_err() {
-                        return;
-                    }
-                    let (c, d) = *rx.borrow_and_update();
-                    credit = c;
-                    if d != drains {
-                        drains = d;
-                        let _ = tx.send(ToLink::Drained(link));
-                        credit = 0;
-                    }
-                    continue;
-                }
-                tokio::select! {
-                    batch = tail.next_batch(credit as usize) => {
-                        let Ok(batch) = batch else { return };
-                        for r in batch {
-                            credit = credit.saturating_sub(1);
-                            let out = Outbound { link, offset: r.offset.0, payload: r.record.payload, delivery_count: 0 };
-                            if tx.send(ToLink::Deliver(out)).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    changed = rx.changed() => {
-                        if changed.is_err() { return; }
-                        let (c, d) = *rx.borrow_and_update();
-                        credit = c;
-                        if d != drains {
-                            drains = d;
-                            // Send what is there now, then report the drain.
-                            if let Ok(batch) = log.read(&stream, tail.position(), credit as usize).await {
-                                let next = batch.last().map(|r| r.offset.next());
-                                for r in batch {
-                                    let out = Outbound { link, offset: r.offset.0, payload: r.record.payload, delivery_count: 0 };
-                                    if tx.send(ToLink::Deliver(out)).is_err() {
-                                        return;
-                                    }
-                                }
-                                if let Some(next) = next {
-                                    tail = log.tail(&stream, next);
-                                }
-                            }
-                            let _ = tx.send(ToLink::Drained(link));
-                            credit = 0;
-                        }
-                    }
-                }
-            }
-        });
-        Self { credit, task }
+        let (credit, credit_rx) = watch::channel((0u32, 0u64));
+        let (settle, settle_rx) = mpsc::unbounded_channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let sub = SubTask {
+            log,
+            stream,
+            link,
+            tx,
+            cursor,
+        };
+        let task = tokio::spawn(sub.run(from, credit_rx, settle_rx, stop_rx));
+        Self {
+            credit,
+            settle,
+            stop: Some(stop),
+            task,
+        }
     }
 
     /// The link's credit changed (`drain`: send what is there and report).
@@ -735,10 +820,20 @@ impl Subscription {
             }
         });
     }
+
+    /// The receiver settled `offset` (acknowledged in a durable subscription's cursor).
+    pub fn settle(&self, offset: u64) {
+        let _ = self.settle.send(offset);
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.task.abort();
+        // A durable subscription commits what was settled before it ends.
+        if let Some(stop) = self.stop.take()
+            && stop.send(()).is_err()
+        {
+            self.task.abort();
+        }
     }
 }

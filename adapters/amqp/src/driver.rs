@@ -14,7 +14,10 @@ use std::{
 
 use fe2o3_amqp_types::{
     definitions::{AmqpError, ConnectionError, Error, ReceiverSettleMode, Role, SenderSettleMode},
-    messaging::{Accepted, DeliveryState, Rejected, Target, TargetArchetype},
+    messaging::{
+        Accepted, DeliveryState, Rejected, Target, TargetArchetype, TerminusDurability,
+        TerminusExpiryPolicy,
+    },
     performatives::Attach,
     primitives::{Array, Symbol},
 };
@@ -31,6 +34,7 @@ use wharf_log_format::{Offset, Record, StreamId};
 use crate::{
     broker::{
         Address, AddressError, Addresses, Consumer, Kind, Queues, Settle, Subscription, ToLink,
+        durable_cursor, durable_name,
     },
     engine::{self, Connection, Delivery, Event, LinkId, SendError},
     message::{self, Sections},
@@ -360,10 +364,15 @@ impl Conn {
                     settled,
                     state,
                 } => {
-                    if let Some(offset) = self.unsettled.remove(&(link, delivery_id))
-                        && let Some(LinkState::Queue { consumer, .. }) = self.links.get(&link)
-                    {
-                        consumer.settle(offset, outcome(state.as_ref()));
+                    if let Some(offset) = self.unsettled.remove(&(link, delivery_id)) {
+                        match self.links.get(&link) {
+                            Some(LinkState::Queue { consumer, .. }) => {
+                                consumer.settle(offset, outcome(state.as_ref()))
+                            }
+                            // Any outcome ends a topic delivery (no redelivery on topics).
+                            Some(LinkState::Topic { sub, .. }) => sub.settle(offset),
+                            _ => {}
+                        }
                     }
                     if !settled {
                         self.engine.settle_sent(link, delivery_id);
@@ -479,6 +488,23 @@ impl Conn {
                         } else {
                             log.stream(&address.stream).map_or(0, |s| s.next_offset)
                         };
+                        // A durable subscription: durable terminus that never expires, keyed
+                        // by container-id and link name.
+                        let durable = source.durable != TerminusDurability::None
+                            && source.expiry_policy == TerminusExpiryPolicy::Never
+                            && !source.dynamic;
+                        let cursor = if durable {
+                            let cursor_name = durable_name(&self.container_id, &name);
+                            match durable_cursor(log, &address.stream, &cursor_name).await {
+                                Ok(c) => Some(c),
+                                Err(e) => {
+                                    let e = err(AmqpError::InternalError, format!("store: {e}"));
+                                    return self.engine.refuse_attach(link, name, e);
+                                }
+                            }
+                        } else {
+                            None
+                        };
                         LinkState::Topic {
                             id,
                             sub: Subscription::start(
@@ -487,6 +513,7 @@ impl Conn {
                                 Offset(from),
                                 id,
                                 self.tx.clone(),
+                                cursor,
                             ),
                             presettled,
                         }
@@ -601,24 +628,26 @@ impl Conn {
                 let Some(&link) = self.by_id.get(&o.link) else {
                     return;
                 };
-                let (presettled, consumer) = match self.links.get(&link) {
+                let (presettled, consumer, sub) = match self.links.get(&link) {
                     Some(LinkState::Queue {
                         presettled,
                         consumer,
                         ..
-                    }) => (*presettled, Some(consumer)),
-                    Some(LinkState::Topic { presettled, .. }) => (*presettled, None),
+                    }) => (*presettled, Some(consumer), None),
+                    Some(LinkState::Topic {
+                        presettled, sub, ..
+                    }) => (*presettled, None, Some(sub)),
                     _ => return,
                 };
                 let tag = o.offset.to_be_bytes();
                 match self.engine.send(link, &tag, &o.payload, presettled) {
                     Ok(delivery_id) => {
-                        if let Some(c) = consumer {
-                            if presettled {
-                                c.settle(o.offset, Settle::Accepted);
-                            } else {
-                                self.unsettled.insert((link, delivery_id), o.offset);
-                            }
+                        if !presettled {
+                            self.unsettled.insert((link, delivery_id), o.offset);
+                        } else if let Some(c) = consumer {
+                            c.settle(o.offset, Settle::Accepted);
+                        } else if let Some(s) = sub {
+                            s.settle(o.offset);
                         }
                     }
                     Err(SendError::NoCredit | SendError::UnknownLink) => {
