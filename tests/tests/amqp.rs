@@ -267,3 +267,18 @@ fn durable_subscription_resumes_on_another_adapter() {
         assert!(out.contains("ok durable subscription"), "{url}: {out}");
     }
 }
+
+#[test]
+fn will_of_an_amqp_client_is_published_when_it_crashes() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", dir.path().display());
+    let port = free_port();
+    let _adapter = start_amqp_adapter(&url, port, None, &[]);
+    let mut check = Command::new(&py);
+    check
+        .arg(python_script("amqp_will.py"))
+        .arg(port.to_string());
+    let out = run_checked(check, "AMQP will");
+    assert!(out.contains("ok AMQP will"), "{out}");
+}

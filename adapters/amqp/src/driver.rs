@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use fe2o3_amqp_types::{
     definitions::{AmqpError, ConnectionError, Error, ReceiverSettleMode, Role, SenderSettleMode},
     messaging::{
@@ -167,6 +168,8 @@ impl Amqp {
 
 /// What we keep of one link.
 enum LinkState {
+    /// The peer registers its will on the address `$will` (see [`WILL_ADDRESS`]).
+    Will,
     /// The peer sends; messages go to `address` (None: anonymous relay, `to` on each).
     In { address: Option<Address> },
     /// We send from a queue.
@@ -184,6 +187,11 @@ enum LinkState {
 }
 
 type Settled = Vec<(LinkId, u32, DeliveryState)>;
+
+/// The address a client sends its will to: the last message sent there (its `to` says where it
+/// goes) is published if the connection ends without the client's close; closing the link
+/// withdraws it. The MQTT will, for AMQP clients.
+pub const WILL_ADDRESS: &str = "$will";
 
 /// Records for one stream from one read, and who sent each (link, delivery id, pre-settled).
 #[derive(Default)]
@@ -207,6 +215,10 @@ struct Conn {
     pending_records: usize,
     /// Messages of the current read, per stream, waiting to be appended together.
     batch: HashMap<StreamId, Batch>,
+    /// The registered will: where to, and the message.
+    will: Option<(Address, Bytes)>,
+    /// The peer closed the connection with a close frame (its will is not published).
+    closed_by_peer: bool,
 }
 
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
@@ -235,6 +247,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         appends: FuturesUnordered::new(),
         pending_records: 0,
         batch: HashMap::new(),
+        will: None,
+        closed_by_peer: false,
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -285,6 +299,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             // the client never saw them accepted, so dropping them here loses nothing promised.
             let _ = socket.shutdown().await;
             break;
+        }
+    }
+    if !conn.closed_by_peer
+        && let Some((address, payload)) = conn.will.take()
+    {
+        let now = conn.shared.log.clock().now_ms();
+        let record = message::record(&address.name, payload, false, now);
+        match conn.shared.log.append(&address.stream, record).await {
+            Ok(_) => tracing::info!(%peer, address = %address.name, "AMQP will published"),
+            Err(e) => tracing::warn!(%peer, error = %e, "AMQP will not published"),
         }
     }
     result
@@ -378,8 +402,14 @@ impl Conn {
                         self.engine.settle_sent(link, delivery_id);
                     }
                 }
-                Event::Detached { link, .. } => self.drop_link(link),
+                Event::Detached { link, closed, .. } => {
+                    if closed && matches!(self.links.get(&link), Some(LinkState::Will)) {
+                        self.will = None;
+                    }
+                    self.drop_link(link)
+                }
                 Event::Closed { error, by_peer } => {
+                    self.closed_by_peer |= by_peer;
                     end = Some(match (error, by_peer) {
                         (None, _) => None,
                         (Some(e), true) => Some(format!("peer closed with {:?}", e.condition)),
@@ -413,6 +443,18 @@ impl Conn {
                     Some(TargetArchetype::Target(t)) => Some(t.clone()),
                     _ => None,
                 };
+                if target.as_ref().and_then(|t| t.address.as_deref()) == Some(WILL_ADDRESS) {
+                    self.engine.accept_attach(
+                        link,
+                        name,
+                        a.source.map(|s| *s),
+                        target,
+                        a.snd_settle_mode,
+                        ReceiverSettleMode::First,
+                    );
+                    self.links.insert(link, LinkState::Will);
+                    return;
+                }
                 let address = match &target {
                     Some(t) if t.dynamic => Ok(Some(self.shared.addresses.temporary())),
                     Some(Target {
@@ -540,8 +582,10 @@ impl Conn {
     /// A message from the peer: check it, find its address, queue it for the batch append.
     async fn incoming(&mut self, d: Delivery) {
         let reject = |e: Error| DeliveryState::Rejected(Rejected { error: Some(e) });
-        let Some(LinkState::In { address }) = self.links.get(&d.link) else {
-            return;
+        let address = match self.links.get(&d.link) {
+            Some(LinkState::In { address }) => address,
+            Some(LinkState::Will) => return self.register_will(d).await,
+            _ => return,
         };
         let sections = match Sections::parse(&d.payload) {
             Ok(s) => s,
@@ -584,6 +628,34 @@ impl Conn {
         let batch = self.batch.entry(address.stream).or_default();
         batch.records.push(record);
         batch.senders.push((d.link, d.delivery_id, d.settled));
+    }
+
+    /// A message on the `$will` link: kept (not stored) until the connection ends.
+    async fn register_will(&mut self, d: Delivery) {
+        let to = Sections::parse(&d.payload)
+            .ok()
+            .and_then(|s| s.properties(&d.payload))
+            .and_then(|p| p.to);
+        let outcome = match to {
+            None => Err(err(
+                AmqpError::InvalidField,
+                "a will needs properties.to (where to publish it)".into(),
+            )),
+            Some(to) => match self.shared.addresses.resolve(&to, None).await {
+                Ok(address) => {
+                    self.will = Some((address, d.payload));
+                    Ok(())
+                }
+                Err(e) => Err(address_error(e)),
+            },
+        };
+        if !d.settled {
+            let state = match outcome {
+                Ok(()) => DeliveryState::Accepted(Accepted {}),
+                Err(e) => DeliveryState::Rejected(Rejected { error: Some(e) }),
+            };
+            self.engine.settle_received(d.link, d.delivery_id, state);
+        }
     }
 
     /// Append the batch: one submission per stream; outcomes once durable.

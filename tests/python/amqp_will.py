@@ -1,0 +1,50 @@
+"""A will for AMQP clients: a message sent to `$will` (with `to` saying where it goes) is
+published when the connection ends without the client's close, and not after a clean close.
+
+Usage: amqp_will.py PORT
+"""
+
+import os
+import subprocess
+import sys
+
+from proton import Delivery, Message
+from proton.utils import BlockingConnection, SendException
+
+port = sys.argv[1]
+queue = f"alerts-{os.getpid()}"
+
+CHILD = """
+import os, sys
+from proton import Message
+from proton.utils import BlockingConnection
+port, queue, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+c = BlockingConnection(f"amqp://127.0.0.1:{port}", timeout=10)
+c.create_sender("$will").send(Message(address=queue, body=f"will of the {mode} client"))
+if mode == "crashing":
+    os._exit(3)  # no close frame: the socket just goes
+c.close()
+"""
+for mode in ("clean", "crashing"):
+    subprocess.run([sys.executable, "-c", CHILD, port, queue, mode], check=False, timeout=30)
+
+c = BlockingConnection(f"amqp://127.0.0.1:{port}", timeout=10)
+r = c.create_receiver(queue, credit=5)
+m = r.receive(timeout=10)
+r.accept()
+assert m.body == "will of the crashing client", m.body
+try:
+    extra = r.receive(timeout=1)
+    raise AssertionError(f"unexpected {extra.body}")
+except AssertionError:
+    raise
+except Exception:
+    pass
+# A will must say where it goes.
+try:
+    c.create_sender("$will").send(Message(body="nowhere"))
+    raise AssertionError("a will without `to` was accepted")
+except SendException as e:
+    assert e.state == Delivery.REJECTED, e.state
+c.close()
+print("ok AMQP will published after a crash, not after a clean close", flush=True)
