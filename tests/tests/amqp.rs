@@ -282,3 +282,32 @@ fn will_of_an_amqp_client_is_published_when_it_crashes() {
     let out = run_checked(check, "AMQP will");
     assert!(out.contains("ok AMQP will"), "{out}");
 }
+
+#[test]
+fn one_topic_serves_mqtt_and_amqp_clients() {
+    let Some(py) = python() else { return };
+    let (urls, _dir) = stores();
+    for url in urls.iter().take(2) {
+        let (mqtt, amqp) = (free_port(), free_port());
+        let _adapter = wharf_tests::KillOnDrop(
+            wharf(url)
+                .args(["adapter", "--mqtt", &format!("127.0.0.1:{mqtt}")])
+                .args(["--amqp", &format!("127.0.0.1:{amqp}")])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("adapter"),
+        );
+        wharf_tests::wait_for_port(mqtt);
+        wharf_tests::wait_for_port(amqp);
+        let mut check = Command::new(&py);
+        check
+            .arg(python_script("amqp_mqtt_bridge.py"))
+            .args([&mqtt.to_string(), &amqp.to_string()]);
+        let out = run_checked(check, "MQTT <-> AMQP");
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("ok ")).count(),
+            3,
+            "{url}: {out}"
+        );
+    }
+}

@@ -45,6 +45,15 @@ pub struct Address {
     /// Deliveries before a message goes to `dead_letter` (or is dropped).
     pub max_delivery: Option<u32>,
     pub dead_letter: Option<String>,
+    /// For `/topic/<topic or filter>`: the MQTT topic (filter) in the default topic address.
+    pub mqtt: Option<String>,
+}
+
+impl Address {
+    /// The record key of a message sent here: the MQTT topic, or the address.
+    pub fn record_key(&self) -> &str {
+        self.mqtt.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// Why an address cannot be used.
@@ -81,6 +90,7 @@ fn parse_spec(name: &str, body: &serde_json::Value) -> Result<Address, AddressEr
         stream: stream_of(name)?,
         max_delivery: spec["max_delivery"].as_u64().map(|n| n as u32),
         dead_letter: spec["dead_letter"].as_str().map(str::to_string),
+        mqtt: None,
     })
 }
 
@@ -131,6 +141,7 @@ impl Addresses {
             kind: Kind::Topic,
             max_delivery: None,
             dead_letter: None,
+            mqtt: None,
         };
         self.remember(&a);
         a
@@ -141,6 +152,22 @@ impl Addresses {
     pub async fn resolve(&self, name: &str, wanted: Option<Kind>) -> Result<Address, AddressError> {
         if let Some(a) = self.cached(name) {
             return Ok(a);
+        }
+        if let Some(topic) = name.strip_prefix(crate::bridge::TOPIC_PREFIX) {
+            // An MQTT topic (or filter) in the default topic address.
+            if !wharf_mqtt::topic::valid_filter(topic) {
+                return Err(AddressError::Invalid(format!(
+                    "{topic:?} is not an MQTT topic name or filter"
+                )));
+            }
+            return Ok(Address {
+                name: name.into(),
+                kind: Kind::Topic,
+                stream: wharf_mqtt::driver::default_stream(),
+                max_delivery: None,
+                dead_letter: None,
+                mqtt: Some(topic.into()),
+            });
         }
         if let Some(rest) = name.strip_prefix("tmp.") {
             // Someone else's temporary address (a reply-to): a topic of that name.
@@ -153,6 +180,7 @@ impl Addresses {
                 kind: Kind::Topic,
                 max_delivery: None,
                 dead_letter: None,
+                mqtt: None,
             };
             self.remember(&a);
             return Ok(a);
@@ -685,20 +713,57 @@ struct SubTask {
     link: u64,
     tx: mpsc::UnboundedSender<ToLink>,
     cursor: Option<Cursor>,
+    /// Receiving from the default topic address: only records whose topic matches.
+    mqtt_filter: Option<String>,
+}
+
+/// What became of a record offered to a subscription.
+#[derive(PartialEq, Eq)]
+enum Offered {
+    Sent,
+    /// Not for this receiver (acknowledged already, or another topic).
+    Skipped,
+    /// The connection is gone.
+    Closed,
 }
 
 impl SubTask {
-    fn deliver(&self, r: StoredRecord) -> bool {
+    fn deliver(&self, r: StoredRecord) -> Offered {
         if self.cursor.as_ref().is_some_and(|c| c.is_acked(r.offset)) {
-            return true;
+            return Offered::Skipped;
         }
+        let payload = match &self.mqtt_filter {
+            None => r.record.payload,
+            Some(filter) => {
+                let topic = r
+                    .record
+                    .key
+                    .as_deref()
+                    .and_then(|k| std::str::from_utf8(k).ok());
+                if !topic.is_some_and(|t| wharf_mqtt::topic::matches(filter, t)) {
+                    return Offered::Skipped;
+                }
+                if message::is_amqp(&r.record) {
+                    r.record.payload
+                } else {
+                    match wharf_mqtt::message::Message::from_record(&r) {
+                        Ok(m) => crate::bridge::mqtt_to_amqp(&m),
+                        Err(_) => return Offered::Skipped,
+                    }
+                }
+            }
+        };
         let out = Outbound {
             link: self.link,
             offset: r.offset.0,
-            payload: r.record.payload,
+            payload,
             delivery_count: 0,
         };
-        self.tx.send(ToLink::Deliver(out)).is_ok()
+        if self.tx.send(ToLink::Deliver(out)).is_ok() {
+            Offered::Sent
+        } else {
+            Offered::Closed
+        }
     }
 
     async fn commit(&mut self) {
@@ -731,11 +796,10 @@ impl SubTask {
                 batch = tail.next_batch(credit.max(1) as usize), if credit > 0 => {
                     let Ok(batch) = batch else { return };
                     for r in batch {
-                        if !self.cursor.as_ref().is_some_and(|c| c.is_acked(r.offset)) {
-                            credit = credit.saturating_sub(1);
-                        }
-                        if !self.deliver(r) {
-                            return;
+                        match self.deliver(r) {
+                            Offered::Sent => credit = credit.saturating_sub(1),
+                            Offered::Skipped => {}
+                            Offered::Closed => return,
                         }
                     }
                 }
@@ -750,7 +814,7 @@ impl SubTask {
                         if let Ok(batch) = self.log.read(&self.stream, tail.position(), credit as usize).await {
                             let next = batch.last().map(|r| r.offset.next());
                             for r in batch {
-                                if !self.deliver(r) {
+                                if self.deliver(r) == Offered::Closed {
                                     return;
                                 }
                             }
@@ -791,6 +855,7 @@ impl Subscription {
         link: u64,
         tx: mpsc::UnboundedSender<ToLink>,
         cursor: Option<Cursor>,
+        mqtt_filter: Option<String>,
     ) -> Self {
         let (credit, credit_rx) = watch::channel((0u32, 0u64));
         let (settle, settle_rx) = mpsc::unbounded_channel();
@@ -801,6 +866,7 @@ impl Subscription {
             link,
             tx,
             cursor,
+            mqtt_filter,
         };
         let task = tokio::spawn(sub.run(from, credit_rx, settle_rx, stop_rx));
         Self {

@@ -556,6 +556,7 @@ impl Conn {
                                 id,
                                 self.tx.clone(),
                                 cursor,
+                                address.mqtt.clone(),
                             ),
                             presettled,
                         }
@@ -623,8 +624,23 @@ impl Conn {
                 }
             }
         };
+        if address
+            .mqtt
+            .as_deref()
+            .is_some_and(|t| !wharf_mqtt::topic::valid_topic_name(t))
+        {
+            if !d.settled {
+                let e = err(
+                    AmqpError::InvalidField,
+                    format!("{} names a topic filter, not a topic", address.name),
+                );
+                self.engine
+                    .settle_received(d.link, d.delivery_id, reject(e));
+            }
+            return;
+        }
         let now = self.shared.log.clock().now_ms();
-        let record = message::record(&address.name, d.payload, d.settled, now);
+        let record = message::record(address.record_key(), d.payload, d.settled, now);
         let batch = self.batch.entry(address.stream).or_default();
         batch.records.push(record);
         batch.senders.push((d.link, d.delivery_id, d.settled));

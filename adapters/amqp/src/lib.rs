@@ -6,6 +6,8 @@
 //!   the broker's answers in, bytes out), on `fe2o3-amqp-types` and `serde_amqp`;
 //! - [`message`]: the sections of a stored message and its record layout (a versioned
 //!   contract);
+//! - [`bridge`]: MQTT ↔ AMQP mapping at delivery (`/topic/<topic>` addresses reach MQTT
+//!   topics);
 //! - [`broker`]: addresses (queues, topics, temporary reply addresses) over the log: queue
 //!   dispatch to links with credit, outcomes, redelivery, dead letters;
 //! - [`driver`]: listeners and the per-connection task that feeds the engine from the socket
@@ -15,6 +17,7 @@
 //! receivers read from the log; queue acknowledgements are a cursor in the store, so another
 //! adapter on the same store redelivers what a dead one had not settled.
 
+pub mod bridge;
 pub mod broker;
 pub mod driver;
 pub mod engine;

@@ -2,7 +2,8 @@
 //! they arrived.
 //!
 //! Record layout (a persisted contract; `log/README.md` links here):
-//! - `key`: the address the message was sent to, UTF-8;
+//! - `key`: the address the message was sent to, UTF-8 (for `/topic/<topic>` addresses, which
+//!   live in the MQTT default topic address, the topic);
 //! - `payload`: the transfer payload — every section (header, delivery and message
 //!   annotations, properties, application properties, body, footer) byte for byte;
 //! - `timestamp_ms`: when the adapter stored it (the header's `ttl` counts from here);

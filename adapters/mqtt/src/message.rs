@@ -14,7 +14,7 @@
 //! - Version 1 (`[1, qos, retain]`, the first slice) is still read.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use mqttbytes::QoS;
+pub use mqttbytes::QoS;
 use wharf_log_format::{Record, StoredRecord};
 
 /// The publish properties that travel with a message (MQTT 5 §3.3.2.3). MQTT 3.1.1 clients
@@ -89,11 +89,17 @@ impl Message {
         }
     }
 
-    /// A stored record as an MQTT message; `Err` says why it is not one.
+    /// A stored record as an MQTT message; `Err` says why it is not one. Records another
+    /// protocol stored (first header byte other than 1 or 2) go through the converter
+    /// registered with [`register_foreign`], if any.
     pub fn from_record(r: &StoredRecord) -> Result<Self, &'static str> {
         let key = r.record.key.as_ref().ok_or("no topic")?;
         let topic = std::str::from_utf8(key).map_err(|_| "topic not UTF-8")?;
         let mut h = r.record.headers.clone().ok_or("no headers")?;
+        if !matches!(h.first(), Some(&1 | &HEADER_VERSION)) {
+            let convert = FOREIGN.get().ok_or("record of another protocol")?;
+            return convert(r).ok_or("record of another protocol that does not convert");
+        }
         if h.len() < 3 {
             return Err("headers too short");
         }
@@ -122,6 +128,17 @@ impl Message {
 }
 
 const HEADER_VERSION: u8 = 2;
+
+/// Turns a record another protocol stored into an MQTT message (cross-protocol delivery).
+pub type Foreign = fn(&StoredRecord) -> Option<Message>;
+
+static FOREIGN: std::sync::OnceLock<Foreign> = std::sync::OnceLock::new();
+
+/// Register the converter for other protocols' records (once per process; the AMQP adapter's
+/// `bridge::register` does it). Later registrations are ignored.
+pub fn register_foreign(convert: Foreign) {
+    let _ = FOREIGN.set(convert);
+}
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
