@@ -3,7 +3,8 @@
 Usage: amqp_proton_scenarios.py PORT USER PASSWORD STRICT_PORT
 
 PORT is a Wharf with auto-create on and USER/PASSWORD in its users file; STRICT_PORT is a
-Wharf with `[amqp] auto_create = false` whose catalog declares the queue `declared`.
+Wharf with `[amqp] auto_create = false` whose catalog declares the queues `declared`, `orders`
+(max_delivery 2, dead_letter `orders.dlq`) and `orders.dlq`.
 Prints `ok <scenario>` for each passing scenario and exits non-zero at the first failure.
 """
 
@@ -331,8 +332,27 @@ def strict():
     r = c.create_receiver("declared", credit=1)
     assert r.receive(timeout=10).body == "here"
     r.accept()
+    # Declared with max_delivery 2 and dead_letter "orders.dlq": two failed deliveries, then
+    # the dead-letter queue; a rejected message goes there at once.
+    s = c.create_sender("orders")
+    s.send(Message(body="poison"))
+    s.send(Message(body="refused"))
+    r = c.create_receiver("orders", credit=0, name="orders-consumer")
+    for attempt in range(2):
+        m = r.receive(timeout=10)
+        assert (m.body, m.delivery_count) == ("poison", attempt), (m.body, m.delivery_count)
+        r.fetcher.unsettled[0].local.failed = True
+        r.settle(Delivery.MODIFIED)
+    m = r.receive(timeout=10)
+    assert m.body == "refused", m.body
+    r.reject()
+    dlq = c.create_receiver("orders.dlq", credit=10)
+    got = sorted(dlq.receive(timeout=10).body for _ in range(2))
+    assert got == ["poison", "refused"], got
+    dlq.accept()
+    dlq.accept()
     c.close()
-    ok("unknown address refused with amqp:not-found; declared address served")
+    ok("unknown address refused with amqp:not-found; declared address served; max_delivery and dead-letter")
 
 
 for scenario in (send_receive, competing_consumers, fan_out, request_response, outcomes,

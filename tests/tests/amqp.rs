@@ -61,7 +61,10 @@ fn qpid_proton_and_rhea_scenarios() {
     let declared = dir.path().join("addresses.json");
     std::fs::write(
         &declared,
-        r#"[{"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "declared"}, "spec": {"type": "queue"}}]"#,
+        r#"[{"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "declared"}, "spec": {"type": "queue"}},
+            {"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "orders"},
+             "spec": {"type": "queue", "max_delivery": 2, "dead_letter": "orders.dlq"}},
+            {"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "orders.dlq"}, "spec": {"type": "queue"}}]"#,
     )
     .expect("addresses");
     // The local filesystem and the first S3-compatible server (the others add time, not cover).

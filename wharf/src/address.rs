@@ -35,6 +35,26 @@ fn validate(resource: &Value) -> Result<String> {
             bail!("spec.retention {r} is not a duration such as \"7d\"");
         }
     }
+    if let Some(t) = resource["spec"].get("type")
+        && !matches!(
+            t.as_str(),
+            Some("queue" | "topic" | "anycast" | "multicast" | "subscription")
+        )
+    {
+        bail!("spec.type {t} is not one of queue, topic, anycast, multicast, subscription");
+    }
+    if let Some(m) = resource["spec"].get("max_delivery")
+        && !m
+            .as_u64()
+            .is_some_and(|n| (1..=u64::from(u32::MAX)).contains(&n))
+    {
+        bail!("spec.max_delivery {m} is not a whole number of deliveries (at least 1)");
+    }
+    if let Some(d) = resource["spec"].get("dead_letter")
+        && !d.as_str().is_some_and(|n| valid_name(&n.replace('/', "~")))
+    {
+        bail!("spec.dead_letter {d} is not an address name");
+    }
     if let Some(b) = resource["spec"].get("retention_bytes")
         && !b.is_u64()
     {
@@ -79,5 +99,43 @@ pub async fn delete(log: &Log, name: &str) -> Result<()> {
         Ok(())
     } else {
         bail!("address/{name} does not exist")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(spec: Value) -> Result<String> {
+        validate(&serde_json::json!({
+            "apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "orders"}, "spec": spec
+        }))
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        assert_eq!(
+            spec(
+                serde_json::json!({"type": "queue", "max_delivery": 5, "dead_letter": "orders.dlq"})
+            )
+            .expect("valid"),
+            "orders"
+        );
+        for (bad, field) in [
+            (serde_json::json!({"type": "fifo"}), "spec.type"),
+            (serde_json::json!({"max_delivery": 0}), "spec.max_delivery"),
+            (
+                serde_json::json!({"max_delivery": "5"}),
+                "spec.max_delivery",
+            ),
+            (
+                serde_json::json!({"dead_letter": "bad name!"}),
+                "spec.dead_letter",
+            ),
+            (serde_json::json!({"retention": "soon"}), "spec.retention"),
+        ] {
+            let e = spec(bad).expect_err("invalid").to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 }
