@@ -5,7 +5,8 @@ Usage: amqp_durable_subscription.py PORT_A PORT_B
 Container "durable-<pid>" subscribes durably (link name "sub", durable terminus, expiry never)
 to a topic on adapter A, takes 3 messages, and goes away; 4 more are sent; it comes back on
 adapter B with the same container-id and link name and gets exactly the 4 it missed. A
-non-durable receiver that comes back gets none of them.
+non-durable receiver that comes back gets none of them. Closing the durable link (not just
+detaching it) ends the subscription.
 """
 
 import os
@@ -73,5 +74,19 @@ except AssertionError:
     raise
 except Exception:
     pass
+# Closing the durable link ends the subscription: sent afterwards, then re-attached, the
+# subscription starts afresh (nothing from while it was gone).
+sub.close()
+send(port_b, ["m8"])
+sub = b.create_receiver(topic, name="sub", credit=10, options=[DurableSubscription(), Topic()])
+try:
+    m = sub.receive(timeout=1)
+    raise AssertionError(f"a closed durable subscription kept {m.body}")
+except AssertionError:
+    raise
+except Exception:
+    pass
+send(port_b, ["m9"])
+assert take(sub, 1) == ["m9"]
 b.close()
-print("ok durable subscription resumed on another adapter: got", got, flush=True)
+print("ok durable subscription resumed on another adapter: got", got, "; closing it ends it", flush=True)

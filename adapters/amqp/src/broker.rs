@@ -687,7 +687,8 @@ impl QueueTask {
 pub struct Subscription {
     credit: watch::Sender<(u32, u64)>,
     settle: mpsc::UnboundedSender<u64>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Ends the task; `true`: the link was closed, so a durable subscription ends with it.
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -704,6 +705,12 @@ pub async fn durable_cursor(log: &Log, stream: &StreamId, name: &str) -> wharf_l
     let end = Offset(log.stream(stream).map_or(0, |s| s.next_offset));
     let mut cursor = log.cursor_from(stream, name, end).await?;
     cursor.take_over().await?;
+    if cursor.meta().is_some_and(|m| m["ended"] == true) {
+        // Its link was closed: a new subscription of the same name starts at the end.
+        cursor.ack_below(end);
+        cursor.set_meta(None);
+        cursor.commit().await?;
+    }
     Ok(cursor)
 }
 
@@ -784,8 +791,9 @@ impl SubTask {
         from: Offset,
         mut credit_rx: watch::Receiver<(u32, u64)>,
         mut settle_rx: mpsc::UnboundedReceiver<u64>,
-        mut stop: tokio::sync::oneshot::Receiver<()>,
+        mut stop: tokio::sync::oneshot::Receiver<bool>,
     ) {
+        let mut closed = false;
         let from = self.cursor.as_ref().map_or(from, |c| c.committed());
         let mut tail = self.log.tail(&self.stream, from);
         let mut credit = 0u32;
@@ -832,7 +840,10 @@ impl SubTask {
                     }
                 }
                 _ = commit.tick(), if self.cursor.is_some() => self.commit().await,
-                _ = &mut stop => break,
+                how = &mut stop => {
+                    closed = how.unwrap_or(false);
+                    break;
+                }
             }
         }
         // Ending: acknowledge what was settled before the link went, then commit.
@@ -840,6 +851,11 @@ impl SubTask {
             if let Some(c) = self.cursor.as_mut() {
                 c.ack(Offset(offset));
             }
+        }
+        if closed && let Some(c) = self.cursor.as_mut() {
+            // Closing a durable link ends the subscription (spec 3.5.3 with expiry never):
+            // marked ended; the next attach of that name starts afresh.
+            c.set_meta(Some(serde_json::json!({"ended": true})));
         }
         self.commit().await;
     }
@@ -891,13 +907,20 @@ impl Subscription {
     pub fn settle(&self, offset: u64) {
         let _ = self.settle.send(offset);
     }
+
+    /// The link was closed (not just detached): a durable subscription ends.
+    pub fn close(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(true);
+        }
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         // A durable subscription commits what was settled before it ends.
         if let Some(stop) = self.stop.take()
-            && stop.send(()).is_err()
+            && stop.send(false).is_err()
         {
             self.task.abort();
         }

@@ -406,7 +406,9 @@ impl Conn {
                     if closed && matches!(self.links.get(&link), Some(LinkState::Will)) {
                         self.will = None;
                     }
-                    self.drop_link(link)
+                    if closed && let Some(LinkState::Topic { sub, .. }) = self.drop_link(link) {
+                        sub.close();
+                    }
                 }
                 Event::Closed { error, by_peer } => {
                     self.closed_by_peer |= by_peer;
@@ -426,13 +428,15 @@ impl Conn {
         end
     }
 
-    fn drop_link(&mut self, link: LinkId) {
-        if let Some(state) = self.links.remove(&link)
-            && let LinkState::Queue { id, .. } | LinkState::Topic { id, .. } = state
-        {
-            self.by_id.remove(&id);
+    /// Forget a link; returns its state (dropping it ends a queue membership or a
+    /// subscription).
+    fn drop_link(&mut self, link: LinkId) -> Option<LinkState> {
+        let state = self.links.remove(&link);
+        if let Some(LinkState::Queue { id, .. } | LinkState::Topic { id, .. }) = &state {
+            self.by_id.remove(id);
         }
         self.unsettled.retain(|(l, _), _| *l != link);
+        state
     }
 
     async fn attach(&mut self, link: LinkId, a: Attach) {
