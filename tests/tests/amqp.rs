@@ -314,3 +314,20 @@ fn one_topic_serves_mqtt_and_amqp_clients() {
         );
     }
 }
+
+#[test]
+fn shared_durable_subscription_links_compete() {
+    let Some(py) = python() else { return };
+    let (urls, _dir) = stores();
+    let url = &urls[0];
+    let (pa, pb) = (free_port(), free_port());
+    let _a = start_amqp_adapter(url, pa, None, &[]);
+    let _b = start_amqp_adapter(url, pb, None, &[]);
+    let mut check = Command::new(&py);
+    check
+        .arg(python_script("amqp_shared_subscription.py"))
+        .args([&pa.to_string(), &pb.to_string()]);
+    let out = run_checked(check, "shared durable subscription");
+    assert!(out.contains("ok shared durable subscription"), "{out}");
+    eprintln!("{}", out.trim());
+}

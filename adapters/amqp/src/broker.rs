@@ -306,17 +306,39 @@ impl Queues {
 
     /// Add a consumer link (`link`, unique in this process) to `queue`; messages come on
     /// `tx`.
-    pub fn join(&self, queue: &Address, link: u64, tx: mpsc::UnboundedSender<ToLink>) -> Consumer {
+    ///
+    /// `shared`: the cursor name of a shared durable subscription on a topic, whose links
+    /// compete for the topic's messages as a queue's consumers do (starting at the topic's end
+    /// when the subscription is new).
+    pub fn join(
+        &self,
+        queue: &Address,
+        shared: Option<String>,
+        link: u64,
+        tx: mpsc::UnboundedSender<ToLink>,
+    ) -> Consumer {
         let mut queues = self
             .queues
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = match &shared {
+            Some(sub) => format!("{}#{sub}", queue.name),
+            None => queue.name.clone(),
+        };
+        let stream = queue.stream.as_str().replace('~', "_");
+        let (cursor_name, lease_name) = match shared {
+            Some(sub) => (sub.clone(), format!("{sub}.{stream}")),
+            None => ("amqp-queue".to_string(), format!("amqp-queue.{stream}")),
+        };
         let cmd = queues
-            .entry(queue.name.clone())
+            .entry(key)
             .or_insert_with(|| {
                 let (cmd, rx) = mpsc::unbounded_channel();
                 let task = QueueTask {
                     log: self.log.clone(),
+                    start_at_end: cursor_name != "amqp-queue",
+                    cursor_name,
+                    lease_name,
                     address: queue.clone(),
                     addresses: self.addresses.clone(),
                     run: self.run.clone(),
@@ -362,6 +384,11 @@ struct Serving {
 
 struct QueueTask {
     log: Log,
+    /// `amqp-queue`, or a shared subscription's `amqp-sub.<hex>`.
+    cursor_name: String,
+    lease_name: String,
+    /// A new cursor starts at the stream's end (subscriptions) rather than its start (queues).
+    start_at_end: bool,
     address: Address,
     addresses: Arc<Addresses>,
     run: String,
@@ -375,10 +402,6 @@ struct QueueTask {
 const READ_AHEAD: usize = 256;
 
 impl QueueTask {
-    fn lease_name(&self) -> String {
-        format!("amqp-queue.{}", self.address.stream.as_str())
-    }
-
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut renew = tokio::time::interval(self.ttl / 3);
         let mut commit = tokio::time::interval(Duration::from_millis(20));
@@ -486,7 +509,7 @@ impl QueueTask {
         }
         let lease = match self
             .log
-            .acquire_lease(&self.lease_name(), &self.run, self.ttl)
+            .acquire_lease(&self.lease_name, &self.run, self.ttl)
             .await
         {
             Ok(Some(l)) => l,
@@ -496,7 +519,20 @@ impl QueueTask {
                 return;
             }
         };
-        let cursor = match self.log.cursor(&self.address.stream, "amqp-queue").await {
+        let opened = if self.start_at_end {
+            let end = self
+                .log
+                .stream(&self.address.stream)
+                .map_or(0, |s| s.next_offset);
+            self.log
+                .cursor_from(&self.address.stream, &self.cursor_name, Offset(end))
+                .await
+        } else {
+            self.log
+                .cursor(&self.address.stream, &self.cursor_name)
+                .await
+        };
+        let cursor = match opened {
             Ok(mut c) => match c.fence(&lease).await {
                 Ok(()) => c,
                 Err(e) => {

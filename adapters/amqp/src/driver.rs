@@ -325,6 +325,22 @@ fn capability(caps: Option<&Array<Symbol>>) -> Option<Kind> {
     }
 }
 
+/// For a shared durable subscription (capability `shared`, durable, never expiring): whether
+/// it is `global` (shared across container-ids).
+fn shared_global(source: &fe2o3_amqp_types::messaging::Source) -> Option<bool> {
+    let caps = source.capabilities.as_ref()?;
+    let has = |c: &str| caps.0.iter().any(|s| s.0 == c);
+    let durable = source.durable != TerminusDurability::None
+        && source.expiry_policy == TerminusExpiryPolicy::Never;
+    (durable && has("shared")).then(|| has("global"))
+}
+
+/// The subscription name of a shared subscription's link: the link name up to `|` (qpid-jms
+/// names the links of one subscription `name`, `name|2`, … or `name|global`, …).
+fn base_name(link: &str) -> String {
+    link.split('|').next().unwrap_or(link).to_string()
+}
+
 fn address_error(e: AddressError) -> Error {
     match e {
         AddressError::NotFound(a) => err(AmqpError::NotFound, format!("no address {a:?}")),
@@ -524,9 +540,29 @@ impl Conn {
                 let state = match address.kind {
                     Kind::Queue => LinkState::Queue {
                         id,
-                        consumer: self.shared.queues.join(&address, id, self.tx.clone()),
+                        consumer: self.shared.queues.join(&address, None, id, self.tx.clone()),
                         presettled,
                     },
+                    Kind::Topic if shared_global(&source).is_some() && address.mqtt.is_none() => {
+                        // Links of one shared durable subscription compete for its messages.
+                        let global = shared_global(&source).unwrap_or(false);
+                        let base = base_name(&name);
+                        let owner = if global {
+                            ""
+                        } else {
+                            self.container_id.as_str()
+                        };
+                        LinkState::Queue {
+                            id,
+                            consumer: self.shared.queues.join(
+                                &address,
+                                Some(durable_name(owner, &base)),
+                                id,
+                                self.tx.clone(),
+                            ),
+                            presettled,
+                        }
+                    }
                     Kind::Topic => {
                         let log = &self.shared.log;
                         let from = if source.dynamic {
