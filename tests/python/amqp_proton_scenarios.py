@@ -59,7 +59,7 @@ def drain_all(receiver, expect, timeout=10):
 
 def send_receive():
     c = connect()
-    q = name("q")
+    q = name("orders/q")  # '/' is allowed in addresses
     s = c.create_sender(q)
     for i in range(10):
         s.send(Message(body=f"m{i}", properties={"i": i}))  # waits for accepted

@@ -191,6 +191,22 @@ impl Addresses {
                 "address {name:?} is reserved for Wharf's own streams"
             )));
         }
+        if name.contains('/') {
+            // Catalog names cannot hold '/': such addresses are never declared, and one created
+            // on first use is not recorded (its kind comes from each link's capabilities).
+            if !self.auto_create {
+                return Err(AddressError::NotFound(name.into()));
+            }
+            let a = Address {
+                name: name.into(),
+                kind: wanted.unwrap_or(Kind::Queue),
+                stream,
+                max_delivery: None,
+                dead_letter: None,
+                mqtt: None,
+            };
+            return Ok(a);
+        }
         let catalog = self.log.catalog();
         let key = stream.as_str().to_string();
         let store = |e: wharf_log::LogError| AddressError::Store(e.to_string());
