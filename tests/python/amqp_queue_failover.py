@@ -1,10 +1,11 @@
-"""Two adapters share a queue; the serving one is killed with deliveries unsettled.
+"""Two adapters share a queue; one is killed with deliveries unsettled.
 
 Usage: amqp_queue_failover.py PORT_A PORT_B PID_A N
 
-A consumer on adapter A takes 50 messages, accepts 20 and leaves 30 unsettled; a consumer on
-adapter B waits. A is killed with SIGKILL. Every message not accepted on A must then reach the
-consumer on B, once, and none that A's consumer accepted. Prints the counts.
+Consumers on adapters A and B compete for N messages (adapters take blocks of the queue's
+offsets by lease). A's consumer takes 50, accepts 20 and leaves 30 unsettled; B's consumer
+accepts what it gets. A is killed with SIGKILL. Every message not accepted on A must then reach
+the consumer on B, once, and none that A's consumer accepted. Prints the counts.
 """
 
 import os
@@ -20,7 +21,7 @@ queue = f"failover-{os.getpid()}"
 
 a = BlockingConnection(f"amqp://127.0.0.1:{port_a}", timeout=30)
 ra = a.create_receiver(queue, credit=0, name="consumer-a")
-time.sleep(0.3)  # A's consumer joins first: A serves the queue
+ra.link.flow(50)
 b = BlockingConnection(f"amqp://127.0.0.1:{port_b}", timeout=30)
 rb = b.create_receiver(queue, credit=0, name="consumer-b")
 rb.link.flow(100)
@@ -34,7 +35,6 @@ for i in range(n):
 b.wait(lambda: all(d.remote_state == Delivery.ACCEPTED for d in deliveries), timeout=60,
        msg="all sends accepted")
 
-ra.link.flow(50)
 accepted_on_a, held_on_a = [], []
 for i in range(50):
     m = ra.receive(timeout=30)

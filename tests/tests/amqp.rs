@@ -116,11 +116,12 @@ fn qpid_proton_and_rhea_scenarios() {
 }
 
 #[test]
-fn queue_survives_kill_9_of_the_serving_adapter() {
+fn queue_shared_by_two_adapters_survives_kill_9_of_one() {
     let Some(py) = python() else { return };
     let (urls, dir) = stores();
     let config = dir.path().join("lease.toml");
-    std::fs::write(&config, "[amqp]\nqueue_lease = \"2s\"\n").expect("config");
+    // Small blocks: 3,000 messages span several, so both adapters serve some.
+    std::fs::write(&config, "[amqp]\nqueue_lease = \"2s\"\nqueue_block = 512\n").expect("config");
     for url in urls.iter().take(2) {
         let (pa, pb) = (free_port(), free_port());
         let a = start_amqp_adapter(url, pa, Some(&config), &[]);
@@ -130,7 +131,7 @@ fn queue_survives_kill_9_of_the_serving_adapter() {
             &pa.to_string(),
             &pb.to_string(),
             &a.id().to_string(),
-            "500",
+            "3000",
         ]);
         let out = run_checked(check, "queue failover");
         assert!(out.contains("ok queue failover"), "{url}: {out}");

@@ -138,6 +138,8 @@ pub struct AmqpSection {
     /// After an adapter dies, its queues are served by another within this time.
     #[serde(with = "humantime_serde")]
     pub queue_lease: std::time::Duration,
+    /// Offsets per block of a queue: adapters take blocks by lease to share a queue.
+    pub queue_block: u64,
 }
 
 impl Default for AmqpSection {
@@ -153,6 +155,7 @@ impl Default for AmqpSection {
                 d.engine.idle_timeout_ms.unwrap_or(60_000).into(),
             ),
             queue_lease: d.queue_lease,
+            queue_block: d.queue_block,
         }
     }
 }
@@ -177,6 +180,9 @@ impl AmqpSection {
         if self.max_connections == 0 {
             anyhow::bail!("amqp.max_connections must be at least 1");
         }
+        if self.queue_block == 0 {
+            anyhow::bail!("amqp.queue_block must be at least 1");
+        }
         Ok(())
     }
 
@@ -186,6 +192,7 @@ impl AmqpSection {
             max_connections: self.max_connections,
             auto_create: self.auto_create,
             queue_lease: self.queue_lease,
+            queue_block: self.queue_block,
             ..Default::default()
         };
         a.engine.max_frame_size = self.max_frame_size;

@@ -2,22 +2,24 @@
 //! gets them.
 //!
 //! - Every address is a stream named like the address (`/` becomes `~`).
-//! - A **queue** is served on each adapter by one [`Queue`] task per address. One adapter at a
-//!   time serves it: the one holding the lease `amqp-queue.<stream>`; it reads the stream
-//!   from the shared cursor `amqp-queue`, hands each message to one consumer link with credit
-//!   (round robin), and acknowledges the offset in the cursor when the consumer settles it
-//!   (accepted, rejected, or dead-lettered after `max_delivery` attempts). Released and
-//!   modified messages go back to the front. When the serving adapter dies its lease
-//!   expires and an adapter with consumers takes over from the cursor: every message not
-//!   settled is delivered again. Consumers on other adapters wait for the lease (a known
-//!   limit: no balancing across adapters yet).
+//! - A **queue** is served on each adapter by one queue task per address ([`Queues`]), competing with
+//!   the other adapters by **blocks**: the queue's offsets are cut into blocks (`[amqp] queue_block`, 8,192 offsets by default);
+//!   an adapter whose consumers have credit takes the lease `amqp-queue.<stream>.<n>` of the
+//!   next block with messages not yet acknowledged (at most 2 at once), hands its
+//!   messages to its consumer links with credit (round robin), and acknowledges each offset in
+//!   the queue's cursor `amqp-queue` (shared by all adapters; commits merge) when the consumer
+//!   settles it (accepted, rejected, or dead-lettered after `max_delivery` attempts). Released
+//!   and modified messages go back to the front. A block fully written and acknowledged is
+//!   released; a block whose adapter died is taken by another once its lease expires, and every
+//!   message in it not yet acknowledged is delivered again. Within a block, order is kept;
+//!   across blocks served by different adapters, it is not.
 //! - A **topic** receiver follows the stream from its end (or, for a durable subscription,
 //!   from its own cursor) — see [`Subscription`].
 //! - Temporary addresses (`tmp.<uuid>`, for `dynamic` receivers) are topics nobody else
 //!   declared; they live as long as their link (the stream is left to retention).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -276,6 +278,7 @@ enum Cmd {
 #[derive(Debug)]
 pub struct Queues {
     log: Log,
+    block: u64,
     run: String,
     lease_ttl: Duration,
     addresses: Arc<Addresses>,
@@ -310,9 +313,17 @@ impl Drop for Consumer {
 }
 
 impl Queues {
-    pub fn new(log: Log, run: String, lease_ttl: Duration, addresses: Arc<Addresses>) -> Self {
+    /// `block`: offsets per block, the unit adapters take by lease to serve a queue.
+    pub fn new(
+        log: Log,
+        run: String,
+        lease_ttl: Duration,
+        block: u64,
+        addresses: Arc<Addresses>,
+    ) -> Self {
         Self {
             log,
+            block: block.max(1),
             run,
             lease_ttl,
             addresses,
@@ -352,6 +363,7 @@ impl Queues {
                 let (cmd, rx) = mpsc::unbounded_channel();
                 let task = QueueTask {
                     log: self.log.clone(),
+                    block: self.block,
                     start_at_end: cursor_name != "amqp-queue",
                     cursor_name,
                     lease_name,
@@ -387,19 +399,30 @@ struct Ready {
     avoid: Vec<u64>,
 }
 
-struct Serving {
+/// A block of the queue's offsets this adapter holds the lease of.
+struct Block {
     lease: Lease,
-    cursor: Cursor,
-    /// Next offset to read from the stream.
+    /// Next offset of the block to read.
     pos: Offset,
+}
+
+struct Serving {
+    /// The queue's acknowledgements, shared by every adapter (commits merge).
+    cursor: Cursor,
+    /// Held blocks by number (offsets `n * block .. (n + 1) * block`).
+    blocks: BTreeMap<u64, Block>,
     ready: VecDeque<Ready>,
     inflight: HashMap<u64, (u64, Ready)>,
-    /// Reached the end of the stream at the last read.
+    /// Nothing more to read now (held blocks read to the end, no block to take).
     at_end: bool,
+    /// No block could be taken: try again after this (others hold them).
+    retry_at: Option<tokio::time::Instant>,
 }
 
 struct QueueTask {
     log: Log,
+    /// Offsets per block: the unit an adapter takes (by lease) to serve the queue.
+    block: u64,
     /// `amqp-queue`, or a shared subscription's `amqp-sub.<hex>`.
     cursor_name: String,
     lease_name: String,
@@ -416,12 +439,18 @@ struct QueueTask {
 
 /// Records read ahead of the consumers' credit.
 const READ_AHEAD: usize = 256;
+/// Blocks an adapter holds at once (the rest are left to other adapters).
+const MAX_BLOCKS: usize = 2;
+/// Blocks tried per read when looking for one to take.
+const MAX_TRIES: u64 = 8;
 
 impl QueueTask {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut renew = tokio::time::interval(self.ttl / 3);
         let mut commit = tokio::time::interval(Duration::from_millis(20));
         let mut committed = self.log.watch_segments();
+        // An interval, not a sleep in the select: the commit tick must not restart it.
+        let mut poll = tokio::time::interval(self.log.settings().poll_interval);
         loop {
             let want_read = self.serving.as_ref().is_some_and(|s| {
                 s.ready.len() < READ_AHEAD && self.consumers.iter().any(|c| c.credit > 0)
@@ -446,7 +475,7 @@ impl QueueTask {
                     if changed.is_err() { return; }
                     self.read().await;
                 }
-                _ = tokio::time::sleep(self.log.settings().poll_interval), if want_read => {
+                _ = poll.tick(), if want_read => {
                     let _ = self.log.refresh().await;
                     self.read().await;
                 }
@@ -511,30 +540,26 @@ impl QueueTask {
         }
     }
 
-    /// Take or renew the lease while there are consumers.
+    /// Open the queue's cursor when the first consumer joins; renew held block leases.
     async fn keep_lease(&mut self) {
         if self.consumers.is_empty() {
             return;
         }
         if let Some(s) = self.serving.as_mut() {
-            if let Err(e) = s.lease.renew(self.ttl).await {
-                tracing::warn!(queue = %self.address.name, error = %e, "queue lease lost");
-                self.serving = None;
+            let mut lost = Vec::new();
+            for (n, b) in s.blocks.iter_mut() {
+                if let Err(e) = b.lease.renew(self.ttl).await {
+                    tracing::warn!(queue = %self.address.name, block = n, error = %e, "queue block lease lost");
+                    lost.push(*n);
+                }
+            }
+            for n in lost {
+                s.blocks.remove(&n);
+                // Another adapter delivers these now.
+                s.ready.retain(|r| r.record.offset.0 / self.block != n);
             }
             return;
         }
-        let lease = match self
-            .log
-            .acquire_lease(&self.lease_name, &self.run, self.ttl)
-            .await
-        {
-            Ok(Some(l)) => l,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(queue = %self.address.name, error = %e, "queue lease");
-                return;
-            }
-        };
         let opened = if self.start_at_end {
             let end = self
                 .log
@@ -548,68 +573,142 @@ impl QueueTask {
                 .cursor(&self.address.stream, &self.cursor_name)
                 .await
         };
-        let cursor = match opened {
-            Ok(mut c) => match c.fence(&lease).await {
-                Ok(()) => c,
-                Err(e) => {
-                    tracing::warn!(queue = %self.address.name, error = %e, "queue cursor");
-                    return;
-                }
-            },
-            Err(e) => {
-                tracing::warn!(queue = %self.address.name, error = %e, "queue cursor");
-                return;
+        match opened {
+            Ok(cursor) => {
+                tracing::debug!(queue = %self.address.name, from = cursor.committed().0, "serving queue");
+                self.serving = Some(Serving {
+                    cursor,
+                    blocks: BTreeMap::new(),
+                    ready: VecDeque::new(),
+                    inflight: HashMap::new(),
+                    at_end: false,
+                    retry_at: None,
+                });
             }
-        };
-        tracing::debug!(queue = %self.address.name, from = cursor.committed().0, "serving queue");
-        self.serving = Some(Serving {
-            lease,
-            pos: cursor.committed(),
-            cursor,
-            ready: VecDeque::new(),
-            inflight: HashMap::new(),
-            at_end: false,
-        });
-        self.read().await;
+            Err(e) => tracing::warn!(queue = %self.address.name, error = %e, "queue cursor"),
+        }
     }
 
+    /// No consumers left here: give the messages back (to the store) and the blocks up.
     async fn stop_serving(&mut self) {
         self.commit().await;
-        if let Some(s) = self.serving.take()
-            && let Err(e) = s.lease.release().await
-        {
-            tracing::debug!(queue = %self.address.name, error = %e, "queue lease release");
+        if let Some(s) = self.serving.take() {
+            for (_, b) in s.blocks {
+                if let Err(e) = b.lease.release().await {
+                    tracing::debug!(queue = %self.address.name, error = %e, "queue block release");
+                }
+            }
         }
     }
 
+    /// Fill `ready`: read on in the held blocks, and take the next free block with messages
+    /// not yet acknowledged when they run dry (and read it).
     async fn read(&mut self) {
+        while self.read_once().await {}
+    }
+
+    /// One pass of [`QueueTask::read`]; true if it took a block (read again).
+    async fn read_once(&mut self) -> bool {
         let Some(s) = self.serving.as_mut() else {
-            return;
+            return false;
         };
-        let want = READ_AHEAD.saturating_sub(s.ready.len());
-        if want == 0 {
-            return;
-        }
-        match self.log.read(&self.address.stream, s.pos, want).await {
-            Ok(records) => {
-                s.at_end = records.len() < want;
-                for r in records {
-                    s.pos = r.offset.next();
-                    if s.cursor.is_acked(r.offset) || s.inflight.contains_key(&r.offset.0) {
-                        continue;
+        let stream = &self.address.stream;
+        let next = self.log.stream(stream).map_or(0, |st| st.next_offset);
+        let mut got_any = false;
+        let blocks: Vec<u64> = s.blocks.keys().copied().collect();
+        for n in blocks {
+            let want = READ_AHEAD.saturating_sub(s.ready.len());
+            let Some(b) = s.blocks.get_mut(&n) else {
+                continue;
+            };
+            let end = ((n + 1) * self.block).min(next);
+            if want == 0 || b.pos.0 >= end {
+                continue;
+            }
+            let limit = want.min((end - b.pos.0) as usize);
+            match self.log.read(stream, b.pos, limit).await {
+                Ok(records) => {
+                    for r in records {
+                        if r.offset.0 >= (n + 1) * self.block {
+                            break;
+                        }
+                        b.pos = r.offset.next();
+                        got_any = true;
+                        if s.cursor.is_acked(r.offset) || s.inflight.contains_key(&r.offset.0) {
+                            continue;
+                        }
+                        s.ready.push_back(Ready {
+                            record: r,
+                            delivery_count: 0,
+                            avoid: Vec::new(),
+                        });
                     }
-                    s.ready.push_back(Ready {
-                        record: r,
-                        delivery_count: 0,
-                        avoid: Vec::new(),
-                    });
+                }
+                Err(e) => tracing::warn!(queue = %self.address.name, error = %e, "queue read"),
+            }
+        }
+        let want = READ_AHEAD.saturating_sub(s.ready.len());
+        let drained = s
+            .blocks
+            .iter()
+            .all(|(n, b)| b.pos.0 >= ((n + 1) * self.block).min(next));
+        let may_try = s.retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
+        if want > 0 && drained && s.blocks.len() < MAX_BLOCKS && next > 0 && may_try {
+            let first = s.cursor.committed().0 / self.block;
+            let last = (next - 1) / self.block;
+            let mut taken = false;
+            let mut contended = false;
+            for n in (first..=last).take(MAX_TRIES as usize) {
+                if s.blocks.contains_key(&n) {
+                    continue;
+                }
+                let (start, end) = (n * self.block, ((n + 1) * self.block).min(next));
+                let complete = next >= (n + 1) * self.block;
+                if complete
+                    && s.cursor
+                        .acks()
+                        .unacked(Offset(start), Offset(end), 1)
+                        .is_empty()
+                {
+                    continue; // all acknowledged (as far as we know)
+                }
+                let name = format!("{}.{n}", self.lease_name);
+                match self.log.acquire_lease(&name, &self.run, self.ttl).await {
+                    Ok(Some(lease)) => {
+                        // Others may have acknowledged some of it: see their acks first.
+                        if let Err(e) = s.cursor.reload().await {
+                            tracing::warn!(queue = %self.address.name, error = %e, "queue cursor reload");
+                        }
+                        s.blocks.insert(
+                            n,
+                            Block {
+                                lease,
+                                pos: Offset(start),
+                            },
+                        );
+                        taken = true;
+                        break;
+                    }
+                    Ok(None) => contended = true,
+                    Err(e) => {
+                        tracing::warn!(queue = %self.address.name, error = %e, "queue block lease");
+                        contended = true;
+                        break;
+                    }
                 }
             }
-            Err(e) => {
-                s.at_end = true;
-                tracing::warn!(queue = %self.address.name, error = %e, "queue read");
+            if taken {
+                s.retry_at = None;
+                s.at_end = false;
+                return true;
+            }
+            if contended {
+                // Other adapters hold what there is: ask again in a while, not on every read.
+                s.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
             }
         }
+        s.at_end = !got_any;
+        false
     }
 
     async fn dispatch(&mut self) {
@@ -719,14 +818,40 @@ impl QueueTask {
         let Some(s) = self.serving.as_mut() else {
             return;
         };
-        if !s.cursor.is_dirty() {
+        if s.cursor.is_dirty()
+            && let Err(e) = s.cursor.commit().await
+        {
+            tracing::warn!(queue = %self.address.name, error = %e, "queue cursor commit failed");
             return;
         }
-        if let Err(e) = s.cursor.commit().await {
-            tracing::warn!(queue = %self.address.name, error = %e, "queue cursor commit failed");
-            if e.kind() == wharf_log::ErrorKind::Fenced {
-                self.serving = None;
+        if s.blocks.is_empty() {
+            return;
+        }
+        // Blocks fully written and fully acknowledged are done: let them go.
+        let next = self
+            .log
+            .stream(&self.address.stream)
+            .map_or(0, |st| st.next_offset);
+        let done: Vec<u64> = s
+            .blocks
+            .keys()
+            .copied()
+            .filter(|n| {
+                let end = (n + 1) * self.block;
+                next >= end
+                    && s.cursor
+                        .acks()
+                        .unacked(Offset(n * self.block), Offset(end), 1)
+                        .is_empty()
+            })
+            .collect();
+        for n in done {
+            if let Some(b) = s.blocks.remove(&n)
+                && let Err(e) = b.lease.release().await
+            {
+                tracing::debug!(queue = %self.address.name, error = %e, "queue block release");
             }
+            s.at_end = false;
         }
     }
 }
@@ -891,7 +1016,11 @@ impl SubTask {
                         c.ack(Offset(offset));
                     }
                 }
-                _ = commit.tick(), if self.cursor.is_some() => self.commit().await,
+                // Only while there is something to commit: a tick restarts `next_batch`,
+                // whose store poll would never complete under a steady tick.
+                _ = commit.tick(), if self.cursor.as_ref().is_some_and(|c| c.is_dirty()) => {
+                    self.commit().await
+                }
                 how = &mut stop => {
                     closed = how.unwrap_or(false);
                     break;
@@ -960,11 +1089,14 @@ impl Subscription {
         let _ = self.settle.send(offset);
     }
 
-    /// The link was closed (not just detached): a durable subscription ends.
-    pub fn close(mut self) {
+    /// The link was closed (not just detached): a durable subscription ends. Resolves once
+    /// that is stored, so that a new attach of the same name sees it.
+    pub async fn close(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);
         }
+        let task = std::mem::replace(&mut self.task, tokio::spawn(async {}));
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
     }
 }
 

@@ -47,9 +47,12 @@ pub struct AmqpSettings {
     pub engine: engine::Config,
     /// Create an address on first use (type from the terminus capabilities, queue if none).
     pub auto_create: bool,
-    /// TTL of the lease by which one adapter serves a queue; after an adapter dies, its
-    /// queues are served again by another within this time.
+    /// TTL of the leases by which adapters serve blocks of a queue; after an adapter dies,
+    /// its blocks are served again by another within this time.
     pub queue_lease: Duration,
+    /// Offsets per block of a queue (the unit adapters take by lease). Smaller blocks spread
+    /// a queue over adapters more finely; each block costs a few store requests.
+    pub queue_block: u64,
     /// Connections served at once by each listener.
     pub max_connections: usize,
 }
@@ -60,6 +63,7 @@ impl Default for AmqpSettings {
             engine: engine::Config::default(),
             auto_create: true,
             queue_lease: Duration::from_secs(10),
+            queue_block: 8192,
             max_connections: 10_000,
         }
     }
@@ -90,7 +94,13 @@ impl Amqp {
         let run = uuid::Uuid::new_v4().simple().to_string();
         settings.engine.container_id = format!("wharf-{run}");
         let addresses = Arc::new(Addresses::new(log.clone(), settings.auto_create));
-        let queues = Queues::new(log.clone(), run, settings.queue_lease, addresses.clone());
+        let queues = Queues::new(
+            log.clone(),
+            run,
+            settings.queue_lease,
+            settings.queue_block,
+            addresses.clone(),
+        );
         Arc::new(Self {
             log,
             addresses,
@@ -423,7 +433,7 @@ impl Conn {
                         self.will = None;
                     }
                     if closed && let Some(LinkState::Topic { sub, .. }) = self.drop_link(link) {
-                        sub.close();
+                        sub.close().await;
                     }
                 }
                 Event::Closed { error, by_peer } => {
