@@ -846,10 +846,9 @@ impl QueueTask {
             })
             .collect();
         for n in done {
-            if let Some(b) = s.blocks.remove(&n)
-                && let Err(e) = b.lease.release().await
-            {
-                tracing::debug!(queue = %self.address.name, error = %e, "queue block release");
+            // Finished for good (everything in it acknowledged): its lease objects go too.
+            if let Some(b) = s.blocks.remove(&n) {
+                b.lease.retire().await;
             }
             s.at_end = false;
         }

@@ -113,6 +113,14 @@ impl Lease {
         self.write(next).await
     }
 
+    /// Give the lease up for good and delete its objects: for a lease on something finished
+    /// that nobody will claim again (a fully acknowledged block of a queue). Best effort: a
+    /// failed delete leaves objects behind, nothing worse. Whoever took the name afterwards
+    /// would start a new series at epoch 1, so use it only where no one will.
+    pub async fn retire(self) {
+        series(&self.log, &self.record.name).prune(u64::MAX).await;
+    }
+
     /// Give the lease up so that another process can take it at once.
     pub async fn release(mut self) -> Result<()> {
         let mut next = self.record.clone();
