@@ -63,6 +63,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(cursors_merge_and_survive_reopen);
     case!(cursor_take_over_fences_the_previous_holder);
     case!(leases_expire_and_fence);
+    case!(retired_leases_leave_no_objects);
     case!(catalog_put_list_watch_delete);
     case!(retention_trims);
     case!(garbage_collection_frees_trimmed_segments);
@@ -371,6 +372,24 @@ async fn cursor_take_over_fences_the_previous_holder(store: &Store) {
     assert!(matches!(x.commit().await, Err(e) if e.kind() == ErrorKind::Fenced));
     y.ack(Offset(2));
     y.commit().await.expect("the winner commits");
+}
+
+async fn retired_leases_leave_no_objects(store: &Store) {
+    let log = Log::open_with(store.clone(), quick_settings(), Arc::new(SystemClock))
+        .await
+        .expect("open");
+    let ttl = Duration::from_secs(10);
+    let mut lease = log
+        .acquire_lease("block-7", "a", ttl)
+        .await
+        .expect("acquire")
+        .expect("free");
+    lease.renew(ttl).await.expect("renew");
+    lease.retire().await;
+    assert!(
+        log.lease_state("block-7").await.expect("state").is_none(),
+        "every version deleted"
+    );
 }
 
 async fn leases_expire_and_fence(store: &Store) {
