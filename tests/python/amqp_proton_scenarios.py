@@ -14,7 +14,8 @@ import uuid
 
 from proton import (ConnectionException, Data, Delivery, LinkException, Message, char, int32,
                     symbol, timestamp, ulong)
-from proton.reactor import LinkOption
+from proton import Link
+from proton.reactor import AtMostOnce, LinkOption
 from proton.utils import BlockingConnection, LinkDetached, SendException
 
 PORT, USER, PASSWORD, STRICT = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
@@ -288,18 +289,47 @@ def ttl_expiry():
     ok("message ttl: an expired message is not delivered")
 
 
-def presettled():
+class RcvSecond(LinkOption):
+    """Ask for receiver settle mode second."""
+
+    def apply(self, link):
+        link.rcv_settle_mode = Link.RCV_SECOND
+
+
+def settlement_modes():
     q = name("presettled")
     c = connect()
-    s = c.create_sender(q, options=[])
-    s.link.snd_settle_mode = 1  # settled
+    s = c.create_sender(q, options=AtMostOnce())
     for i in range(5):
         s.send(Message(body=i))
-    r = c.create_receiver(q, credit=5)
-    got = drain_all(r, 5)
+    # A pre-settled consumer (snd-settle-mode settled): messages come settled and are gone.
+    r = c.create_receiver(q, credit=5, name="at-most-once", options=AtMostOnce())
+    got = []
+    for _ in range(5):
+        m = r.receive(timeout=10)
+        got.append(m.body)
     assert got == list(range(5)), got
+    assert not r.fetcher.unsettled, "deliveries came unsettled"
+    r.close()
+    again = c.create_receiver(q, credit=5, name="after")
+    try:
+        m = again.receive(timeout=1)
+        raise AssertionError(f"a pre-settled delivery came again: {m.body}")
+    except AssertionError:
+        raise
+    except Exception:
+        pass
+    again.close()
+    # rcv-settle-mode second: granted where we send, downgraded to first where we receive.
+    rr = c.create_receiver(q, credit=1, name="second", options=RcvSecond())
+    assert rr.link.remote_rcv_settle_mode == Link.RCV_SECOND, rr.link.remote_rcv_settle_mode
+    ss = c.create_sender(q, name="second-sender", options=RcvSecond())
+    assert ss.link.remote_rcv_settle_mode == Link.RCV_FIRST, ss.link.remote_rcv_settle_mode
+    ss.send(Message(body="second"))
+    assert rr.receive(timeout=10).body == "second"
+    rr.accept()
     c.close()
-    ok("pre-settled sends")
+    ok("settlement: pre-settled both ways; rcv-settle-mode second granted / downgraded")
 
 
 def sasl():
@@ -356,7 +386,7 @@ def strict():
 
 
 for scenario in (send_receive, competing_consumers, fan_out, request_response, outcomes,
-                 credit_and_drain, large_messages, property_round_trip, ttl_expiry, presettled,
+                 credit_and_drain, large_messages, property_round_trip, ttl_expiry, settlement_modes,
                  sasl, strict):
     scenario()
 print("all passed")

@@ -429,6 +429,40 @@ fn credit_sent_with_the_attach_is_kept_until_the_broker_answers() {
 }
 
 #[test]
+fn echo_is_answered_with_our_link_state() {
+    let mut c = session();
+    c.feed(&amqp(0, attach(0, Role::Receiver, "q")));
+    events(&mut c);
+    c.accept_attach(
+        LINK,
+        "link-0".into(),
+        None,
+        None,
+        SenderSettleMode::Mixed,
+        ReceiverSettleMode::First,
+    );
+    c.take_output();
+    let mut f = flow(0, 0, 7, false);
+    if let Performative::Flow(f) = &mut f {
+        f.echo = true;
+    }
+    c.feed(&amqp(0, f));
+    let out = frames(c.take_output());
+    let Performative::Flow(reply) = &out[0].1 else {
+        panic!("{out:?}")
+    };
+    assert_eq!(
+        (
+            reply.handle.clone(),
+            reply.delivery_count,
+            reply.link_credit,
+            reply.echo
+        ),
+        (Some(Handle(0)), Some(0), Some(7), false)
+    );
+}
+
+#[test]
 fn refused_attach_is_an_attach_without_terminus_then_a_detach() {
     let mut c = session();
     c.feed(&amqp(0, attach(3, Role::Receiver, "nowhere")));
