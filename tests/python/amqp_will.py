@@ -1,7 +1,9 @@
 """A will for AMQP clients: a message sent to `$will` (with `to` saying where it goes) is
-published when the connection ends without the client's close, and not after a clean close.
+published when the connection ends without the client's close, and not after a clean close;
+and when the adapter itself dies, by another adapter.
 
-Usage: amqp_will.py PORT
+Usage: amqp_will.py PORT [PORT_B PID_A]   (the second form: PORT is adapter A, killed with
+SIGKILL while the client is connected; adapter B, on the same store, publishes the will)
 """
 
 import os
@@ -13,6 +15,22 @@ from proton.utils import BlockingConnection, SendException
 
 port = sys.argv[1]
 queue = f"alerts-{os.getpid()}"
+
+if len(sys.argv) == 4:
+    import signal
+    import time
+    port_b, pid_a = sys.argv[2], int(sys.argv[3])
+    c = BlockingConnection(f"amqp://127.0.0.1:{port}", timeout=10)
+    c.create_sender("$will").send(Message(address=queue, body="will of a client of a dead adapter"))
+    os.kill(pid_a, signal.SIGKILL)
+    started = time.time()
+    b = BlockingConnection(f"amqp://127.0.0.1:{port_b}", timeout=10)
+    r = b.create_receiver(queue, credit=5)
+    m = r.receive(timeout=30)
+    r.accept()
+    assert m.body == "will of a client of a dead adapter", m.body
+    print(f"ok AMQP will published by another adapter {time.time() - started:.1f} s after kill -9", flush=True)
+    sys.exit(0)
 
 CHILD = """
 import os, sys

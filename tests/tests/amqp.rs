@@ -285,6 +285,27 @@ fn will_of_an_amqp_client_is_published_when_it_crashes() {
         .arg(port.to_string());
     let out = run_checked(check, "AMQP will");
     assert!(out.contains("ok AMQP will"), "{out}");
+
+    // The adapter dies with the client connected: another adapter publishes the will once the
+    // dead one's lease expires.
+    let config = dir.path().join("lease.toml");
+    std::fs::write(&config, "[mqtt]\nadapter_lease = \"2s\"\n").expect("config");
+    let shared = format!("file://{}", dir.path().join("shared").display());
+    let (pa, pb) = (free_port(), free_port());
+    let a = start_amqp_adapter(&shared, pa, Some(&config), &[]);
+    let _b = start_amqp_adapter(&shared, pb, Some(&config), &[]);
+    let mut check = Command::new(&py);
+    check.arg(python_script("amqp_will.py")).args([
+        &pa.to_string(),
+        &pb.to_string(),
+        &a.id().to_string(),
+    ]);
+    let out = run_checked(check, "AMQP will of a dead adapter");
+    assert!(
+        out.contains("ok AMQP will published by another adapter"),
+        "{out}"
+    );
+    eprintln!("{}", out.trim());
 }
 
 #[test]

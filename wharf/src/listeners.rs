@@ -111,7 +111,12 @@ pub fn start(
     };
     let auth = Arc::new(auth);
     let mqtt = Mqtt::new(log.clone(), settings.mqtt.to_mqtt(), auth.clone());
-    let amqp = Amqp::new(log.clone(), settings.amqp.to_amqp(), auth);
+    let amqp = Amqp::new(
+        log.clone(),
+        settings.amqp.to_amqp(),
+        auth,
+        Some(mqtt.wills()),
+    );
     // MQTT subscribers get what AMQP clients send to `/topic/...` addresses.
     wharf_amqp::bridge::register();
     let mut wanted = Vec::new();

@@ -31,6 +31,7 @@ use tokio::{
 use wharf_auth::{Auth, Verdict};
 use wharf_log::Log;
 use wharf_log_format::{Offset, Record, StreamId};
+use wharf_mqtt::wills::Wills;
 
 use crate::{
     broker::{
@@ -78,6 +79,9 @@ pub struct Amqp {
     addresses: Arc<Addresses>,
     queues: Queues,
     links: AtomicU64,
+    /// Where wills are registered so that another adapter publishes them if this one dies
+    /// (the MQTT adapter's registry; `None`: wills live only as long as this process).
+    wills: Option<Arc<Wills>>,
     stopping: watch::Sender<bool>,
     active: Arc<AtomicUsize>,
 }
@@ -90,7 +94,12 @@ fn err(condition: impl Into<fe2o3_amqp_types::definitions::ErrorCondition>, d: S
 }
 
 impl Amqp {
-    pub fn new(log: Log, mut settings: AmqpSettings, auth: Arc<Auth>) -> Arc<Self> {
+    pub fn new(
+        log: Log,
+        mut settings: AmqpSettings,
+        auth: Arc<Auth>,
+        wills: Option<Arc<Wills>>,
+    ) -> Arc<Self> {
         let run = uuid::Uuid::new_v4().simple().to_string();
         settings.engine.container_id = format!("wharf-{run}");
         let addresses = Arc::new(Addresses::new(log.clone(), settings.auto_create));
@@ -108,6 +117,7 @@ impl Amqp {
             settings,
             auth,
             links: AtomicU64::new(1),
+            wills,
             stopping: watch::channel(false).0,
             active: Arc::new(AtomicUsize::new(0)),
         })
@@ -203,6 +213,8 @@ type Settled = Vec<(LinkId, u32, DeliveryState)>;
 /// withdraws it. The MQTT will, for AMQP clients.
 pub const WILL_ADDRESS: &str = "$will";
 
+static WILL_IDS: AtomicU64 = AtomicU64::new(0);
+
 /// Records for one stream from one read, and who sent each (link, delivery id, pre-settled).
 #[derive(Default)]
 struct Batch {
@@ -227,6 +239,8 @@ struct Conn {
     batch: HashMap<StreamId, Batch>,
     /// The registered will: where to, and the message.
     will: Option<(Address, Bytes)>,
+    /// This connection's number in the wills registry (high bit set: never an MQTT one).
+    will_id: u64,
     /// The peer closed the connection with a close frame (its will is not published).
     closed_by_peer: bool,
 }
@@ -258,6 +272,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         pending_records: 0,
         batch: HashMap::new(),
         will: None,
+        will_id: (1 << 63) | WILL_IDS.fetch_add(1, Ordering::Relaxed),
         closed_by_peer: false,
     };
     let mut buf = vec![0u8; 64 * 1024];
@@ -311,15 +326,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             break;
         }
     }
-    if !conn.closed_by_peer
-        && let Some((address, payload)) = conn.will.take()
-    {
-        let now = conn.shared.log.clock().now_ms();
-        let record = message::record(&address.name, payload, false, now);
-        match conn.shared.log.append(&address.stream, record).await {
-            Ok(_) => tracing::info!(%peer, address = %address.name, "AMQP will published"),
-            Err(e) => tracing::warn!(%peer, error = %e, "AMQP will not published"),
+    if let Some((address, payload)) = conn.will.take() {
+        if !conn.closed_by_peer {
+            let now = conn.shared.log.clock().now_ms();
+            let record = message::record(address.record_key(), payload, false, now);
+            match conn.shared.log.append(&address.stream, record).await {
+                Ok(_) => tracing::info!(%peer, address = %address.name, "AMQP will published"),
+                Err(e) => tracing::warn!(%peer, error = %e, "AMQP will not published"),
+            }
         }
+        conn.settle_will().await;
     }
     result
 }
@@ -429,8 +445,11 @@ impl Conn {
                     }
                 }
                 Event::Detached { link, closed, .. } => {
-                    if closed && matches!(self.links.get(&link), Some(LinkState::Will)) {
-                        self.will = None;
+                    if closed
+                        && matches!(self.links.get(&link), Some(LinkState::Will))
+                        && self.will.take().is_some()
+                    {
+                        self.settle_will().await;
                     }
                     if closed && let Some(LinkState::Topic { sub, .. }) = self.drop_link(link) {
                         sub.close().await;
@@ -709,8 +728,30 @@ impl Conn {
             )),
             Some(to) => match self.shared.addresses.resolve(&to, None).await {
                 Ok(address) => {
-                    self.will = Some((address, d.payload));
-                    Ok(())
+                    // Registered in the store first, so that a survivor publishes it if this
+                    // adapter dies.
+                    let registered = match &self.shared.wills {
+                        Some(wills) => {
+                            let now = self.shared.log.clock().now_ms();
+                            let record = message::record(
+                                address.record_key(),
+                                d.payload.clone(),
+                                false,
+                                now,
+                            );
+                            wills
+                                .register_record(
+                                    &self.container_id,
+                                    self.will_id,
+                                    &address.stream,
+                                    &record,
+                                )
+                                .await
+                                .map_err(|e| err(AmqpError::InternalError, format!("store: {e}")))
+                        }
+                        None => Ok(()),
+                    };
+                    registered.map(|()| self.will = Some((address, d.payload)))
                 }
                 Err(e) => Err(address_error(e)),
             },
@@ -721,6 +762,13 @@ impl Conn {
                 Err(e) => DeliveryState::Rejected(Rejected { error: Some(e) }),
             };
             self.engine.settle_received(d.link, d.delivery_id, state);
+        }
+    }
+
+    /// The will is published or withdrawn: take it out of the registry.
+    async fn settle_will(&mut self) {
+        if let Some(wills) = &self.shared.wills {
+            wills.settle(&self.container_id, self.will_id).await;
         }
     }
 

@@ -135,6 +135,11 @@ impl Mqtt {
         })
     }
 
+    /// The wills registry (also used by the AMQP adapter for its clients' wills).
+    pub fn wills(&self) -> Arc<Wills> {
+        self.wills.clone()
+    }
+
     /// End every connection (MQTT 5 clients get DISCONNECT 0x8B "server shutting down";
     /// persistent sessions save their position; wills are published, as for any connection the
     /// server closes) and wait up to `grace` for them to finish.

@@ -60,6 +60,10 @@ pub struct WillRecord {
     pub headers: String,
     #[serde(default)]
     pub payload: String,
+    /// Another protocol's will (the AMQP adapter's): append `key = topic`, `headers`, `payload`
+    /// to this stream as they are. Empty: an MQTT will, published to `mqtt-default`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stream: String,
 }
 
 impl WillRecord {
@@ -177,6 +181,33 @@ impl Wills {
             topic: will.message.topic.clone(),
             headers: B64.encode(r.headers.unwrap_or_default()),
             payload: B64.encode(&r.payload),
+            stream: String::new(),
+        })
+        .await
+    }
+
+    /// Register another protocol's will: `record` is appended to `stream` as it is if the
+    /// connection (`owner` names the client; `connection` must not collide with MQTT
+    /// connection numbers) is lost — by this adapter, or by a survivor if this adapter dies.
+    pub async fn register_record(
+        &self,
+        owner: &str,
+        connection: u64,
+        stream: &StreamId,
+        record: &Record,
+    ) -> wharf_log::Result<()> {
+        let key = record.key.as_deref().unwrap_or_default();
+        self.append(&WillRecord {
+            version: WillRecord::VERSION,
+            adapter: self.run.clone(),
+            connection,
+            client_id: owner.to_string(),
+            settled: false,
+            delay_ms: 0,
+            topic: String::from_utf8_lossy(key).into_owned(),
+            headers: B64.encode(record.headers.clone().unwrap_or_default()),
+            payload: B64.encode(&record.payload),
+            stream: stream.as_str().to_string(),
         })
         .await
     }
@@ -193,6 +224,7 @@ impl Wills {
             topic: String::new(),
             headers: String::new(),
             payload: String::new(),
+            stream: String::new(),
         };
         if let Err(e) = self.append(&w).await {
             tracing::warn!(error = %e, client = client_id, "could not settle a will");
@@ -237,6 +269,32 @@ impl Wills {
                 "adapter is gone; publishing its clients' wills"
             );
             for w in wills {
+                if !w.stream.is_empty() {
+                    // Another protocol's will: its record, appended as it is.
+                    match self.publish_record(&w).await {
+                        Ok(()) => tracing::info!(
+                            owner = w.client_id,
+                            stream = w.stream,
+                            "will of a dead adapter's client published"
+                        ),
+                        Err(e) => {
+                            tracing::warn!(error = %e, owner = w.client_id, "could not publish a will; will retry");
+                            continue;
+                        }
+                    }
+                    let settled = WillRecord {
+                        settled: true,
+                        topic: String::new(),
+                        headers: String::new(),
+                        payload: String::new(),
+                        stream: String::new(),
+                        ..w
+                    };
+                    if let Err(e) = self.append(&settled).await {
+                        tracing::warn!(error = %e, "could not settle a will");
+                    }
+                    continue;
+                }
                 let back = w.delay_ms > 0 && takeover.reconnected_since(&w.client_id, w.connection);
                 if !back {
                     match w.message() {
@@ -262,6 +320,7 @@ impl Wills {
                     topic: String::new(),
                     headers: String::new(),
                     payload: String::new(),
+                    stream: String::new(),
                     ..w
                 };
                 if let Err(e) = self.append(&settled).await {
@@ -273,6 +332,25 @@ impl Wills {
 }
 
 /// Hold `mqtt-adapter.<run>` for as long as this process lives.
+impl Wills {
+    async fn publish_record(&self, w: &WillRecord) -> Result<(), String> {
+        let stream = StreamId::new(w.stream.clone()).map_err(|e| e.to_string())?;
+        let record = Record {
+            timestamp_ms: self.log.clock().now_ms(),
+            key: Some(Bytes::from(w.topic.clone().into_bytes())),
+            headers: Some(Bytes::from(
+                B64.decode(&w.headers).map_err(|e| e.to_string())?,
+            )),
+            payload: Bytes::from(B64.decode(&w.payload).map_err(|e| e.to_string())?),
+        };
+        self.log
+            .append(&stream, record)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
 async fn keep_lease(log: Log, run: String, ttl: Duration) {
     let name = lease_name(&run);
     loop {
@@ -323,8 +401,13 @@ mod tests {
             topic: m.topic.clone(),
             headers: B64.encode(r.headers.unwrap_or_default()),
             payload: B64.encode(&r.payload),
+            stream: String::new(),
         };
         let json = serde_json::to_string(&w).expect("json");
+        assert!(
+            !json.contains("stream"),
+            "MQTT wills are written as before: {json}"
+        );
         let back: WillRecord = serde_json::from_str(&json).expect("parse");
         assert_eq!(back.message(), Some(m));
     }
