@@ -52,6 +52,18 @@ pub struct Address {
 }
 
 impl Address {
+    /// An address no catalog entry describes (no delivery limit, no dead-letter address).
+    fn plain(name: impl Into<String>, kind: Kind, stream: StreamId) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            stream,
+            max_delivery: None,
+            dead_letter: None,
+            mqtt: None,
+        }
+    }
+
     /// The record key of a message sent here: the MQTT topic, or the address.
     pub fn record_key(&self) -> &str {
         self.mqtt.as_deref().unwrap_or(&self.name)
@@ -137,14 +149,8 @@ impl Addresses {
     /// A temporary address for a dynamic terminus.
     pub fn temporary(&self) -> Address {
         let name = format!("tmp.{}", uuid::Uuid::new_v4().simple());
-        let a = Address {
-            stream: StreamId::new(name.clone()).unwrap_or_else(|_| unreachable!("valid")),
-            name,
-            kind: Kind::Topic,
-            max_delivery: None,
-            dead_letter: None,
-            mqtt: None,
-        };
+        let stream = StreamId::new(name.clone()).unwrap_or_else(|_| unreachable!("valid"));
+        let a = Address::plain(name, Kind::Topic, stream);
         self.remember(&a);
         a
     }
@@ -163,12 +169,8 @@ impl Addresses {
                 )));
             }
             return Ok(Address {
-                name: name.into(),
-                kind: Kind::Topic,
-                stream: wharf_mqtt::driver::default_stream(),
-                max_delivery: None,
-                dead_letter: None,
                 mqtt: Some(topic.into()),
+                ..Address::plain(name, Kind::Topic, wharf_mqtt::driver::default_stream())
             });
         }
         if let Some(rest) = name.strip_prefix("tmp.") {
@@ -176,14 +178,7 @@ impl Addresses {
             if rest.is_empty() {
                 return Err(AddressError::NotFound(name.into()));
             }
-            let a = Address {
-                stream: stream_of(name)?,
-                name: name.into(),
-                kind: Kind::Topic,
-                max_delivery: None,
-                dead_letter: None,
-                mqtt: None,
-            };
+            let a = Address::plain(name, Kind::Topic, stream_of(name)?);
             self.remember(&a);
             return Ok(a);
         }
@@ -199,15 +194,7 @@ impl Addresses {
             if !self.auto_create {
                 return Err(AddressError::NotFound(name.into()));
             }
-            let a = Address {
-                name: name.into(),
-                kind: wanted.unwrap_or(Kind::Queue),
-                stream,
-                max_delivery: None,
-                dead_letter: None,
-                mqtt: None,
-            };
-            return Ok(a);
+            return Ok(Address::plain(name, wanted.unwrap_or(Kind::Queue), stream));
         }
         let catalog = self.log.catalog();
         let key = stream.as_str().to_string();
@@ -870,9 +857,8 @@ pub struct Subscription {
 
 /// The cursor name of a durable subscription.
 pub fn durable_name(container_id: &str, link: &str) -> String {
-    let key = format!("{container_id}/{link}");
-    let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("amqp-sub.{hex}")
+    let key = wharf_mqtt::shared::hex(&format!("{container_id}/{link}"));
+    format!("amqp-sub.{key}")
 }
 
 /// Open (or resume) a durable subscription on `stream`: new ones start at the stream's end.

@@ -7,7 +7,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -26,9 +26,12 @@ use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpListener,
-    sync::{Semaphore, mpsc, watch},
+    sync::{mpsc, watch},
 };
-use wharf_auth::{Auth, Verdict};
+use wharf_auth::{
+    Auth, Verdict,
+    listen::{Active, accept_connections},
+};
 use wharf_log::Log;
 use wharf_log_format::{Offset, Record, StreamId};
 use wharf_mqtt::wills::Wills;
@@ -83,7 +86,8 @@ pub struct Amqp {
     /// (the MQTT adapter's registry; `None`: wills live only as long as this process).
     wills: Option<Arc<Wills>>,
     stopping: watch::Sender<bool>,
-    active: Arc<AtomicUsize>,
+    /// Connections being served (by all listeners).
+    active: Active,
 }
 
 /// Records a connection may have waiting to be durable before it stops reading.
@@ -119,16 +123,19 @@ impl Amqp {
             links: AtomicU64::new(1),
             wills,
             stopping: watch::channel(false).0,
-            active: Arc::new(AtomicUsize::new(0)),
+            active: Active::default(),
         })
     }
 
     /// Close every connection (`amqp:connection:forced`) and wait up to `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         self.stopping.send_replace(true);
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.active.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let left = self.active.wait_idle(grace).await;
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "AMQP connections still open after the shutdown grace period"
+            );
         }
     }
 
@@ -139,50 +146,24 @@ impl Amqp {
         tls: Option<tokio_rustls::TlsAcceptor>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let permits = Arc::new(Semaphore::new(self.settings.max_connections));
-        let local = match listener.local_addr() {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(error = %e, "listener has no address");
-                return;
-            }
-        };
-        tokio::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                _ = &mut shutdown => return,
-                p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            };
-            let (socket, peer) = tokio::select! {
-                _ = &mut shutdown => return,
-                a = listener.accept() => match a {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            let shared = self.clone();
-            let tls = tls.clone();
-            self.active.fetch_add(1, Ordering::AcqRel);
+        let max = self.settings.max_connections;
+        accept_connections(listener, max, shutdown, |socket, peer, local, permit| {
+            let (shared, tls, active) = (self.clone(), tls.clone(), self.active.enter());
             tokio::spawn(async move {
-                let _permit = permit;
-                let _ = socket.set_nodelay(true);
+                let (_permit, _active) = (permit, active);
                 let end = match tls {
-                    None => Box::pin(connection(socket, peer, local, shared.clone())).await,
+                    None => Box::pin(connection(socket, peer, local, shared)).await,
                     Some(acceptor) => match acceptor.accept(socket).await {
-                        Ok(s) => Box::pin(connection(s, peer, local, shared.clone())).await,
+                        Ok(s) => Box::pin(connection(s, peer, local, shared)).await,
                         Err(e) => Err(format!("TLS handshake: {e}")),
                     },
                 };
                 if let Err(reason) = end {
                     tracing::info!(%peer, reason, "amqp connection closed");
                 }
-                shared.active.fetch_sub(1, Ordering::AcqRel);
             });
-        }
+        })
+        .await
     }
 }
 

@@ -227,6 +227,14 @@ fn err(condition: impl Into<ErrorCondition>, description: impl Into<String>) -> 
     Error::new(condition, Some(description.into()), None)
 }
 
+/// A performative for a handle with no link: a session error (spec 2.8.17).
+fn unattached(what: &str, handle: u32) -> Error {
+    err(
+        SessionError::UnattachedHandle,
+        format!("{what} for handle {handle}, which is not attached"),
+    )
+}
+
 impl Connection {
     pub fn new(config: Config) -> Self {
         Self {
@@ -862,13 +870,7 @@ impl Connection {
             return;
         };
         let Some(link) = session.links.get_mut(&handle) else {
-            return self.end_session(
-                local,
-                err(
-                    SessionError::UnattachedHandle,
-                    format!("flow for handle {handle}, which is not attached"),
-                ),
-            );
+            return self.end_session(local, unattached("flow", handle));
         };
         if link.detaching {
             return;
@@ -877,33 +879,27 @@ impl Connection {
             channel: local,
             handle,
         };
-        if link.pending {
-            // Credit given before our attach answer (a client may send attach and flow in
-            // one write): kept, and reported when the broker accepts the attach.
-            if link.role == Role::Sender {
-                let credit = flow
-                    .delivery_count
-                    .unwrap_or(0)
-                    .wrapping_add(flow.link_credit.unwrap_or(0))
-                    .wrapping_sub(link.delivery_count);
-                link.credit = if credit > i32::MAX as u32 { 0 } else { credit };
-                link.drain = flow.drain;
-            }
-            return;
-        }
         if link.role == Role::Sender {
-            let their_count = flow.delivery_count.unwrap_or(0);
-            let credit = their_count
+            let credit = flow
+                .delivery_count
+                .unwrap_or(0)
                 .wrapping_add(flow.link_credit.unwrap_or(0))
                 .wrapping_sub(link.delivery_count);
             link.credit = if credit > i32::MAX as u32 { 0 } else { credit };
             link.drain = flow.drain;
-            let (credit, drain) = (link.credit, link.drain);
-            self.events.push_back(Event::Credit {
-                link: id,
-                credit,
-                drain,
-            });
+            // Credit given before our attach answer (a client may send attach and flow in
+            // one write) is kept, and reported when the broker accepts the attach.
+            if !link.pending {
+                let (credit, drain) = (link.credit, link.drain);
+                self.events.push_back(Event::Credit {
+                    link: id,
+                    credit,
+                    drain,
+                });
+            }
+        }
+        if link.pending {
+            return;
         }
         if flow.echo {
             self.write_link_flow(id, None);
@@ -942,33 +938,26 @@ impl Connection {
         let mut first = true;
         let mut rest = payload;
         loop {
-            let transfer = Transfer {
+            let mut transfer = Transfer {
                 handle: Handle(link.handle),
                 delivery_id: first.then_some(delivery_id),
                 delivery_tag: first.then(|| ByteBuf::from(tag.to_vec())),
                 message_format: first.then_some(0),
                 settled: first.then_some(settled),
-                more: false,
+                more: true,
                 rcv_settle_mode: None,
                 state: None,
                 resume: false,
                 aborted: false,
                 batchable: false,
             };
-            // Measure the performative with `more` set (same size either way).
-            let head = match serde_amqp::to_vec(&Performative::Transfer(Transfer {
-                more: true,
-                ..transfer.clone()
-            })) {
-                Ok(h) => h.len(),
-                Err(_) => return Err(SendError::UnknownLink),
+            // Measured with `more` set: the larger encoding (a trailing `false` is left out).
+            let Ok(head) = serde_amqp::serialized_size(&transfer) else {
+                return Err(SendError::UnknownLink);
             };
             let room = max_frame.saturating_sub(8 + head).max(1);
             let (chunk, after) = rest.split_at(rest.len().min(room));
-            let transfer = Transfer {
-                more: !after.is_empty(),
-                ..transfer
-            };
+            transfer.more = !after.is_empty();
             let mut f = BytesMut::new();
             if frame::write_frame(
                 &mut f,
@@ -1056,13 +1045,7 @@ impl Connection {
             handle,
         };
         let Some(link) = session.links.get_mut(&handle) else {
-            return self.end_session(
-                local,
-                err(
-                    SessionError::UnattachedHandle,
-                    format!("transfer for handle {handle}, which is not attached"),
-                ),
-            );
+            return self.end_session(local, unattached("transfer", handle));
         };
         if link.detaching || link.pending {
             return;
@@ -1270,13 +1253,7 @@ impl Connection {
             return;
         };
         let Some(link) = session.links.remove(&handle) else {
-            return self.end_session(
-                local,
-                err(
-                    SessionError::UnattachedHandle,
-                    format!("detach for handle {handle}, which is not attached"),
-                ),
-            );
+            return self.end_session(local, unattached("detach", handle));
         };
         session.unsettled.retain(|_, h| *h != handle);
         if link.detaching {

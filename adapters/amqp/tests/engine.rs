@@ -153,6 +153,18 @@ fn session() -> Connection {
     c
 }
 
+/// Accept link `link-0`'s attach as the broker would for a plain queue.
+fn accept(c: &mut Connection, link: LinkId) {
+    c.accept_attach(
+        link,
+        "link-0".into(),
+        None,
+        None,
+        SenderSettleMode::Mixed,
+        ReceiverSettleMode::First,
+    );
+}
+
 const LINK: LinkId = LinkId {
     channel: 0,
     handle: 0,
@@ -231,14 +243,7 @@ fn incoming_transfers_are_whole_messages_and_credit_is_enforced() {
         panic!()
     };
     assert_eq!((link, attach.name.as_str()), (LINK, "link-0"));
-    c.accept_attach(
-        link,
-        "link-0".into(),
-        None,
-        None,
-        SenderSettleMode::Mixed,
-        ReceiverSettleMode::First,
-    );
+    accept(&mut c, link);
     let out = frames(c.take_output());
     assert!(matches!(&out[0].1, Performative::Attach(a) if a.role == Role::Receiver));
     assert!(
@@ -314,14 +319,7 @@ fn outgoing_messages_respect_credit_frame_size_and_drain() {
     let Event::Attach { link, .. } = events(&mut c).remove(0) else {
         panic!()
     };
-    c.accept_attach(
-        link,
-        "link-0".into(),
-        None,
-        None,
-        SenderSettleMode::Mixed,
-        ReceiverSettleMode::First,
-    );
+    accept(&mut c, link);
     c.take_output();
     assert_eq!(
         c.send(link, b"t", b"x", false),
@@ -409,14 +407,7 @@ fn credit_sent_with_the_attach_is_kept_until_the_broker_answers() {
     c.feed(&both);
     let ev = events(&mut c);
     assert_eq!(ev.len(), 1, "{ev:?}");
-    c.accept_attach(
-        LINK,
-        "link-0".into(),
-        None,
-        None,
-        SenderSettleMode::Mixed,
-        ReceiverSettleMode::First,
-    );
+    accept(&mut c, LINK);
     assert!(matches!(
         events(&mut c)[..],
         [Event::Credit {
@@ -433,14 +424,7 @@ fn echo_is_answered_with_our_link_state() {
     let mut c = session();
     c.feed(&amqp(0, attach(0, Role::Receiver, "q")));
     events(&mut c);
-    c.accept_attach(
-        LINK,
-        "link-0".into(),
-        None,
-        None,
-        SenderSettleMode::Mixed,
-        ReceiverSettleMode::First,
-    );
+    accept(&mut c, LINK);
     c.take_output();
     let mut f = flow(0, 0, 7, false);
     if let Performative::Flow(f) = &mut f {

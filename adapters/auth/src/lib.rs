@@ -6,12 +6,17 @@
 //! to a loopback address, so `wharf up` on a laptop just works while an adapter listening on
 //! a public address refuses them.
 //!
+//! Also what every adapter's listeners share: [`tls`] (rustls from PEM files) and [`listen`]
+//! (the accept loop with a connection limit, and the count shutdown waits on).
+//!
 //! Users file (TOML):
 //! ```toml
 //! [[user]]
 //! name = "sensor-1"
 //! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$...$..."
 //! ```
+
+pub mod listen;
 
 use std::{collections::HashMap, fmt, net::SocketAddr, path::Path};
 

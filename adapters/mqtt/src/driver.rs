@@ -15,10 +15,13 @@ use mqttbytes::v5::{DisconnectReasonCode, Packet, PubRel};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpListener,
-    sync::{Semaphore, mpsc},
+    sync::mpsc,
     time::Instant,
 };
-use wharf_auth::{Auth, Verdict};
+use wharf_auth::{
+    Auth, Verdict,
+    listen::{Active, accept_connections},
+};
 use wharf_log::{Cursor, Log};
 use wharf_log_format::{Offset, StreamId};
 
@@ -99,7 +102,7 @@ pub struct Mqtt {
     /// Turns true when the adapter shuts down: every connection ends (MQTT 5: 0x8B).
     stopping: tokio::sync::watch::Sender<bool>,
     /// Connections being served (by all listeners).
-    active: Arc<std::sync::atomic::AtomicUsize>,
+    active: Active,
 }
 
 impl Mqtt {
@@ -131,7 +134,7 @@ impl Mqtt {
             run,
             ids: std::sync::atomic::AtomicU64::new(0),
             stopping: tokio::sync::watch::channel(false).0,
-            active: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            active: Active::default(),
         })
     }
 
@@ -145,13 +148,7 @@ impl Mqtt {
     /// server closes) and wait up to `grace` for them to finish.
     pub async fn shutdown(&self, grace: Duration) {
         self.stopping.send_replace(true);
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.active.load(std::sync::atomic::Ordering::Acquire) > 0
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let left = self.active.load(std::sync::atomic::Ordering::Acquire);
+        let left = self.active.wait_idle(grace).await;
         if left > 0 {
             tracing::warn!(
                 left,
@@ -188,31 +185,8 @@ async fn serve_listener(
     transport: Transport,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(shared.settings.max_connections));
-    let local = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::error!(error = %e, "listener has no address");
-            return;
-        }
-    };
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return,
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (socket, peer) = tokio::select! {
-            _ = &mut shutdown => return,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    let max = shared.settings.max_connections;
+    accept_connections(listener, max, shutdown, |socket, peer, local, permit| {
         let n = shared
             .ids
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -222,11 +196,9 @@ async fn serve_listener(
         let transport = transport.clone();
         // Each transport's future is boxed: the task holds only the one in use (an idle
         // connection's memory is counted in the docs).
-        let active = ActiveGuard::new(&shared.active);
+        let active = shared.active.enter();
         tokio::spawn(async move {
-            let _permit = permit;
-            let _active = active;
-            let _ = socket.set_nodelay(true);
+            let (_permit, _active) = (permit, active);
             let end = match transport {
                 Transport::Tcp => Box::pin(connection(socket, peer, local, shared, assigned)).await,
                 Transport::Tls(acceptor) => {
@@ -240,23 +212,8 @@ async fn serve_listener(
                 tracing::info!(%peer, reason, "mqtt connection closed");
             }
         });
-    }
-}
-
-/// Counts a connection as active while it lives.
-struct ActiveGuard(Arc<std::sync::atomic::AtomicUsize>);
-
-impl ActiveGuard {
-    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
-        n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        Self(n.clone())
-    }
-}
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
+    })
+    .await
 }
 
 async fn tls_handshake(
@@ -371,12 +328,7 @@ struct Persist {
 
 /// The name of the cursor that holds `client_id`'s session (hex, so any client id works).
 fn session_cursor_name(client_id: &str) -> Option<String> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut name = String::from("mqtt-session.");
-    for b in client_id.bytes() {
-        name.push(HEX[usize::from(b >> 4)] as char);
-        name.push(HEX[usize::from(b & 15)] as char);
-    }
+    let name = format!("mqtt-session.{}", crate::shared::hex(client_id));
     // Cursor names are at most 200 characters: client ids up to 93 bytes.
     (name.len() <= 200).then_some(name)
 }

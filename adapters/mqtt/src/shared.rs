@@ -79,7 +79,8 @@ impl Drop for Membership {
     }
 }
 
-fn hex(s: &str) -> String {
+/// `s` in lower-case hex: any string as characters that stream, cursor and lease names allow.
+pub fn hex(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 

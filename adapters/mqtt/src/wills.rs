@@ -69,6 +69,22 @@ pub struct WillRecord {
 impl WillRecord {
     const VERSION: u32 = 1;
 
+    /// The record that says a connection's will is published or withdrawn.
+    fn tombstone(adapter: String, connection: u64, client_id: String) -> Self {
+        Self {
+            version: Self::VERSION,
+            adapter,
+            connection,
+            client_id,
+            settled: true,
+            delay_ms: 0,
+            topic: String::new(),
+            headers: String::new(),
+            payload: String::new(),
+            stream: String::new(),
+        }
+    }
+
     fn message(&self) -> Option<Message> {
         let record = Record {
             timestamp_ms: 0,
@@ -214,18 +230,7 @@ impl Wills {
 
     /// The connection's will is settled (published, or discarded).
     pub async fn settle(&self, client_id: &str, connection: u64) {
-        let w = WillRecord {
-            version: WillRecord::VERSION,
-            adapter: self.run.clone(),
-            connection,
-            client_id: client_id.to_string(),
-            settled: true,
-            delay_ms: 0,
-            topic: String::new(),
-            headers: String::new(),
-            payload: String::new(),
-            stream: String::new(),
-        };
+        let w = WillRecord::tombstone(self.run.clone(), connection, client_id.to_string());
         if let Err(e) = self.append(&w).await {
             tracing::warn!(error = %e, client = client_id, "could not settle a will");
         }
@@ -269,70 +274,47 @@ impl Wills {
                 "adapter is gone; publishing its clients' wills"
             );
             for w in wills {
-                if !w.stream.is_empty() {
-                    // Another protocol's will: its record, appended as it is.
-                    match self.publish_record(&w).await {
-                        Ok(()) => tracing::info!(
-                            owner = w.client_id,
-                            stream = w.stream,
-                            "will of a dead adapter's client published"
-                        ),
-                        Err(e) => {
-                            tracing::warn!(error = %e, owner = w.client_id, "could not publish a will; will retry");
-                            continue;
-                        }
-                    }
-                    let settled = WillRecord {
-                        settled: true,
-                        topic: String::new(),
-                        headers: String::new(),
-                        payload: String::new(),
-                        stream: String::new(),
-                        ..w
-                    };
-                    if let Err(e) = self.append(&settled).await {
-                        tracing::warn!(error = %e, "could not settle a will");
-                    }
+                let back = w.delay_ms > 0 && takeover.reconnected_since(&w.client_id, w.connection);
+                if !back && let Err(e) = self.publish(&w).await {
+                    tracing::warn!(error = %e, client = w.client_id, "could not publish a will; will retry");
                     continue;
                 }
-                let back = w.delay_ms > 0 && takeover.reconnected_since(&w.client_id, w.connection);
-                if !back {
-                    match w.message() {
-                        Some(m) => match crate::driver::store_now(&self.log, &m).await {
-                            Ok(()) => tracing::info!(
-                                client = w.client_id,
-                                topic = m.topic,
-                                "will of a dead adapter's client published"
-                            ),
-                            Err(e) => {
-                                tracing::warn!(error = %e, client = w.client_id, "could not publish a will; will retry");
-                                continue;
-                            }
-                        },
-                        None => {
-                            tracing::warn!(client = w.client_id, "unreadable will record; dropped")
-                        }
-                    }
-                }
-                let settled = WillRecord {
-                    settled: true,
-                    delay_ms: 0,
-                    topic: String::new(),
-                    headers: String::new(),
-                    payload: String::new(),
-                    stream: String::new(),
-                    ..w
-                };
+                let settled = WillRecord::tombstone(w.adapter, w.connection, w.client_id);
                 if let Err(e) = self.append(&settled).await {
                     tracing::warn!(error = %e, "could not settle a will");
                 }
             }
         }
     }
-}
 
-/// Hold `mqtt-adapter.<run>` for as long as this process lives.
-impl Wills {
+    /// Publish a dead adapter's client's will: an MQTT will as a publish; another protocol's
+    /// (with a `stream`) as its record, appended as it is.
+    async fn publish(&self, w: &WillRecord) -> Result<(), String> {
+        if !w.stream.is_empty() {
+            self.publish_record(w).await?;
+            tracing::info!(
+                owner = w.client_id,
+                stream = w.stream,
+                "will of a dead adapter's client published"
+            );
+            return Ok(());
+        }
+        match w.message() {
+            Some(m) => {
+                crate::driver::store_now(&self.log, &m)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::info!(
+                    client = w.client_id,
+                    topic = m.topic,
+                    "will of a dead adapter's client published"
+                );
+            }
+            None => tracing::warn!(client = w.client_id, "unreadable will record; dropped"),
+        }
+        Ok(())
+    }
+
     async fn publish_record(&self, w: &WillRecord) -> Result<(), String> {
         let stream = StreamId::new(w.stream.clone()).map_err(|e| e.to_string())?;
         let record = Record {
@@ -351,6 +333,7 @@ impl Wills {
     }
 }
 
+/// Hold `mqtt-adapter.<run>` for as long as this process lives.
 async fn keep_lease(log: Log, run: String, ttl: Duration) {
     let name = lease_name(&run);
     loop {
