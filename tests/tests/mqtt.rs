@@ -976,3 +976,108 @@ fn sigterm_disconnects_mqtt5_clients_with_server_shutting_down() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Received DISCONNECT (139)"), "{text}");
 }
+
+/// Addresses declared with `mqtt_topics` claim those topics: publishes are stored in their
+/// streams, MQTT subscribers on any adapter follow them, AMQP clients share them, and a
+/// persistent session's position in them moves with it (Paho + Qpid Proton, two adapters).
+#[test]
+fn configured_addresses_claim_mqtt_topics() {
+    let Some(py) = python() else { return };
+    let (urls, dir) = stores();
+    let addresses = dir.path().join("addresses.json");
+    std::fs::write(
+        &addresses,
+        r#"[
+  {"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "sensors"},
+   "spec": {"type": "topic", "mqtt_topics": ["sensors/#"]}},
+  {"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "jobs"},
+   "spec": {"type": "queue", "mqtt_topics": ["jobs/+"]}}
+]"#,
+    )
+    .expect("addresses");
+    let overlapping = dir.path().join("overlapping.json");
+    std::fs::write(
+        &overlapping,
+        r#"{"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "rooms"},
+            "spec": {"type": "topic", "mqtt_topics": ["sensors/r9"]}}"#,
+    )
+    .expect("overlapping");
+    for url in urls {
+        let (ma, aa, mb) = (free_port(), free_port(), free_port());
+        // A declares the addresses at start-up; B finds them in the catalog.
+        let mut a = wharf_tests::KillOnDrop(
+            wharf(&url)
+                .args(["adapter", "--addresses"])
+                .arg(&addresses)
+                .args(["--mqtt", &format!("127.0.0.1:{ma}")])
+                .args(["--amqp", &format!("127.0.0.1:{aa}")])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("adapter A"),
+        );
+        wharf_tests::wait_for_port(ma);
+        wharf_tests::wait_for_port(aa);
+        let mut b = start_adapter(&url, mb);
+        let out = Command::new(&py)
+            .arg(python_script("mqtt_claims.py"))
+            .args([ma.to_string(), aa.to_string(), mb.to_string()])
+            .output()
+            .expect("mqtt_claims.py");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{url}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+            6,
+            "{url}: {stdout}"
+        );
+        // Where each publish was stored.
+        let keys = |stream: &str| -> Vec<String> {
+            let dump = wharf(&url).args(["dump", stream]).output().expect("dump");
+            json_lines(&String::from_utf8_lossy(&dump.stdout))
+                .iter()
+                .filter_map(|r| r["key"].as_str().map(str::to_string))
+                .collect()
+        };
+        let default = keys("mqtt-default");
+        assert_eq!(
+            default,
+            ["other/x"],
+            "{url}: only unclaimed topics in mqtt-default"
+        );
+        assert_eq!(keys("jobs"), ["jobs/1", "jobs/2"], "{url}");
+        // MQTT publishes, the AMQP send to /topic/sensors/r2/temp, the mover's 1 + 3.
+        assert_eq!(
+            keys("sensors"),
+            [
+                "sensors/r1/temp",
+                "sensors/r1/humidity",
+                "sensors/r3/temp",
+                "sensors/r2/temp",
+                "sensors/r1/temp",
+                "sensors/r0/temp",
+                "sensors/r1/temp",
+                "sensors/r2/temp"
+            ],
+            "{url}"
+        );
+        // A claim overlapping a declared one is refused, naming both addresses.
+        let refused = wharf(&url)
+            .args(["address", "apply", "--file"])
+            .arg(&overlapping)
+            .output()
+            .expect("address apply");
+        let err = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{url}: overlap accepted");
+        assert!(
+            err.contains("spec.mqtt_topics") && err.contains("rooms") && err.contains("sensors"),
+            "{err}"
+        );
+        let _ = (a.kill(), b.kill());
+        let _ = (a.wait(), b.wait());
+        eprintln!("{url}: {}", stdout.trim().replace('\n', "; "));
+    }
+}

@@ -60,6 +60,7 @@ fn validate(resource: &Value) -> Result<String> {
     {
         bail!("spec.retention_bytes {b} is not a whole number of bytes");
     }
+    wharf_mqtt::claims::parse(name, resource).map_err(anyhow::Error::msg)?;
     Ok(name.to_string())
 }
 
@@ -79,6 +80,26 @@ pub async fn apply(log: &Log, file: &Path) -> Result<()> {
         .enumerate()
         .map(|(i, r)| validate(r).with_context(|| format!("{}: resource {i}", file.display())))
         .collect::<Result<Vec<_>>>()?;
+    // No topic claimed twice: by these, or by these and the addresses already declared.
+    let mut claims = Vec::new();
+    for e in log.catalog().list("Address").await? {
+        if !named.contains(&e.name) {
+            claims.extend(wharf_mqtt::claims::parse(&e.name, &e.body).unwrap_or_default());
+        }
+    }
+    for (name, r) in named.iter().zip(&resources) {
+        claims.extend(wharf_mqtt::claims::parse(name, r).map_err(anyhow::Error::msg)?);
+    }
+    if let Some((a, b)) = wharf_mqtt::claims::first_overlap(&claims) {
+        bail!(
+            "{}: spec.mqtt_topics of {} ({}) and of {} ({}) overlap: a topic belongs to one address",
+            file.display(),
+            a.address,
+            a.filter,
+            b.address,
+            b.filter
+        );
+    }
     for (name, resource) in named.iter().zip(resources) {
         let rev = log.catalog().put("Address", name, resource).await?;
         println!("address/{name} applied (revision {rev})");
@@ -133,6 +154,10 @@ mod tests {
                 "spec.dead_letter",
             ),
             (serde_json::json!({"retention": "soon"}), "spec.retention"),
+            (
+                serde_json::json!({"mqtt_topics": ["a/#/b"]}),
+                "spec.mqtt_topics",
+            ),
         ] {
             let e = spec(bad).expect_err("invalid").to_string();
             assert!(e.contains(field), "{e}");

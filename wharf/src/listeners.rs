@@ -1,7 +1,7 @@
 //! The adapter listeners a process serves, from flags and settings: MQTT over TCP, TLS and
 //! WebSocket, AMQP 1.0 over TCP and TLS, with one credentials rule for all of them.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -91,7 +91,10 @@ impl Services {
 }
 
 /// Start every listener asked for; they stop when `stopped` turns true.
-pub fn start(
+/// How often the catalog is looked at for changed topic claims (one LIST).
+const CLAIMS_REFRESH: Duration = Duration::from_secs(2);
+
+pub async fn start(
     args: &ListenerArgs,
     settings: &Settings,
     log: &Log,
@@ -111,11 +114,16 @@ pub fn start(
     };
     let auth = Arc::new(auth);
     let mqtt = Mqtt::new(log.clone(), settings.mqtt.to_mqtt(), auth.clone());
+    // Addresses claiming MQTT topics, before the first client: every adapter routes alike.
+    mqtt.follow_claims(CLAIMS_REFRESH)
+        .await
+        .context("reading the addresses' MQTT topic claims from the catalog")?;
     let amqp = Amqp::new(
         log.clone(),
         settings.amqp.to_amqp(),
         auth,
         Some(mqtt.wills()),
+        mqtt.claims(),
     );
     // MQTT subscribers get what AMQP clients send to `/topic/...` addresses.
     wharf_amqp::bridge::register();

@@ -239,7 +239,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(file) = &listen.addresses {
                 address::apply(&log, file).await?;
             }
-            let (services, handles) = listeners::start(&listen, &settings, &log, stopped)?;
+            let (services, handles) = listeners::start(&listen, &settings, &log, stopped).await?;
             tracing::info!(store = %log.store().url, "wharf adapter is up");
             stop.await;
             for h in handles {
@@ -259,7 +259,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(file) = &listen.addresses {
                 address::apply(&log, file).await?;
             }
-            let (services, handles) = listeners::start(&listen, &settings, &log, stopped)?;
+            let (services, handles) = listeners::start(&listen, &settings, &log, stopped).await?;
             tracing::info!(store = %log.store().url, "wharf is up");
             let shutdown = stop;
             tokio::pin!(shutdown);

@@ -38,6 +38,18 @@ pub fn register() {
     wharf_mqtt::message::register_foreign(amqp_to_mqtt);
 }
 
+/// The AMQP message of a stored record: as stored if an AMQP client sent it, mapped if an MQTT
+/// client published it (topics claimed by an address, `/topic/...`), else its payload as is.
+pub fn amqp_payload(r: &StoredRecord) -> Bytes {
+    if crate::message::is_amqp(&r.record) {
+        return r.record.payload.clone();
+    }
+    match MqttMessage::from_record(r) {
+        Ok(m) => mqtt_to_amqp(&m),
+        Err(_) => r.record.payload.clone(),
+    }
+}
+
 /// An MQTT message as AMQP message sections.
 pub fn mqtt_to_amqp(m: &MqttMessage) -> Bytes {
     let p = &m.properties;

@@ -124,14 +124,17 @@ pub fn auto_resource(name: &str, kind: Kind) -> serde_json::Value {
 pub struct Addresses {
     log: Log,
     auto_create: bool,
+    /// Addresses claiming MQTT topics: `/topic/...` goes to them.
+    claims: Arc<wharf_mqtt::claims::Claims>,
     cache: Mutex<HashMap<String, Address>>,
 }
 
 impl Addresses {
-    pub fn new(log: Log, auto_create: bool) -> Self {
+    pub fn new(log: Log, auto_create: bool, claims: Arc<wharf_mqtt::claims::Claims>) -> Self {
         Self {
             log,
             auto_create,
+            claims,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -162,15 +165,30 @@ impl Addresses {
             return Ok(a);
         }
         if let Some(topic) = name.strip_prefix(crate::bridge::TOPIC_PREFIX) {
-            // An MQTT topic (or filter) in the default topic address.
+            // An MQTT topic (or filter): in the address that claims it, else in the default
+            // topic address. A topic a queue claims is that queue; a filter spanning several
+            // addresses reads the default one only.
             if !wharf_mqtt::topic::valid_filter(topic) {
                 return Err(AddressError::Invalid(format!(
                     "{topic:?} is not an MQTT topic name or filter"
                 )));
             }
+            let reach = self.claims.reach(topic);
+            let claim = match (&reach.queue, &reach.streams[..]) {
+                (Some(queue), _) => Some((queue.clone(), Kind::Queue)),
+                (None, [only]) if !reach.default => Some((only.as_str().to_string(), Kind::Topic)),
+                _ => None,
+            };
+            let plain = match claim {
+                Some((address, Kind::Queue)) => {
+                    Address::plain(address.clone(), Kind::Queue, stream_of(&address)?)
+                }
+                Some((address, kind)) => Address::plain(name, kind, stream_of(&address)?),
+                None => Address::plain(name, Kind::Topic, wharf_mqtt::driver::default_stream()),
+            };
             return Ok(Address {
                 mqtt: Some(topic.into()),
-                ..Address::plain(name, Kind::Topic, wharf_mqtt::driver::default_stream())
+                ..plain
             });
         }
         if let Some(rest) = name.strip_prefix("tmp.") {
@@ -731,7 +749,10 @@ impl QueueTask {
             let out = Outbound {
                 link: m.link,
                 offset: r.record.offset.0,
-                payload: message::for_delivery(&r.record.record.payload, r.delivery_count),
+                payload: message::for_delivery(
+                    &crate::bridge::amqp_payload(&r.record),
+                    r.delivery_count,
+                ),
                 delivery_count: r.delivery_count,
             };
             if m.tx.send(ToLink::Deliver(out)).is_ok() {
@@ -901,27 +922,17 @@ impl SubTask {
         if self.cursor.as_ref().is_some_and(|c| c.is_acked(r.offset)) {
             return Offered::Skipped;
         }
-        let payload = match &self.mqtt_filter {
-            None => r.record.payload,
-            Some(filter) => {
-                let topic = r
-                    .record
-                    .key
-                    .as_deref()
-                    .and_then(|k| std::str::from_utf8(k).ok());
-                if !topic.is_some_and(|t| wharf_mqtt::topic::matches(filter, t)) {
-                    return Offered::Skipped;
-                }
-                if message::is_amqp(&r.record) {
-                    r.record.payload
-                } else {
-                    match wharf_mqtt::message::Message::from_record(&r) {
-                        Ok(m) => crate::bridge::mqtt_to_amqp(&m),
-                        Err(_) => return Offered::Skipped,
-                    }
-                }
+        if let Some(filter) = &self.mqtt_filter {
+            let topic = r
+                .record
+                .key
+                .as_deref()
+                .and_then(|k| std::str::from_utf8(k).ok());
+            if !topic.is_some_and(|t| wharf_mqtt::topic::matches(filter, t)) {
+                return Offered::Skipped;
             }
-        };
+        }
+        let payload = crate::bridge::amqp_payload(&r);
         let out = Outbound {
             link: self.link,
             offset: r.offset.0,

@@ -103,10 +103,11 @@ impl Amqp {
         mut settings: AmqpSettings,
         auth: Arc<Auth>,
         wills: Option<Arc<Wills>>,
+        claims: Arc<wharf_mqtt::claims::Claims>,
     ) -> Arc<Self> {
         let run = uuid::Uuid::new_v4().simple().to_string();
         settings.engine.container_id = format!("wharf-{run}");
-        let addresses = Arc::new(Addresses::new(log.clone(), settings.auto_create));
+        let addresses = Arc::new(Addresses::new(log.clone(), settings.auto_create, claims));
         let queues = Queues::new(
             log.clone(),
             run,

@@ -22,14 +22,15 @@ use wharf_auth::{
     Auth, Verdict,
     listen::{Active, accept_connections},
 };
-use wharf_log::{Cursor, Log};
+use wharf_log::{Cursor, Log, Tails};
 use wharf_log_format::{Offset, StreamId};
 
 use crate::{
+    claims::Claims,
     codec::{self, Peek, Version, peek_connect},
     message::Message,
     retained::{Retained, retained_stream},
-    session::{Action, Login, Session, SessionSettings, StoredSession, Will},
+    session::{Action, FollowedStream, Login, Session, SessionSettings, StoredSession, Will},
     shared::{Membership, SharedDelivery, SharedGroups},
     takeover::{Registration, Takeover},
     wills::Wills,
@@ -97,6 +98,7 @@ pub struct Mqtt {
     takeover: Arc<Takeover>,
     wills: Arc<Wills>,
     shared_groups: Arc<SharedGroups>,
+    claims: Arc<Claims>,
     run: String,
     ids: std::sync::atomic::AtomicU64,
     /// Turns true when the adapter shuts down: every connection ends (MQTT 5: 0x8B).
@@ -110,8 +112,10 @@ impl Mqtt {
     pub fn new(log: Log, settings: MqttSettings, auth: Arc<Auth>) -> Arc<Self> {
         let run = uuid::Uuid::new_v4().simple().to_string();
         let takeover = Takeover::start(log.clone());
+        let claims = settings.session.claims.clone();
         let wills = Wills::start(
             log.clone(),
+            claims.clone(),
             run.clone(),
             settings.adapter_lease,
             takeover.clone(),
@@ -119,6 +123,7 @@ impl Mqtt {
         let shared_groups = SharedGroups::new(
             log.clone(),
             default_stream(),
+            claims.clone(),
             run.clone(),
             settings.adapter_lease,
         );
@@ -126,6 +131,7 @@ impl Mqtt {
             takeover,
             wills,
             shared_groups,
+            claims,
             log,
             session_settings: Arc::new(settings.session.clone()),
             settings,
@@ -136,6 +142,17 @@ impl Mqtt {
             stopping: tokio::sync::watch::channel(false).0,
             active: Active::default(),
         })
+    }
+
+    /// Load the topic claims of the catalog's addresses and keep them current (every
+    /// `every`); call before serving.
+    pub async fn follow_claims(&self, every: Duration) -> wharf_log::Result<()> {
+        self.claims.follow(&self.log, every).await
+    }
+
+    /// The addresses claiming MQTT topics (the AMQP adapter routes `/topic/...` by them).
+    pub fn claims(&self) -> Arc<Claims> {
+        self.claims.clone()
     }
 
     /// The wills registry (also used by the AMQP adapter for its clients' wills).
@@ -274,24 +291,21 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         max_packet: shared.settings.session.max_packet_size as usize,
         shared,
         local,
-        stream: default_stream(),
         retained_queue: VecDeque::new(),
         version: None,
         output: BytesMut::new(),
         pending: None,
         pending_records: 0,
-        tail: None,
+        tails: None,
+        follows: Vec::new(),
+        released: BTreeSet::new(),
         held: None,
-        persist: None,
         registration: None,
         kicked: None,
         will_registered: false,
         shares: HashMap::new(),
         shared_tx: None,
         shared_rx: None,
-        dup_below: 0,
-        sent_upto: 0,
-        saved_sent_upto: 0,
     };
     let end = conn.run(&mut socket, peer, &mut session).await;
     flush(&mut socket, &mut conn.output).await;
@@ -318,13 +332,45 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     end.map(|_| ())
 }
 
-/// A persistent session's delivery cursor on the topic stream: its acks are the session's
-/// position, its meta the [`StoredSession`].
-struct Persist {
-    cursor: Cursor,
-    /// QoS 2 packet ids released but not completed.
-    released: BTreeSet<u16>,
+/// A stream a subscriber follows: the default topic address (always the first), and the
+/// addresses claiming topics its filters reach.
+struct Follow {
+    stream: StreamId,
+    /// A persistent session's cursor on the stream (`mqtt-session.<hex id>`): its acks are the
+    /// session's position; the first one's meta is the [`StoredSession`].
+    cursor: Option<Cursor>,
+    /// Offsets below this are resent to a resumed session with DUP set.
+    dup_below: u64,
+    /// Offsets below this were offered to the client (saved with the session).
+    sent_upto: u64,
+    /// `sent_upto` as last saved.
+    saved_sent_upto: u64,
 }
+
+impl Follow {
+    fn new(stream: StreamId, cursor: Option<Cursor>, sent: u64) -> Self {
+        Self {
+            stream,
+            cursor,
+            dup_below: sent,
+            sent_upto: sent,
+            saved_sent_upto: sent,
+        }
+    }
+}
+
+/// What the session sees as a stored message's offset: the followed stream's index in the
+/// top 16 bits, the offset in the stream below (so the default stream's offsets are unchanged,
+/// and packet ids derived from them stay stable across reconnects).
+fn pack(stream: usize, offset: u64) -> u64 {
+    ((stream as u64) << 48) | (offset & OFFSET_MASK)
+}
+
+fn unpack(position: u64) -> (usize, u64) {
+    ((position >> 48) as usize, position & OFFSET_MASK)
+}
+
+const OFFSET_MASK: u64 = (1 << 48) - 1;
 
 /// The name of the cursor that holds `client_id`'s session (hex, so any client id works).
 fn session_cursor_name(client_id: &str) -> Option<String> {
@@ -338,7 +384,6 @@ struct Conn {
     shared: Arc<Mqtt>,
     /// The listener's address (anonymous access depends on it).
     local: SocketAddr,
-    stream: StreamId,
     /// Retained messages owed to new subscriptions: (filter, message), sent as the in-flight
     /// window allows.
     retained_queue: VecDeque<(String, Message)>,
@@ -348,10 +393,15 @@ struct Conn {
     pending: Option<Box<PendingBatches>>,
     /// Publishes in `pending`.
     pending_records: usize,
-    tail: Option<wharf_log::Tail>,
-    /// A stored message read but not yet deliverable (its packet id is in flight).
+    /// Reads every followed stream (from the first subscription on).
+    tails: Option<Box<Tails>>,
+    /// The followed streams, in the order of `tails`.
+    follows: Vec<Follow>,
+    /// QoS 2 packet ids released but not completed (persistent sessions).
+    released: BTreeSet<u16>,
+    /// A stored message read but not yet deliverable (its packet id is in flight), at its
+    /// packed position.
     held: Option<Box<(u64, Message)>>,
-    persist: Option<Persist>,
     registration: Option<Registration>,
     kicked: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The will is registered in `mqtt-wills` and must be settled when the connection ends.
@@ -360,18 +410,24 @@ struct Conn {
     shares: HashMap<String, Membership>,
     shared_tx: Option<mpsc::Sender<SharedDelivery>>,
     shared_rx: Option<mpsc::Receiver<SharedDelivery>>,
-    /// Messages below this offset are resent to a resumed session with DUP set.
-    dup_below: u64,
-    /// Offsets below this were offered to the client (saved with the session).
-    sent_upto: u64,
-    /// `sent_upto` as last saved.
-    saved_sent_upto: u64,
     max_packet: usize,
 }
 
 impl Conn {
     fn log(&self) -> &Log {
         &self.shared.log
+    }
+
+    /// A persistent session (its position is stored).
+    fn persistent(&self) -> bool {
+        self.follows.first().is_some_and(|f| f.cursor.is_some())
+    }
+
+    /// Forget the stored session (another connection owns it now).
+    fn drop_cursors(&mut self) {
+        for f in &mut self.follows {
+            f.cursor = None;
+        }
     }
 
     /// Serve until the connection ends: `Ok(will_due)` after DISCONNECT, `Err(reason)`
@@ -456,11 +512,11 @@ impl Conn {
                 input = BytesMut::new();
             }
             if input.capacity() - input.len() < 64 {
-                let busy = !input.is_empty() || self.tail.is_some();
+                let busy = !input.is_empty() || self.tails.is_some();
                 input.reserve(if busy { 8 * 1024 } else { 128 });
             }
             let room = session.delivery_room();
-            let deliver = self.tail.is_some() && self.held.is_none() && room > 0;
+            let deliver = self.tails.is_some() && self.held.is_none() && room > 0;
             // Backpressure: a client publishing faster than the store takes it waits (its TCP
             // window fills) instead of growing our memory.
             // Counted in records, above any QoS 1/2 window (receive maximum), so that a whole
@@ -479,38 +535,39 @@ impl Conn {
                         return Ok(end);
                     }
                 }
-                batch = async { match self.tail.as_mut() { Some(t) => Box::pin(t.next_batch(room)).await, None => std::future::pending().await } }, if deliver => {
-                    let batch = batch.map_err(|e| format!("reading the log: {e}"))?;
+                batch = async { match self.tails.as_mut() { Some(t) => Box::pin(t.next_batch(room)).await, None => std::future::pending().await } }, if deliver => {
+                    let (i, batch) = batch.map_err(|e| format!("reading the log: {e}"))?;
                     let mut batch = batch.into_iter();
                     let now_ms = self.log().clock().now_ms();
                     for r in batch.by_ref() {
                         let offset = r.offset.0;
-                        self.sent_upto = self.sent_upto.max(offset + 1);
-                        if self.persist.as_ref().is_some_and(|p| p.cursor.is_acked(r.offset)) {
+                        let Some(f) = self.follows.get_mut(i) else { break };
+                        f.sent_upto = f.sent_upto.max(offset + 1);
+                        if f.cursor.as_ref().is_some_and(|c| c.is_acked(r.offset)) {
                             continue; // done before this connection
                         }
+                        let dup = offset < f.dup_below;
                         match Message::from_record(&r) {
                             Ok(m) => {
-                                let dup = offset < self.dup_below;
-                                match session.deliver(&m, offset, dup, now_ms) {
+                                match session.deliver(&m, pack(i, offset), dup, now_ms) {
                                     Some(a) => self.carry_out_delivery(session, a)?,
                                     None => {
-                                        self.held = Some(Box::new((offset, m)));
+                                        self.held = Some(Box::new((pack(i, offset), m)));
                                         break;
                                     }
                                 }
                             }
                             Err(why) => {
                                 tracing::warn!(offset, why, "not an MQTT record; skipped");
-                                self.done(offset);
+                                self.done(pack(i, offset));
                             }
                         }
                     }
-                    if batch.len() > 0 {
+                    if batch.len() > 0
+                        && let (Some(h), Some(t)) = (self.held.as_ref(), self.tails.as_mut())
+                    {
                         // Held back behind a packet id in flight: read the rest again later.
-                        let first = self.held.as_ref().map_or(0, |h| h.0) + 1;
-                        let stream = self.stream.clone();
-                        self.tail = Some(self.log().tail(&stream, Offset(first)));
+                        t.seek(i, Offset(unpack(h.0).1 + 1));
                     }
                 }
                 Some(d) = async { match self.shared_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } }, if room > 0 => {
@@ -529,8 +586,8 @@ impl Conn {
                     if let Some(p) = session.server_disconnect(DisconnectReasonCode::SessionTakenOver, "another connection took the session over") {
                         self.send(session, &p)?;
                     }
-                    // Leave the cursor to the new owner.
-                    self.persist = None;
+                    // Leave the cursors to the new owner.
+                    self.drop_cursors();
                     return Err(format!("{}: session taken over", session.client_id()));
                 }
                 _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
@@ -544,8 +601,8 @@ impl Conn {
                     if let Some(a) = session.timed_out(Instant::now().into_std()) {
                         Box::pin(self.carry_out(session, a)).await?;
                     }
-                    let moved = self.persist.as_ref().is_some_and(|p| {
-                        p.cursor.is_dirty() || self.sent_upto != self.saved_sent_upto
+                    let moved = self.follows.iter().any(|f| {
+                        f.cursor.as_ref().is_some_and(|c| c.is_dirty()) || f.sent_upto != f.saved_sent_upto
                     });
                     if moved {
                         Box::pin(self.save(session, None)).await?;
@@ -558,10 +615,12 @@ impl Conn {
     /// Offer what can be offered without waiting: a held message, then retained ones.
     fn deliver_ready(&mut self, session: &mut Session) -> Result<(), String> {
         let now_ms = self.log().clock().now_ms();
-        if let Some((offset, m)) = self.held.take().map(|h| *h) {
-            match session.deliver(&m, offset, offset < self.dup_below, now_ms) {
+        if let Some((position, m)) = self.held.take().map(|h| *h) {
+            let (i, offset) = unpack(position);
+            let dup = self.follows.get(i).is_some_and(|f| offset < f.dup_below);
+            match session.deliver(&m, position, dup, now_ms) {
                 Some(a) => self.carry_out_delivery(session, a)?,
-                None => self.held = Some(Box::new((offset, m))),
+                None => self.held = Some(Box::new((position, m))),
             }
         }
         while session.can_deliver()
@@ -601,31 +660,93 @@ impl Conn {
         }
     }
 
-    fn done(&mut self, offset: u64) {
-        if offset != u64::MAX
-            && let Some(p) = self.persist.as_mut()
-        {
-            p.cursor.ack(Offset(offset));
+    /// The stored message at packed `position` needs nothing more from this session.
+    fn done(&mut self, position: u64) {
+        if position == u64::MAX {
+            return; // a retained message: not from a followed stream
+        }
+        let (i, offset) = unpack(position);
+        if let Some(c) = self.follows.get_mut(i).and_then(|f| f.cursor.as_mut()) {
+            c.ack(Offset(offset));
         }
     }
 
     /// Persist the session's position if it changed; a fenced cursor means another
     /// connection took the session over.
     async fn commit(&mut self) -> Result<(), String> {
-        let Some(p) = self.persist.as_mut() else {
-            return Ok(());
-        };
-        match p.cursor.commit().await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == wharf_log::ErrorKind::Fenced => {
-                self.persist = None;
-                Err("session taken over (cursor fenced)".into())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not save the session position; will retry");
-                Ok(())
+        for f in &mut self.follows {
+            let Some(c) = f.cursor.as_mut() else { continue };
+            match c.commit().await {
+                Ok(()) => {}
+                Err(e) if e.kind() == wharf_log::ErrorKind::Fenced => {
+                    self.drop_cursors();
+                    return Err("session taken over (cursor fenced)".into());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not save the session position; will retry");
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Follow the streams the session's subscriptions reach: the default topic address, and
+    /// each topic address that claims topics one of its filters matches (from its head: a
+    /// subscription gets what is published after it). A persistent session keeps a cursor on
+    /// each, fenced like the first.
+    async fn follow_streams(&mut self, session: &Session) -> Result<(), String> {
+        let log = self.log().clone();
+        let head = |stream: &StreamId| log.stream(stream).map_or(0, |s| s.next_offset);
+        if self.follows.is_empty() {
+            self.follows.push(Follow::new(default_stream(), None, 0));
+        }
+        let tails = self.tails.get_or_insert_with(|| Box::new(log.tails()));
+        for f in &self.follows {
+            if tails.index_of(&f.stream).is_none() {
+                let from = match &f.cursor {
+                    Some(c) => c.committed().0,
+                    None => head(&f.stream),
+                };
+                tails.follow(&f.stream, Offset(from));
+            }
+        }
+        let mut wanted: Vec<StreamId> = Vec::new();
+        for filter in session.filters() {
+            for s in self.shared.claims.reach(filter).streams {
+                if !wanted.contains(&s) && !self.follows.iter().any(|f| f.stream == s) {
+                    wanted.push(s);
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let name = session_cursor_name(session.client_id());
+        for stream in wanted {
+            let from = head(&stream);
+            let cursor = match (&name, self.persistent()) {
+                (Some(name), true) => {
+                    let mut c = log
+                        .cursor_from(&stream, name, Offset(from))
+                        .await
+                        .map_err(|e| format!("opening the session's cursor on {stream}: {e}"))?;
+                    c.take_over()
+                        .await
+                        .map_err(|e| format!("taking the session's cursor on {stream}: {e}"))?;
+                    c.ack_below(Offset(from));
+                    Some(c)
+                }
+                _ => None,
+            };
+            if let Some(t) = self.tails.as_mut() {
+                t.follow(&stream, Offset(from));
+            }
+            self.follows.push(Follow::new(stream, cursor, from));
+        }
+        if self.persistent() {
+            self.save(session, None).await?;
+        }
+        Ok(())
     }
 
     /// Carry out actions: `Ok(Some(will_due))` when the client disconnected, `Err` when the
@@ -650,7 +771,7 @@ impl Conn {
                             messages.push(message);
                         }
                     }
-                    match store(self.log(), &self.stream, &messages).await {
+                    match store(self.log(), &self.shared.claims, &messages).await {
                         Ok(durable) => {
                             self.pending_records += tokens.len();
                             self.pending
@@ -691,16 +812,7 @@ impl Conn {
                     };
                     queue.extend(a);
                 }
-                Action::StartDelivery => {
-                    if self.tail.is_none() {
-                        let from = match &self.persist {
-                            Some(p) => p.cursor.committed().0,
-                            None => self.log().stream(&self.stream).map_or(0, |s| s.next_offset),
-                        };
-                        let stream = self.stream.clone();
-                        self.tail = Some(self.log().tail(&stream, Offset(from)));
-                    }
-                }
+                Action::StartDelivery => self.follow_streams(session).await?,
                 Action::SendRetained { filter } => {
                     // The filters of one SUBSCRIBE share one catch-up with the store.
                     let mut filters = vec![filter];
@@ -726,8 +838,8 @@ impl Conn {
                 a @ (Action::Done { .. } | Action::SharedDone { .. }) => self.delivery_ended(a),
                 Action::Release { pkid, offset } => {
                     self.done(offset);
-                    if let Some(p) = self.persist.as_mut() {
-                        p.released.insert(pkid);
+                    if self.persistent() {
+                        self.released.insert(pkid);
                     }
                     // PUBREL only once the release is durable: a resumed session then knows
                     // the message was received and never sends it again.
@@ -735,11 +847,9 @@ impl Conn {
                     self.send(session, &Packet::PubRel(PubRel::new(pkid)))?;
                 }
                 Action::Completed { pkid } => {
-                    if let Some(p) = self.persist.as_mut() {
-                        // Saved with the next commit; a stale entry only costs a PUBREL that
-                        // the client answers with PUBCOMP.
-                        p.released.remove(&pkid);
-                    }
+                    // Saved with the next commit; a stale entry only costs a PUBREL that the
+                    // client answers with PUBCOMP.
+                    self.released.remove(&pkid);
                 }
                 Action::JoinShared { share } => {
                     let tx = match &self.shared_tx {
@@ -826,8 +936,9 @@ impl Conn {
             return Ok(None);
         };
         let log = self.log().clone();
-        let head = log.stream(&self.stream).map_or(0, |s| s.next_offset);
-        let mut cursor = log.cursor_from(&self.stream, &name, Offset(head)).await?;
+        let default = default_stream();
+        let head = log.stream(&default).map_or(0, |s| s.next_offset);
+        let mut cursor = log.cursor_from(&default, &name, Offset(head)).await?;
         if !cursor.exists() && expiry == 0 {
             return Ok(None); // a clean session, nothing stored: no store writes at all
         }
@@ -848,14 +959,21 @@ impl Conn {
             return Ok(None);
         }
         let sent = stored.as_ref().map_or(0, |s| s.sent_upto);
-        self.dup_below = sent;
-        self.sent_upto = sent;
-        self.saved_sent_upto = sent;
-        let released = stored
+        self.released = stored
             .as_ref()
             .map(|s| s.released.iter().copied().collect())
             .unwrap_or_default();
-        self.persist = Some(Persist { cursor, released });
+        self.follows = vec![Follow::new(default, Some(cursor), sent)];
+        // The other addresses it followed, in the same order (packet ids depend on it).
+        for f in stored.iter().flat_map(|s| &s.streams) {
+            let Ok(stream) = StreamId::new(f.stream.clone()) else {
+                continue;
+            };
+            let head = log.stream(&stream).map_or(0, |s| s.next_offset);
+            let mut c = log.cursor_from(&stream, &name, Offset(head)).await?;
+            c.take_over().await?;
+            self.follows.push(Follow::new(stream, Some(c), f.sent_upto));
+        }
         Ok(stored)
     }
 
@@ -865,11 +983,23 @@ impl Conn {
         session: &Session,
         disconnected_ms: Option<i64>,
     ) -> Result<(), String> {
-        if let Some(p) = self.persist.as_mut() {
-            let mut meta = session.stored(p.released.iter().copied().collect(), disconnected_ms);
-            meta.sent_upto = self.sent_upto;
-            p.cursor.set_meta(serde_json::to_value(meta).ok());
-            self.saved_sent_upto = self.sent_upto;
+        if self.persistent() {
+            let mut meta = session.stored(self.released.iter().copied().collect(), disconnected_ms);
+            meta.sent_upto = self.follows[0].sent_upto;
+            meta.streams = self.follows[1..]
+                .iter()
+                .map(|f| FollowedStream {
+                    stream: f.stream.as_str().to_string(),
+                    sent_upto: f.sent_upto,
+                })
+                .collect();
+            let meta = serde_json::to_value(meta).ok();
+            for f in &mut self.follows {
+                f.saved_sent_upto = f.sent_upto;
+            }
+            if let Some(c) = self.follows[0].cursor.as_mut() {
+                c.set_meta(meta);
+            }
         }
         self.commit().await
     }
@@ -877,7 +1007,7 @@ impl Conn {
     /// The connection ended: a persistent session records when (its expiry counts from
     /// then) and its final position.
     async fn save_on_close(&mut self, session: &Session) {
-        if self.persist.is_some() {
+        if self.persistent() {
             let now = self.log().clock().now_ms();
             if let Err(e) = self.save(session, Some(now)).await {
                 tracing::info!(
@@ -914,7 +1044,7 @@ impl Conn {
     /// meanwhile, on any adapter (best effort: the client is gone, nobody awaits an ack).
     fn publish_will(&mut self, will: Will) {
         let log = self.log().clone();
-        let stream = self.stream.clone();
+        let claims = self.shared.claims.clone();
         let takeover = self.shared.takeover.clone();
         let since = self.registration.as_ref().map(|r| r.offset);
         let (wills, registered) = (self.shared.wills.clone(), self.will_registered);
@@ -934,7 +1064,7 @@ impl Conn {
                     return;
                 }
             }
-            let stored = match store(&log, &stream, std::slice::from_ref(&will.message)).await {
+            let stored = match store(&log, &claims, std::slice::from_ref(&will.message)).await {
                 Ok(durable) => durable.await,
                 Err(e) => Err(e),
             };
@@ -962,10 +1092,8 @@ impl Conn {
 type PendingBatches = FuturesOrdered<futures::future::BoxFuture<'static, (Vec<u64>, bool)>>;
 
 /// Store one message like a client publish and wait until it is durable.
-pub(crate) async fn store_now(log: &Log, m: &Message) -> wharf_log::Result<()> {
-    store(log, &default_stream(), std::slice::from_ref(m))
-        .await?
-        .await
+pub(crate) async fn store_now(log: &Log, claims: &Claims, m: &Message) -> wharf_log::Result<()> {
+    store(log, claims, std::slice::from_ref(m)).await?.await
 }
 
 /// Buffer capacity an idle connection may keep.
@@ -974,11 +1102,12 @@ const IDLE_BUFFER: usize = 1024;
 /// Publishes from one connection being stored at once, at most (then it is not read).
 const MAX_PENDING_RECORDS: usize = 16_384;
 
-/// Submit messages for storage, in order: to the topic stream, and those with the retain
-/// flag to the retained stream too. The future resolves when every copy is durable.
+/// Submit messages for storage, in order: each to the stream of its topic's address (the
+/// default topic address unless one claims the topic), and those with the retain flag to the
+/// retained stream too. The future resolves when every copy is durable.
 async fn store(
     log: &Log,
-    stream: &StreamId,
+    claims: &Claims,
     messages: &[Message],
 ) -> wharf_log::Result<impl std::future::Future<Output = wharf_log::Result<()>> + use<>> {
     let now = log.clock().now_ms();
@@ -994,12 +1123,32 @@ async fn store(
     } else {
         Some(log.submit(&retained_stream(), retained).await?)
     };
-    let main = log.submit(stream, records).await?;
+    let mut by_stream: Vec<(StreamId, Vec<_>)> = Vec::new();
+    if claims.is_empty() {
+        by_stream.push((default_stream(), records));
+    } else {
+        for (m, r) in messages.iter().zip(records) {
+            let stream = claims
+                .route(&m.topic)
+                .map_or_else(default_stream, |c| c.stream);
+            match by_stream.iter_mut().find(|(s, _)| *s == stream) {
+                Some((_, rs)) => rs.push(r),
+                None => by_stream.push((stream, vec![r])),
+            }
+        }
+    }
+    let mut submitted = Vec::with_capacity(by_stream.len());
+    for (stream, records) in by_stream {
+        submitted.push(log.submit(&stream, records).await?);
+    }
     Ok(async move {
         if let Some(r) = retained {
             r.durable().await?;
         }
-        main.durable().await.map(|_| ())
+        for s in submitted {
+            s.durable().await?;
+        }
+        Ok(())
     })
 }
 

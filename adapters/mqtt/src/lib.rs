@@ -16,6 +16,7 @@
 //! other stored, and resumes any session. `adapters/README.md` lists what is stored where,
 //! what is measured and what is missing.
 
+pub mod claims;
 pub mod codec;
 pub mod driver;
 pub mod message;

@@ -46,6 +46,9 @@ pub struct SessionSettings {
     /// Topic filters subscriptions are refused for (SUBACK 0x87 / 0x80): a subscription is
     /// refused when one of these filters matches it.
     pub refused_filters: Vec<String>,
+    /// Addresses claiming topics: a subscription within a queue's claim is refused (SUBACK
+    /// 0x83 / 0x80), since a queue hands its messages to consumers, not subscribers.
+    pub claims: std::sync::Arc<crate::claims::Claims>,
 }
 
 impl Default for SessionSettings {
@@ -58,6 +61,7 @@ impl Default for SessionSettings {
             server_keep_alive: None,
             connect_timeout: Duration::from_secs(10),
             refused_filters: Vec::new(),
+            claims: Default::default(),
         }
     }
 }
@@ -226,6 +230,18 @@ pub struct StoredSession {
     /// Offsets below this were offered to the client before: resent with DUP set.
     #[serde(default)]
     pub sent_upto: u64,
+    /// The other streams the session follows (addresses claiming topics its filters reach),
+    /// in the order it follows them; its position in each is its cursor there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub streams: Vec<FollowedStream>,
+}
+
+/// A stream a persistent session follows besides the default topic address.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FollowedStream {
+    pub stream: String,
+    /// Offsets below this were offered to the client before: resent with DUP set.
+    pub sent_upto: u64,
 }
 
 impl StoredSession {
@@ -342,6 +358,14 @@ impl Session {
             problem_info: true,
             will: None,
         }
+    }
+
+    /// The filters of the subscriptions that are not shared.
+    pub fn filters(&self) -> impl Iterator<Item = &str> {
+        self.subscriptions
+            .keys()
+            .map(String::as_str)
+            .filter(|f| !f.starts_with("$share/"))
     }
 
     pub fn client_id(&self) -> &str {
@@ -770,6 +794,7 @@ impl Session {
             released,
             disconnected_ms,
             sent_upto: 0,
+            streams: Vec::new(),
         }
     }
 
@@ -979,6 +1004,10 @@ impl Session {
                 {
                     return SubscribeReasonCode::NotAuthorized;
                 }
+                let plain = share_filter(&f.path).map_or(f.path.as_str(), |(_, filter)| filter);
+                if self.settings.claims.reach(plain).queue.is_some() {
+                    return SubscribeReasonCode::ImplementationSpecific;
+                }
                 let sub = Subscription {
                     qos: f.qos,
                     no_local: f.nolocal,
@@ -1009,7 +1038,8 @@ impl Session {
             a.push(Action::SaveSession);
         }
         a.push(Action::Send(Packet::SubAck(SubAck::new(s.pkid, codes))));
-        if !had && !self.subscriptions.is_empty() {
+        if !self.subscriptions.is_empty() && (!had || !self.settings.claims.is_empty()) {
+            // With claims, a new filter may reach another address's stream.
             a.push(Action::StartDelivery);
         }
         a.extend(retained);
@@ -1800,6 +1830,7 @@ mod tests {
             released: vec![77],
             disconnected_ms: Some(1),
             sent_upto: 0,
+            streams: Vec::new(),
         };
         let a = s.resumed(Some(stored.clone()));
         assert!(matches!(&a[0], Action::Send(Packet::ConnAck(ack)) if ack.session_present));
@@ -1849,6 +1880,7 @@ mod tests {
             released: Vec::new(),
             disconnected_ms: None,
             sent_upto: 0,
+            streams: Vec::new(),
         };
         assert!(
             !st.expired(i64::MAX),

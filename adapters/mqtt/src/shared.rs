@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use wharf_log::{Cursor, Lease, Log, Tail};
 use wharf_log_format::{Offset, StreamId};
 
-use crate::{message::Message, session::share_filter, topic::matches};
+use crate::{claims::Claims, message::Message, session::share_filter, topic::matches};
 
 /// A message for one member of a shared subscription.
 #[derive(Debug)]
@@ -49,7 +49,9 @@ enum Cmd {
 #[derive(Debug)]
 pub struct SharedGroups {
     log: Log,
+    /// The default topic address's stream.
     stream: StreamId,
+    claims: Arc<Claims>,
     run: String,
     ttl: Duration,
     groups: Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>,
@@ -85,10 +87,17 @@ pub fn hex(s: &str) -> String {
 }
 
 impl SharedGroups {
-    pub fn new(log: Log, stream: StreamId, run: String, ttl: Duration) -> Arc<Self> {
+    pub fn new(
+        log: Log,
+        stream: StreamId,
+        claims: Arc<Claims>,
+        run: String,
+        ttl: Duration,
+    ) -> Arc<Self> {
         Arc::new(Self {
             log,
             stream,
+            claims,
             run,
             ttl,
             groups: Mutex::new(HashMap::new()),
@@ -116,7 +125,15 @@ impl SharedGroups {
             .entry(share.to_string())
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
+                // A group reads one stream: the address that claims its whole filter, else
+                // the default topic address.
+                let reach = self.claims.reach(filter);
+                let stream = match &reach.streams[..] {
+                    [only] if !reach.default => only.clone(),
+                    _ => self.stream.clone(),
+                };
                 let group = Group {
+                    stream,
                     shared: self.clone(),
                     share: share.to_string(),
                     filter: filter.to_string(),
@@ -141,6 +158,7 @@ struct Member {
 
 struct Group {
     shared: Arc<SharedGroups>,
+    stream: StreamId,
     share: String,
     filter: String,
     name: String,
@@ -236,13 +254,13 @@ impl Group {
             .acquire_lease(&self.name, &self.shared.run, self.shared.ttl)
             .await
             .ok()??;
-        let head = log.stream(&self.shared.stream).map_or(0, |s| s.next_offset);
+        let head = log.stream(&self.stream).map_or(0, |s| s.next_offset);
         let mut cursor = log
-            .cursor_from(&self.shared.stream, &self.name, Offset(head))
+            .cursor_from(&self.stream, &self.name, Offset(head))
             .await
             .ok()?;
         cursor.fence(&lease).await.ok()?;
-        let tail = log.tail(&self.shared.stream, cursor.committed());
+        let tail = log.tail(&self.stream, cursor.committed());
         tracing::info!(
             share = self.share,
             from = cursor.committed().0,

@@ -42,6 +42,47 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     t.next().is_none()
 }
 
+/// Whether a filter's first level is a literal starting with `$` (it matches only `$` topics),
+/// or a wildcard (it matches none).
+fn starts_wild(filter: &str) -> bool {
+    filter.starts_with(['+', '#'])
+}
+
+/// Whether some topic matches both filters (both assumed valid).
+pub fn overlap(a: &str, b: &str) -> bool {
+    if (starts_wild(a) && b.starts_with('$')) || (starts_wild(b) && a.starts_with('$')) {
+        return false;
+    }
+    let (mut x, mut y) = (a.split('/'), b.split('/'));
+    loop {
+        match (x.next(), y.next()) {
+            (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+            (Some(p), Some(q)) if p == "+" || q == "+" || p == q => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether every topic that matches `inner` matches `outer` (both assumed valid).
+pub fn covers(outer: &str, inner: &str) -> bool {
+    if starts_wild(outer) && inner.starts_with('$') {
+        return false;
+    }
+    let (mut o, mut i) = (outer.split('/'), inner.split('/'));
+    for level in 0.. {
+        match (o.next(), i.next()) {
+            (Some("#"), _) | (None, None) => return true,
+            // `+/#` matches one level and more: all that `#` does (deeper, `a/#` also
+            // matches `a`, which `a/+/#` does not).
+            (Some("+"), Some("#")) => return level == 0 && o.next() == Some("#"),
+            (Some("+"), Some(_)) => {}
+            (Some(p), Some(q)) if p == q => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -88,7 +129,61 @@ mod tests {
         }
     }
 
+    /// Every topic of up to four levels over a few names (enough to witness any overlap of
+    /// the filters `filter()` makes).
+    fn universe() -> Vec<String> {
+        let names = ["a", "b", "$x", "c", ""];
+        let mut all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut last = all.clone();
+        for _ in 1..4 {
+            last = last
+                .iter()
+                .flat_map(|t| names.iter().map(move |n| format!("{t}/{n}")))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
+    fn filter() -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop_oneof!["a", "b", "\\$x", "", "\\+"], 0..3)
+            .prop_flat_map(|levels| {
+                prop_oneof![
+                    Just(levels.join("/")),
+                    Just({
+                        let mut l = levels.clone();
+                        l.push("#".into());
+                        l.join("/")
+                    })
+                ]
+            })
+            .prop_filter("valid", |f| valid_filter(f))
+    }
+
+    #[test]
+    fn overlap_and_cover_examples() {
+        assert!(overlap("a/#", "a"));
+        assert!(overlap("+/b", "a/+"));
+        assert!(!overlap("#", "$SYS/x"));
+        assert!(!overlap("a/+", "a/b/c"));
+        assert!(covers("a/#", "a"));
+        assert!(covers("a/#", "a/+/c"));
+        assert!(covers("+/+", "a/b"));
+        assert!(!covers("a/+", "a/#"));
+        assert!(!covers("#", "$SYS/#"));
+        assert!(covers("$SYS/#", "$SYS/+"));
+    }
+
     proptest! {
+        #[test]
+        fn overlap_and_cover_agree_with_matching(a in filter(), b in filter()) {
+            let topics = universe();
+            let both = topics.iter().any(|t| matches(&a, t) && matches(&b, t));
+            prop_assert_eq!(overlap(&a, &b), both, "overlap({:?}, {:?})", a, b);
+            let within = topics.iter().all(|t| !matches(&b, t) || matches(&a, t));
+            prop_assert_eq!(covers(&a, &b), within, "covers({:?}, {:?})", a, b);
+        }
+
         #[test]
         fn exact_filters_match_only_themselves(t in "[a-c/]{1,8}", u in "[a-c/]{1,8}") {
             prop_assert_eq!(matches(&t, &u), t == u);

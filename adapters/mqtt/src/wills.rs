@@ -105,6 +105,8 @@ impl WillRecord {
 #[derive(Debug)]
 pub struct Wills {
     log: Log,
+    /// Where an MQTT will is stored (the address claiming its topic, or the default one).
+    claims: Arc<crate::claims::Claims>,
     run: String,
     ttl: Duration,
     /// Unsettled wills of every adapter: (adapter, connection) -> record.
@@ -114,9 +116,16 @@ pub struct Wills {
 impl Wills {
     /// Hold this adapter's lease, follow `mqtt-wills`, and publish dead adapters' wills
     /// through `publish` (which stores a message like a client publish).
-    pub fn start(log: Log, run: String, ttl: Duration, takeover: Arc<Takeover>) -> Arc<Self> {
+    pub fn start(
+        log: Log,
+        claims: Arc<crate::claims::Claims>,
+        run: String,
+        ttl: Duration,
+        takeover: Arc<Takeover>,
+    ) -> Arc<Self> {
         let w = Arc::new(Self {
             log: log.clone(),
+            claims,
             run,
             ttl,
             pending: Mutex::new(BTreeMap::new()),
@@ -301,7 +310,7 @@ impl Wills {
         }
         match w.message() {
             Some(m) => {
-                crate::driver::store_now(&self.log, &m)
+                crate::driver::store_now(&self.log, &self.claims, &m)
                     .await
                     .map_err(|e| e.to_string())?;
                 tracing::info!(

@@ -203,6 +203,17 @@ impl CatalogWatch {
     /// Wait until something changed (polling every `poll_interval`) and return the changes.
     pub async fn changes(&mut self) -> Result<Vec<CatalogEvent>> {
         loop {
+            let events = self.poll().await?;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            tokio::time::sleep(self.catalog.log.settings().poll_interval).await;
+        }
+    }
+
+    /// Look once (one LIST) and return what changed since the last look, maybe nothing.
+    pub async fn poll(&mut self) -> Result<Vec<CatalogEvent>> {
+        {
             let now = self.catalog.revisions(&self.kind).await?;
             let mut events = Vec::new();
             for (name, &rev) in &now {
@@ -223,10 +234,7 @@ impl CatalogWatch {
                 }
                 self.seen.insert(name.clone(), rev);
             }
-            if !events.is_empty() {
-                return Ok(events);
-            }
-            tokio::time::sleep(self.catalog.log.settings().poll_interval).await;
+            Ok(events)
         }
     }
 }

@@ -87,6 +87,114 @@ impl Log {
     }
 }
 
+impl Log {
+    /// Follow several streams with one reader (a subscriber whose filters span addresses):
+    /// one wait, one poll. Add streams with [`Tails::follow`]; each keeps its own position.
+    pub fn tails(&self) -> Tails {
+        Tails {
+            log: self.clone(),
+            streams: Vec::new(),
+            next: 0,
+            committed: self.shared.committed.subscribe(),
+        }
+    }
+}
+
+/// A reader following several streams. See [`Log::tails`].
+pub struct Tails {
+    log: Log,
+    /// Each stream and the offset its next record will have, in the order added.
+    streams: Vec<(StreamId, Offset)>,
+    /// The stream read first next time (streams take turns).
+    next: usize,
+    committed: watch::Receiver<u64>,
+}
+
+impl fmt::Debug for Tails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tails")
+            .field("streams", &self.streams)
+            .finish()
+    }
+}
+
+impl Tails {
+    /// Follow `stream` from `from` too, and return its index (stable: streams are never
+    /// removed). A stream already followed keeps its position.
+    pub fn follow(&mut self, stream: &StreamId, from: Offset) -> usize {
+        if let Some(i) = self.index_of(stream) {
+            return i;
+        }
+        self.streams.push((stream.clone(), from));
+        self.streams.len() - 1
+    }
+
+    /// The index of `stream`, if it is followed.
+    pub fn index_of(&self, stream: &StreamId) -> Option<usize> {
+        self.streams.iter().position(|(s, _)| s == stream)
+    }
+
+    /// The streams followed, in index order.
+    pub fn streams(&self) -> impl Iterator<Item = &StreamId> {
+        self.streams.iter().map(|(s, _)| s)
+    }
+
+    /// The offset the next record of stream `i` will have.
+    pub fn position(&self, i: usize) -> Option<Offset> {
+        self.streams.get(i).map(|(_, p)| *p)
+    }
+
+    /// Read stream `i` from `to` on (back, to read records again, or ahead).
+    pub fn seek(&mut self, i: usize, to: Offset) {
+        if let Some((_, p)) = self.streams.get_mut(i) {
+            *p = to;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Wait for the next records of one of the streams (at most `max`, at least one) and
+    /// return them with the stream's index. Streams with records take turns.
+    pub async fn next_batch(&mut self, max: usize) -> Result<(usize, Vec<StoredRecord>)> {
+        if self.streams.is_empty() {
+            return std::future::pending().await;
+        }
+        loop {
+            self.committed.borrow_and_update();
+            let n = self.streams.len();
+            for k in 0..n {
+                let i = (self.next + k) % n;
+                let (stream, pos) = &self.streams[i];
+                let records = self.log.read(stream, *pos, max).await?;
+                if let Some(last) = records.last() {
+                    self.streams[i].1 = last.offset.next();
+                    self.next = (i + 1) % n;
+                    return Ok((i, records));
+                }
+            }
+            tokio::select! {
+                changed = self.committed.changed() => {
+                    if changed.is_err() {
+                        return Err(crate::LogError::Closed);
+                    }
+                }
+                _ = tokio::time::sleep(self.log.settings().poll_interval) => {
+                    match self.log.refresh().await {
+                        Err(e) if e.kind() == crate::ErrorKind::Unavailable => {
+                            tracing::warn!(error = %e, "tail poll failed; retrying");
+                        }
+                        r => {
+                            r?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A reader following one stream. See [`Log::tail`].
 pub struct Tail {
     log: Log,

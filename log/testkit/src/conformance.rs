@@ -59,6 +59,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(reopen_sees_everything_via_checkpoint);
     case!(concurrent_writers_share_a_stream);
     case!(tail_sees_local_and_remote_appends);
+    case!(tails_follow_several_streams);
     case!(read_from_time);
     case!(cursors_merge_and_survive_reopen);
     case!(cursor_take_over_fences_the_previous_holder);
@@ -267,6 +268,47 @@ async fn tail_sees_local_and_remote_appends(store: &Store) {
         }
         assert_eq!(seen, vec![0, 1, 2, 3, 4]);
         assert_eq!(t.position(), Offset(5));
+    }
+}
+
+async fn tails_follow_several_streams(store: &Store) {
+    let a = open(store).await;
+    let b = open(store).await;
+    let (x, y) = (sid("tx"), sid("ty"));
+    a.append(&x, rec("x0".into())).await.expect("append");
+    let mut local = a.tails();
+    let mut remote = b.tails();
+    for t in [&mut local, &mut remote] {
+        assert_eq!(t.follow(&x, Offset(0)), 0);
+        assert_eq!(t.follow(&y, Offset(0)), 1);
+        assert_eq!(t.follow(&x, Offset(7)), 0, "a stream is followed once");
+    }
+    let writer = a.clone();
+    let (x2, y2) = (x.clone(), y.clone());
+    tokio::spawn(async move {
+        for n in 0..4 {
+            let s = if n % 2 == 0 { &y2 } else { &x2 };
+            writer.append(s, rec(format!("{n}"))).await.expect("append");
+        }
+    });
+    for t in [&mut local, &mut remote] {
+        let mut seen: Vec<(usize, u64)> = Vec::new();
+        while seen.len() < 5 {
+            let (i, batch) = tokio::time::timeout(Duration::from_secs(20), t.next_batch(10))
+                .await
+                .expect("tails deliver within 20s")
+                .expect("tails");
+            seen.extend(batch.into_iter().map(|r| (i, r.offset.0)));
+        }
+        seen.sort();
+        assert_eq!(seen, vec![(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]);
+        assert_eq!(t.position(0), Some(Offset(3)));
+        assert_eq!(t.position(1), Some(Offset(2)));
+        // Read again from a position.
+        t.seek(0, Offset(1));
+        let (i, again) = t.next_batch(10).await.expect("read again");
+        assert_eq!(i, 0);
+        assert_eq!(again.first().map(|r| r.offset), Some(Offset(1)));
     }
 }
 

@@ -1,0 +1,280 @@
+//! Configured addresses that claim MQTT topics.
+//!
+//! Every topic lives in the default topic address (`mqtt-default`) unless an Address resource
+//! in the catalog claims it with `spec.mqtt_topics` (a list of topic filters): then publishes
+//! to a matching topic are stored in that address's stream — a topic address serves them to
+//! MQTT subscribers and AMQP receivers alike, a queue hands each to one consumer. Subscribers
+//! follow every stream their filters can match.
+//!
+//! Claims must not overlap (`wharf address apply` refuses that, naming both addresses); if the
+//! catalog holds overlapping claims anyway, the address whose name sorts first wins, the same
+//! on every adapter.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use wharf_log::{CatalogEvent, Log};
+use wharf_log_format::StreamId;
+
+use crate::topic;
+
+/// One topic filter claimed by an address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    /// The address's name (its catalog name, which is also its stream's name).
+    pub address: String,
+    pub filter: String,
+    pub stream: StreamId,
+    /// A queue: each message to one consumer; MQTT subscriptions within it are refused.
+    pub queue: bool,
+}
+
+/// The claims of an Address resource (`name`, its catalog name): none without
+/// `spec.mqtt_topics`; an error naming the field if it is malformed.
+pub fn parse(name: &str, resource: &Value) -> Result<Vec<Claim>, String> {
+    let spec = &resource["spec"];
+    let Some(topics) = spec.get("mqtt_topics") else {
+        return Ok(Vec::new());
+    };
+    let Some(list) = topics.as_array() else {
+        return Err(format!(
+            "spec.mqtt_topics of {name} must be a list of topic filters, not {topics}"
+        ));
+    };
+    let stream = StreamId::new(name)
+        .map_err(|_| format!("address {name:?} cannot claim topics: not a stream name"))?;
+    let queue = !matches!(
+        spec["type"].as_str(),
+        Some("topic" | "multicast" | "subscription")
+    );
+    list.iter()
+        .map(|f| {
+            let filter = f
+                .as_str()
+                .filter(|f| topic::valid_filter(f) && !f.starts_with("$share/"))
+                .ok_or_else(|| {
+                    format!("spec.mqtt_topics of {name}: {f} is not an MQTT topic filter")
+                })?;
+            Ok(Claim {
+                address: name.to_string(),
+                filter: filter.to_string(),
+                stream: stream.clone(),
+                queue,
+            })
+        })
+        .collect()
+}
+
+/// The first pair of claims of different addresses that overlap (some topic matches both).
+pub fn first_overlap(claims: &[Claim]) -> Option<(&Claim, &Claim)> {
+    claims.iter().enumerate().find_map(|(i, a)| {
+        claims[i + 1..]
+            .iter()
+            .find(|b| b.address != a.address && topic::overlap(&a.filter, &b.filter))
+            .map(|b| (a, b))
+    })
+}
+
+/// Which streams a subscription filter reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reach {
+    /// The default topic address (unless one claim covers the whole filter).
+    pub default: bool,
+    /// Topic addresses whose claims overlap the filter.
+    pub streams: Vec<StreamId>,
+    /// A queue that claims every topic the filter matches: such a subscription would get
+    /// nothing.
+    pub queue: Option<String>,
+}
+
+/// The claims in force on this adapter, kept up to date from the catalog.
+#[derive(Debug, Default)]
+pub struct Claims {
+    claims: RwLock<Arc<Vec<Claim>>>,
+}
+
+impl Claims {
+    /// Claims from these resources (tests, tools).
+    pub fn from_claims(mut claims: Vec<Claim>) -> Self {
+        claims.sort_by(|a, b| (&a.address, &a.filter).cmp(&(&b.address, &b.filter)));
+        Self {
+            claims: RwLock::new(Arc::new(claims)),
+        }
+    }
+
+    fn current(&self) -> Arc<Vec<Claim>> {
+        self.claims
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn set(&self, claims: Vec<Claim>) {
+        let sorted = Self::from_claims(claims).current();
+        match self.claims.write() {
+            Ok(mut c) => *c = sorted,
+            Err(p) => *p.into_inner() = sorted,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.current().is_empty()
+    }
+
+    /// The claim a publish to `topic` goes to (`None`: the default topic address).
+    pub fn route(&self, topic_name: &str) -> Option<Claim> {
+        self.current()
+            .iter()
+            .find(|c| topic::matches(&c.filter, topic_name))
+            .cloned()
+    }
+
+    /// The streams a subscription to `filter` must follow.
+    pub fn reach(&self, filter: &str) -> Reach {
+        let claims = self.current();
+        let mut reach = Reach {
+            default: true,
+            ..Reach::default()
+        };
+        for c in claims.iter() {
+            if !topic::overlap(&c.filter, filter) {
+                continue;
+            }
+            if topic::covers(&c.filter, filter) {
+                reach.default = false;
+                if c.queue {
+                    reach.queue = Some(c.address.clone());
+                }
+            }
+            if !c.queue && !reach.streams.contains(&c.stream) {
+                reach.streams.push(c.stream.clone());
+            }
+        }
+        reach
+    }
+
+    /// Load the claims of every Address in the catalog, then keep them current (one catalog
+    /// LIST every `every`) until the log closes.
+    pub async fn follow(self: &Arc<Self>, log: &Log, every: Duration) -> wharf_log::Result<()> {
+        let mut watch = log.catalog().watch("Address");
+        let mut by_address = std::collections::BTreeMap::new();
+        let mut apply = move |events: Vec<CatalogEvent>, claims: &Claims| {
+            if events.is_empty() {
+                return;
+            }
+            for e in events {
+                match e {
+                    CatalogEvent::Put(entry) => match parse(&entry.name, &entry.body) {
+                        Ok(c) => {
+                            by_address.insert(entry.name, c);
+                        }
+                        Err(why) => {
+                            tracing::warn!(address = entry.name, why, "topic claims ignored");
+                            by_address.remove(&entry.name);
+                        }
+                    },
+                    CatalogEvent::Deleted { name, .. } => {
+                        by_address.remove(&name);
+                    }
+                }
+            }
+            let all: Vec<Claim> = by_address.values().flatten().cloned().collect();
+            if let Some((a, b)) = first_overlap(&all) {
+                tracing::warn!(
+                    first = a.address,
+                    second = b.address,
+                    "addresses claim overlapping MQTT topics ({} and {}); the first wins",
+                    a.filter,
+                    b.filter
+                );
+            }
+            tracing::info!(claims = all.len(), "MQTT topic claims loaded");
+            claims.set(all);
+        };
+        apply(watch.poll().await?, self);
+        let claims = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match watch.poll().await {
+                    Ok(events) => apply(events, &claims),
+                    Err(e) if e.kind() == wharf_log::ErrorKind::Closed => return,
+                    Err(e) => tracing::warn!(error = %e, "could not refresh topic claims"),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn resource(kind: &str, topics: Value) -> Value {
+        json!({"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "x"},
+               "spec": {"type": kind, "mqtt_topics": topics}})
+    }
+
+    #[test]
+    fn parse_names_the_field() {
+        let c = parse("sensors", &resource("topic", json!(["sensors/#"]))).expect("valid");
+        assert_eq!(c.len(), 1);
+        assert!(!c[0].queue);
+        assert!(parse("jobs", &resource("queue", json!(["jobs/+"]))).expect("valid")[0].queue);
+        for bad in [
+            json!("sensors/#"),
+            json!(["a/#/b"]),
+            json!([3]),
+            json!(["$share/g/a"]),
+        ] {
+            let e = parse("s", &resource("topic", bad)).expect_err("invalid");
+            assert!(e.contains("spec.mqtt_topics"), "{e}");
+        }
+        assert!(
+            parse("s", &json!({"spec": {"type": "topic"}}))
+                .expect("no claims")
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn routes_and_reach() {
+        let mut all = parse("sensors", &resource("topic", json!(["sensors/#"]))).expect("ok");
+        all.extend(parse("jobs", &resource("queue", json!(["jobs/+"]))).expect("ok"));
+        assert!(first_overlap(&all).is_none());
+        let claims = Claims::from_claims(all);
+        assert_eq!(
+            claims.route("sensors/a/t").map(|c| c.address),
+            Some("sensors".into())
+        );
+        assert_eq!(
+            claims.route("jobs/1").map(|c| c.address),
+            Some("jobs".into())
+        );
+        assert_eq!(claims.route("jobs/1/x"), None);
+        assert_eq!(claims.route("other"), None);
+
+        let r = claims.reach("sensors/+/t");
+        assert!(!r.default && r.queue.is_none());
+        assert_eq!(r.streams.len(), 1);
+        let r = claims.reach("#");
+        assert!(r.default && r.queue.is_none());
+        assert_eq!(r.streams.len(), 1, "queues are not followed");
+        let r = claims.reach("jobs/+");
+        assert_eq!(r.queue.as_deref(), Some("jobs"));
+        assert!(!r.default);
+        assert!(claims.reach("jobs/#").default, "jobs/a/b is not claimed");
+    }
+
+    #[test]
+    fn overlapping_claims_are_found() {
+        let mut all = parse("a", &resource("topic", json!(["x/#"]))).expect("ok");
+        all.extend(parse("b", &resource("topic", json!(["+/y"]))).expect("ok"));
+        let (a, b) = first_overlap(&all).expect("overlap");
+        assert_eq!((a.address.as_str(), b.address.as_str()), ("a", "b"));
+    }
+}
