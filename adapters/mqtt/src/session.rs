@@ -1604,6 +1604,51 @@ mod tests {
     }
 
     #[test]
+    fn subscriptions_within_a_queues_claim_are_refused() {
+        let claims = crate::claims::Claims::from_claims(
+            crate::claims::parse(
+                "jobs",
+                &serde_json::json!({"spec": {"type": "queue", "mqtt_topics": ["jobs/+"]}}),
+            )
+            .expect("claims"),
+        );
+        let settings = SessionSettings {
+            claims: std::sync::Arc::new(claims),
+            ..SessionSettings::default()
+        };
+        let now = Instant::now();
+        let mut s = Session::new(now, settings, "assigned".into());
+        let mut c = Connect::new("c1");
+        c.protocol = Protocol::V5;
+        connect(&mut s, now, c);
+        let filters = ["jobs/+", "jobs/1", "$share/g/jobs/+", "jobs/#", "#"];
+        let a = s.handle(
+            now,
+            subscribe(filters.map(|f| sub(f, QoS::AtLeastOnce)).to_vec(), None),
+        );
+        let Some(Action::Send(Packet::SubAck(ack))) = a.first() else {
+            panic!("{a:?}")
+        };
+        use SubscribeReasonCode::*;
+        assert_eq!(
+            ack.return_codes,
+            // jobs/# and # reach other topics too: granted (the queue's messages are not
+            // theirs).
+            vec![
+                ImplementationSpecific,
+                ImplementationSpecific,
+                ImplementationSpecific,
+                QoS1,
+                QoS1
+            ]
+        );
+        // Every new subscription may reach another address: the driver looks again.
+        assert!(a.contains(&Action::StartDelivery), "{a:?}");
+        let again = s.handle(now, subscribe(vec![sub("x/y", QoS::AtMostOnce)], None));
+        assert!(again.contains(&Action::StartDelivery), "{again:?}");
+    }
+
+    #[test]
     fn subscriptions_deliver_once_at_the_highest_granted_qos_with_flow_control() {
         let (mut s, now) = connected();
         let mut both = vec![sub("a/+", QoS::AtMostOnce), sub("a/#", QoS::ExactlyOnce)];
