@@ -3,7 +3,7 @@
 //! the log.
 
 use std::{
-    collections::{BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::Duration,
@@ -303,7 +303,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         registration: None,
         kicked: None,
         will_registered: false,
-        shares: HashMap::new(),
+        shares: BTreeMap::new(),
         shared_tx: None,
         shared_rx: None,
     };
@@ -407,7 +407,7 @@ struct Conn {
     /// The will is registered in `mqtt-wills` and must be settled when the connection ends.
     will_registered: bool,
     /// Shared subscriptions joined, and where their groups deliver to this connection.
-    shares: HashMap<String, Membership>,
+    shares: BTreeMap<String, Membership>,
     shared_tx: Option<mpsc::Sender<SharedDelivery>>,
     shared_rx: Option<mpsc::Receiver<SharedDelivery>>,
     max_packet: usize,
@@ -513,7 +513,7 @@ impl Conn {
             }
             if input.capacity() - input.len() < 64 {
                 let busy = !input.is_empty() || self.tails.is_some();
-                input.reserve(if busy { 8 * 1024 } else { 128 });
+                input.reserve(if busy { 8 * 1024 } else { 64 });
             }
             let room = session.delivery_room();
             let deliver = self.tails.is_some() && self.held.is_none() && room > 0;

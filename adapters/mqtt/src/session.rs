@@ -7,7 +7,7 @@
 //! (clean sessions); see `adapters/README.md` for what is not built yet.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
@@ -184,13 +184,13 @@ pub struct Session {
     /// Publishes waiting to be durable: token -> (QoS, packet id).
     pending: BTreeMap<u64, (QoS, u16)>,
     /// Packet ids of QoS 1/2 publishes being stored.
-    pending_ids: HashSet<u16>,
+    pending_ids: BTreeSet<u16>,
     /// QoS 2 packet ids stored and acknowledged with PUBREC, awaiting PUBREL.
     qos2_received: std::collections::BTreeSet<u16>,
     /// Outbound QoS 1/2 deliveries by packet id, with the offset delivered.
     inflight: BTreeMap<u16, (Outbound, u64)>,
     /// Which of those came from a shared subscription (packet id -> share).
-    shared_inflight: HashMap<u16, String>,
+    shared_inflight: BTreeMap<u16, String>,
     /// Client identifier to assign if the client sends an empty one.
     assigned_id: String,
     /// The client's receive maximum for our deliveries.
@@ -198,9 +198,9 @@ pub struct Session {
     /// The client's maximum packet size (0: no limit).
     client_max_packet: u32,
     /// Aliases the client set for its publishes.
-    aliases_in: HashMap<u16, String>,
+    aliases_in: BTreeMap<u16, String>,
     /// Aliases we set for our deliveries, up to the client's topic alias maximum.
-    aliases_out: HashMap<String, u16>,
+    aliases_out: BTreeMap<String, u16>,
     client_alias_maximum: u16,
     problem_info: bool,
     /// Boxed, like the other rarely set large fields: an idle session stays small.
@@ -342,18 +342,18 @@ impl Session {
             subscriptions: BTreeMap::new(),
             next_token: 0,
             pending: BTreeMap::new(),
-            pending_ids: HashSet::new(),
+            pending_ids: BTreeSet::new(),
             qos2_received: Default::default(),
             inflight: BTreeMap::new(),
-            shared_inflight: HashMap::new(),
+            shared_inflight: BTreeMap::new(),
             clean_start: true,
             expiry: 0,
             pending_connack: None,
             assigned_id,
             client_receive_maximum: u16::MAX,
             client_max_packet: 0,
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
+            aliases_in: BTreeMap::new(),
+            aliases_out: BTreeMap::new(),
             client_alias_maximum: 0,
             problem_info: true,
             will: None,

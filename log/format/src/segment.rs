@@ -62,8 +62,9 @@ pub struct Segment {
     pub header: SegmentHeader,
     /// Records grouped by stream, offsets consecutive within a stream.
     pub records: Vec<StoredRecord>,
-    /// Per stream: the index range of its records in `records`.
-    pub streams: BTreeMap<StreamId, std::ops::Range<usize>>,
+    /// Per stream, in stream order: the index range of its records in `records` (a sorted
+    /// list, not a map: most segments hold one or two streams, and cached segments are many).
+    pub streams: Vec<(StreamId, std::ops::Range<usize>)>,
     /// Encoded size in bytes.
     pub size: usize,
 }
@@ -71,9 +72,9 @@ pub struct Segment {
 impl Segment {
     /// The records of one stream in this segment.
     pub fn stream(&self, stream: &StreamId) -> &[StoredRecord] {
-        match self.streams.get(stream) {
-            Some(r) => &self.records[r.clone()],
-            None => &[],
+        match self.streams.binary_search_by(|(s, _)| s.cmp(stream)) {
+            Ok(i) => &self.records[self.streams[i].1.clone()],
+            Err(_) => &[],
         }
     }
 
@@ -345,7 +346,7 @@ pub fn decode(bytes: Bytes) -> Result<Segment, FormatError> {
     Ok(Segment {
         header,
         records,
-        streams,
+        streams: streams.into_iter().collect(),
         size,
     })
 }

@@ -72,6 +72,7 @@ pub(crate) struct State {
 /// Decoded segments, evicted oldest-inserted first when over budget.
 struct SegmentCache {
     budget: usize,
+    max_segments: usize,
     used: usize,
     map: HashMap<u64, Arc<Segment>>,
     order: VecDeque<u64>,
@@ -83,17 +84,26 @@ impl SegmentCache {
         if self.map.contains_key(&seq) {
             return;
         }
-        self.used += seg.size;
+        self.used += cost(&seg);
         self.map.insert(seq, seg);
         self.order.push_back(seq);
-        while self.used > self.budget && self.order.len() > 1 {
+        while (self.used > self.budget || self.order.len() > self.max_segments)
+            && self.order.len() > 1
+        {
             if let Some(old) = self.order.pop_front()
                 && let Some(s) = self.map.remove(&old)
             {
-                self.used -= s.size;
+                self.used -= cost(&s);
             }
         }
     }
+}
+
+/// What a decoded segment holds in memory, roughly: its encoded size, plus the structures
+/// around each record and the segment (which dominate for the many one-record segments of
+/// low-rate streams).
+fn cost(seg: &Segment) -> usize {
+    seg.size + 256 + 128 * seg.records.len()
 }
 
 impl Log {
@@ -136,6 +146,7 @@ impl Log {
                 index,
                 cache: SegmentCache {
                     budget: settings.cache_bytes,
+                    max_segments: settings.cache_segments,
                     used: 0,
                     map: HashMap::new(),
                     order: VecDeque::new(),

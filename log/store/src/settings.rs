@@ -31,8 +31,13 @@ pub struct LogSettings {
     pub checkpoint_every: u64,
     /// Checkpoints kept (older ones are deleted).
     pub keep_checkpoints: usize,
-    /// Decoded segments kept in memory for readers, in bytes.
+    /// Decoded segments kept in memory for readers, in bytes (roughly: encoded size plus the
+    /// structures around each record).
     pub cache_bytes: usize,
+    /// At most this many decoded segments are kept (the newest): tails read at the head, and
+    /// the one-record segments of low-rate streams would otherwise fill memory in small pieces
+    /// (one per MQTT connect, say).
+    pub cache_segments: usize,
     /// Attempts for an object store call that failed with a transient error.
     pub retry_attempts: u32,
     /// First back-off after a transient error; doubles up to `retry_max_backoff`.
@@ -64,6 +69,7 @@ impl Default for LogSettings {
             checkpoint_every: 64,
             keep_checkpoints: 3,
             cache_bytes: 64 << 20,
+            cache_segments: 4096,
             retry_attempts: 8,
             retry_backoff: Duration::from_millis(20),
             retry_max_backoff: Duration::from_secs(2),

@@ -286,7 +286,7 @@ fn into_segment(
     Segment {
         header,
         records,
-        streams,
+        streams: streams.into_iter().collect(),
         size,
     }
 }
