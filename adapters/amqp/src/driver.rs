@@ -130,14 +130,7 @@ impl Amqp {
 
     /// Close every connection (`amqp:connection:forced`) and wait up to `grace`.
     pub async fn shutdown(&self, grace: Duration) {
-        self.stopping.send_replace(true);
-        let left = self.active.wait_idle(grace).await;
-        if left > 0 {
-            tracing::warn!(
-                left,
-                "AMQP connections still open after the shutdown grace period"
-            );
-        }
+        self.active.stop(&self.stopping, grace, "amqp").await
     }
 
     /// Accept connections on `listener` (TLS first if `tls`) until `shutdown` resolves.

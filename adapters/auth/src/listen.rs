@@ -73,13 +73,27 @@ impl Active {
         self.0.load(Ordering::Acquire)
     }
 
-    /// Wait until no connection is served, or `grace` passed; returns how many are left.
-    pub async fn wait_idle(&self, grace: Duration) -> usize {
+    /// Tell every connection to end (`stopping` turns true) and wait until none is served,
+    /// or `grace` passed; a warning naming `service` says how many were left.
+    pub async fn stop(
+        &self,
+        stopping: &tokio::sync::watch::Sender<bool>,
+        grace: Duration,
+        service: &str,
+    ) {
+        stopping.send_replace(true);
         let deadline = tokio::time::Instant::now() + grace;
         while self.count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.count()
+        let left = self.count();
+        if left > 0 {
+            tracing::warn!(
+                left,
+                service,
+                "connections still open after the shutdown grace period"
+            );
+        }
     }
 }
 

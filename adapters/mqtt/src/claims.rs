@@ -76,6 +76,21 @@ pub fn first_overlap(claims: &[Claim]) -> Option<(&Claim, &Claim)> {
     })
 }
 
+/// The claim among `claims` (sorted, as [`Claims::current`] gives them) that a publish to
+/// `topic_name` goes to (`None`: the default topic address).
+pub fn claim_of<'a>(claims: &'a [Claim], topic_name: &str) -> Option<&'a Claim> {
+    claims
+        .iter()
+        .find(|c| topic::matches(&c.filter, topic_name))
+}
+
+/// Claims in the order lookups take them (by address name: the first wins an overlap, the
+/// same on every adapter).
+fn sorted(mut claims: Vec<Claim>) -> Arc<Vec<Claim>> {
+    claims.sort_by(|a, b| (&a.address, &a.filter).cmp(&(&b.address, &b.filter)));
+    Arc::new(claims)
+}
+
 /// Which streams a subscription filter reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Reach {
@@ -96,14 +111,14 @@ pub struct Claims {
 
 impl Claims {
     /// Claims from these resources (tests, tools).
-    pub fn from_claims(mut claims: Vec<Claim>) -> Self {
-        claims.sort_by(|a, b| (&a.address, &a.filter).cmp(&(&b.address, &b.filter)));
+    pub fn from_claims(claims: Vec<Claim>) -> Self {
         Self {
-            claims: RwLock::new(Arc::new(claims)),
+            claims: RwLock::new(sorted(claims)),
         }
     }
 
-    fn current(&self) -> Arc<Vec<Claim>> {
+    /// The claims in force now (one snapshot serves a batch of lookups: [`claim_of`]).
+    pub fn current(&self) -> Arc<Vec<Claim>> {
         self.claims
             .read()
             .map(|c| c.clone())
@@ -111,7 +126,7 @@ impl Claims {
     }
 
     fn set(&self, claims: Vec<Claim>) {
-        let sorted = Self::from_claims(claims).current();
+        let sorted = sorted(claims);
         match self.claims.write() {
             Ok(mut c) => *c = sorted,
             Err(p) => *p.into_inner() = sorted,
@@ -120,14 +135,6 @@ impl Claims {
 
     pub fn is_empty(&self) -> bool {
         self.current().is_empty()
-    }
-
-    /// The claim a publish to `topic` goes to (`None`: the default topic address).
-    pub fn route(&self, topic_name: &str) -> Option<Claim> {
-        self.current()
-            .iter()
-            .find(|c| topic::matches(&c.filter, topic_name))
-            .cloned()
     }
 
     /// The streams a subscription to `filter` must follow.
@@ -247,16 +254,14 @@ mod tests {
         all.extend(parse("jobs", &resource("queue", json!(["jobs/+"]))).expect("ok"));
         assert!(first_overlap(&all).is_none());
         let claims = Claims::from_claims(all);
+        let route = |t: &str| claim_of(&claims.current(), t).cloned();
         assert_eq!(
-            claims.route("sensors/a/t").map(|c| c.address),
+            route("sensors/a/t").map(|c| c.address),
             Some("sensors".into())
         );
-        assert_eq!(
-            claims.route("jobs/1").map(|c| c.address),
-            Some("jobs".into())
-        );
-        assert_eq!(claims.route("jobs/1/x"), None);
-        assert_eq!(claims.route("other"), None);
+        assert_eq!(route("jobs/1").map(|c| c.address), Some("jobs".into()));
+        assert_eq!(route("jobs/1/x"), None);
+        assert_eq!(route("other"), None);
 
         let r = claims.reach("sensors/+/t");
         assert!(!r.default && r.queue.is_none());

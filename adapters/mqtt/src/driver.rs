@@ -26,7 +26,7 @@ use wharf_log::{Cursor, Log, Tails};
 use wharf_log_format::{Offset, StreamId};
 
 use crate::{
-    claims::Claims,
+    claims::{Claims, claim_of},
     codec::{self, Peek, Version, peek_connect},
     message::Message,
     retained::{Retained, retained_stream},
@@ -164,14 +164,7 @@ impl Mqtt {
     /// persistent sessions save their position; wills are published, as for any connection the
     /// server closes) and wait up to `grace` for them to finish.
     pub async fn shutdown(&self, grace: Duration) {
-        self.stopping.send_replace(true);
-        let left = self.active.wait_idle(grace).await;
-        if left > 0 {
-            tracing::warn!(
-                left,
-                "connections still open after the shutdown grace period"
-            );
-        }
+        self.active.stop(&self.stopping, grace, "mqtt").await
     }
 
     /// Accept connections on `listener` until `shutdown` resolves.
@@ -700,15 +693,18 @@ impl Conn {
         if self.follows.is_empty() {
             self.follows.push(Follow::new(default_stream(), None, 0));
         }
-        let tails = self.tails.get_or_insert_with(|| Box::new(log.tails()));
-        for f in &self.follows {
-            if tails.index_of(&f.stream).is_none() {
+        if self.tails.is_none() {
+            // The first subscription: read what the session follows (a resumed one from its
+            // positions), in the same order.
+            let mut tails = log.tails();
+            for f in &self.follows {
                 let from = match &f.cursor {
                     Some(c) => c.committed().0,
                     None => head(&f.stream),
                 };
                 tails.follow(&f.stream, Offset(from));
             }
+            self.tails = Some(Box::new(tails));
         }
         let mut wanted: Vec<StreamId> = Vec::new();
         for filter in session.filters() {
@@ -1123,23 +1119,19 @@ async fn store(
     } else {
         Some(log.submit(&retained_stream(), retained).await?)
     };
-    let mut by_stream: Vec<(StreamId, Vec<_>)> = Vec::new();
-    if claims.is_empty() {
-        by_stream.push((default_stream(), records));
-    } else {
-        for (m, r) in messages.iter().zip(records) {
-            let stream = claims
-                .route(&m.topic)
-                .map_or_else(default_stream, |c| c.stream);
-            match by_stream.iter_mut().find(|(s, _)| *s == stream) {
-                Some((_, rs)) => rs.push(r),
-                None => by_stream.push((stream, vec![r])),
-            }
+    // One snapshot of the claims for the batch; messages grouped by stream, in order.
+    let (default, claims) = (default_stream(), claims.current());
+    let mut by_stream: Vec<(&StreamId, Vec<_>)> = Vec::new();
+    for (m, r) in messages.iter().zip(records) {
+        let stream = claim_of(&claims, &m.topic).map_or(&default, |c| &c.stream);
+        match by_stream.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, rs)) => rs.push(r),
+            None => by_stream.push((stream, vec![r])),
         }
     }
     let mut submitted = Vec::with_capacity(by_stream.len());
     for (stream, records) in by_stream {
-        submitted.push(log.submit(&stream, records).await?);
+        submitted.push(log.submit(stream, records).await?);
     }
     Ok(async move {
         if let Some(r) = retained {

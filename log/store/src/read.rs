@@ -78,16 +78,11 @@ impl Log {
     /// Follow `stream` from `from`: new records written by this process arrive as soon as
     /// they are durable; records from other processes after at most one poll interval.
     pub fn tail(&self, stream: &StreamId, from: Offset) -> Tail {
-        Tail {
-            log: self.clone(),
-            stream: stream.clone(),
-            pos: from,
-            committed: self.shared.committed.subscribe(),
-        }
+        let mut tails = self.tails();
+        tails.follow(stream, from);
+        Tail(tails)
     }
-}
 
-impl Log {
     /// Follow several streams with one reader (a subscriber whose filters span addresses):
     /// one wait, one poll. Add streams with [`Tails::follow`]; each keeps its own position.
     pub fn tails(&self) -> Tails {
@@ -134,11 +129,6 @@ impl Tails {
         self.streams.iter().position(|(s, _)| s == stream)
     }
 
-    /// The streams followed, in index order.
-    pub fn streams(&self) -> impl Iterator<Item = &StreamId> {
-        self.streams.iter().map(|(s, _)| s)
-    }
-
     /// The offset the next record of stream `i` will have.
     pub fn position(&self, i: usize) -> Option<Offset> {
         self.streams.get(i).map(|(_, p)| *p)
@@ -149,10 +139,6 @@ impl Tails {
         if let Some((_, p)) = self.streams.get_mut(i) {
             *p = to;
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.streams.is_empty()
     }
 
     /// Wait for the next records of one of the streams (at most `max`, at least one) and
@@ -181,9 +167,10 @@ impl Tails {
                     }
                 }
                 _ = tokio::time::sleep(self.log.settings().poll_interval) => {
+                    // A store hiccup must not end a long-lived tail: keep polling.
                     match self.log.refresh().await {
                         Err(e) if e.kind() == crate::ErrorKind::Unavailable => {
-                            tracing::warn!(error = %e, "tail poll failed; retrying");
+                            tracing::warn!(streams = ?self.streams, error = %e, "tail poll failed; retrying");
                         }
                         r => {
                             r?;
@@ -196,55 +183,18 @@ impl Tails {
 }
 
 /// A reader following one stream. See [`Log::tail`].
-pub struct Tail {
-    log: Log,
-    stream: StreamId,
-    pos: Offset,
-    committed: watch::Receiver<u64>,
-}
-
-impl fmt::Debug for Tail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tail")
-            .field("stream", &self.stream)
-            .field("pos", &self.pos)
-            .finish()
-    }
-}
+#[derive(Debug)]
+pub struct Tail(Tails);
 
 impl Tail {
     /// The offset the next record will have.
     pub fn position(&self) -> Offset {
-        self.pos
+        // Always followed, at index 0 (see `Log::tail`).
+        self.0.position(0).unwrap_or(Offset(0))
     }
 
     /// Wait for and return the next records (at most `max`, at least one).
     pub async fn next_batch(&mut self, max: usize) -> Result<Vec<StoredRecord>> {
-        loop {
-            self.committed.borrow_and_update();
-            let records = self.log.read(&self.stream, self.pos, max).await?;
-            if let Some(last) = records.last() {
-                self.pos = last.offset.next();
-                return Ok(records);
-            }
-            tokio::select! {
-                changed = self.committed.changed() => {
-                    if changed.is_err() {
-                        return Err(crate::LogError::Closed);
-                    }
-                }
-                _ = tokio::time::sleep(self.log.settings().poll_interval) => {
-                    // A store hiccup must not end a long-lived tail: keep polling.
-                    match self.log.refresh().await {
-                        Err(e) if e.kind() == crate::ErrorKind::Unavailable => {
-                            tracing::warn!(stream = %self.stream, error = %e, "tail poll failed; retrying");
-                        }
-                        r => {
-                            r?;
-                        }
-                    }
-                }
-            }
-        }
+        self.0.next_batch(max).await.map(|(_, records)| records)
     }
 }
