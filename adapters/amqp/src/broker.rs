@@ -3,7 +3,7 @@
 //!
 //! - Every address is a stream named like the address (`/` becomes `~`).
 //! - A **queue** is served on each adapter by one queue task per address ([`Queues`]), competing with
-//!   the other adapters by **blocks**: the queue's offsets are cut into blocks (`[amqp] queue_block`, 8,192 offsets by default);
+//!   the other adapters by **blocks** ([`wharf_log::Blocks`]): the queue's offsets are cut into blocks (`[amqp] queue_block`, 8,192 offsets by default);
 //!   an adapter whose consumers have credit takes the lease `amqp-queue.<stream>.<n>` of the
 //!   next block with messages not yet acknowledged (at most 2 at once), hands its
 //!   messages to its consumer links with credit (round robin), and acknowledges each offset in
@@ -19,14 +19,14 @@
 //!   declared; they live as long as their link (the stream is left to retention).
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use wharf_log::{Cursor, Lease, Log};
+use wharf_log::{Blocks, Cursor, Log};
 use wharf_log_format::{Offset, StoredRecord, StreamId};
 
 use crate::message;
@@ -404,24 +404,12 @@ struct Ready {
     avoid: Vec<u64>,
 }
 
-/// A block of the queue's offsets this adapter holds the lease of.
-struct Block {
-    lease: Lease,
-    /// Next offset of the block to read.
-    pos: Offset,
-}
-
 struct Serving {
-    /// The queue's acknowledgements, shared by every adapter (commits merge).
-    cursor: Cursor,
-    /// Held blocks by number (offsets `n * block .. (n + 1) * block`).
-    blocks: BTreeMap<u64, Block>,
+    /// The blocks of the queue this adapter holds, and the acknowledgements shared by every
+    /// adapter.
+    blocks: Blocks,
     ready: VecDeque<Ready>,
     inflight: HashMap<u64, (u64, Ready)>,
-    /// Nothing more to read now (held blocks read to the end, no block to take).
-    at_end: bool,
-    /// No block could be taken: try again after this (others hold them).
-    retry_at: Option<tokio::time::Instant>,
 }
 
 struct QueueTask {
@@ -444,23 +432,16 @@ struct QueueTask {
 
 /// Records read ahead of the consumers' credit.
 const READ_AHEAD: usize = 256;
-/// Blocks an adapter holds at once (the rest are left to other adapters).
-const MAX_BLOCKS: usize = 2;
-/// Blocks tried per read when looking for one to take.
-const MAX_TRIES: u64 = 8;
 
 impl QueueTask {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let mut renew = tokio::time::interval(self.ttl / 3);
         let mut commit = tokio::time::interval(Duration::from_millis(20));
-        let mut committed = self.log.watch_segments();
-        // An interval, not a sleep in the select: the commit tick must not restart it.
-        let mut poll = tokio::time::interval(self.log.settings().poll_interval);
         loop {
             let want_read = self.serving.as_ref().is_some_and(|s| {
                 s.ready.len() < READ_AHEAD && self.consumers.iter().any(|c| c.credit > 0)
             });
-            if want_read && self.serving.as_ref().is_some_and(|s| !s.at_end) {
+            if want_read && self.serving.as_ref().is_some_and(|s| !s.blocks.at_end()) {
                 // A backlog: read on without waiting.
                 self.read().await;
                 self.dispatch().await;
@@ -476,12 +457,7 @@ impl QueueTask {
                 }
                 _ = renew.tick() => self.keep_lease().await,
                 _ = commit.tick() => self.commit().await,
-                changed = committed.changed(), if want_read => {
-                    if changed.is_err() { return; }
-                    self.read().await;
-                }
-                _ = poll.tick(), if want_read => {
-                    let _ = self.log.refresh().await;
+                _ = async { match self.serving.as_mut() { Some(s) => s.blocks.wait().await, None => std::future::pending().await } }, if want_read => {
                     self.read().await;
                 }
             }
@@ -551,17 +527,9 @@ impl QueueTask {
             return;
         }
         if let Some(s) = self.serving.as_mut() {
-            let mut lost = Vec::new();
-            for (n, b) in s.blocks.iter_mut() {
-                if let Err(e) = b.lease.renew(self.ttl).await {
-                    tracing::warn!(queue = %self.address.name, block = n, error = %e, "queue block lease lost");
-                    lost.push(*n);
-                }
-            }
-            for n in lost {
-                s.blocks.remove(&n);
+            for lost in s.blocks.renew().await {
                 // Another adapter delivers these now.
-                s.ready.retain(|r| r.record.offset.0 / self.block != n);
+                s.ready.retain(|r| !lost.contains(&r.record.offset.0));
             }
             return;
         }
@@ -582,12 +550,15 @@ impl QueueTask {
             Ok(cursor) => {
                 tracing::debug!(queue = %self.address.name, from = cursor.committed().0, "serving queue");
                 self.serving = Some(Serving {
-                    cursor,
-                    blocks: BTreeMap::new(),
+                    blocks: self.log.blocks(
+                        cursor,
+                        &self.lease_name,
+                        &self.run,
+                        self.ttl,
+                        self.block,
+                    ),
                     ready: VecDeque::new(),
                     inflight: HashMap::new(),
-                    at_end: false,
-                    retry_at: None,
                 });
             }
             Err(e) => tracing::warn!(queue = %self.address.name, error = %e, "queue cursor"),
@@ -596,124 +567,28 @@ impl QueueTask {
 
     /// No consumers left here: give the messages back (to the store) and the blocks up.
     async fn stop_serving(&mut self) {
-        self.commit().await;
         if let Some(s) = self.serving.take() {
-            for (_, b) in s.blocks {
-                if let Err(e) = b.lease.release().await {
-                    tracing::debug!(queue = %self.address.name, error = %e, "queue block release");
-                }
-            }
+            s.blocks.close().await;
         }
     }
 
-    /// Fill `ready`: read on in the held blocks, and take the next free block with messages
-    /// not yet acknowledged when they run dry (and read it).
+    /// Fill `ready`: read on in the held blocks, taking the next free block with messages
+    /// not yet acknowledged when they run dry.
     async fn read(&mut self) {
-        while self.read_once().await {}
-    }
-
-    /// One pass of [`QueueTask::read`]; true if it took a block (read again).
-    async fn read_once(&mut self) -> bool {
         let Some(s) = self.serving.as_mut() else {
-            return false;
+            return;
         };
-        let stream = &self.address.stream;
-        let next = self.log.stream(stream).map_or(0, |st| st.next_offset);
-        let mut got_any = false;
-        let blocks: Vec<u64> = s.blocks.keys().copied().collect();
-        for n in blocks {
-            let want = READ_AHEAD.saturating_sub(s.ready.len());
-            let Some(b) = s.blocks.get_mut(&n) else {
-                continue;
-            };
-            let end = ((n + 1) * self.block).min(next);
-            if want == 0 || b.pos.0 >= end {
-                continue;
-            }
-            let limit = want.min((end - b.pos.0) as usize);
-            match self.log.read(stream, b.pos, limit).await {
-                Ok(records) => {
-                    for r in records {
-                        if r.offset.0 >= (n + 1) * self.block {
-                            break;
-                        }
-                        b.pos = r.offset.next();
-                        got_any = true;
-                        if s.cursor.is_acked(r.offset) || s.inflight.contains_key(&r.offset.0) {
-                            continue;
-                        }
-                        s.ready.push_back(Ready {
-                            record: r,
-                            delivery_count: 0,
-                            avoid: Vec::new(),
-                        });
-                    }
-                }
-                Err(e) => tracing::warn!(queue = %self.address.name, error = %e, "queue read"),
-            }
-        }
         let want = READ_AHEAD.saturating_sub(s.ready.len());
-        let drained = s
-            .blocks
-            .iter()
-            .all(|(n, b)| b.pos.0 >= ((n + 1) * self.block).min(next));
-        let may_try = s.retry_at.is_none_or(|t| tokio::time::Instant::now() >= t);
-        if want > 0 && drained && s.blocks.len() < MAX_BLOCKS && next > 0 && may_try {
-            let first = s.cursor.committed().0 / self.block;
-            let last = (next - 1) / self.block;
-            let mut taken = false;
-            let mut contended = false;
-            for n in (first..=last).take(MAX_TRIES as usize) {
-                if s.blocks.contains_key(&n) {
-                    continue;
-                }
-                let (start, end) = (n * self.block, ((n + 1) * self.block).min(next));
-                let complete = next >= (n + 1) * self.block;
-                if complete
-                    && s.cursor
-                        .acks()
-                        .unacked(Offset(start), Offset(end), 1)
-                        .is_empty()
-                {
-                    continue; // all acknowledged (as far as we know)
-                }
-                let name = format!("{}.{n}", self.lease_name);
-                match self.log.acquire_lease(&name, &self.run, self.ttl).await {
-                    Ok(Some(lease)) => {
-                        // Others may have acknowledged some of it: see their acks first.
-                        if let Err(e) = s.cursor.reload().await {
-                            tracing::warn!(queue = %self.address.name, error = %e, "queue cursor reload");
-                        }
-                        s.blocks.insert(
-                            n,
-                            Block {
-                                lease,
-                                pos: Offset(start),
-                            },
-                        );
-                        taken = true;
-                        break;
-                    }
-                    Ok(None) => contended = true,
-                    Err(e) => {
-                        tracing::warn!(queue = %self.address.name, error = %e, "queue block lease");
-                        contended = true;
-                        break;
-                    }
-                }
-            }
-            if taken {
-                s.retry_at = None;
-                s.at_end = false;
-                return true;
-            }
-            if contended {
-                // Other adapters hold what there is: ask again in a while, not on every read.
-                s.retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-            }
+        if want == 0 {
+            return;
         }
-        s.at_end = !got_any;
-        false
+        let inflight = &s.inflight;
+        let records = s.blocks.read(want, |o| inflight.contains_key(&o.0)).await;
+        s.ready.extend(records.into_iter().map(|record| Ready {
+            record,
+            delivery_count: 0,
+            avoid: Vec::new(),
+        }));
     }
 
     async fn dispatch(&mut self) {
@@ -773,7 +648,7 @@ impl QueueTask {
         };
         match how {
             Settle::Accepted => {
-                s.cursor.ack(Offset(offset));
+                s.blocks.ack(Offset(offset));
             }
             Settle::Rejected => self.dead_letter(r).await,
             Settle::Released => s.ready.push_front(r),
@@ -818,7 +693,7 @@ impl QueueTask {
             }
         }
         if let Some(s) = self.serving.as_mut() {
-            s.cursor.ack(r.record.offset);
+            s.blocks.ack(r.record.offset);
         }
     }
 
@@ -826,39 +701,8 @@ impl QueueTask {
         let Some(s) = self.serving.as_mut() else {
             return;
         };
-        if s.cursor.is_dirty()
-            && let Err(e) = s.cursor.commit().await
-        {
+        if let Err(e) = s.blocks.commit().await {
             tracing::warn!(queue = %self.address.name, error = %e, "queue cursor commit failed");
-            return;
-        }
-        if s.blocks.is_empty() {
-            return;
-        }
-        // Blocks fully written and fully acknowledged are done: let them go.
-        let next = self
-            .log
-            .stream(&self.address.stream)
-            .map_or(0, |st| st.next_offset);
-        let done: Vec<u64> = s
-            .blocks
-            .keys()
-            .copied()
-            .filter(|n| {
-                let end = (n + 1) * self.block;
-                next >= end
-                    && s.cursor
-                        .acks()
-                        .unacked(Offset(n * self.block), Offset(end), 1)
-                        .is_empty()
-            })
-            .collect();
-        for n in done {
-            // Finished for good (everything in it acknowledged): its lease objects go too.
-            if let Some(b) = s.blocks.remove(&n) {
-                b.lease.retire().await;
-            }
-            s.at_end = false;
         }
     }
 }

@@ -10,6 +10,8 @@
 //!   only once durable), read from an offset or a time, [`Tail`], retention.
 //! - [`Cursor`]: a durable consumer position with per-message acks, mergeable across processes
 //!   and fenceable by a [`Lease`].
+//! - [`Blocks`]: one stream read by competing processes, each taking blocks of offsets by
+//!   lease and acknowledging in one shared cursor (queues, shared subscriptions).
 //! - [`Catalog`]: configuration objects, listed and watched.
 //!
 //! The only coordination is create-only writes of numbered objects plus epochs (see
@@ -18,6 +20,7 @@
 //! What it is not: no protocol types (MQTT/AMQP live in `adapters/`), no network listeners,
 //! no consensus of its own.
 
+mod blocks;
 mod catalog;
 mod clock;
 mod compact;
@@ -33,6 +36,7 @@ mod settings;
 mod store;
 mod writer;
 
+pub use blocks::{Blocks, MAX_BLOCKS};
 pub use catalog::{Catalog, CatalogEvent, CatalogWatch};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use compact::CompactionReport;

@@ -65,6 +65,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(cursor_take_over_fences_the_previous_holder);
     case!(leases_expire_and_fence);
     case!(retired_leases_leave_no_objects);
+    case!(blocks_split_a_stream_between_processes);
     case!(catalog_put_list_watch_delete);
     case!(retention_trims);
     case!(garbage_collection_frees_trimmed_segments);
@@ -431,6 +432,83 @@ async fn retired_leases_leave_no_objects(store: &Store) {
     assert!(
         log.lease_state("block-7").await.expect("state").is_none(),
         "every version deleted"
+    );
+}
+
+/// Competing readers by blocks: two processes never read the same unacknowledged record,
+/// a retired block leaves no lease behind, and a dead holder's blocks are read again by the
+/// other once their leases expire (only what was not acknowledged).
+async fn blocks_split_a_stream_between_processes(store: &Store) {
+    let clock = ManualClock::new(1_000_000);
+    let open_at = |clock: ManualClock| async move {
+        Log::open_with(store.clone(), quick_settings(), Arc::new(clock))
+            .await
+            .expect("open")
+    };
+    let a = open_at(clock.clone()).await;
+    let q = sid("blocked");
+    for i in 0..10 {
+        a.append(&q, rec(format!("{i}"))).await.expect("append");
+    }
+    let b = open_at(clock.clone()).await;
+    let ttl = Duration::from_secs(10);
+    let blocks = |log: &Log, holder: &'static str| {
+        let log = log.clone();
+        let q = q.clone();
+        async move {
+            let cursor = log.cursor(&q, "competing").await.expect("cursor");
+            log.blocks(cursor, "blocked-q", holder, ttl, 4)
+        }
+    };
+    let offsets = |rs: Vec<wharf_log_format::StoredRecord>| -> Vec<u64> {
+        rs.into_iter().map(|r| r.offset.0).collect()
+    };
+    let mut ba = blocks(&a, "a").await;
+    let mut bb = blocks(&b, "b").await;
+    // a takes blocks 0 and 1 (two at most), b the open block 2.
+    let got_a = offsets(ba.read(100, |_| false).await);
+    assert_eq!(got_a, (0..8).collect::<Vec<_>>());
+    let got_b = offsets(bb.read(100, |_| false).await);
+    assert_eq!(got_b, vec![8, 9], "b reads only what a does not hold");
+    assert!(bb.read(100, |_| false).await.is_empty());
+
+    // a acknowledges block 0: retired, its lease objects deleted.
+    for o in 0..4 {
+        ba.ack(Offset(o));
+    }
+    ba.commit().await.expect("commit");
+    assert!(
+        a.lease_state("blocked-q.0").await.expect("state").is_none(),
+        "a finished block leaves no lease"
+    );
+    // a dies holding block 1 (4..8, not acknowledged); b acknowledges 8 and 9.
+    drop(ba);
+    bb.ack(Offset(8));
+    bb.ack(Offset(9));
+    bb.commit().await.expect("commit");
+    a.append(&q, rec("10".into())).await.expect("append");
+    a.append(&q, rec("11".into())).await.expect("append");
+    b.refresh().await.expect("refresh");
+    assert_eq!(
+        offsets(bb.read(100, |_| false).await),
+        vec![10, 11],
+        "block 1 is a's until its lease expires"
+    );
+    clock.advance_ms(11_000);
+    let again = offsets(bb.read(100, |o| o.0 == 5).await);
+    assert_eq!(
+        again,
+        vec![4, 6, 7],
+        "a's unacknowledged records, less what b skips"
+    );
+    // b stops: the blocks it holds are free for the next reader at once.
+    bb.close().await;
+    let mut bc = blocks(&b, "c").await;
+    let rest = offsets(bc.read(100, |_| false).await);
+    assert_eq!(
+        rest,
+        vec![4, 5, 6, 7, 10, 11],
+        "only unacknowledged records, again"
     );
 }
 
