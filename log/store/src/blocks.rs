@@ -20,7 +20,7 @@ use crate::{Cursor, Lease, Log, Result};
 
 /// Blocks one process holds at once (the rest are left to the others).
 pub const MAX_BLOCKS: usize = 2;
-/// Blocks tried per read when looking for one to take.
+/// Leases tried per read when looking for a block to take.
 const MAX_TRIES: usize = 8;
 /// After finding every candidate block held by others, wait this long before asking again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -182,23 +182,28 @@ impl Blocks {
         if !drained || self.held.len() >= MAX_BLOCKS || next == 0 || !may_try {
             return false;
         }
-        let first = self.cursor.committed().0 / self.size;
-        let last = (next - 1) / self.size;
+        // Candidates: blocks with a record not acknowledged, in order. Finished blocks are
+        // skipped without counting, so one old record held elsewhere does not hide the rest.
+        let mut from = self.cursor.committed().0;
+        let mut tries = 0;
         let mut contended = false;
-        for n in (first..=last).take(MAX_TRIES) {
+        while tries < MAX_TRIES {
+            let Some(first) = self
+                .cursor
+                .acks()
+                .unacked(Offset(from), Offset(next), 1)
+                .first()
+                .copied()
+            else {
+                break;
+            };
+            let n = first.0 / self.size;
+            let Range { start, end } = self.range(n);
+            from = end;
             if self.held.contains_key(&n) {
                 continue;
             }
-            let Range { start, end } = self.range(n);
-            if next >= end
-                && self
-                    .cursor
-                    .acks()
-                    .unacked(Offset(start), Offset(end), 1)
-                    .is_empty()
-            {
-                continue; // all acknowledged (as far as we know)
-            }
+            tries += 1;
             let name = format!("{}.{n}", self.prefix);
             match self.log.acquire_lease(&name, &self.holder, self.ttl).await {
                 Ok(Some(lease)) => {

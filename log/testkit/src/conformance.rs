@@ -510,6 +510,34 @@ async fn blocks_split_a_stream_between_processes(store: &Store) {
         vec![4, 5, 6, 7, 10, 11],
         "only unacknowledged records, again"
     );
+
+    // c keeps 4 (block 1) unacknowledged; the blocks after it are found however many of
+    // them are finished.
+    for o in [5, 6, 7, 10, 11] {
+        bc.ack(Offset(o));
+    }
+    bc.commit().await.expect("commit");
+    for i in 12..60 {
+        b.append(&q, rec(format!("{i}"))).await.expect("append");
+    }
+    let mut bd = blocks(&b, "d").await;
+    let mut all = Vec::new();
+    loop {
+        let got = offsets(bd.read(100, |_| false).await);
+        if got.is_empty() {
+            break;
+        }
+        for &o in &got {
+            bd.ack(Offset(o));
+        }
+        bd.commit().await.expect("commit");
+        all.extend(got);
+    }
+    assert_eq!(
+        all,
+        (12..60).collect::<Vec<_>>(),
+        "12 blocks past a held one"
+    );
 }
 
 async fn leases_expire_and_fence(store: &Store) {
