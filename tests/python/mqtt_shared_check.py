@@ -1,11 +1,16 @@
-"""Shared subscriptions with paho-mqtt (MQTT 5): each message to exactly one member, and a
-member that leaves with unacknowledged messages has them redelivered to the others.
+"""Shared subscriptions with paho-mqtt (MQTT 5) across two adapters: each message to exactly
+one member, members on both adapters get messages, and a member that leaves with
+unacknowledged messages has them redelivered to the others.
 
-Usage: mqtt_shared_check.py PORT_A PORT_B COUNT
-Members: "slow" on A (receives but never acknowledges, then disconnects), "fast" on A and
-"other" on B (acknowledge everything). A publisher on B sends COUNT QoS 1 messages.
-Prints one JSON line: what each member received; exits 1 if a message was lost or an
-acknowledging member got one twice.
+Usage: mqtt_shared_check.py PORT_A PORT_B COUNT BLOCK
+Members: "slow" on B (receive maximum 10, receives but never acknowledges, then disconnects),
+"fast" and "other" on A (acknowledge everything). A publisher on B sends COUNT QoS 1 messages.
+Adapters take the stream by blocks of BLOCK offsets, at most two at once, and a block is only
+finished when everything in it is acknowledged: so B, whose only member never acknowledges,
+holds at most 2 * BLOCK messages (those slow has, and those waiting for room in slow), and A's
+members must get every other message while slow still holds its own. Prints one JSON line: what
+each member received; exits 1 if a message was lost, an acknowledging member got one twice, A's
+members did not get the rest while slow held its share, or slow got none.
 """
 import json
 import queue
@@ -15,9 +20,11 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-port_a, port_b, count = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+port_a, port_b, count, block = (int(a) for a in sys.argv[1:5])
 run = uuid.uuid4().hex[:6]
 topic = f"jobs-{run}"
 share = f"$share/workers-{run}/{topic}/#"
@@ -36,16 +43,18 @@ def member(name, port, manual_ack):
             got[name].append(msg.payload.decode())
 
     c.on_message = on_message
-    c.connect("127.0.0.1", port)
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = 10
+    c.connect("127.0.0.1", port, properties=props)
     c.loop_start()
     c.subscribe(share, options=SubscribeOptions(qos=1))
     ready.get(timeout=10)
     return c
 
 
-slow = member("slow", port_a, manual_ack=True)
+slow = member("slow", port_b, manual_ack=True)
 fast = member("fast", port_a, manual_ack=False)
-other = member("other", port_b, manual_ack=False)
+other = member("other", port_a, manual_ack=False)
 time.sleep(1.0)
 
 pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{run}", protocol=mqtt.MQTTv5)
@@ -54,20 +63,22 @@ pub.loop_start()
 for i in range(count):
     pub.publish(f"{topic}/{i % 7}", f"m{i}", qos=1).wait_for_publish(10)
 
-# Let deliveries settle, then the slow member leaves without acknowledging what it holds.
-deadline = time.time() + 20
+# Every message not held back on B reaches a member while slow still holds what it got.
+deadline = time.time() + 30
 while time.time() < deadline:
     with lock:
         n = len(set(got["fast"]) | set(got["other"]) | set(got["slow"]))
-    if n >= count:
+    if n >= count - 2 * block + len(got["slow"]):
         break
     time.sleep(0.1)
 time.sleep(0.5)
-slow_held = list(got["slow"])
+with lock:
+    slow_held = list(got["slow"])
+    before_leave = len(set(got["fast"]) | set(got["other"]) | set(slow_held))
 slow.disconnect()
 slow.loop_stop()
 
-deadline = time.time() + 20
+deadline = time.time() + 30
 want = {f"m{i}" for i in range(count)}
 while time.time() < deadline:
     with lock:
@@ -78,6 +89,7 @@ while time.time() < deadline:
 with lock:
     result = {k: len(v) for k, v in got.items()}
     acked = got["fast"] + got["other"]
+result["delivered_while_slow_held"] = before_leave
 result["slow_redelivered"] = sum(1 for m in slow_held if m in set(acked))
 result["lost"] = sorted(want - set(acked))[:5]
 result["duplicates"] = len(acked) - len(set(acked))
@@ -85,4 +97,6 @@ print(json.dumps(result), flush=True)
 for c in (fast, other, pub):
     c.disconnect()
     c.loop_stop()
-sys.exit(0 if not result["lost"] and result["duplicates"] == 0 and result["slow"] > 0 else 1)
+ok = (not result["lost"] and result["duplicates"] == 0 and 0 < result["slow"] <= 2 * block
+      and before_leave >= count - 2 * block and result["slow_redelivered"] == result["slow"])
+sys.exit(0 if ok else 1)

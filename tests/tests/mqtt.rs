@@ -710,7 +710,11 @@ fn wills_of_a_dead_adapters_clients_are_published_by_another() {
     }
     let (urls, dir) = stores();
     let settings = dir.path().join("lease.toml");
-    std::fs::write(&settings, "[mqtt]\nadapter_lease = \"2s\"\n").expect("settings");
+    std::fs::write(
+        &settings,
+        "[mqtt]\nadapter_lease = \"2s\"\nshare_block = 16\n",
+    )
+    .expect("settings");
     for url in urls.iter().take(2) {
         let start = |port: u16| wharf_tests::start_adapter_with_config(url, port, &settings);
         let (pa, pb) = (free_port(), free_port());
@@ -763,9 +767,11 @@ fn wills_of_a_dead_adapters_clients_are_published_by_another() {
 }
 
 /// Shared subscriptions `$share/group/filter`: with Paho, each message goes to exactly one
-/// member, and a member that leaves with unacknowledged messages has them redelivered to the
-/// others; with mosquitto clients, when the adapter serving the group is killed, a member on
-/// another adapter gets the group's messages.
+/// member, members on both adapters get messages (a member on B that never acknowledges
+/// holds at most two blocks; A's members get all the rest meanwhile), and a member that leaves
+/// with unacknowledged messages has them redelivered to the others; with mosquitto clients,
+/// when an adapter holding the group's blocks is killed, a member on another adapter gets
+/// them.
 #[test]
 fn shared_subscriptions_across_adapters() {
     if !have("mosquitto_sub") {
@@ -776,7 +782,11 @@ fn shared_subscriptions_across_adapters() {
     };
     let (urls, dir) = stores();
     let settings = dir.path().join("share.toml");
-    std::fs::write(&settings, "[mqtt]\nadapter_lease = \"2s\"\n").expect("settings");
+    std::fs::write(
+        &settings,
+        "[mqtt]\nadapter_lease = \"2s\"\nshare_block = 16\n",
+    )
+    .expect("settings");
     for url in urls.iter().take(2) {
         let start = |port: u16| wharf_tests::start_adapter_with_config(url, port, &settings);
         let (pa, pb) = (free_port(), free_port());
@@ -784,7 +794,7 @@ fn shared_subscriptions_across_adapters() {
         let _b = start(pb);
         let out = Command::new(&python)
             .arg(python_script("mqtt_shared_check.py"))
-            .args([&pa.to_string(), &pb.to_string(), "200"])
+            .args([&pa.to_string(), &pb.to_string(), "200", "16"])
             .output()
             .expect("paho");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -795,7 +805,9 @@ fn shared_subscriptions_across_adapters() {
         );
         eprintln!("{url}: {}", text.trim());
 
-        // Failover: the group is served by A (its member joined first); kill -9 A.
+        // Failover: only A has a member while o0..o9 are published, so A holds the block
+        // being written; then a member joins on B and A is killed: B takes A's blocks once
+        // their leases (2 s) expire and delivers o10..o19.
         let member = |port: u16| {
             mosquitto("mosquitto_sub", port)
                 .args(["-t", "$share/fo/orders/+", "-q", "1", "-c", "-i"])
@@ -805,8 +817,6 @@ fn shared_subscriptions_across_adapters() {
                 .expect("member")
         };
         let mut on_a = wharf_tests::KillOnDrop(member(pa));
-        std::thread::sleep(Duration::from_millis(500));
-        let mut on_b = wharf_tests::KillOnDrop(member(pb));
         std::thread::sleep(Duration::from_millis(500));
         let publish = |i: usize| {
             let st = mosquitto("mosquitto_pub", pb)
@@ -818,13 +828,14 @@ fn shared_subscriptions_across_adapters() {
         for i in 0..10 {
             publish(i);
         }
+        let mut on_b = wharf_tests::KillOnDrop(member(pb));
         std::thread::sleep(Duration::from_millis(500));
         wharf_tests::signal(a.id(), "KILL");
         let _ = a.wait();
         for i in 10..20 {
             publish(i);
         }
-        // B takes the group over once A's lease (2 s) has expired.
+        // B takes A's blocks once their leases (2 s) have expired.
         std::thread::sleep(Duration::from_secs(6));
         let _ = (on_a.kill(), on_b.kill());
         let read = |c: &mut wharf_tests::KillOnDrop| {

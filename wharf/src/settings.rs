@@ -50,6 +50,9 @@ pub struct MqttSection {
     /// clients.
     #[serde(with = "humantime_serde")]
     pub adapter_lease: std::time::Duration,
+    /// Offsets per block of a shared subscription's stream: adapters with members take
+    /// blocks by lease to share the group's messages.
+    pub share_block: u64,
 }
 
 impl Default for MqttSection {
@@ -65,6 +68,7 @@ impl Default for MqttSection {
             connect_timeout: d.session.connect_timeout,
             refused_filters: d.session.refused_filters,
             adapter_lease: d.adapter_lease,
+            share_block: d.share_block,
         }
     }
 }
@@ -88,6 +92,9 @@ impl MqttSection {
         if self.max_connections == 0 {
             anyhow::bail!("mqtt.max_connections must be at least 1");
         }
+        if self.share_block == 0 {
+            anyhow::bail!("mqtt.share_block must be at least 1");
+        }
         for (i, f) in self.refused_filters.iter().enumerate() {
             if !wharf_mqtt::topic::valid_filter(f) {
                 anyhow::bail!("mqtt.refused_filters[{i}] = {f:?} is not a valid topic filter");
@@ -101,6 +108,7 @@ impl MqttSection {
         let mut m = wharf_mqtt::MqttSettings {
             max_connections: self.max_connections,
             adapter_lease: self.adapter_lease,
+            share_block: self.share_block,
             ..Default::default()
         };
         let s = &mut m.session;

@@ -45,6 +45,9 @@ pub struct MqttSettings {
     /// TTL of the lease that says this adapter is alive; after it expires, another adapter
     /// publishes the wills of this one's clients ([`crate::wills`]).
     pub adapter_lease: Duration,
+    /// Offsets per block of a shared subscription's stream: adapters with members take
+    /// blocks by lease to share the group's messages ([`crate::shared`]).
+    pub share_block: u64,
 }
 
 impl Default for MqttSettings {
@@ -53,6 +56,7 @@ impl Default for MqttSettings {
             max_connections: 10_000,
             session: SessionSettings::default(),
             adapter_lease: Duration::from_secs(10),
+            share_block: 1024,
         }
     }
 }
@@ -126,6 +130,7 @@ impl Mqtt {
             claims.clone(),
             run.clone(),
             settings.adapter_lease,
+            settings.share_block,
         );
         Arc::new(Self {
             takeover,
@@ -851,7 +856,9 @@ impl Conn {
                     let tx = match &self.shared_tx {
                         Some(tx) => tx.clone(),
                         None => {
-                            let (tx, rx) = mpsc::channel(32);
+                            // Small: what waits here waits for this member only, while in
+                            // the group's queue it goes to whichever member has room first.
+                            let (tx, rx) = mpsc::channel(8);
                             self.shared_rx = Some(rx);
                             self.shared_tx = Some(tx.clone());
                             tx

@@ -1,19 +1,22 @@
 //! Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 §4.8.2): each message matching the
 //! filter goes to exactly one member of the group, whichever adapters the members are on.
 //!
-//! One adapter at a time serves a group: the one holding the lease `mqtt-share.<hex key>`.
-//! It reads the topic stream from the group's cursor (same name), hands each matching message
-//! to one of its local members (round robin among those with room), and acknowledges the
-//! offset in the cursor when that member acknowledged it (QoS 1: PUBACK, QoS 2: PUBREC, QoS 0:
-//! when sent). A member that leaves with messages in flight gives them back and they go to
-//! another member. Adapters whose members are not served keep trying the lease; when the
-//! serving adapter has no members left it releases it, and when it dies the lease expires
-//! (`MqttSettings::adapter_lease`) and another adapter resumes from the cursor — messages
-//! delivered but not yet committed (at most a second's worth) are delivered again, so
-//! delivery to the group is at least once across an adapter's death.
+//! Every adapter with members reads the topic stream competing with the others by blocks
+//! ([`wharf_log::Blocks`]): the stream's offsets are cut into blocks (`[mqtt] share_block`,
+//! 1,024 by default), an adapter takes one by lease (`mqtt-share.<hex key>.<n>`, at most two at
+//! once), hands each matching message in it to one of its local members (round robin among
+//! those with room), and acknowledges the offset in the group's cursor (`mqtt-share.<hex
+//! key>`, shared by the adapters; commits merge) when that member acknowledged it (QoS 1:
+//! PUBACK, QoS 2: PUBREC, QoS 0: when sent). Messages that do not match are acknowledged as
+//! read. A member that leaves with messages in flight gives them back and they go to another
+//! member; an adapter whose last member leaves gives its blocks up at once, and the blocks of
+//! an adapter that dies are taken by another when their leases expire
+//! (`MqttSettings::adapter_lease`): whatever in them was not acknowledged is delivered again,
+//! so delivery to the group is at least once across an adapter's death.
 //!
-//! Load is spread over the members on the serving adapter; members on other adapters take
-//! over only when those are gone (a known limit: no balancing across adapters yet).
+//! An adapter only takes blocks while its members have room, so a backlog spreads over the
+//! adapters; at the tail of the stream, the block being written is served by whichever adapter
+//! took it until it is full.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -22,7 +25,7 @@ use std::{
 };
 
 use tokio::sync::mpsc;
-use wharf_log::{Cursor, Lease, Log, Tail};
+use wharf_log::{Blocks, Log};
 use wharf_log_format::{Offset, StreamId};
 
 use crate::{claims::Claims, message::Message, session::share_filter, topic::matches};
@@ -54,6 +57,8 @@ pub struct SharedGroups {
     claims: Arc<Claims>,
     run: String,
     ttl: Duration,
+    /// Offsets per block (the unit adapters take by lease).
+    block: u64,
     groups: Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>,
     next_member: std::sync::atomic::AtomicU64,
 }
@@ -93,6 +98,7 @@ impl SharedGroups {
         claims: Arc<Claims>,
         run: String,
         ttl: Duration,
+        block: u64,
     ) -> Arc<Self> {
         Arc::new(Self {
             log,
@@ -100,6 +106,7 @@ impl SharedGroups {
             claims,
             run,
             ttl,
+            block: block.max(1),
             groups: Mutex::new(HashMap::new()),
             next_member: std::sync::atomic::AtomicU64::new(1),
         })
@@ -114,7 +121,8 @@ impl SharedGroups {
     ) -> Option<Membership> {
         let (_, filter) = share_filter(share)?;
         let name = format!("mqtt-share.{}", hex(&share["$share/".len()..]));
-        if name.len() > 200 {
+        // Room for the block number in lease names (`<name>.<n>`).
+        if name.len() > 180 {
             return None;
         }
         let member = self
@@ -141,6 +149,7 @@ impl SharedGroups {
                     members: BTreeMap::new(),
                     queue: VecDeque::new(),
                     rr: 0,
+                    blocks: None,
                 };
                 tokio::spawn(group.run(rx));
                 tx
@@ -161,65 +170,48 @@ struct Group {
     stream: StreamId,
     share: String,
     filter: String,
+    /// The group's cursor, and the prefix of its block leases.
     name: String,
     members: BTreeMap<u64, Member>,
     /// Matching messages not yet with a member (new, or given back).
     queue: VecDeque<(u64, Message)>,
     rr: u64,
+    /// The blocks this adapter reads, while it has members.
+    blocks: Option<Blocks>,
 }
 
-/// What the serving adapter holds for a group.
-struct Serving {
-    lease: Lease,
-    cursor: Cursor,
-    tail: Tail,
-}
+/// Matching messages read ahead of the members.
+const READ_AHEAD: usize = 128;
 
 impl Group {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
         let ttl = self.shared.ttl;
-        let mut serving: Option<Serving> = None;
-        let mut tick = tokio::time::interval(ttl / 3);
-        let mut want_serve = true;
+        let mut renew = tokio::time::interval(ttl / 3);
+        let mut commit = tokio::time::interval(Duration::from_millis(100));
         loop {
-            if want_serve && serving.is_none() && !self.members.is_empty() {
-                want_serve = false;
-                serving = self.try_serve().await;
+            if self.blocks.is_none() && !self.members.is_empty() {
+                self.open().await;
             }
-            self.dispatch(serving.as_mut());
-            let room = self.queue.len() < 1024;
+            self.dispatch();
+            let want = self.wants_more();
+            if want && self.blocks.as_ref().is_some_and(|b| !b.at_end()) {
+                self.read().await;
+                continue;
+            }
             tokio::select! {
-                cmd = rx.recv() => match cmd {
-                    Some(cmd) => {
-                        want_serve |= matches!(cmd, Cmd::Join(..));
-                        self.handle(cmd, serving.as_mut())
-                    }
-                    None => return,
-                },
-                batch = async { match serving.as_mut() { Some(s) => Box::pin(s.tail.next_batch(256)).await, None => std::future::pending().await } }, if room => {
-                    let Some(s) = serving.as_mut() else { continue };
-                    match batch {
-                        Ok(batch) => {
-                            for r in batch {
-                                let o = r.offset.0;
-                                if s.cursor.is_acked(r.offset) {
-                                    continue;
-                                }
-                                match Message::from_record(&r) {
-                                    Ok(m) if matches(&self.filter, &m.topic) => self.queue.push_back((o, m)),
-                                    _ => { s.cursor.ack(r.offset); }
-                                }
-                            }
-                        }
-                        Err(e) => tracing::warn!(error = %e, share = self.share, "reading for a shared subscription failed"),
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else {
+                        self.close().await;
+                        return;
+                    };
+                    self.handle(cmd).await;
+                    while let Ok(cmd) = rx.try_recv() {
+                        self.handle(cmd).await;
                     }
                 }
-                _ = tick.tick() => {
+                _ = renew.tick() => {
                     if self.members.is_empty() {
-                        if let Some(mut s) = serving.take() {
-                            let _ = s.cursor.commit().await;
-                            let _ = s.lease.release().await;
-                        }
+                        self.close().await;
                         let mut groups = self.shared.groups.lock().unwrap_or_else(|e| e.into_inner());
                         // Another connection may have joined since: only leave if none did.
                         if rx.is_empty() {
@@ -228,52 +220,93 @@ impl Group {
                         }
                         continue;
                     }
-                    match serving.as_mut() {
-                        Some(s) => {
-                            let ok = s.lease.renew(ttl).await.is_ok() && s.cursor.commit().await.is_ok();
-                            if !ok {
-                                tracing::warn!(share = self.share, "lost a shared subscription to another adapter");
-                                serving = None;
-                                self.queue.clear();
-                                for m in self.members.values_mut() {
-                                    m.inflight.clear();
-                                }
-                            }
+                    if let Some(b) = self.blocks.as_mut() {
+                        for lost in b.renew().await {
+                            // Another adapter delivers these now.
+                            tracing::warn!(share = self.share, blocks = ?lost, "lost a block of a shared subscription to another adapter");
+                            self.queue.retain(|(o, _)| !lost.contains(o));
                         }
-                        None => serving = self.try_serve().await,
                     }
                 }
+                _ = commit.tick() => {
+                    if let Some(b) = self.blocks.as_mut()
+                        && let Err(e) = b.commit().await
+                    {
+                        tracing::warn!(share = self.share, error = %e, "shared subscription cursor commit failed");
+                    }
+                }
+                _ = async { match self.blocks.as_mut() { Some(b) => b.wait().await, None => std::future::pending().await } }, if want => {}
             }
         }
     }
 
-    /// Become the serving adapter if the lease is free.
-    async fn try_serve(&self) -> Option<Serving> {
+    /// Start reading (the first member joined): open the group's cursor, new at the stream's
+    /// end. Tried again on the next event if the store fails.
+    async fn open(&mut self) {
         let log = &self.shared.log;
-        let lease = log
-            .acquire_lease(&self.name, &self.shared.run, self.shared.ttl)
-            .await
-            .ok()??;
         let head = log.stream(&self.stream).map_or(0, |s| s.next_offset);
-        let mut cursor = log
+        match log
             .cursor_from(&self.stream, &self.name, Offset(head))
             .await
-            .ok()?;
-        cursor.fence(&lease).await.ok()?;
-        let tail = log.tail(&self.stream, cursor.committed());
-        tracing::info!(
-            share = self.share,
-            from = cursor.committed().0,
-            "serving a shared subscription"
-        );
-        Some(Serving {
-            lease,
-            cursor,
-            tail,
-        })
+        {
+            Ok(cursor) => {
+                tracing::debug!(
+                    share = self.share,
+                    from = cursor.committed().0,
+                    "serving a shared subscription"
+                );
+                self.blocks = Some(log.blocks(
+                    cursor,
+                    &self.name,
+                    &self.shared.run,
+                    self.shared.ttl,
+                    self.shared.block,
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(share = self.share, error = %e, "shared subscription cursor")
+            }
+        }
     }
 
-    fn handle(&mut self, cmd: Cmd, serving: Option<&mut Serving>) {
+    /// No members left here: commit, give the blocks up to the other adapters at once, and
+    /// forget what was queued (it is theirs now).
+    async fn close(&mut self) {
+        if let Some(b) = self.blocks.take() {
+            b.close().await;
+        }
+        self.queue.clear();
+    }
+
+    /// Whether to read on: reading, few messages queued, and a member with room.
+    fn wants_more(&self) -> bool {
+        self.blocks.is_some()
+            && self.queue.len() < READ_AHEAD
+            && self.members.values().any(|m| m.tx.capacity() > 0)
+    }
+
+    /// Queue the matching messages of the next records of the blocks held; acknowledge the
+    /// others.
+    async fn read(&mut self) {
+        let Some(b) = self.blocks.as_mut() else {
+            return;
+        };
+        let (queue, members) = (&self.queue, &self.members);
+        let have = |o: Offset| {
+            queue.iter().any(|(q, _)| *q == o.0)
+                || members.values().any(|m| m.inflight.contains_key(&o.0))
+        };
+        let want = READ_AHEAD.saturating_sub(queue.len()).max(1);
+        let records = b.read(want, have).await;
+        for r in records {
+            match Message::from_record(&r) {
+                Ok(m) if matches(&self.filter, &m.topic) => self.queue.push_back((r.offset.0, m)),
+                _ => b.ack(r.offset),
+            }
+        }
+    }
+
+    async fn handle(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Join(id, tx) => {
                 self.members.insert(
@@ -291,13 +324,16 @@ impl Group {
                         self.queue.push_front((o, msg));
                     }
                 }
+                if self.members.is_empty() {
+                    self.close().await;
+                }
             }
             Cmd::Ack(id, o) => {
                 if let Some(m) = self.members.get_mut(&id) {
                     m.inflight.remove(&o);
                 }
-                if let Some(s) = serving {
-                    s.cursor.ack(Offset(o));
+                if let Some(b) = self.blocks.as_mut() {
+                    b.ack(Offset(o));
                 }
             }
             Cmd::Nack(id, o) => {
@@ -313,8 +349,8 @@ impl Group {
     }
 
     /// Hand queued messages to members with room, round robin.
-    fn dispatch(&mut self, serving: Option<&mut Serving>) {
-        if serving.is_none() {
+    fn dispatch(&mut self) {
+        if self.blocks.is_none() {
             return;
         }
         let ids: BTreeSet<u64> = self.members.keys().copied().collect();
