@@ -389,6 +389,95 @@ fn retained_messages_are_shared_by_adapters() {
     }
 }
 
+/// `mqtt-retained` is compacted: after 1,200 retained publishes to 20 topics (and one
+/// cleared), the adapter snapshots the 19 retained messages and trims the stream to them; a
+/// new adapter on the store serves exactly the latest retained message of each topic.
+#[test]
+fn retained_stream_is_compacted() {
+    if !have("mosquitto_pub") {
+        return;
+    }
+    let (urls, dir) = stores();
+    let settings = dir.path().join("compact.toml");
+    std::fs::write(&settings, "[mqtt]\nretained_compact_every = \"1s\"\n").expect("settings");
+    for url in urls.iter().take(2) {
+        let port = free_port();
+        let mut a = wharf_tests::start_adapter_with_config(url, port, &settings);
+        for t in 0..20 {
+            let mut p = mosquitto("mosquitto_pub", port)
+                .args(["-q", "1", "-r", "-l", "-t", &format!("cmp/{t}")])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("mosquitto_pub");
+            let lines: String = (0..60).map(|i| format!("t{t}-v{i}\n")).collect();
+            if let Some(mut stdin) = p.stdin.take() {
+                stdin.write_all(lines.as_bytes()).expect("stdin");
+            }
+            assert!(p.wait().expect("pub").success(), "{url}: publish cmp/{t}");
+        }
+        let cleared = mosquitto("mosquitto_pub", port)
+            .args(["-q", "1", "-r", "-n", "-t", "cmp/19"])
+            .status()
+            .expect("mosquitto_pub");
+        assert!(cleared.success());
+        // 1,201 records; compaction (every second, once over 1,024) appends one copy per
+        // retained topic as of the head it read, and trims the stream to that head.
+        let retained = || {
+            let out = wharf(url)
+                .args(["streams", "--json"])
+                .output()
+                .expect("streams");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["stream"] == "mqtt-retained")
+                .map(|v| (v["start_offset"].as_u64(), v["next_offset"].as_u64()))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut seen = retained();
+        while seen.is_none_or(|(start, _)| start == Some(0)) && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(300));
+            seen = retained();
+        }
+        // Compaction may run before the clear or after it: 19 or 20 copies, maybe the clear.
+        let (start, next) = match seen {
+            Some((Some(start), Some(next))) => (start, next),
+            other => panic!("{url}: mqtt-retained not listed: {other:?}"),
+        };
+        assert!(
+            start >= 1024 && next - start <= 21,
+            "{url}: compacted to one copy per topic: start {start}, next {next}"
+        );
+        let _ = a.kill();
+        let _ = a.wait();
+        // A new adapter reads the compacted stream.
+        let port = free_port();
+        let _b = start_adapter(url, port);
+        let out = mosquitto("mosquitto_sub", port)
+            .args([
+                "-t", "cmp/#", "-q", "1", "-C", "20", "-W", "4", "-F", "%r %t %p",
+            ])
+            .output()
+            .expect("mosquitto_sub");
+        let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = (0..19).map(|t| format!("1 cmp/{t} t{t}-v59")).collect();
+        want.sort();
+        assert_eq!(
+            got, want,
+            "{url}: the latest retained message of each topic, once"
+        );
+        eprintln!(
+            "{url}: mqtt-retained compacted to offsets {start}..{next} ({} records)",
+            next - start
+        );
+    }
+}
+
 /// The last lines of a long output, for assertion messages.
 fn tail(lines: &[String]) -> String {
     let from = lines.len().saturating_sub(8);

@@ -48,6 +48,9 @@ pub struct MqttSettings {
     /// Offsets per block of a shared subscription's stream: adapters with members take
     /// blocks by lease to share the group's messages ([`crate::shared`]).
     pub share_block: u64,
+    /// How often the adapter checks whether `mqtt-retained` is due for compaction
+    /// ([`crate::retained`]).
+    pub retained_compact_every: Duration,
 }
 
 impl Default for MqttSettings {
@@ -57,6 +60,23 @@ impl Default for MqttSettings {
             session: SessionSettings::default(),
             adapter_lease: Duration::from_secs(10),
             share_block: 1024,
+            retained_compact_every: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Compact `mqtt-retained` when it is due, for as long as the service lives.
+async fn compact_retained(mqtt: std::sync::Weak<Mqtt>) {
+    let every = match mqtt.upgrade() {
+        Some(m) => m.settings.retained_compact_every,
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(m) = mqtt.upgrade() else { return };
+        let ttl = m.settings.adapter_lease.max(Duration::from_secs(30));
+        if let Err(e) = m.retained.compact(&m.log, &m.run, ttl).await {
+            tracing::warn!(error = %e, "compacting mqtt-retained failed; trying again later");
         }
     }
 }
@@ -132,7 +152,7 @@ impl Mqtt {
             settings.adapter_lease,
             settings.share_block,
         );
-        Arc::new(Self {
+        let mqtt = Arc::new(Self {
             takeover,
             wills,
             shared_groups,
@@ -146,7 +166,9 @@ impl Mqtt {
             ids: std::sync::atomic::AtomicU64::new(0),
             stopping: tokio::sync::watch::channel(false).0,
             active: Active::default(),
-        })
+        });
+        tokio::spawn(compact_retained(Arc::downgrade(&mqtt)));
+        mqtt
     }
 
     /// Load the topic claims of the catalog's addresses and keep them current (every

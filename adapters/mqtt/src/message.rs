@@ -6,7 +6,9 @@
 //! - `timestamp_ms`: when the adapter stored it (message expiry counts from here);
 //! - `headers`, version 2:
 //!   `[2, qos, flags, origin_len (u16 BE), origin (UTF-8), properties...]` where `flags` bit 0 is
-//!   retain, `origin` is the publishing client's identifier (for MQTT 5 no-local), and
+//!   retain; bit 1 marks a snapshot copy of a retained message (only in `mqtt-retained`,
+//!   written by compaction, [`crate::retained`]) and is followed by the offset the snapshot is
+//!   as of (u64 BE) before `origin_len`; `origin` is the publishing client's identifier (for MQTT 5 no-local), and
 //!   `properties` are the MQTT 5 publish properties a subscriber receives, in MQTT 5 wire
 //!   format without the length prefix (§2.2.2.2): payload format indicator (0x01), message
 //!   expiry interval (0x02), content type (0x03), response topic (0x08), correlation data
@@ -73,10 +75,26 @@ impl Message {
     }
 
     pub fn to_record(&self, now_ms: i64) -> Record {
-        let mut h = BytesMut::with_capacity(5 + self.origin.len());
+        self.encode(now_ms, None)
+    }
+
+    /// A snapshot copy of this retained message, as of offset `as_of` of `mqtt-retained`
+    /// (it keeps the time it was first stored: expiry counts from then).
+    pub fn to_snapshot_record(&self, as_of: u64) -> Record {
+        self.encode(self.timestamp_ms, Some(as_of))
+    }
+
+    fn encode(&self, now_ms: i64, snapshot_of: Option<u64>) -> Record {
+        let mut h = BytesMut::with_capacity(13 + self.origin.len());
         h.put_u8(HEADER_VERSION);
         h.put_u8(self.qos as u8);
-        h.put_u8(u8::from(self.retain));
+        match snapshot_of {
+            Some(as_of) => {
+                h.put_u8(u8::from(self.retain) | FLAG_SNAPSHOT);
+                h.put_u64(as_of);
+            }
+            None => h.put_u8(u8::from(self.retain)),
+        }
         let origin = truncate_utf8(&self.origin, u16::MAX as usize);
         h.put_u16(origin.len() as u16);
         h.put_slice(origin.as_bytes());
@@ -105,7 +123,14 @@ impl Message {
         }
         let version = h.get_u8();
         let qos = mqttbytes::qos(h.get_u8()).map_err(|_| "bad QoS")?;
-        let retain = h.get_u8() & 1 == 1;
+        let flags = h.get_u8();
+        let retain = flags & 1 == 1;
+        if version == HEADER_VERSION && flags & FLAG_SNAPSHOT != 0 {
+            if h.remaining() < 8 {
+                return Err("headers too short");
+            }
+            h.advance(8);
+        }
         let mut m = Message {
             topic: topic.to_string(),
             qos,
@@ -128,6 +153,17 @@ impl Message {
 }
 
 const HEADER_VERSION: u8 = 2;
+/// Flags bit: a snapshot copy of a retained message, followed by the offset it is as of.
+const FLAG_SNAPSHOT: u8 = 0b10;
+
+/// If `r` is a snapshot copy of a retained message: the offset of `mqtt-retained` it is as of.
+pub fn snapshot_of(r: &StoredRecord) -> Option<u64> {
+    let h = r.record.headers.as_ref()?;
+    if h.len() < 11 || h[0] != HEADER_VERSION || h[2] & FLAG_SNAPSHOT == 0 {
+        return None;
+    }
+    Some(u64::from_be_bytes(h[3..11].try_into().ok()?))
+}
 
 /// Turns a record another protocol stored into an MQTT message (cross-protocol delivery).
 pub type Foreign = fn(&StoredRecord) -> Option<Message>;
@@ -274,6 +310,27 @@ mod tests {
             \x01\x01\x02\x00\x00\x00\x1e\x03\x00\x0atext/plain\x08\x00\x0areplies/\xc3\xa9\
             \x09\x00\x02\x01\x02\x26\x00\x01z\x00\x011\x26\x00\x01a\x00\x012";
         assert_eq!(r.headers.as_deref(), Some(expected));
+    }
+
+    /// Snapshot copies: the same message (stored time kept), the offset they are as of, and
+    /// the header bytes (a contract too).
+    #[test]
+    fn snapshot_records_round_trip() {
+        let m = full();
+        let r = stored(m.to_snapshot_record(0x0102));
+        assert_eq!(Message::from_record(&r), Ok(m.clone()));
+        assert_eq!(snapshot_of(&r), Some(0x0102));
+        assert_eq!(snapshot_of(&stored(m.to_record(9))), None);
+        let h = r.record.headers.as_deref().expect("headers");
+        assert_eq!(
+            &h[..13],
+            b"\x02\x02\x03\x00\x00\x00\x00\x00\x00\x01\x02\x00\x08"
+        );
+        for cut in 0..h.len() {
+            let mut short = r.clone();
+            short.record.headers = Some(Bytes::copy_from_slice(&h[..cut]));
+            let _ = (Message::from_record(&short), snapshot_of(&short));
+        }
     }
 
     #[test]
