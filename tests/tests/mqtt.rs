@@ -497,6 +497,84 @@ fn collect_lines(child: &mut std::process::Child) -> std::sync::Arc<std::sync::M
     lines
 }
 
+/// Unacknowledged deliveries are resent with DUP after the adapter dies: a Paho subscriber
+/// (clean session off) holds 5 QoS 1 messages unacknowledged on A; `kill -9` A (its "sent up
+/// to" mark may be up to a second old); on B the 5 come again with DUP set and session
+/// present, and the 2 published after the move come without DUP.
+#[test]
+fn unacknowledged_deliveries_resent_with_dup_after_kill_9() {
+    let Some(python) = python() else {
+        return;
+    };
+    let (urls, _dir) = stores();
+    for url in urls.iter().take(2) {
+        let (pa, pb) = (free_port(), free_port());
+        let mut a = start_adapter(url, pa);
+        let _b = start_adapter(url, pb);
+        let mut client = wharf_tests::KillOnDrop(
+            Command::new(&python)
+                .arg(python_script("mqtt_dup_after_crash.py"))
+                .args([pa.to_string(), pb.to_string()])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("paho"),
+        );
+        let lines = collect_lines(&mut client);
+        let wait_for = |what: &str| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(40);
+            while !lines
+                .lock()
+                .expect("lines")
+                .iter()
+                .any(|l| l.starts_with(what))
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{url}: no {what:?}: {:?}",
+                    lines.lock().expect("lines")
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        wait_for("holding");
+        wharf_tests::signal(a.id(), "KILL");
+        let _ = a.wait();
+        wait_for("done");
+        let got = lines.lock().expect("lines").clone();
+        let moved = got.iter().position(|l| l == "moved").expect("moved");
+        let before: Vec<&String> = got[..moved]
+            .iter()
+            .filter(|l| l.starts_with("got"))
+            .collect();
+        let mut after: Vec<&str> = got[moved..]
+            .iter()
+            .filter(|l| l.starts_with("got"))
+            .map(String::as_str)
+            .collect();
+        after.sort();
+        assert_eq!(before.len(), 5, "{url}: {got:?}");
+        assert!(
+            before.iter().all(|l| l.contains("dup=0")),
+            "{url}: first deliveries without DUP: {got:?}"
+        );
+        assert_eq!(
+            after,
+            [
+                "got m0 dup=1 present=1",
+                "got m1 dup=1 present=1",
+                "got m2 dup=1 present=1",
+                "got m3 dup=1 present=1",
+                "got m4 dup=1 present=1",
+                "got n0 dup=0 present=1",
+                "got n1 dup=0 present=1",
+            ],
+            "{url}: {got:?}"
+        );
+        let _ = client.wait();
+        eprintln!("{url}: 5 resent with DUP after kill -9, 2 new without");
+    }
+}
+
 /// A persistent session moves: a Paho subscriber (clean session off) on adapter A, a Paho
 /// publisher on adapter B; `kill -9` of A mid-stream; the subscriber reconnects to B, which
 /// resumes its session (session present, same subscription, position from the log). Every

@@ -377,6 +377,15 @@ impl Follow {
             saved_sent_upto: sent,
         }
     }
+
+    /// A resumed session whose previous connection did not end in order (its adapter died,
+    /// or it was taken over): the saved mark may be up to a second behind what was sent, so
+    /// everything stored before `head` (the stream's end now) is resent with DUP — "might be
+    /// a re-delivery" [MQTT-3.3.1-1], the safe side of not knowing.
+    fn unclean(mut self, head: u64) -> Self {
+        self.dup_below = self.dup_below.max(head);
+        self
+    }
 }
 
 /// What the session sees as a stored message's offset: the followed stream's index in the
@@ -984,11 +993,25 @@ impl Conn {
             return Ok(None);
         }
         let sent = stored.as_ref().map_or(0, |s| s.sent_upto);
+        // No end recorded: the previous connection did not close in order.
+        let unclean = stored.as_ref().is_some_and(|s| s.disconnected_ms.is_none());
+        if unclean {
+            // See what other adapters stored up to now (the old connection may have sent it).
+            log.refresh().await?;
+        }
+        let dup_head = |stream: &StreamId| {
+            if unclean {
+                log.stream(stream).map_or(0, |s| s.next_offset)
+            } else {
+                0
+            }
+        };
         self.released = stored
             .as_ref()
             .map(|s| s.released.iter().copied().collect())
             .unwrap_or_default();
-        self.follows = vec![Follow::new(default, Some(cursor), sent)];
+        let dup = dup_head(&default);
+        self.follows = vec![Follow::new(default, Some(cursor), sent).unclean(dup)];
         // The other addresses it followed, in the same order (packet ids depend on it).
         for f in stored.iter().flat_map(|s| &s.streams) {
             let Ok(stream) = StreamId::new(f.stream.clone()) else {
@@ -997,7 +1020,9 @@ impl Conn {
             let head = log.stream(&stream).map_or(0, |s| s.next_offset);
             let mut c = log.cursor_from(&stream, &name, Offset(head)).await?;
             c.take_over().await?;
-            self.follows.push(Follow::new(stream, Some(c), f.sent_upto));
+            let dup = dup_head(&stream);
+            self.follows
+                .push(Follow::new(stream, Some(c), f.sent_upto).unclean(dup));
         }
         Ok(stored)
     }
