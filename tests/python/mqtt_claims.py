@@ -14,6 +14,8 @@ claiming `sensors/#`, and `jobs`, a queue claiming `jobs/+`.
 4. An AMQP sender to `/topic/sensors/r2/temp` reaches the MQTT subscriber of `sensors/+/temp`.
 5. A persistent MQTT 5 session on `sensors/#` leaves A, misses three messages, and gets them
    on B (its position in the claimed address's stream moved with it).
+6. A shared subscription `$share/all/#` with a member on each adapter gets claimed and
+   unclaimed topics alike (it reads both streams), each message once across the members.
 """
 
 import queue
@@ -120,4 +122,28 @@ assert got == [(f"sensors/r{n}/temp", f"offline-{n}".encode()) for n in range(3)
 print("ok persistent session on sensors/# resumed on the other adapter: 3/3 missed, none twice",
       flush=True)
 back.disconnect()
+
+# 6.
+members = [client(f"member-{i}", port) for i, port in enumerate([mqtt_a, mqtt_b])]
+for c, _, acks in members:
+    assert subscribe(c, acks, "$share/all/#") == [1]
+time.sleep(0.5)
+sent = []
+for n in range(20):
+    topic = f"sensors/s{n}/temp" if n % 2 else f"other/{n}"
+    pub.publish(topic, f"s{n}".encode(), qos=1).wait_for_publish(10)
+    sent.append((topic, f"s{n}".encode()))
+shared = []
+deadline = time.time() + 20
+while len(shared) < 20 and time.time() < deadline:
+    for _, got, _ in members:
+        while not got.empty():
+            shared.append(got.get())
+    time.sleep(0.05)
+time.sleep(0.5)
+for _, got, _ in members:
+    shared.extend(list(got.queue))
+assert sorted(shared) == sorted(sent), (len(shared), sorted(set(sent) - set(shared))[:5])
+print("ok $share/all/# spans the sensors address and the default one: 20/20, none twice",
+      flush=True)
 amqp.close()

@@ -4,7 +4,7 @@ Usage: mqtt_dup_after_crash.py PORT_A PORT_B
 A subscriber with clean session off takes 5 QoS 1 messages on A and does not acknowledge them,
 then prints "holding 5" and waits for its connection to be lost (the test kills A with -9). It
 reconnects to B, where 2 more messages are published, and prints "got <payload> dup=<0|1>
-present=<0|1>" for every delivery, then "done".
+present=<0|1> on=<A|B>" for every delivery, then "done".
 """
 import sys
 import threading
@@ -21,6 +21,7 @@ got = []
 lost = threading.Event()
 connected = threading.Event()
 present = [0]
+on = ["A"]
 
 
 def say(line):
@@ -37,7 +38,7 @@ def on_connect(client, userdata, flags, reason_code, properties):
 def on_message(client, userdata, msg):
     with lock:
         got.append(msg.payload.decode())
-    say(f"got {msg.payload.decode()} dup={int(msg.dup)} present={present[0]}")
+    say(f"got {msg.payload.decode()} dup={int(msg.dup)} present={present[0]} on={on[0]}")
 
 
 def publish(port, payloads):
@@ -70,6 +71,7 @@ if not lost.wait(30):
     sys.exit(1)
 c.loop_stop()
 connected.clear()
+on[0] = "B"
 c.connect("127.0.0.1", port_b, keepalive=30)
 c.loop_start()
 if not connected.wait(10):

@@ -391,11 +391,11 @@ impl Follow {
 /// What the session sees as a stored message's offset: the followed stream's index in the
 /// top 16 bits, the offset in the stream below (so the default stream's offsets are unchanged,
 /// and packet ids derived from them stay stable across reconnects).
-fn pack(stream: usize, offset: u64) -> u64 {
+pub(crate) fn pack(stream: usize, offset: u64) -> u64 {
     ((stream as u64) << 48) | (offset & OFFSET_MASK)
 }
 
-fn unpack(position: u64) -> (usize, u64) {
+pub(crate) fn unpack(position: u64) -> (usize, u64) {
     ((position >> 48) as usize, position & OFFSET_MASK)
 }
 

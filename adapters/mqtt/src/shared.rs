@@ -1,12 +1,15 @@
 //! Shared subscriptions (`$share/{group}/{filter}`, MQTT 5 §4.8.2): each message matching the
 //! filter goes to exactly one member of the group, whichever adapters the members are on.
 //!
-//! Every adapter with members reads the topic stream competing with the others by blocks
-//! ([`wharf_log::Blocks`]): the stream's offsets are cut into blocks (`[mqtt] share_block`,
-//! 1,024 by default), an adapter takes one by lease (`mqtt-share.<hex key>.<n>`, at most two at
-//! once), hands each matching message in it to one of its local members (round robin among
-//! those with room), and acknowledges the offset in the group's cursor (`mqtt-share.<hex
-//! key>`, shared by the adapters; commits merge) when that member acknowledged it (QoS 1:
+//! A group reads every stream its filter reaches: the default topic address's, and those of
+//! topic addresses claiming topics it matches ([`crate::claims`]). Every adapter with members
+//! reads each of them competing with the others by blocks ([`wharf_log::Blocks`]): the
+//! stream's offsets are cut into blocks (`[mqtt] share_block`, 1,024 by default), an adapter
+//! takes one by lease (`mqtt-share.<hex key>.<n>` on the default stream,
+//! `mqtt-share.<hex key>.<stream>.<n>` on others; at most two at once per stream), hands each
+//! matching message in it to one of its local members (round robin among those with room),
+//! and acknowledges the offset in the group's cursor on that stream (`mqtt-share.<hex key>`,
+//! shared by the adapters; commits merge) when that member acknowledged it (QoS 1:
 //! PUBACK, QoS 2: PUBREC, QoS 0: when sent). Messages that do not match are acknowledged as
 //! read. A member that leaves with messages in flight gives them back and they go to another
 //! member; an adapter whose last member leaves gives its blocks up at once, and the blocks of
@@ -28,12 +31,20 @@ use tokio::sync::mpsc;
 use wharf_log::{Blocks, Log};
 use wharf_log_format::{Offset, StreamId};
 
-use crate::{claims::Claims, message::Message, session::share_filter, topic::matches};
+use crate::{
+    claims::Claims,
+    driver::{pack, unpack},
+    message::Message,
+    session::share_filter,
+    topic::matches,
+};
 
 /// A message for one member of a shared subscription.
 #[derive(Debug)]
 pub struct SharedDelivery {
     pub share: String,
+    /// Where it is stored: the group's stream index and the offset, packed as a followed
+    /// stream's are (so packet ids derive from it the same way).
     pub offset: u64,
     pub message: Message,
 }
@@ -133,15 +144,17 @@ impl SharedGroups {
             .entry(share.to_string())
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
-                // A group reads one stream: the address that claims its whole filter, else
-                // the default topic address.
+                // The default topic address first (its positions are plain offsets), then
+                // the topic addresses whose claims the filter reaches.
                 let reach = self.claims.reach(filter);
-                let stream = match &reach.streams[..] {
-                    [only] if !reach.default => only.clone(),
-                    _ => self.stream.clone(),
-                };
+                let streams = reach
+                    .default
+                    .then(|| self.stream.clone())
+                    .into_iter()
+                    .chain(reach.streams)
+                    .collect();
                 let group = Group {
-                    stream,
+                    streams,
                     shared: self.clone(),
                     share: share.to_string(),
                     filter: filter.to_string(),
@@ -167,17 +180,18 @@ struct Member {
 
 struct Group {
     shared: Arc<SharedGroups>,
-    stream: StreamId,
+    /// The streams the group reads, in a fixed order (positions carry the index).
+    streams: Vec<StreamId>,
     share: String,
     filter: String,
     /// The group's cursor, and the prefix of its block leases.
     name: String,
     members: BTreeMap<u64, Member>,
-    /// Matching messages not yet with a member (new, or given back).
+    /// Matching messages not yet with a member (new, or given back), by position.
     queue: VecDeque<(u64, Message)>,
     rr: u64,
-    /// The blocks this adapter reads, while it has members.
-    blocks: Option<Blocks>,
+    /// The blocks this adapter reads on each stream, while it has members.
+    blocks: Option<Vec<Blocks>>,
 }
 
 /// Matching messages read ahead of the members.
@@ -194,7 +208,7 @@ impl Group {
             }
             self.dispatch();
             let want = self.wants_more();
-            if want && self.blocks.as_ref().is_some_and(|b| !b.at_end()) {
+            if want && self.blocks.iter().flatten().any(|b| !b.at_end()) {
                 self.read().await;
                 continue;
             }
@@ -220,59 +234,75 @@ impl Group {
                         }
                         continue;
                     }
-                    if let Some(b) = self.blocks.as_mut() {
+                    for (i, b) in self.blocks.iter_mut().flatten().enumerate() {
                         for lost in b.renew().await {
                             // Another adapter delivers these now.
                             tracing::warn!(share = self.share, blocks = ?lost, "lost a block of a shared subscription to another adapter");
-                            self.queue.retain(|(o, _)| !lost.contains(o));
+                            self.queue.retain(|(p, _)| {
+                                let (j, o) = unpack(*p);
+                                j != i || !lost.contains(&o)
+                            });
                         }
                     }
                 }
                 _ = commit.tick() => {
-                    if let Some(b) = self.blocks.as_mut()
-                        && let Err(e) = b.commit().await
-                    {
-                        tracing::warn!(share = self.share, error = %e, "shared subscription cursor commit failed");
+                    for b in self.blocks.iter_mut().flatten() {
+                        if let Err(e) = b.commit().await {
+                            tracing::warn!(share = self.share, error = %e, "shared subscription cursor commit failed");
+                        }
                     }
                 }
-                _ = async { match self.blocks.as_mut() { Some(b) => b.wait().await, None => std::future::pending().await } }, if want => {}
+                _ = async {
+                    match self.blocks.as_mut() {
+                        Some(bs) if !bs.is_empty() => {
+                            futures::future::select_all(bs.iter_mut().map(|b| Box::pin(b.wait()))).await;
+                        }
+                        _ => std::future::pending().await,
+                    }
+                }, if want => {
+                    // Something may be new on any of them: read them all again.
+                    for b in self.blocks.iter_mut().flatten() {
+                        b.rearm();
+                    }
+                }
             }
         }
     }
 
-    /// Start reading (the first member joined): open the group's cursor, new at the stream's
-    /// end. Tried again on the next event if the store fails.
+    /// Start reading (the first member joined): open the group's cursor on each stream, new
+    /// at the stream's end. Tried again on the next event if the store fails.
     async fn open(&mut self) {
         let log = &self.shared.log;
-        let head = log.stream(&self.stream).map_or(0, |s| s.next_offset);
-        match log
-            .cursor_from(&self.stream, &self.name, Offset(head))
-            .await
-        {
-            Ok(cursor) => {
-                tracing::debug!(
-                    share = self.share,
-                    from = cursor.committed().0,
-                    "serving a shared subscription"
-                );
-                self.blocks = Some(log.blocks(
-                    cursor,
-                    &self.name,
-                    &self.shared.run,
-                    self.shared.ttl,
-                    self.shared.block,
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(share = self.share, error = %e, "shared subscription cursor")
-            }
+        let mut blocks = Vec::with_capacity(self.streams.len());
+        for (i, stream) in self.streams.iter().enumerate() {
+            let head = log.stream(stream).map_or(0, |s| s.next_offset);
+            let cursor = match log.cursor_from(stream, &self.name, Offset(head)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(share = self.share, %stream, error = %e, "shared subscription cursor");
+                    return;
+                }
+            };
+            let prefix = match i {
+                0 if self.streams[0] == self.shared.stream => self.name.clone(),
+                _ => format!("{}.{}", self.name, stream.as_str().replace('~', "_")),
+            };
+            blocks.push(log.blocks(
+                cursor,
+                &prefix,
+                &self.shared.run,
+                self.shared.ttl,
+                self.shared.block,
+            ));
         }
+        tracing::debug!(share = self.share, streams = ?self.streams, "serving a shared subscription");
+        self.blocks = Some(blocks);
     }
 
     /// No members left here: commit, give the blocks up to the other adapters at once, and
     /// forget what was queued (it is theirs now).
     async fn close(&mut self) {
-        if let Some(b) = self.blocks.take() {
+        for b in self.blocks.take().into_iter().flatten() {
             b.close().await;
         }
         self.queue.clear();
@@ -285,23 +315,31 @@ impl Group {
             && self.members.values().any(|m| m.tx.capacity() > 0)
     }
 
-    /// Queue the matching messages of the next records of the blocks held; acknowledge the
-    /// others.
+    /// Queue the matching messages of the next records of the blocks held, from each stream
+    /// in turn; acknowledge the others.
     async fn read(&mut self) {
-        let Some(b) = self.blocks.as_mut() else {
+        let Some(blocks) = self.blocks.as_mut() else {
             return;
         };
-        let (queue, members) = (&self.queue, &self.members);
-        let have = |o: Offset| {
-            queue.iter().any(|(q, _)| *q == o.0)
-                || members.values().any(|m| m.inflight.contains_key(&o.0))
-        };
-        let want = READ_AHEAD.saturating_sub(queue.len()).max(1);
-        let records = b.read(want, have).await;
-        for r in records {
-            match Message::from_record(&r) {
-                Ok(m) if matches(&self.filter, &m.topic) => self.queue.push_back((r.offset.0, m)),
-                _ => b.ack(r.offset),
+        for (i, b) in blocks.iter_mut().enumerate() {
+            if b.at_end() {
+                continue;
+            }
+            let (queue, members) = (&self.queue, &self.members);
+            let have = |o: Offset| {
+                let p = pack(i, o.0);
+                queue.iter().any(|(q, _)| *q == p)
+                    || members.values().any(|m| m.inflight.contains_key(&p))
+            };
+            let want = READ_AHEAD.saturating_sub(queue.len()).max(1);
+            let records = b.read(want, have).await;
+            for r in records {
+                match Message::from_record(&r) {
+                    Ok(m) if matches(&self.filter, &m.topic) => {
+                        self.queue.push_back((pack(i, r.offset.0), m))
+                    }
+                    _ => b.ack(r.offset),
+                }
             }
         }
     }
@@ -328,11 +366,12 @@ impl Group {
                     self.close().await;
                 }
             }
-            Cmd::Ack(id, o) => {
+            Cmd::Ack(id, p) => {
                 if let Some(m) = self.members.get_mut(&id) {
-                    m.inflight.remove(&o);
+                    m.inflight.remove(&p);
                 }
-                if let Some(b) = self.blocks.as_mut() {
+                let (i, o) = unpack(p);
+                if let Some(b) = self.blocks.as_mut().and_then(|bs| bs.get_mut(i)) {
                     b.ack(Offset(o));
                 }
             }

@@ -245,6 +245,12 @@ impl Blocks {
         self.at_end = false;
     }
 
+    /// Read again at the next [`Blocks::read`] even if the last one found nothing (something
+    /// may have arrived: a caller waiting on several readers at once learnt it from another).
+    pub fn rearm(&mut self) {
+        self.at_end = false;
+    }
+
     /// Renew the leases of the blocks held (every `ttl / 3` or so). Returns the offset
     /// ranges of blocks lost to another process: whatever of them this process still has
     /// queued is theirs to deliver now.
