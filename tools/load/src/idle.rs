@@ -25,6 +25,9 @@ pub struct IdleArgs {
     /// How long to hold the connections once all are open.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     hold: Duration,
+    /// Connections being opened at once (1: one after another; more: a reconnect storm).
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
 }
 
 fn rss_kib(pid: u32) -> Result<u64> {
@@ -61,21 +64,45 @@ fn connect_packet(id: &str) -> Vec<u8> {
 
 pub async fn run(args: IdleArgs) -> Result<()> {
     let before = args.pid.map(rss_kib).transpose()?;
-    let mut held = Vec::with_capacity(args.connections);
     let started = std::time::Instant::now();
-    for i in 0..args.connections {
-        let mut s = TcpStream::connect((args.host.as_str(), args.port))
-            .await
-            .with_context(|| format!("connection {i}"))?;
-        s.write_all(&connect_packet(&format!("idle-{i}"))).await?;
-        let mut ack = [0u8; 4];
-        s.read_exact(&mut ack).await?;
-        if ack[0] != 0x20 || ack[3] != 0 {
-            bail!("connection {i}: CONNACK {ack:?}");
-        }
-        held.push(s);
+    let workers = args.concurrency.clamp(1, args.connections.max(1));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let (host, port, total) = (args.host.clone(), args.port, args.connections);
+        tasks.spawn(async move {
+            let mut held = Vec::new();
+            let mut latencies = Vec::new();
+            for i in (w..total).step_by(workers) {
+                let t = std::time::Instant::now();
+                let mut s = TcpStream::connect((host.as_str(), port))
+                    .await
+                    .with_context(|| format!("connection {i}"))?;
+                s.write_all(&connect_packet(&format!("idle-{i}"))).await?;
+                let mut ack = [0u8; 4];
+                s.read_exact(&mut ack).await?;
+                if ack[0] != 0x20 || ack[3] != 0 {
+                    bail!("connection {i}: CONNACK {ack:?}");
+                }
+                latencies.push(t.elapsed());
+                held.push(s);
+            }
+            Ok::<_, anyhow::Error>((held, latencies))
+        });
+    }
+    let mut held = Vec::with_capacity(args.connections);
+    let mut latencies = Vec::with_capacity(args.connections);
+    while let Some(done) = tasks.join_next().await {
+        let (h, l) = done??;
+        held.extend(h);
+        latencies.extend(l);
     }
     let connect_s = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map(|d| (d.as_secs_f64() * 10_000.0).round() / 10.0)
+    };
     tokio::time::sleep(args.hold).await;
     let after = args.pid.map(rss_kib).transpose()?;
     let per = match (before, after) {
@@ -87,6 +114,9 @@ pub async fn run(args: IdleArgs) -> Result<()> {
         serde_json::json!({
             "connections": held.len(),
             "connect_seconds": (connect_s * 100.0).round() / 100.0,
+            "connects_per_second": (args.connections as f64 / connect_s).round(),
+            "connect_ms_p50": pct(0.5),
+            "connect_ms_p99": pct(0.99),
             "rss_before_kib": before,
             "rss_after_kib": after,
             "kib_per_connection": per.map(|p| (p * 100.0).round() / 100.0),
