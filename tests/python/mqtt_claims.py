@@ -16,6 +16,7 @@ claiming `sensors/#`, and `jobs`, a queue claiming `jobs/+`.
    on B (its position in the claimed address's stream moved with it).
 6. A shared subscription `$share/all/#` with a member on each adapter gets claimed and
    unclaimed topics alike (it reads both streams), each message once across the members.
+7. An AMQP receiver on `/topic/#` gets MQTT publishes to claimed and unclaimed topics alike.
 """
 
 import queue
@@ -146,4 +147,17 @@ for _, got, _ in members:
 assert sorted(shared) == sorted(sent), (len(shared), sorted(set(sent) - set(shared))[:5])
 print("ok $share/all/# spans the sensors address and the default one: 20/20, none twice",
       flush=True)
+
+# 7.
+everywhere = amqp.create_receiver("/topic/#", name="everywhere", credit=10)
+time.sleep(0.3)
+pub.publish("other/amqp", b"u", qos=1).wait_for_publish(10)
+pub.publish("sensors/amqp/temp", b"c", qos=1).wait_for_publish(10)
+seen = []
+for _ in range(2):
+    m = everywhere.receive(timeout=10)
+    everywhere.accept()
+    seen.append((m.subject, bytes(m.body)))
+assert sorted(seen) == [("other/amqp", b"u"), ("sensors/amqp/temp", b"c")], seen
+print("ok AMQP /topic/# reads the sensors address and the default one", flush=True)
 amqp.close()

@@ -1210,7 +1210,7 @@ fn configured_addresses_claim_mqtt_topics() {
         );
         assert_eq!(
             stdout.lines().filter(|l| l.starts_with("ok ")).count(),
-            7,
+            8,
             "{url}: {stdout}"
         );
         // Where each publish was stored.
@@ -1227,12 +1227,13 @@ fn configured_addresses_claim_mqtt_topics() {
             default,
             std::iter::once("other/x".to_string())
                 .chain(shared_default)
+                .chain(["other/amqp".to_string()])
                 .collect::<Vec<_>>(),
             "{url}: only unclaimed topics in mqtt-default"
         );
         assert_eq!(keys("jobs"), ["jobs/1", "jobs/2"], "{url}");
         // MQTT publishes, the AMQP send to /topic/sensors/r2/temp, the mover's 1 + 3, the
-        // shared subscription's 10.
+        // shared subscription's 10, the one for /topic/#.
         let shared_sensors = (1..20).step_by(2).map(|n| format!("sensors/s{n}/temp"));
         assert_eq!(
             keys("sensors"),
@@ -1249,6 +1250,7 @@ fn configured_addresses_claim_mqtt_topics() {
             .into_iter()
             .map(str::to_string)
             .chain(shared_sensors)
+            .chain(["sensors/amqp/temp".to_string()])
             .collect::<Vec<_>>(),
             "{url}"
         );

@@ -26,7 +26,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use wharf_log::{Blocks, Cursor, Log};
+use wharf_log::{Blocks, Cursor, Log, pack_position, unpack_position};
 use wharf_log_format::{Offset, StoredRecord, StreamId};
 
 use crate::message;
@@ -49,6 +49,9 @@ pub struct Address {
     pub dead_letter: Option<String>,
     /// For `/topic/<topic or filter>`: the MQTT topic (filter) in the default topic address.
     pub mqtt: Option<String>,
+    /// For a `/topic/<filter>` spanning several addresses (the default topic address and
+    /// those claiming topics it matches): the streams read besides `stream`.
+    pub also: Vec<StreamId>,
 }
 
 impl Address {
@@ -61,6 +64,7 @@ impl Address {
             max_delivery: None,
             dead_letter: None,
             mqtt: None,
+            also: Vec::new(),
         }
     }
 
@@ -105,6 +109,7 @@ fn parse_spec(name: &str, body: &serde_json::Value) -> Result<Address, AddressEr
         max_delivery: spec["max_delivery"].as_u64().map(|n| n as u32),
         dead_letter: spec["dead_letter"].as_str().map(str::to_string),
         mqtt: None,
+        also: Vec::new(),
     })
 }
 
@@ -167,28 +172,31 @@ impl Addresses {
         if let Some(topic) = name.strip_prefix(crate::bridge::TOPIC_PREFIX) {
             // An MQTT topic (or filter): in the address that claims it, else in the default
             // topic address. A topic a queue claims is that queue; a filter spanning several
-            // addresses reads the default one only.
+            // addresses reads each of them (the default one first).
             if !wharf_mqtt::topic::valid_filter(topic) {
                 return Err(AddressError::Invalid(format!(
                     "{topic:?} is not an MQTT topic name or filter"
                 )));
             }
             let reach = self.claims.reach(topic);
-            let claim = match (&reach.queue, &reach.streams[..]) {
-                (Some(queue), _) => Some((queue.clone(), Kind::Queue)),
-                (None, [only]) if !reach.default => Some((only.as_str().to_string(), Kind::Topic)),
-                _ => None,
-            };
-            let plain = match claim {
-                Some((address, Kind::Queue)) => {
-                    Address::plain(address.clone(), Kind::Queue, stream_of(&address)?)
-                }
-                Some((address, kind)) => Address::plain(name, kind, stream_of(&address)?),
-                None => Address::plain(name, Kind::Topic, wharf_mqtt::driver::default_stream()),
-            };
+            if let Some(queue) = reach.queue {
+                return Ok(Address {
+                    mqtt: Some(topic.into()),
+                    ..Address::plain(queue.clone(), Kind::Queue, stream_of(&queue)?)
+                });
+            }
+            let mut streams = reach
+                .default
+                .then(wharf_mqtt::driver::default_stream)
+                .into_iter()
+                .chain(reach.streams);
+            let stream = streams
+                .next()
+                .unwrap_or_else(wharf_mqtt::driver::default_stream);
             return Ok(Address {
                 mqtt: Some(topic.into()),
-                ..plain
+                also: streams.collect(),
+                ..Address::plain(name, Kind::Topic, stream)
             });
         }
         if let Some(rest) = name.strip_prefix("tmp.") {
@@ -743,10 +751,12 @@ pub async fn durable_cursor(log: &Log, stream: &StreamId, name: &str) -> wharf_l
 
 struct SubTask {
     log: Log,
-    stream: StreamId,
+    /// The streams followed: the address's, then any others a `/topic/<filter>` reaches.
+    streams: Vec<StreamId>,
     link: u64,
     tx: mpsc::UnboundedSender<ToLink>,
-    cursor: Option<Cursor>,
+    /// A durable subscription's cursor on each stream (empty for others).
+    cursors: Vec<Cursor>,
     /// Receiving from the default topic address: only records whose topic matches.
     mqtt_filter: Option<String>,
 }
@@ -762,8 +772,9 @@ enum Offered {
 }
 
 impl SubTask {
-    fn deliver(&self, r: StoredRecord) -> Offered {
-        if self.cursor.as_ref().is_some_and(|c| c.is_acked(r.offset)) {
+    /// Offer record `r` of stream `i`; its delivery carries the packed position.
+    fn deliver(&self, i: usize, r: StoredRecord) -> Offered {
+        if self.cursors.get(i).is_some_and(|c| c.is_acked(r.offset)) {
             return Offered::Skipped;
         }
         if let Some(filter) = &self.mqtt_filter {
@@ -779,7 +790,7 @@ impl SubTask {
         let payload = crate::bridge::amqp_payload(&r);
         let out = Outbound {
             link: self.link,
-            offset: r.offset.0,
+            offset: pack_position(i, r.offset.0),
             payload,
             delivery_count: 0,
         };
@@ -791,37 +802,47 @@ impl SubTask {
     }
 
     async fn commit(&mut self) {
-        if let Some(c) = self.cursor.as_mut()
-            && c.is_dirty()
-            && let Err(e) = c.commit().await
-        {
-            tracing::warn!(stream = %self.stream, error = %e, "durable subscription commit failed");
-            if e.kind() == wharf_log::ErrorKind::Fenced {
-                // Taken over by a newer connection: stop acknowledging here.
-                self.cursor = None;
+        for c in self.cursors.iter_mut().filter(|c| c.is_dirty()) {
+            if let Err(e) = c.commit().await {
+                tracing::warn!(stream = %c.stream(), error = %e, "durable subscription commit failed");
+                if e.kind() == wharf_log::ErrorKind::Fenced {
+                    // Taken over by a newer connection: stop acknowledging here.
+                    self.cursors.clear();
+                    return;
+                }
             }
+        }
+    }
+
+    fn settled(&mut self, position: u64) {
+        let (i, offset) = unpack_position(position);
+        if let Some(c) = self.cursors.get_mut(i) {
+            c.ack(Offset(offset));
         }
     }
 
     async fn run(
         mut self,
-        from: Offset,
+        from: Vec<Offset>,
         mut credit_rx: watch::Receiver<(u32, u64)>,
         mut settle_rx: mpsc::UnboundedReceiver<u64>,
         mut stop: tokio::sync::oneshot::Receiver<bool>,
     ) {
         let mut closed = false;
-        let from = self.cursor.as_ref().map_or(from, |c| c.committed());
-        let mut tail = self.log.tail(&self.stream, from);
+        let mut tails = self.log.tails();
+        for (i, stream) in self.streams.iter().enumerate() {
+            let start = self.cursors.get(i).map(|c| c.committed());
+            tails.follow(stream, start.or(from.get(i).copied()).unwrap_or(Offset(0)));
+        }
         let mut credit = 0u32;
         let mut drains = 0u64;
         let mut commit = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
-                batch = tail.next_batch(credit.max(1) as usize), if credit > 0 => {
-                    let Ok(batch) = batch else { return };
+                batch = tails.next_batch(credit.max(1) as usize), if credit > 0 => {
+                    let Ok((i, batch)) = batch else { return };
                     for r in batch {
-                        match self.deliver(r) {
+                        match self.deliver(i, r) {
                             Offered::Sent => credit = credit.saturating_sub(1),
                             Offered::Skipped => {}
                             Offered::Closed => return,
@@ -836,29 +857,28 @@ impl SubTask {
                     if d != drains {
                         drains = d;
                         // Send what is there now, then report the drain.
-                        if let Ok(batch) = self.log.read(&self.stream, tail.position(), credit as usize).await {
-                            let next = batch.last().map(|r| r.offset.next());
-                            for r in batch {
-                                if self.deliver(r) == Offered::Closed {
-                                    return;
-                                }
+                        for i in 0..self.streams.len() {
+                            let Some(pos) = tails.position(i) else { continue };
+                            let Ok(batch) = self.log.read(&self.streams[i], pos, credit as usize).await else { continue };
+                            if let Some(last) = batch.last() {
+                                tails.seek(i, last.offset.next());
                             }
-                            if let Some(next) = next {
-                                tail = self.log.tail(&self.stream, next);
+                            for r in batch {
+                                match self.deliver(i, r) {
+                                    Offered::Sent => credit = credit.saturating_sub(1),
+                                    Offered::Skipped => {}
+                                    Offered::Closed => return,
+                                }
                             }
                         }
                         let _ = self.tx.send(ToLink::Drained(self.link));
                         credit = 0;
                     }
                 }
-                Some(offset) = settle_rx.recv() => {
-                    if let Some(c) = self.cursor.as_mut() {
-                        c.ack(Offset(offset));
-                    }
-                }
+                Some(position) = settle_rx.recv() => self.settled(position),
                 // Only while there is something to commit: a tick restarts `next_batch`,
                 // whose store poll would never complete under a steady tick.
-                _ = commit.tick(), if self.cursor.as_ref().is_some_and(|c| c.is_dirty()) => {
+                _ = commit.tick(), if self.cursors.iter().any(|c| c.is_dirty()) => {
                     self.commit().await
                 }
                 how = &mut stop => {
@@ -868,41 +888,43 @@ impl SubTask {
             }
         }
         // Ending: acknowledge what was settled before the link went, then commit.
-        while let Ok(offset) = settle_rx.try_recv() {
-            if let Some(c) = self.cursor.as_mut() {
-                c.ack(Offset(offset));
-            }
+        while let Ok(position) = settle_rx.try_recv() {
+            self.settled(position);
         }
-        if closed && let Some(c) = self.cursor.as_mut() {
+        if closed {
             // Closing a durable link ends the subscription (spec 3.5.3 with expiry never):
             // marked ended; the next attach of that name starts afresh.
-            c.set_meta(Some(serde_json::json!({"ended": true})));
+            for c in &mut self.cursors {
+                c.set_meta(Some(serde_json::json!({"ended": true})));
+            }
         }
         self.commit().await;
     }
 }
 
 impl Subscription {
-    /// Follow `stream` from `from` (its end for a new receiver) for link `link`; with a
-    /// durable `cursor`, from the cursor's position instead, skipping what it acknowledged.
+    /// Follow `streams`, each from its `from` (the end for a new receiver) for link `link`;
+    /// a durable subscription has a cursor per stream, and follows each from the cursor's
+    /// position instead, skipping what it acknowledged. Deliveries carry positions
+    /// ([`wharf_log::pack_position`]: the stream's index and the offset).
     pub fn start(
         log: Log,
-        stream: StreamId,
-        from: Offset,
+        streams: Vec<(StreamId, Offset)>,
         link: u64,
         tx: mpsc::UnboundedSender<ToLink>,
-        cursor: Option<Cursor>,
+        cursors: Vec<Cursor>,
         mqtt_filter: Option<String>,
     ) -> Self {
         let (credit, credit_rx) = watch::channel((0u32, 0u64));
         let (settle, settle_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let (streams, from) = streams.into_iter().unzip();
         let sub = SubTask {
             log,
-            stream,
+            streams,
             link,
             tx,
-            cursor,
+            cursors,
             mqtt_filter,
         };
         let task = tokio::spawn(sub.run(from, credit_rx, settle_rx, stop_rx));

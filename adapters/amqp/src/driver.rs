@@ -569,37 +569,43 @@ impl Conn {
                     }
                     Kind::Topic => {
                         let log = &self.shared.log;
-                        let from = if source.dynamic {
-                            0
-                        } else {
-                            log.stream(&address.stream).map_or(0, |s| s.next_offset)
+                        let streams: Vec<StreamId> = std::iter::once(address.stream.clone())
+                            .chain(address.also.iter().cloned())
+                            .collect();
+                        let from = |stream: &StreamId| {
+                            if source.dynamic {
+                                Offset(0)
+                            } else {
+                                Offset(log.stream(stream).map_or(0, |s| s.next_offset))
+                            }
                         };
                         // A durable subscription: durable terminus that never expires, keyed
-                        // by container-id and link name.
+                        // by container-id and link name (a cursor on each stream it reads).
                         let durable = source.durable != TerminusDurability::None
                             && source.expiry_policy == TerminusExpiryPolicy::Never
                             && !source.dynamic;
-                        let cursor = if durable {
+                        let mut cursors = Vec::new();
+                        if durable {
                             let cursor_name = durable_name(&self.container_id, &name);
-                            match durable_cursor(log, &address.stream, &cursor_name).await {
-                                Ok(c) => Some(c),
-                                Err(e) => {
-                                    let e = err(AmqpError::InternalError, format!("store: {e}"));
-                                    return self.engine.refuse_attach(link, name, e);
+                            for stream in &streams {
+                                match durable_cursor(log, stream, &cursor_name).await {
+                                    Ok(c) => cursors.push(c),
+                                    Err(e) => {
+                                        let e =
+                                            err(AmqpError::InternalError, format!("store: {e}"));
+                                        return self.engine.refuse_attach(link, name, e);
+                                    }
                                 }
                             }
-                        } else {
-                            None
-                        };
+                        }
                         LinkState::Topic {
                             id,
                             sub: Subscription::start(
                                 log.clone(),
-                                address.stream.clone(),
-                                Offset(from),
+                                streams.iter().map(|s| (s.clone(), from(s))).collect(),
                                 id,
                                 self.tx.clone(),
-                                cursor,
+                                cursors,
                                 address.mqtt.clone(),
                             ),
                             presettled,

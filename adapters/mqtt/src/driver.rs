@@ -388,18 +388,10 @@ impl Follow {
     }
 }
 
-/// What the session sees as a stored message's offset: the followed stream's index in the
-/// top 16 bits, the offset in the stream below (so the default stream's offsets are unchanged,
-/// and packet ids derived from them stay stable across reconnects).
-pub(crate) fn pack(stream: usize, offset: u64) -> u64 {
-    ((stream as u64) << 48) | (offset & OFFSET_MASK)
-}
-
-pub(crate) fn unpack(position: u64) -> (usize, u64) {
-    ((position >> 48) as usize, position & OFFSET_MASK)
-}
-
-const OFFSET_MASK: u64 = (1 << 48) - 1;
+// What the session sees as a stored message's offset: the followed stream's index in the
+// top 16 bits, the offset in the stream below (so the default stream's offsets are unchanged,
+// and packet ids derived from them stay stable across reconnects).
+use wharf_log::{pack_position as pack, unpack_position as unpack};
 
 /// The name of the cursor that holds `client_id`'s session (hex, so any client id works).
 fn session_cursor_name(client_id: &str) -> Option<String> {

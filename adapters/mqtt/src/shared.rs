@@ -28,16 +28,10 @@ use std::{
 };
 
 use tokio::sync::mpsc;
-use wharf_log::{Blocks, Log};
+use wharf_log::{Blocks, Log, pack_position as pack, unpack_position as unpack};
 use wharf_log_format::{Offset, StreamId};
 
-use crate::{
-    claims::Claims,
-    driver::{pack, unpack},
-    message::Message,
-    session::share_filter,
-    topic::matches,
-};
+use crate::{claims::Claims, message::Message, session::share_filter, topic::matches};
 
 /// A message for one member of a shared subscription.
 #[derive(Debug)]

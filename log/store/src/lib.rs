@@ -45,7 +45,7 @@ pub use error::{ErrorKind, LogError, Result};
 pub use gc::GcReport;
 pub use lease::Lease;
 pub use log::{Log, Pending};
-pub use read::{Tail, Tails};
+pub use read::{Tail, Tails, pack_position, unpack_position};
 pub use settings::LogSettings;
 pub use store::{Store, StoreKind};
 pub use wharf_log_format as format;

@@ -95,6 +95,20 @@ impl Log {
     }
 }
 
+/// A record's place among several streams (those of a [`Tails`], or of a shared
+/// subscription): the stream's index in the top 16 bits, the offset below — so the first
+/// stream's positions are its offsets.
+pub fn pack_position(stream: usize, offset: u64) -> u64 {
+    ((stream as u64) << 48) | (offset & OFFSET_MASK)
+}
+
+/// The stream index and offset of a [`pack_position`] position.
+pub fn unpack_position(position: u64) -> (usize, u64) {
+    ((position >> 48) as usize, position & OFFSET_MASK)
+}
+
+const OFFSET_MASK: u64 = (1 << 48) - 1;
+
 /// A reader following several streams. See [`Log::tails`].
 pub struct Tails {
     log: Log,
