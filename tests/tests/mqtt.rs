@@ -399,7 +399,7 @@ fn retained_stream_is_compacted() {
     }
     let (urls, dir) = stores();
     let settings = dir.path().join("compact.toml");
-    std::fs::write(&settings, "[mqtt]\nretained_compact_every = \"1s\"\n").expect("settings");
+    std::fs::write(&settings, "[mqtt]\ncompact_every = \"1s\"\n").expect("settings");
     for url in urls.iter().take(2) {
         let port = free_port();
         let mut a = wharf_tests::start_adapter_with_config(url, port, &settings);

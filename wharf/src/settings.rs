@@ -53,9 +53,10 @@ pub struct MqttSection {
     /// Offsets per block of a shared subscription's stream: adapters with members take
     /// blocks by lease to share the group's messages.
     pub share_block: u64,
-    /// How often an adapter checks whether the retained-message stream is due for compaction.
+    /// How often an adapter checks whether the retained-message and will streams are due for
+    /// compaction.
     #[serde(with = "humantime_serde")]
-    pub retained_compact_every: std::time::Duration,
+    pub compact_every: std::time::Duration,
 }
 
 impl Default for MqttSection {
@@ -72,7 +73,7 @@ impl Default for MqttSection {
             refused_filters: d.session.refused_filters,
             adapter_lease: d.adapter_lease,
             share_block: d.share_block,
-            retained_compact_every: d.retained_compact_every,
+            compact_every: d.compact_every,
         }
     }
 }
@@ -96,8 +97,8 @@ impl MqttSection {
         if self.max_connections == 0 {
             anyhow::bail!("mqtt.max_connections must be at least 1");
         }
-        if self.retained_compact_every < std::time::Duration::from_secs(1) {
-            anyhow::bail!("mqtt.retained_compact_every must be at least 1s");
+        if self.compact_every < std::time::Duration::from_secs(1) {
+            anyhow::bail!("mqtt.compact_every must be at least 1s");
         }
         if self.share_block == 0 {
             anyhow::bail!("mqtt.share_block must be at least 1");
@@ -116,7 +117,7 @@ impl MqttSection {
             max_connections: self.max_connections,
             adapter_lease: self.adapter_lease,
             share_block: self.share_block,
-            retained_compact_every: self.retained_compact_every,
+            compact_every: self.compact_every,
             ..Default::default()
         };
         let s = &mut m.session;

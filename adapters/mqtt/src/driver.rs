@@ -48,9 +48,9 @@ pub struct MqttSettings {
     /// Offsets per block of a shared subscription's stream: adapters with members take
     /// blocks by lease to share the group's messages ([`crate::shared`]).
     pub share_block: u64,
-    /// How often the adapter checks whether `mqtt-retained` is due for compaction
-    /// ([`crate::retained`]).
-    pub retained_compact_every: Duration,
+    /// How often the adapter checks whether `mqtt-retained` and `mqtt-wills` are due for
+    /// compaction ([`crate::keyed`]).
+    pub compact_every: Duration,
 }
 
 impl Default for MqttSettings {
@@ -60,7 +60,7 @@ impl Default for MqttSettings {
             session: SessionSettings::default(),
             adapter_lease: Duration::from_secs(10),
             share_block: 1024,
-            retained_compact_every: Duration::from_secs(60),
+            compact_every: Duration::from_secs(60),
         }
     }
 }
@@ -68,7 +68,7 @@ impl Default for MqttSettings {
 /// Compact `mqtt-retained` when it is due, for as long as the service lives.
 async fn compact_retained(mqtt: std::sync::Weak<Mqtt>) {
     let every = match mqtt.upgrade() {
-        Some(m) => m.settings.retained_compact_every,
+        Some(m) => m.settings.compact_every,
         None => return,
     };
     loop {
@@ -143,6 +143,7 @@ impl Mqtt {
             run.clone(),
             settings.adapter_lease,
             takeover.clone(),
+            settings.compact_every,
         );
         let shared_groups = SharedGroups::new(
             log.clone(),

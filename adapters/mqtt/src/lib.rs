@@ -9,7 +9,8 @@
 //! - [`driver`]: listeners and the per-connection task that carries actions out against the
 //!   log; with [`retained`], [`takeover`] (newest connection of a client id wins, on any
 //!   adapter), [`wills`] (published by another adapter when one dies), [`shared`]
-//!   (shared subscription groups) and [`ws`].
+//!   (shared subscription groups) and [`ws`]; `mqtt-retained` and `mqtt-wills` are
+//!   compacted by snapshot ([`keyed`]).
 //!
 //! Every publish is appended to the log before it is acknowledged; subscribers follow the log;
 //! persistent sessions are cursors on it. So any adapter on the same store delivers what any
@@ -19,6 +20,7 @@
 pub mod claims;
 pub mod codec;
 pub mod driver;
+pub mod keyed;
 pub mod message;
 pub mod retained;
 pub mod session;

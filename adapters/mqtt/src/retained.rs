@@ -7,23 +7,22 @@
 //! SUBSCRIBE it reads what other adapters stored since (one store refresh), so a client sees
 //! every retained message acknowledged before it subscribed, whichever adapter it is on.
 //!
-//! **Compaction.** When `mqtt-retained` holds more than twice as many records as there are
-//! retained topics (and at least [`COMPACT_MIN_RECORDS`]), the adapter holding the lease
-//! `mqtt-retained-compact` appends a *snapshot*: a copy of every retained message as of the
-//! stream's head `H` (flagged, carrying `H`), then trims the stream to `H`. A reader applies a
-//! snapshot copy only if the topic did not change at an offset `>= H` (a publish other
-//! adapters stored between `H` and the snapshot is newer and wins); a reader that was behind
-//! finds the stream starting at `H` and the snapshot standing for everything before it. So the
-//! stream stays about the size of the retained set, and an adapter starting up reads that
-//! much. Memory: one copy of each retained message per adapter process (like Mosquitto's).
+//! **Compaction** ([`crate::keyed`]): when `mqtt-retained` holds more than twice as many
+//! records as there are retained topics (and at least 1,024), the adapter holding the lease
+//! `mqtt-retained-compact` appends a snapshot — a copy of every retained message as of the
+//! offset it has read to (flag bit 1 of the record headers, with that offset) — and trims the
+//! stream there. So the stream stays about the size of the retained set, and an adapter
+//! starting up reads that much. Memory: one copy of each retained message per adapter process
+//! (like Mosquitto's).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 use wharf_log::Log;
 use wharf_log_format::{Offset, StoredRecord, StreamId};
 
 use crate::{
+    keyed::{Keyed, due, snapshot_and_trim},
     message::{Message, snapshot_of},
     topic::matches,
 };
@@ -32,11 +31,6 @@ use crate::{
 pub fn retained_stream() -> StreamId {
     StreamId::new("mqtt-retained").unwrap_or_else(|_| unreachable!("valid stream id"))
 }
-
-/// Below this many records `mqtt-retained` is not compacted.
-pub const COMPACT_MIN_RECORDS: u64 = 1024;
-/// Snapshot copies appended per durable append.
-const SNAPSHOT_CHUNK: usize = 512;
 
 /// The retained messages an adapter knows of. Shared by its connections.
 #[derive(Debug, Default)]
@@ -48,13 +42,8 @@ pub struct Retained {
 struct State {
     /// Offset of the next record of `mqtt-retained` to apply.
     next: u64,
-    /// The retained message of each topic, with the offset of the change that set it (for a
-    /// message taken from a snapshot: just below the offset the snapshot is as of).
-    topics: BTreeMap<String, (u64, Message)>,
-    /// Topics cleared, with the offset of the clearing record: an older snapshot copy read
-    /// after it must not bring the message back. Forgotten once a snapshot newer than them
-    /// has been read.
-    cleared: BTreeMap<String, u64>,
+    /// The retained message of each topic.
+    topics: Keyed<String, Message>,
 }
 
 impl State {
@@ -68,23 +57,10 @@ impl State {
                 return;
             }
         };
-        if let Some(as_of) = snapshot_of(r) {
-            self.cleared.retain(|_, at| *at >= as_of);
-            let changed_since = self
-                .topics
-                .get(&m.topic)
-                .is_some_and(|(at, _)| *at >= as_of)
-                || self.cleared.contains_key(&m.topic);
-            if !changed_since {
-                let at = as_of.saturating_sub(1);
-                self.topics.insert(m.topic.clone(), (at, m));
-            }
-        } else if m.payload.is_empty() {
-            self.topics.remove(&m.topic);
-            self.cleared.insert(m.topic, offset);
-        } else {
-            self.cleared.remove(&m.topic);
-            self.topics.insert(m.topic.clone(), (offset, m));
+        match snapshot_of(r) {
+            Some(as_of) => self.topics.snapshot(m.topic.clone(), m, as_of),
+            None if m.payload.is_empty() => self.topics.clear(m.topic, offset),
+            None => self.topics.set(m.topic.clone(), m, offset),
         }
     }
 
@@ -118,7 +94,7 @@ impl Retained {
     ) -> wharf_log::Result<Vec<(String, Message)>> {
         let mut state = self.state.lock().await;
         state.catch_up(log).await?;
-        state.topics.retain(|_, (_, m)| !m.expired(now_ms));
+        state.topics.retain(|_, m| !m.expired(now_ms));
         Ok(filters
             .iter()
             .flat_map(|f| {
@@ -126,7 +102,7 @@ impl Retained {
                     .topics
                     .iter()
                     .filter(|(t, _)| matches(f, t))
-                    .map(|(_, (_, m))| (f.clone(), m.clone()))
+                    .map(|(_, m)| (f.clone(), m.clone()))
             })
             .collect())
     }
@@ -140,50 +116,25 @@ impl Retained {
         ttl: Duration,
     ) -> wharf_log::Result<Option<u64>> {
         let stream = retained_stream();
-        let mut state = self.state.lock().await;
-        state.catch_up(log).await?;
-        let Some(index) = log.stream(&stream) else {
-            return Ok(None);
-        };
-        let records = index.next_offset - index.start_offset;
-        if records < COMPACT_MIN_RECORDS.max(2 * state.topics.len() as u64) {
-            return Ok(None);
-        }
-        let Some(lease) = log
-            .acquire_lease("mqtt-retained-compact", holder, ttl)
-            .await?
-        else {
-            return Ok(None);
-        };
-        // Whatever was stored while the lease was taken belongs before the snapshot's head.
-        state.catch_up(log).await?;
-        let head = state.next;
-        let now_ms = log.clock().now_ms();
-        let snapshot: Vec<_> = state
-            .topics
-            .values()
-            .filter(|(_, m)| !m.expired(now_ms))
-            .map(|(_, m)| m.to_snapshot_record(head))
-            .collect();
-        drop(state);
-        for chunk in snapshot.chunks(SNAPSHOT_CHUNK) {
-            if !lease.is_valid() {
-                return Ok(None); // too slow: another adapter may be at it; it starts over
+        let (as_of, copies) = {
+            let mut state = self.state.lock().await;
+            state.catch_up(log).await?;
+            if !due(log, &stream, state.topics.len()) {
+                return Ok(None);
             }
-            log.append_many(&stream, chunk.to_vec()).await?;
-        }
-        if !lease.is_valid() {
-            return Ok(None);
-        }
-        log.trim(BTreeMap::from([(stream, Offset(head))])).await?;
-        tracing::info!(
-            records,
-            kept = snapshot.len(),
-            from = head,
-            "compacted mqtt-retained"
-        );
-        let _ = lease.release().await;
-        Ok(Some(head))
+            let now_ms = log.clock().now_ms();
+            let as_of = state.next;
+            let copies: Vec<_> = state
+                .topics
+                .iter()
+                .filter(|(_, m)| !m.expired(now_ms))
+                .map(|(_, m)| m.to_snapshot_record(as_of))
+                .collect();
+            (as_of, copies)
+        };
+        let lease = "mqtt-retained-compact";
+        let done = snapshot_and_trim(log, &stream, lease, holder, ttl, as_of, copies).await?;
+        Ok(done.then_some(as_of))
     }
 }
 
@@ -191,7 +142,6 @@ impl Retained {
 mod tests {
     use mqttbytes::QoS;
     use wharf_log::Store;
-    use wharf_log_format::Record;
 
     use super::*;
 
@@ -249,39 +199,6 @@ mod tests {
         want[1] = "t/1=after".to_string();
         assert_eq!(topics(b.matching(&log, &all, 0).await.expect("m")), want);
         assert_eq!(topics(a.matching(&log, &all, 0).await.expect("m")), want);
-    }
-
-    /// A snapshot copy loses to a change at or after the offset it is as of (stored by
-    /// another adapter between the snapshot's reading and its writing).
-    #[test]
-    fn snapshot_copies_lose_to_newer_changes() {
-        let at = |offset: u64, r: Record| StoredRecord {
-            stream: retained_stream(),
-            offset: Offset(offset),
-            record: r,
-        };
-        let msg = |topic: &str, payload: &'static str| {
-            let mut m = Message::new(topic, QoS::AtLeastOnce, payload);
-            m.retain = true;
-            m
-        };
-        let mut s = State::default();
-        s.apply(&at(3, msg("a", "old").to_record(0)));
-        s.apply(&at(4, msg("b", "old").to_record(0)));
-        s.apply(&at(5, msg("c", "old").to_record(0)));
-        // Stored after the snapshot's head (10), before its copies.
-        s.apply(&at(12, msg("a", "new").to_record(0)));
-        s.apply(&at(13, msg("b", "").to_record(0)));
-        for (o, t) in [(20, "a"), (21, "b"), (22, "c"), (23, "d")] {
-            s.apply(&at(o, msg(t, "snap").to_snapshot_record(10)));
-        }
-        let now: Vec<String> = s
-            .topics
-            .values()
-            .map(|(_, m)| format!("{}={}", m.topic, String::from_utf8_lossy(&m.payload)))
-            .collect();
-        assert_eq!(now, ["a=new", "c=snap", "d=snap"]);
-        assert_eq!(s.next, 24);
     }
 
     #[tokio::test]

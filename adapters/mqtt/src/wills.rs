@@ -15,9 +15,13 @@
 //!
 //! So a will is published at least once after its adapter dies (twice only if the publisher
 //! dies too between publishing and its tombstone), within about 1.5 × the lease TTL.
+//!
+//! `mqtt-wills` is compacted by snapshot ([`crate::keyed`], lease `mqtt-wills-compact`): the
+//! unsettled registrations are copied (`snapshot_of` set) and the stream trimmed, so it stays
+//! about the size of the connections with wills, and a starting adapter reads that much.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -28,7 +32,12 @@ use serde::{Deserialize, Serialize};
 use wharf_log::Log;
 use wharf_log_format::{Offset, Record, StoredRecord, StreamId};
 
-use crate::{message::Message, session::Will, takeover::Takeover};
+use crate::{
+    keyed::{Keyed, due, snapshot_and_trim},
+    message::Message,
+    session::Will,
+    takeover::Takeover,
+};
 
 /// The stream of will registrations of the default tenant.
 pub fn wills_stream() -> StreamId {
@@ -64,6 +73,9 @@ pub struct WillRecord {
     /// to this stream as they are. Empty: an MQTT will, published to `mqtt-default`.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stream: String,
+    /// A snapshot copy (compaction) as of this offset of `mqtt-wills`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_of: Option<u64>,
 }
 
 impl WillRecord {
@@ -82,6 +94,7 @@ impl WillRecord {
             headers: String::new(),
             payload: String::new(),
             stream: String::new(),
+            snapshot_of: None,
         }
     }
 
@@ -110,25 +123,34 @@ pub struct Wills {
     run: String,
     ttl: Duration,
     /// Unsettled wills of every adapter: (adapter, connection) -> record.
-    pending: Mutex<BTreeMap<(String, u64), WillRecord>>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Offset of the next record of `mqtt-wills` to apply.
+    next: u64,
+    wills: Keyed<(String, u64), WillRecord>,
 }
 
 impl Wills {
     /// Hold this adapter's lease, follow `mqtt-wills`, and publish dead adapters' wills
     /// through `publish` (which stores a message like a client publish).
+    /// Every `compact_every` it compacts `mqtt-wills` if that is due.
     pub fn start(
         log: Log,
         claims: Arc<crate::claims::Claims>,
         run: String,
         ttl: Duration,
         takeover: Arc<Takeover>,
+        compact_every: Duration,
     ) -> Arc<Self> {
         let w = Arc::new(Self {
             log: log.clone(),
             claims,
             run,
             ttl,
-            pending: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(Pending::default()),
         });
         tokio::spawn(keep_lease(log.clone(), w.run.clone(), ttl));
         let weak = Arc::downgrade(&w);
@@ -137,6 +159,8 @@ impl Wills {
             let start = log.stream(&stream).map_or(0, |s| s.start_offset);
             let mut tail = log.tail(&stream, Offset(start));
             let mut sweep = tokio::time::interval(ttl / 2);
+            let mut compact = tokio::time::interval(compact_every);
+            compact.tick().await;
             loop {
                 tokio::select! {
                     batch = tail.next_batch(1024) => {
@@ -153,39 +177,82 @@ impl Wills {
                         let Some(w) = weak.upgrade() else { return };
                         w.sweep(&takeover).await;
                     }
+                    _ = compact.tick() => {
+                        let Some(w) = weak.upgrade() else { return };
+                        if let Err(e) = w.compact().await {
+                            tracing::warn!(error = %e, "compacting mqtt-wills failed; trying again later");
+                        }
+                    }
                 }
             }
         });
         w
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, u64), WillRecord>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn apply(&self, batch: &[StoredRecord]) {
         let mut p = self.lock();
         for r in batch {
+            let offset = r.offset.0;
+            p.next = p.next.max(offset + 1);
             match serde_json::from_slice::<WillRecord>(&r.record.payload) {
-                Ok(w) if w.settled => {
-                    p.remove(&(w.adapter, w.connection));
-                }
                 Ok(w) => {
-                    p.insert((w.adapter.clone(), w.connection), w);
+                    let key = (w.adapter.clone(), w.connection);
+                    match w.snapshot_of {
+                        Some(as_of) => p.wills.snapshot(key, w, as_of),
+                        None if w.settled => p.wills.clear(key, offset),
+                        None => p.wills.set(key, w, offset),
+                    }
                 }
-                Err(e) => tracing::warn!(offset = r.offset.0, error = %e, "bad will record"),
+                Err(e) => tracing::warn!(offset, error = %e, "bad will record"),
             }
         }
     }
 
-    async fn append(&self, w: &WillRecord) -> wharf_log::Result<()> {
-        let record = Record {
+    fn record(&self, w: &WillRecord) -> Record {
+        Record {
             timestamp_ms: self.log.clock().now_ms(),
             key: Some(Bytes::from(w.client_id.clone().into_bytes())),
             headers: None,
             payload: Bytes::from(serde_json::to_vec(w).unwrap_or_default()),
+        }
+    }
+
+    async fn append(&self, w: &WillRecord) -> wharf_log::Result<()> {
+        self.log
+            .append(&wills_stream(), self.record(w))
+            .await
+            .map(|_| ())
+    }
+
+    /// Compact `mqtt-wills` if it is due and no other adapter is at it: copy the unsettled
+    /// registrations applied so far, then trim the stream to where they were read up to.
+    /// True if it did.
+    pub async fn compact(&self) -> wharf_log::Result<bool> {
+        let stream = wills_stream();
+        let (as_of, copies) = {
+            let p = self.lock();
+            if !due(&self.log, &stream, p.wills.len()) {
+                return Ok(false);
+            }
+            let copies: Vec<Record> = p
+                .wills
+                .iter()
+                .map(|(_, w)| {
+                    self.record(&WillRecord {
+                        snapshot_of: Some(p.next),
+                        ..w.clone()
+                    })
+                })
+                .collect();
+            (p.next, copies)
         };
-        self.log.append(&wills_stream(), record).await.map(|_| ())
+        let lease = "mqtt-wills-compact";
+        let ttl = self.ttl.max(Duration::from_secs(30));
+        snapshot_and_trim(&self.log, &stream, lease, &self.run, ttl, as_of, copies).await
     }
 
     /// Register the will of a connection (durably, before it can be needed).
@@ -207,6 +274,7 @@ impl Wills {
             headers: B64.encode(r.headers.unwrap_or_default()),
             payload: B64.encode(&r.payload),
             stream: String::new(),
+            snapshot_of: None,
         })
         .await
     }
@@ -233,6 +301,7 @@ impl Wills {
             headers: B64.encode(record.headers.clone().unwrap_or_default()),
             payload: B64.encode(&record.payload),
             stream: stream.as_str().to_string(),
+            snapshot_of: None,
         })
         .await
     }
@@ -248,7 +317,7 @@ impl Wills {
     /// Publish the wills of adapters whose lease expired, if we win the right to.
     async fn sweep(&self, takeover: &Takeover) {
         let mut by_adapter: HashMap<String, Vec<WillRecord>> = HashMap::new();
-        for ((adapter, _), w) in self.lock().iter() {
+        for ((adapter, _), w) in self.lock().wills.iter() {
             if *adapter != self.run {
                 by_adapter
                     .entry(adapter.clone())
@@ -376,6 +445,69 @@ mod tests {
 
     use super::*;
 
+    /// Compaction keeps exactly the unsettled registrations: an adapter that starts after it
+    /// knows the same wills as one that read every record.
+    #[tokio::test]
+    async fn compaction_keeps_the_unsettled_wills() {
+        let store = wharf_log::Store::open("memory://").expect("store");
+        let log = Log::open(store).await.expect("log");
+        let claims = Arc::new(crate::claims::Claims::default());
+        let start = |run: &str| {
+            let takeover = Takeover::start(log.clone());
+            let hour = Duration::from_secs(3600);
+            Wills::start(
+                log.clone(),
+                claims.clone(),
+                run.into(),
+                hour,
+                takeover,
+                hour,
+            )
+        };
+        let a = start("a");
+        let will = Will {
+            message: Message::new("gone", QoS::AtLeastOnce, "bye"),
+            delay: Duration::ZERO,
+        };
+        for c in 0..1100u64 {
+            a.register(&format!("dev-{c}"), c, &will)
+                .await
+                .expect("register");
+        }
+        for c in 0..1050u64 {
+            a.settle(&format!("dev-{c}"), c).await;
+        }
+        let head = log.stream(&wills_stream()).expect("stream").next_offset;
+        assert_eq!(head, 2150);
+        let applied = |w: &Arc<Wills>| {
+            let p = w.lock();
+            (p.next, p.wills.iter().map(|(k, _)| k.1).collect::<Vec<_>>())
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while applied(&a).0 < head {
+            assert!(tokio::time::Instant::now() < deadline, "wills followed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            a.compact().await.expect("compact"),
+            "due: 2150 records, 50 wills"
+        );
+        let index = log.stream(&wills_stream()).expect("stream");
+        assert_eq!((index.start_offset, index.next_offset), (2150, 2200));
+        assert!(!a.compact().await.expect("compact"), "not due any more");
+        let b = start("b");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while applied(&b).0 < 2200 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "b read the snapshot"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(applied(&b).1, (1050..1100).collect::<Vec<_>>());
+        assert_eq!(applied(&b).1, applied(&a).1);
+    }
+
     #[test]
     fn will_records_round_trip_the_message() {
         let mut m = Message::new("status/dev", QoS::AtLeastOnce, "gone");
@@ -394,6 +526,7 @@ mod tests {
             headers: B64.encode(r.headers.unwrap_or_default()),
             payload: B64.encode(&r.payload),
             stream: String::new(),
+            snapshot_of: None,
         };
         let json = serde_json::to_string(&w).expect("json");
         assert!(
