@@ -481,6 +481,63 @@ fn retained_stream_is_compacted() {
     }
 }
 
+/// Expired sessions are deleted: a session with a 1 s expiry is gone from the store a few
+/// seconds after its client left (`session_sweep_every = "1s"`), while one with an hour's
+/// expiry is kept with its subscription.
+#[test]
+fn expired_sessions_are_deleted_from_the_store() {
+    if !have("mosquitto_sub") {
+        return;
+    }
+    let (urls, dir) = stores();
+    let settings = dir.path().join("sweep.toml");
+    std::fs::write(&settings, "[mqtt]\nsession_sweep_every = \"1s\"\n").expect("settings");
+    for url in urls.iter().take(2) {
+        let port = free_port();
+        let _a = wharf_tests::start_adapter_with_config(url, port, &settings);
+        let run = format!("{}-{port}", std::process::id());
+        let leave = |id: &str, expiry: &str| {
+            // Subscribes, waits a second for a message that does not come, disconnects.
+            let out = mosquitto("mosquitto_sub", port)
+                .args([
+                    "-V", "5", "-c", "-x", expiry, "-q", "1", "-t", "swept/#", "-W", "1",
+                ])
+                .args(["-i", id])
+                .output()
+                .expect("mosquitto_sub");
+            assert!(out.stdout.is_empty(), "{url}: {out:?}");
+        };
+        let (short, long) = (format!("short-{run}"), format!("long-{run}"));
+        leave(&short, "1");
+        leave(&long, "3600");
+        let cursor = |id: &str| {
+            let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
+            let name = format!("mqtt-session.{hex}");
+            let out = wharf(url)
+                .args(["cursor", "mqtt-default", &name])
+                .output()
+                .expect("wharf cursor");
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while cursor(&short)["exists"] == true {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url}: expired session still stored: {}",
+                cursor(&short)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let kept = cursor(&long);
+        assert_eq!(kept["exists"], true, "{url}: {kept}");
+        assert_eq!(
+            kept["meta"]["subscriptions"][0]["filter"], "swept/#",
+            "{url}: {kept}"
+        );
+        eprintln!("{url}: expired session deleted, live one kept");
+    }
+}
+
 /// The last lines of a long output, for assertion messages.
 fn tail(lines: &[String]) -> String {
     let from = lines.len().saturating_sub(8);

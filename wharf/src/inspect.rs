@@ -153,7 +153,7 @@ pub async fn cursor(log: &Log, stream: &str, name: &str) -> Result<()> {
         "{}",
         json!({"stream": stream.as_str(), "cursor": name, "generation": c.generation(),
                "epoch": c.epoch().0, "committed": c.committed().0,
-               "acked_ranges": c.acks().ranges})
+               "acked_ranges": c.acks().ranges, "exists": c.exists(), "meta": c.meta()})
     );
     Ok(())
 }

@@ -57,6 +57,9 @@ pub struct MqttSection {
     /// compaction.
     #[serde(with = "humantime_serde")]
     pub compact_every: std::time::Duration,
+    /// How often one adapter deletes the stored sessions that expired.
+    #[serde(with = "humantime_serde")]
+    pub session_sweep_every: std::time::Duration,
 }
 
 impl Default for MqttSection {
@@ -74,6 +77,7 @@ impl Default for MqttSection {
             adapter_lease: d.adapter_lease,
             share_block: d.share_block,
             compact_every: d.compact_every,
+            session_sweep_every: d.session_sweep_every,
         }
     }
 }
@@ -97,6 +101,9 @@ impl MqttSection {
         if self.max_connections == 0 {
             anyhow::bail!("mqtt.max_connections must be at least 1");
         }
+        if self.session_sweep_every < std::time::Duration::from_secs(1) {
+            anyhow::bail!("mqtt.session_sweep_every must be at least 1s");
+        }
         if self.compact_every < std::time::Duration::from_secs(1) {
             anyhow::bail!("mqtt.compact_every must be at least 1s");
         }
@@ -118,6 +125,7 @@ impl MqttSection {
             adapter_lease: self.adapter_lease,
             share_block: self.share_block,
             compact_every: self.compact_every,
+            session_sweep_every: self.session_sweep_every,
             ..Default::default()
         };
         let s = &mut m.session;

@@ -51,6 +51,8 @@ pub struct MqttSettings {
     /// How often the adapter checks whether `mqtt-retained` and `mqtt-wills` are due for
     /// compaction ([`crate::keyed`]).
     pub compact_every: Duration,
+    /// How often one adapter deletes the stored sessions that expired.
+    pub session_sweep_every: Duration,
 }
 
 impl Default for MqttSettings {
@@ -61,6 +63,7 @@ impl Default for MqttSettings {
             adapter_lease: Duration::from_secs(10),
             share_block: 1024,
             compact_every: Duration::from_secs(60),
+            session_sweep_every: Duration::from_secs(3600),
         }
     }
 }
@@ -79,6 +82,69 @@ async fn compact_retained(mqtt: std::sync::Weak<Mqtt>) {
             tracing::warn!(error = %e, "compacting mqtt-retained failed; trying again later");
         }
     }
+}
+
+/// Delete expired sessions every `session_sweep_every`, for as long as the service lives.
+async fn sweep_sessions(mqtt: std::sync::Weak<Mqtt>) {
+    let every = match mqtt.upgrade() {
+        Some(m) => m.settings.session_sweep_every,
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(m) = mqtt.upgrade() else { return };
+        let ttl = m.settings.adapter_lease.max(Duration::from_secs(30));
+        match sweep_expired_sessions(&m.log, &m.run, ttl).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "expired sessions deleted"),
+            Err(e) => {
+                tracing::warn!(error = %e, "sweeping expired sessions failed; trying again later")
+            }
+        }
+    }
+}
+
+/// Delete the stored sessions that expired (their cursors on every stream they followed), and
+/// cursors of clean sessions that hold none — under the lease `mqtt-session-sweep`, so one
+/// adapter at a time does it. A session is expired when its expiry interval has passed since
+/// its connection ended; a session whose adapter died has no recorded end and is kept until
+/// the client comes back and leaves again. A client that resumes its session while it is
+/// being deleted keeps what it wrote (deleting removes only the generations read here).
+/// Returns how many cursors were deleted.
+pub async fn sweep_expired_sessions(
+    log: &Log,
+    holder: &str,
+    ttl: Duration,
+) -> wharf_log::Result<usize> {
+    let Some(lease) = log.acquire_lease("mqtt-session-sweep", holder, ttl).await? else {
+        return Ok(0);
+    };
+    let default = default_stream();
+    let mut deleted = 0;
+    for name in log.cursor_names(&default, "mqtt-session.").await? {
+        if !lease.is_valid() {
+            break; // the next sweep goes on
+        }
+        let cursor = log.cursor(&default, &name).await?;
+        let now_ms = log.clock().now_ms();
+        let stored = cursor
+            .meta()
+            .and_then(|m| serde_json::from_value::<StoredSession>(m.clone()).ok());
+        let others = match &stored {
+            Some(s) if s.expired(now_ms) => s.streams.clone(),
+            Some(_) => continue,
+            None => Vec::new(), // a clean session's leftover: nothing stored in it
+        };
+        for f in others {
+            if let Ok(stream) = StreamId::new(f.stream) {
+                log.cursor(&stream, &name).await?.delete().await;
+            }
+        }
+        cursor.delete().await;
+        deleted += 1;
+    }
+    let _ = lease.release().await;
+    Ok(deleted)
 }
 
 /// How a listener's connections carry MQTT.
@@ -169,6 +235,7 @@ impl Mqtt {
             active: Active::default(),
         });
         tokio::spawn(compact_retained(Arc::downgrade(&mqtt)));
+        tokio::spawn(sweep_sessions(Arc::downgrade(&mqtt)));
         mqtt
     }
 
@@ -1195,5 +1262,88 @@ async fn flush<S: AsyncWrite + Unpin>(socket: &mut S, out: &mut BytesMut) {
     if !out.is_empty() {
         let _ = socket.write_all(out).await;
         out.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wharf_log::Store;
+
+    use super::*;
+    use crate::session::FollowedStream;
+
+    /// The sweeper deletes expired sessions (on every stream they followed) and clean
+    /// leftovers, and keeps sessions not expired and those whose end is not recorded.
+    #[tokio::test]
+    async fn sweeper_deletes_expired_sessions_only() {
+        let log = Log::open(Store::open("memory://").expect("store"))
+            .await
+            .expect("log");
+        let default = default_stream();
+        let other = StreamId::new("sensors").expect("stream");
+        let now = log.clock().now_ms();
+        let session = |disconnected_ms: Option<i64>, expiry: u32| StoredSession {
+            version: StoredSession::VERSION,
+            client_id: String::new(),
+            expiry,
+            subscriptions: Vec::new(),
+            released: Vec::new(),
+            disconnected_ms,
+            sent_upto: 0,
+            streams: vec![FollowedStream {
+                stream: "sensors".into(),
+                sent_upto: 0,
+            }],
+        };
+        let cases = [
+            (
+                "mqtt-session.expired",
+                Some(session(Some(now - 20_000), 10)),
+            ),
+            ("mqtt-session.fresh", Some(session(Some(now - 5_000), 10))),
+            ("mqtt-session.connected", Some(session(None, 10))),
+            ("mqtt-session.forever", Some(session(Some(0), u32::MAX))),
+            ("mqtt-session.clean", None),
+        ];
+        for (name, stored) in &cases {
+            let mut c = log.cursor(&default, name).await.expect("cursor");
+            c.set_meta(
+                stored
+                    .as_ref()
+                    .map(|s| serde_json::to_value(s).expect("json")),
+            );
+            c.ack(Offset(0));
+            c.commit().await.expect("commit");
+            let mut o = log.cursor(&other, name).await.expect("cursor");
+            o.ack(Offset(0));
+            o.commit().await.expect("commit");
+        }
+        let n = sweep_expired_sessions(&log, "me", Duration::from_secs(30))
+            .await
+            .expect("sweep");
+        assert_eq!(n, 2);
+        assert_eq!(
+            log.cursor_names(&default, "mqtt-session.")
+                .await
+                .expect("names"),
+            [
+                "mqtt-session.connected",
+                "mqtt-session.forever",
+                "mqtt-session.fresh"
+            ]
+        );
+        // The expired session's cursor on the other stream went with it (the clean
+        // leftover's is unknown to it and stays).
+        assert_eq!(
+            log.cursor_names(&other, "mqtt-session.")
+                .await
+                .expect("names"),
+            [
+                "mqtt-session.clean",
+                "mqtt-session.connected",
+                "mqtt-session.forever",
+                "mqtt-session.fresh"
+            ]
+        );
     }
 }

@@ -5,7 +5,10 @@
 //! merged into ours (acknowledgement is a monotone fact, so the union is right) and we try
 //! `g + 2` — unless it carries a higher fencing epoch, in which case we are a zombie and stop.
 
-use std::fmt;
+use std::{collections::BTreeSet, fmt};
+
+use futures::TryStreamExt;
+use object_store::ObjectStore;
 
 use wharf_log_format::{
     Epoch, Offset, StreamId, acks::AckSet, catalog::valid_name, cursor::CursorState,
@@ -15,6 +18,7 @@ use wharf_log_format::{
 use crate::{
     Lease, Log, LogError, Result, paths,
     series::{Series, Write},
+    store::retry,
 };
 
 /// Generations kept behind the current one (older ones are deleted after a commit).
@@ -85,7 +89,38 @@ impl Log {
     }
 }
 
+impl Log {
+    /// The names of the cursors on `stream` that start with `prefix` (one LIST of the
+    /// stream's cursors), sorted.
+    pub async fn cursor_names(&self, stream: &StreamId, prefix: &str) -> Result<Vec<String>> {
+        let store: &dyn ObjectStore = self.store().object_store.as_ref();
+        let dir = paths::cursors_dir(stream);
+        let listed: Vec<_> = retry(self.settings(), &dir, || async {
+            store.list(Some(&dir)).try_collect::<Vec<_>>().await
+        })
+        .await
+        .map_err(|e| LogError::store(&dir, e))?;
+        let names: BTreeSet<String> = listed
+            .iter()
+            .filter_map(|meta| {
+                let parts: Vec<_> = meta.location.parts().collect();
+                let name = parts.get(parts.len().checked_sub(2)?)?.as_ref();
+                name.starts_with(prefix).then(|| name.to_string())
+            })
+            .collect();
+        Ok(names.into_iter().collect())
+    }
+}
+
 impl Cursor {
+    /// Delete the cursor as this handle last saw it: every generation up to the one it read or
+    /// wrote. A generation another process wrote since survives, and with it the cursor (a
+    /// delete never removes state its caller did not see). Best effort: objects a failed
+    /// delete leaves behind are deleted by the next one.
+    pub async fn delete(self) {
+        self.series().prune(self.generation + 1).await;
+    }
+
     fn series(&self) -> Series<'_> {
         Series {
             store: self.log.store().object_store.as_ref(),

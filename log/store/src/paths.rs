@@ -33,6 +33,10 @@ pub(crate) fn checkpoint(seq: u64) -> Path {
     Path::from(format!("checkpoints/{}.json", number(seq)))
 }
 
+pub(crate) fn cursors_dir(stream: &StreamId) -> Path {
+    Path::from(format!("cursors/{stream}"))
+}
+
 pub(crate) fn cursor_dir(stream: &StreamId, name: &str) -> Path {
     Path::from(format!("cursors/{stream}/{name}"))
 }

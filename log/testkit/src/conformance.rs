@@ -63,6 +63,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(read_from_time);
     case!(cursors_merge_and_survive_reopen);
     case!(cursor_take_over_fences_the_previous_holder);
+    case!(cursors_are_listed_and_deleted);
     case!(leases_expire_and_fence);
     case!(retired_leases_leave_no_objects);
     case!(blocks_split_a_stream_between_processes);
@@ -537,6 +538,44 @@ async fn blocks_split_a_stream_between_processes(store: &Store) {
         all,
         (12..60).collect::<Vec<_>>(),
         "12 blocks past a held one"
+    );
+}
+
+/// Cursors are listed by name prefix; deleting one removes what its handle saw, and a
+/// generation written since by another process keeps the cursor alive.
+async fn cursors_are_listed_and_deleted(store: &Store) {
+    let a = open(store).await;
+    let b = open(store).await;
+    let s = sid("listed");
+    for name in ["sess.a", "sess.b", "other"] {
+        let mut c = a.cursor(&s, name).await.expect("cursor");
+        c.ack(Offset(0));
+        c.commit().await.expect("commit");
+    }
+    assert_eq!(
+        a.cursor_names(&s, "sess.").await.expect("names"),
+        ["sess.a", "sess.b"]
+    );
+    // b moves sess.b on after a read it: a's stale handle does not delete it.
+    let stale = a.cursor(&s, "sess.b").await.expect("cursor");
+    let mut moved = b.cursor(&s, "sess.b").await.expect("cursor");
+    moved.ack(Offset(1));
+    moved.commit().await.expect("commit");
+    stale.delete().await;
+    let again = b.cursor(&s, "sess.b").await.expect("cursor");
+    assert!(
+        again.exists() && again.is_acked(Offset(1)),
+        "newer generation kept"
+    );
+    a.cursor(&s, "sess.a").await.expect("cursor").delete().await;
+    assert!(!a.cursor(&s, "sess.a").await.expect("cursor").exists());
+    assert_eq!(
+        a.cursor_names(&s, "sess.").await.expect("names"),
+        ["sess.b"]
+    );
+    assert_eq!(
+        a.cursor_names(&s, "").await.expect("names"),
+        ["other", "sess.b"]
     );
 }
 
