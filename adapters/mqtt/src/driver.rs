@@ -68,40 +68,20 @@ impl Default for MqttSettings {
     }
 }
 
-/// Compact `mqtt-retained` when it is due, for as long as the service lives.
-async fn compact_retained(mqtt: std::sync::Weak<Mqtt>) {
-    let every = match mqtt.upgrade() {
-        Some(m) => m.settings.compact_every,
-        None => return,
-    };
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(m) = mqtt.upgrade() else { return };
-        let ttl = m.settings.adapter_lease.max(Duration::from_secs(30));
-        if let Err(e) = m.retained.compact(&m.log, &m.run, ttl).await {
-            tracing::warn!(error = %e, "compacting mqtt-retained failed; trying again later");
+/// Run `job` every `period` for as long as the service lives (the task holds it weakly).
+fn spawn_periodic<F, Fut>(mqtt: &Arc<Mqtt>, period: Duration, job: F)
+where
+    F: Fn(Arc<Mqtt>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let weak = Arc::downgrade(mqtt);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(period).await;
+            let Some(m) = weak.upgrade() else { return };
+            job(m).await;
         }
-    }
-}
-
-/// Delete expired sessions every `session_sweep_every`, for as long as the service lives.
-async fn sweep_sessions(mqtt: std::sync::Weak<Mqtt>) {
-    let every = match mqtt.upgrade() {
-        Some(m) => m.settings.session_sweep_every,
-        None => return,
-    };
-    loop {
-        tokio::time::sleep(every).await;
-        let Some(m) = mqtt.upgrade() else { return };
-        let ttl = m.settings.adapter_lease.max(Duration::from_secs(30));
-        match sweep_expired_sessions(&m.log, &m.run, ttl).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(sessions = n, "expired sessions deleted"),
-            Err(e) => {
-                tracing::warn!(error = %e, "sweeping expired sessions failed; trying again later")
-            }
-        }
-    }
+    });
 }
 
 /// Delete the stored sessions that expired (their cursors on every stream they followed), and
@@ -234,9 +214,27 @@ impl Mqtt {
             stopping: tokio::sync::watch::channel(false).0,
             active: Active::default(),
         });
-        tokio::spawn(compact_retained(Arc::downgrade(&mqtt)));
-        tokio::spawn(sweep_sessions(Arc::downgrade(&mqtt)));
+        // Background upkeep, each under a lease so that one adapter does it at a time.
+        spawn_periodic(&mqtt, mqtt.settings.compact_every, |m| async move {
+            if let Err(e) = m.retained.compact(&m.log, &m.run, m.upkeep_lease()).await {
+                tracing::warn!(error = %e, "compacting mqtt-retained failed; trying again later");
+            }
+        });
+        spawn_periodic(&mqtt, mqtt.settings.session_sweep_every, |m| async move {
+            match sweep_expired_sessions(&m.log, &m.run, m.upkeep_lease()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "expired sessions deleted"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweeping expired sessions failed; trying again later")
+                }
+            }
+        });
         mqtt
+    }
+
+    /// The TTL of the leases that let one adapter at a time do background upkeep.
+    fn upkeep_lease(&self) -> Duration {
+        self.settings.adapter_lease.max(Duration::from_secs(30))
     }
 
     /// Load the topic claims of the catalog's addresses and keep them current (every

@@ -46,6 +46,12 @@ async fn open(store: &Store) -> Log {
         .expect("open log")
 }
 
+async fn open_with_clock(store: &Store, clock: ManualClock) -> Log {
+    Log::open_with(store.clone(), quick_settings(), Arc::new(clock))
+        .await
+        .expect("open")
+}
+
 /// Run every case against fresh stores from `fresh`.
 pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     macro_rules! case {
@@ -441,11 +447,7 @@ async fn retired_leases_leave_no_objects(store: &Store) {
 /// other once their leases expire (only what was not acknowledged).
 async fn blocks_split_a_stream_between_processes(store: &Store) {
     let clock = ManualClock::new(1_000_000);
-    let open_at = |clock: ManualClock| async move {
-        Log::open_with(store.clone(), quick_settings(), Arc::new(clock))
-            .await
-            .expect("open")
-    };
+    let open_at = |clock: ManualClock| open_with_clock(store, clock);
     let a = open_at(clock.clone()).await;
     let q = sid("blocked");
     for i in 0..10 {
@@ -581,11 +583,7 @@ async fn cursors_are_listed_and_deleted(store: &Store) {
 
 async fn leases_expire_and_fence(store: &Store) {
     let clock = ManualClock::new(1_000_000);
-    let open_at = |clock: ManualClock| async move {
-        Log::open_with(store.clone(), quick_settings(), Arc::new(clock))
-            .await
-            .expect("open")
-    };
+    let open_at = |clock: ManualClock| open_with_clock(store, clock);
     let a = open_at(clock.clone()).await;
     let b = open_at(clock.clone()).await;
     let ttl = Duration::from_secs(10);
