@@ -1,7 +1,9 @@
 //! `wharf-load mqtt`: publish → subscribe load against any MQTT broker (Wharf, Mosquitto, ...),
 //! with the `rumqttc` client. Publishers send to `load/<n>` as fast as their in-flight window
 //! allows; one subscriber on `load/#` counts what arrives and measures end-to-end latency
-//! from a send timestamp carried in the payload.
+//! from a send timestamp carried in the payload. `--sub-port` puts the subscriber on another
+//! listener (another adapter: cross-adapter fan-out); `--rate` paces the publishers (latency
+//! below saturation).
 
 use std::{
     sync::{
@@ -35,10 +37,16 @@ pub struct MqttArgs {
     inflight: u16,
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// The subscriber's port, if not `--port` (another adapter on the same store).
+    #[arg(long)]
+    sub_port: Option<u16>,
+    /// Publishes per second per publisher (0: as fast as the in-flight window allows).
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
 }
 
-fn options(id: &str, args: &MqttArgs) -> MqttOptions {
-    let mut o = MqttOptions::new(id, args.host.clone(), args.port);
+fn options(id: &str, args: &MqttArgs, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, args.host.clone(), port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_inflight(args.inflight.max(1));
     o.set_max_packet_size(1 << 20, 1 << 20);
@@ -60,7 +68,8 @@ pub async fn run(args: MqttArgs) -> Result<()> {
     )?));
 
     // Subscriber first, so that it sees everything.
-    let (sub, mut sub_loop) = AsyncClient::new(options("wharf-load-sub", &args), 1000);
+    let sub_port = args.sub_port.unwrap_or(args.port);
+    let (sub, mut sub_loop) = AsyncClient::new(options("wharf-load-sub", &args, sub_port), 1000);
     sub.subscribe("load/#", qos).await?;
     let (r, l) = (received.clone(), latency.clone());
     let subscriber = tokio::spawn(async move {
@@ -93,8 +102,10 @@ pub async fn run(args: MqttArgs) -> Result<()> {
     let end = measure_from + args.duration;
     let mut tasks = Vec::new();
     for p in 0..args.publishers {
-        let (client, mut eventloop) =
-            AsyncClient::new(options(&format!("wharf-load-pub-{p}"), &args), 1000);
+        let (client, mut eventloop) = AsyncClient::new(
+            options(&format!("wharf-load-pub-{p}"), &args, args.port),
+            1000,
+        );
         let acked = acked.clone();
         let driver = tokio::spawn(async move {
             loop {
@@ -111,9 +122,17 @@ pub async fn run(args: MqttArgs) -> Result<()> {
             }
         });
         let (sent, size) = (sent.clone(), args.size.max(8));
+        let mut pace = (args.rate > 0).then(|| {
+            let mut i = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate)));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
         tasks.push(tokio::spawn(async move {
             let topic = format!("load/{p}");
             while Instant::now() < end {
+                if let Some(pace) = pace.as_mut() {
+                    pace.tick().await;
+                }
                 let mut payload = vec![b'x'; size];
                 payload[..8].copy_from_slice(&(start.elapsed().as_micros() as u64).to_le_bytes());
                 if client.publish(&topic, qos, false, payload).await.is_err() {
@@ -138,7 +157,8 @@ pub async fn run(args: MqttArgs) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
-            "broker": format!("{}:{}", args.host, args.port), "publishers": args.publishers,
+            "broker": format!("{}:{}", args.host, args.port), "subscriber_port": sub_port,
+            "publishers": args.publishers, "rate": args.rate,
             "qos": args.qos, "size": args.size, "seconds": (elapsed * 100.0).round() / 100.0,
             "sent": sent.load(Ordering::Relaxed), "acked": acked.load(Ordering::Relaxed),
             "received": received.load(Ordering::Relaxed) - received_before,
