@@ -538,6 +538,85 @@ fn expired_sessions_are_deleted_from_the_store() {
     }
 }
 
+/// An address declared while adapters run claims its topics for subscriptions made before:
+/// a plain and a shared subscriber on adapter B to `late/#` get `late/0` (stored in the
+/// default address) and, after `wharf address apply` of a topic address claiming `late/#`,
+/// `late/1` from adapter A (stored in the new address's stream).
+#[test]
+fn addresses_declared_later_reach_existing_subscribers() {
+    if !have("mosquitto_sub") {
+        return;
+    }
+    let (urls, dir) = stores();
+    let declared = dir.path().join("latecomers.json");
+    std::fs::write(
+        &declared,
+        r#"{"apiVersion": "wharf/v1", "kind": "Address", "metadata": {"name": "latecomers"},
+            "spec": {"type": "topic", "mqtt_topics": ["late/#"]}}"#,
+    )
+    .expect("address file");
+    for url in urls.iter().take(2) {
+        let (pa, pb) = (free_port(), free_port());
+        let _a = start_adapter(url, pa);
+        let _b = start_adapter(url, pb);
+        let subscriber = |filter: &str| {
+            wharf_tests::KillOnDrop(
+                mosquitto("mosquitto_sub", pb)
+                    .args([
+                        "-t", filter, "-q", "1", "-C", "2", "-W", "30", "-F", "%t %p",
+                    ])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("mosquitto_sub"),
+            )
+        };
+        let mut plain = subscriber("late/#");
+        let mut shared = subscriber("$share/g/late/#");
+        std::thread::sleep(Duration::from_millis(800));
+        let publish = |topic: &str, payload: &str| {
+            let st = mosquitto("mosquitto_pub", pa)
+                .args(["-t", topic, "-q", "1", "-m", payload])
+                .status()
+                .expect("mosquitto_pub");
+            assert!(st.success());
+        };
+        publish("late/0", "before");
+        let applied = wharf(url)
+            .args(["address", "apply", "--file"])
+            .arg(&declared)
+            .output()
+            .expect("address apply");
+        assert!(applied.status.success(), "{url}: {applied:?}");
+        // Adapters look for claims every 2 s, the subscriber for changes every second and
+        // the shared group at its lease renewal (a third of 10 s).
+        std::thread::sleep(Duration::from_secs(5));
+        publish("late/1", "after");
+        let read = |c: &mut wharf_tests::KillOnDrop| {
+            let out = c.stdout.take().expect("stdout");
+            let mut text = String::new();
+            let _ = std::io::BufReader::new(out).read_to_string(&mut text);
+            text.lines().map(str::to_string).collect::<Vec<_>>()
+        };
+        let (got_plain, got_shared) = (read(&mut plain), read(&mut shared));
+        assert_eq!(got_plain, ["late/0 before", "late/1 after"], "{url}: plain");
+        assert_eq!(
+            got_shared,
+            ["late/0 before", "late/1 after"],
+            "{url}: shared"
+        );
+        let dump = wharf(url)
+            .args(["dump", "latecomers"])
+            .output()
+            .expect("dump");
+        let keys: Vec<String> = json_lines(&String::from_utf8_lossy(&dump.stdout))
+            .iter()
+            .filter_map(|r| r["key"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(keys, ["late/1"], "{url}: stored in the new address");
+        eprintln!("{url}: a claim declared later reached existing subscribers");
+    }
+}
+
 /// The last lines of a long output, for assertion messages.
 fn tail(lines: &[String]) -> String {
     let from = lines.len().saturating_sub(8);

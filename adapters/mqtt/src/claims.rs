@@ -107,13 +107,21 @@ pub struct Reach {
 #[derive(Debug, Default)]
 pub struct Claims {
     claims: RwLock<Arc<Vec<Claim>>>,
+    /// Bumped on every change: subscribers compare it to notice new claims.
+    generation: std::sync::atomic::AtomicU64,
 }
+
+/// How far back a subscriber reads an address stream it starts following because a claim
+/// appeared after it subscribed: covers the time adapters take to see the claim (one catalog
+/// poll each) and to route publishes there.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(10);
 
 impl Claims {
     /// Claims from these resources (tests, tools).
     pub fn from_claims(claims: Vec<Claim>) -> Self {
         Self {
             claims: RwLock::new(sorted(claims)),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -131,6 +139,13 @@ impl Claims {
             Ok(mut c) => *c = sorted,
             Err(p) => *p.into_inner() = sorted,
         }
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Changes so far (compare two readings to see whether the claims changed).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {

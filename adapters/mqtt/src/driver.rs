@@ -386,6 +386,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         follows: Vec::new(),
         released: BTreeSet::new(),
         held: None,
+        claims_seen: 0,
         registration: None,
         kicked: None,
         will_registered: false,
@@ -489,6 +490,8 @@ struct Conn {
     /// A stored message read but not yet deliverable (its packet id is in flight), at its
     /// packed position.
     held: Option<Box<(u64, Message)>>,
+    /// The claims' generation when the followed streams were last worked out.
+    claims_seen: u64,
     registration: Option<Registration>,
     kicked: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The will is registered in `mqtt-wills` and must be settled when the connection ends.
@@ -688,6 +691,10 @@ impl Conn {
                     if let Some(a) = session.timed_out(Instant::now().into_std()) {
                         Box::pin(self.carry_out(session, a)).await?;
                     }
+                    if self.tails.is_some() && self.shared.claims.generation() != self.claims_seen {
+                        // Addresses claim other topics now: follow what the filters reach.
+                        Box::pin(self.follow_streams(session, true)).await?;
+                    }
                     let moved = self.follows.iter().any(|f| {
                         f.cursor.as_ref().is_some_and(|c| c.is_dirty()) || f.sent_upto != f.saved_sent_upto
                     });
@@ -780,10 +787,13 @@ impl Conn {
     /// Follow the streams the session's subscriptions reach: the default topic address, and
     /// each topic address that claims topics one of its filters matches (from its head: a
     /// subscription gets what is published after it). A persistent session keeps a cursor on
-    /// each, fenced like the first.
-    async fn follow_streams(&mut self, session: &Session) -> Result<(), String> {
+    /// each, fenced like the first. `late`: the claims changed after the subscriptions were
+    /// made, so a newly reached stream is read from [`crate::claims::CLAIM_GRACE`] back (what
+    /// was routed there while this adapter had not seen the claim yet).
+    async fn follow_streams(&mut self, session: &Session, late: bool) -> Result<(), String> {
         let log = self.log().clone();
         let head = |stream: &StreamId| log.stream(stream).map_or(0, |s| s.next_offset);
+        self.claims_seen = self.shared.claims.generation();
         if self.follows.is_empty() {
             self.follows.push(Follow::new(default_stream(), None, 0));
         }
@@ -813,7 +823,14 @@ impl Conn {
         }
         let name = session_cursor_name(session.client_id());
         for stream in wanted {
-            let from = head(&stream);
+            let mut from = head(&stream);
+            if late {
+                let since = log.clock().now_ms() - crate::claims::CLAIM_GRACE.as_millis() as i64;
+                if let Ok(Some(o)) = log.offset_for_time(&stream, since).await {
+                    from = from.min(o.0);
+                }
+                tracing::info!(%stream, from, "following a newly claimed address");
+            }
             let cursor = match (&name, self.persistent()) {
                 (Some(name), true) => {
                     let mut c = log
@@ -902,7 +919,7 @@ impl Conn {
                     };
                     queue.extend(a);
                 }
-                Action::StartDelivery => self.follow_streams(session).await?,
+                Action::StartDelivery => self.follow_streams(session, false).await?,
                 Action::SendRetained { filter } => {
                     // The filters of one SUBSCRIBE share one catch-up with the store.
                     let mut filters = vec![filter];

@@ -157,6 +157,7 @@ impl SharedGroups {
                     queue: VecDeque::new(),
                     rr: 0,
                     blocks: None,
+                    claims_seen: self.claims.generation(),
                 };
                 tokio::spawn(group.run(rx));
                 tx
@@ -186,6 +187,8 @@ struct Group {
     rr: u64,
     /// The blocks this adapter reads on each stream, while it has members.
     blocks: Option<Vec<Blocks>>,
+    /// The claims' generation when `streams` was worked out.
+    claims_seen: u64,
 }
 
 /// Matching messages read ahead of the members.
@@ -228,6 +231,7 @@ impl Group {
                         }
                         continue;
                     }
+                    self.follow_new_claims().await;
                     for (i, b) in self.blocks.iter_mut().flatten().enumerate() {
                         for lost in b.renew().await {
                             // Another adapter delivers these now.
@@ -266,31 +270,85 @@ impl Group {
     /// Start reading (the first member joined): open the group's cursor on each stream, new
     /// at the stream's end. Tried again on the next event if the store fails.
     async fn open(&mut self) {
-        let log = &self.shared.log;
         let mut blocks = Vec::with_capacity(self.streams.len());
-        for (i, stream) in self.streams.iter().enumerate() {
-            let head = log.stream(stream).map_or(0, |s| s.next_offset);
-            let cursor = match log.cursor_from(stream, &self.name, Offset(head)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(share = self.share, %stream, error = %e, "shared subscription cursor");
-                    return;
-                }
-            };
-            let prefix = match i {
-                0 if self.streams[0] == self.shared.stream => self.name.clone(),
-                _ => format!("{}.{}", self.name, stream.as_str().replace('~', "_")),
-            };
-            blocks.push(log.blocks(
-                cursor,
-                &prefix,
-                &self.shared.run,
-                self.shared.ttl,
-                self.shared.block,
-            ));
+        for i in 0..self.streams.len() {
+            let head = self
+                .shared
+                .log
+                .stream(&self.streams[i])
+                .map_or(0, |s| s.next_offset);
+            match self.blocks_of(i, head).await {
+                Some(b) => blocks.push(b),
+                None => return,
+            }
         }
         tracing::debug!(share = self.share, streams = ?self.streams, "serving a shared subscription");
         self.blocks = Some(blocks);
+    }
+
+    /// Open the group's cursor on stream `i` (new ones at `start`) and read it by blocks.
+    async fn blocks_of(&self, i: usize, start: u64) -> Option<Blocks> {
+        let log = &self.shared.log;
+        let stream = &self.streams[i];
+        let cursor = match log.cursor_from(stream, &self.name, Offset(start)).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(share = self.share, %stream, error = %e, "shared subscription cursor");
+                return None;
+            }
+        };
+        let prefix = match i {
+            0 if *stream == self.shared.stream => self.name.clone(),
+            _ => format!("{}.{}", self.name, stream.as_str().replace('~', "_")),
+        };
+        Some(log.blocks(
+            cursor,
+            &prefix,
+            &self.shared.run,
+            self.shared.ttl,
+            self.shared.block,
+        ))
+    }
+
+    /// Addresses claim other topics now: read the streams the filter reaches that the group
+    /// does not read yet, from [`crate::claims::CLAIM_GRACE`] back (what was routed there
+    /// while adapters had not all seen the claim).
+    async fn follow_new_claims(&mut self) {
+        let generation = self.shared.claims.generation();
+        if generation == self.claims_seen {
+            return;
+        }
+        self.claims_seen = generation;
+        let log = self.shared.log.clone();
+        for stream in self.shared.claims.reach(&self.filter).streams {
+            if self.streams.contains(&stream) {
+                continue;
+            }
+            let head = log.stream(&stream).map_or(0, |s| s.next_offset);
+            let since = log.clock().now_ms() - crate::claims::CLAIM_GRACE.as_millis() as i64;
+            let start = match log.offset_for_time(&stream, since).await {
+                Ok(Some(o)) => o.0.min(head),
+                _ => head,
+            };
+            tracing::info!(share = self.share, %stream, start, "shared subscription follows a newly claimed address");
+            self.streams.push(stream);
+            let i = self.streams.len() - 1;
+            if self.blocks.is_some() {
+                match self.blocks_of(i, start).await {
+                    Some(b) => {
+                        if let Some(bs) = self.blocks.as_mut() {
+                            bs.push(b);
+                        }
+                    }
+                    None => {
+                        // Try again at the next tick.
+                        self.streams.pop();
+                        self.claims_seen = u64::MAX;
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// No members left here: commit, give the blocks up to the other adapters at once, and
