@@ -378,10 +378,20 @@ impl Group {
                 continue;
             }
             let (queue, members) = (&self.queue, &self.members);
+            // What this adapter holds of stream i: only a block read again (taken back) can
+            // hold it, so records past the highest held offset skip the search.
+            let held = |p: u64| unpack(p).0 == i;
+            let highest = queue
+                .iter()
+                .map(|(p, _)| *p)
+                .chain(members.values().flat_map(|m| m.inflight.keys().copied()))
+                .filter(|&p| held(p))
+                .max();
             let have = |o: Offset| {
                 let p = pack(i, o.0);
-                queue.iter().any(|(q, _)| *q == p)
-                    || members.values().any(|m| m.inflight.contains_key(&p))
+                highest.is_some_and(|h| p <= h)
+                    && (queue.iter().any(|(q, _)| *q == p)
+                        || members.values().any(|m| m.inflight.contains_key(&p)))
             };
             let want = READ_AHEAD.saturating_sub(queue.len()).max(1);
             let records = b.read(want, have).await;
