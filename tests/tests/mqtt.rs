@@ -539,9 +539,10 @@ fn expired_sessions_are_deleted_from_the_store() {
 }
 
 /// An address declared while adapters run claims its topics for subscriptions made before:
-/// a plain and a shared subscriber on adapter B to `late/#` get `late/0` (stored in the
-/// default address) and, after `wharf address apply` of a topic address claiming `late/#`,
-/// `late/1` from adapter A (stored in the new address's stream).
+/// a plain and a shared MQTT subscriber on adapter B to `late/#`, and a Qpid Proton receiver
+/// on B's `/topic/late/#`, get `late/0` (stored in the default address) and, after `wharf
+/// address apply` of a topic address claiming `late/#`, `late/1` from adapter A (stored in
+/// the new address's stream).
 #[test]
 fn addresses_declared_later_reach_existing_subscribers() {
     if !have("mosquitto_sub") {
@@ -555,10 +556,42 @@ fn addresses_declared_later_reach_existing_subscribers() {
             "spec": {"type": "topic", "mqtt_topics": ["late/#"]}}"#,
     )
     .expect("address file");
+    let python = python();
     for url in urls.iter().take(2) {
-        let (pa, pb) = (free_port(), free_port());
+        let (pa, pb, amqp_b) = (free_port(), free_port(), free_port());
         let _a = start_adapter(url, pa);
-        let _b = start_adapter(url, pb);
+        let _b = wharf_tests::KillOnDrop(
+            wharf(url)
+                .args(["adapter", "--mqtt", &format!("127.0.0.1:{pb}")])
+                .args(["--amqp", &format!("127.0.0.1:{amqp_b}")])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("adapter B"),
+        );
+        wharf_tests::wait_for_port(pb);
+        wharf_tests::wait_for_port(amqp_b);
+        // Qpid Proton: two messages from /topic/late/#, as "subject body" lines.
+        let mut amqp = python.as_ref().map(|py| {
+            let code = "import sys\n\
+                from proton.utils import BlockingConnection\n\
+                c = BlockingConnection(sys.argv[1], timeout=40)\n\
+                r = c.create_receiver('/topic/late/#', credit=10)\n\
+                print('attached', flush=True)\n\
+                for _ in range(2):\n\
+                \x20   m = r.receive(timeout=40)\n\
+                \x20   r.accept()\n\
+                \x20   print(m.subject, bytes(m.body).decode(), flush=True)\n\
+                c.close()\n";
+            let mut child = wharf_tests::KillOnDrop(
+                Command::new(py)
+                    .args(["-c", code, &format!("amqp://127.0.0.1:{amqp_b}")])
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("proton"),
+            );
+            let lines = collect_lines(&mut child);
+            (child, lines)
+        });
         let subscriber = |filter: &str| {
             wharf_tests::KillOnDrop(
                 mosquitto("mosquitto_sub", pb)
@@ -573,6 +606,16 @@ fn addresses_declared_later_reach_existing_subscribers() {
         let mut plain = subscriber("late/#");
         let mut shared = subscriber("$share/g/late/#");
         std::thread::sleep(Duration::from_millis(800));
+        if let Some((_, lines)) = &amqp {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !lines.lock().expect("lines").iter().any(|l| l == "attached") {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{url}: AMQP receiver attached"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let publish = |topic: &str, payload: &str| {
             let st = mosquitto("mosquitto_pub", pa)
                 .args(["-t", topic, "-q", "1", "-m", payload])
@@ -604,6 +647,15 @@ fn addresses_declared_later_reach_existing_subscribers() {
             ["late/0 before", "late/1 after"],
             "{url}: shared"
         );
+        if let Some((mut child, lines)) = amqp.take() {
+            let _ = child.wait();
+            let got = lines.lock().expect("lines").clone();
+            assert_eq!(
+                got,
+                ["attached", "late/0 before", "late/1 after"],
+                "{url}: AMQP /topic/late/#"
+            );
+        }
         let dump = wharf(url)
             .args(["dump", "latecomers"])
             .output()

@@ -144,6 +144,11 @@ impl Addresses {
         }
     }
 
+    /// The MQTT topic claims `/topic/...` addresses are resolved by.
+    pub fn claims(&self) -> &Arc<wharf_mqtt::claims::Claims> {
+        &self.claims
+    }
+
     fn cached(&self, name: &str) -> Option<Address> {
         self.cache.lock().ok()?.get(name).cloned()
     }
@@ -759,6 +764,11 @@ struct SubTask {
     cursors: Vec<Cursor>,
     /// Receiving from the default topic address: only records whose topic matches.
     mqtt_filter: Option<String>,
+    /// For a `/topic/<filter>` receiver: the claims, to follow addresses that claim topics of
+    /// the filter later; and their generation when the streams were worked out.
+    claims: Option<(Arc<wharf_mqtt::claims::Claims>, u64)>,
+    /// A durable subscription's cursor name (for streams it starts following later).
+    durable: Option<String>,
 }
 
 /// What became of a record offered to a subscription.
@@ -814,6 +824,47 @@ impl SubTask {
         }
     }
 
+    /// Addresses claim other topics now: follow the streams the filter reaches that are not
+    /// followed yet, from [`wharf_mqtt::claims::CLAIM_GRACE`] back.
+    async fn follow_new_claims(&mut self, tails: &mut wharf_log::Tails) {
+        let (Some((claims, seen)), Some(filter)) = (self.claims.as_mut(), &self.mqtt_filter) else {
+            return;
+        };
+        let generation = claims.generation();
+        if generation == *seen {
+            return;
+        }
+        *seen = generation;
+        let reach = claims.reach(filter);
+        for stream in reach.streams {
+            if self.streams.contains(&stream) {
+                continue;
+            }
+            let head = self.log.stream(&stream).map_or(0, |s| s.next_offset);
+            let grace = wharf_mqtt::claims::CLAIM_GRACE.as_millis() as i64;
+            let since = self.log.clock().now_ms() - grace;
+            let from = match self.log.offset_for_time(&stream, since).await {
+                Ok(Some(o)) => o.0.min(head),
+                _ => head,
+            };
+            if let Some(name) = &self.durable {
+                match durable_cursor(&self.log, &stream, name).await {
+                    Ok(c) => self.cursors.push(c),
+                    Err(e) => {
+                        tracing::warn!(%stream, error = %e, "durable subscription cursor; trying again later");
+                        if let Some((_, seen)) = self.claims.as_mut() {
+                            *seen = u64::MAX;
+                        }
+                        return;
+                    }
+                }
+            }
+            tracing::info!(%stream, from, "receiver follows a newly claimed address");
+            tails.follow(&stream, Offset(from));
+            self.streams.push(stream);
+        }
+    }
+
     fn settled(&mut self, position: u64) {
         let (i, offset) = unpack_position(position);
         if let Some(c) = self.cursors.get_mut(i) {
@@ -837,8 +888,12 @@ impl SubTask {
         let mut credit = 0u32;
         let mut drains = 0u64;
         let mut commit = tokio::time::interval(Duration::from_millis(100));
+        let mut recheck = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
+                _ = recheck.tick(), if self.claims.is_some() => {
+                    self.follow_new_claims(&mut tails).await;
+                }
                 batch = tails.next_batch(credit.max(1) as usize), if credit > 0 => {
                     let Ok((i, batch)) = batch else { return };
                     for r in batch {
@@ -907,18 +962,30 @@ impl Subscription {
     /// a durable subscription has a cursor per stream, and follows each from the cursor's
     /// position instead, skipping what it acknowledged. Deliveries carry positions
     /// ([`wharf_log::pack_position`]: the stream's index and the offset).
+    ///
+    /// `mqtt` (for `/topic/<filter>` receivers): the filter records must match, and the
+    /// claims, so that streams of addresses claiming topics of the filter later are followed
+    /// too; `durable` names the cursor to open on them.
     pub fn start(
         log: Log,
         streams: Vec<(StreamId, Offset)>,
         link: u64,
         tx: mpsc::UnboundedSender<ToLink>,
         cursors: Vec<Cursor>,
-        mqtt_filter: Option<String>,
+        mqtt: Option<(String, Arc<wharf_mqtt::claims::Claims>)>,
+        durable: Option<String>,
     ) -> Self {
         let (credit, credit_rx) = watch::channel((0u32, 0u64));
         let (settle, settle_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let (streams, from) = streams.into_iter().unzip();
+        let (mqtt_filter, claims) = match mqtt {
+            Some((filter, claims)) => {
+                let generation = claims.generation();
+                (Some(filter), Some((claims, generation)))
+            }
+            None => (None, None),
+        };
         let sub = SubTask {
             log,
             streams,
@@ -926,6 +993,8 @@ impl Subscription {
             tx,
             cursors,
             mqtt_filter,
+            claims,
+            durable,
         };
         let task = tokio::spawn(sub.run(from, credit_rx, settle_rx, stop_rx));
         Self {

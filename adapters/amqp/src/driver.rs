@@ -585,10 +585,10 @@ impl Conn {
                             && source.expiry_policy == TerminusExpiryPolicy::Never
                             && !source.dynamic;
                         let mut cursors = Vec::new();
-                        if durable {
-                            let cursor_name = durable_name(&self.container_id, &name);
+                        let cursor_name = durable.then(|| durable_name(&self.container_id, &name));
+                        if let Some(cursor_name) = &cursor_name {
                             for stream in &streams {
-                                match durable_cursor(log, stream, &cursor_name).await {
+                                match durable_cursor(log, stream, cursor_name).await {
                                     Ok(c) => cursors.push(c),
                                     Err(e) => {
                                         let e =
@@ -606,7 +606,11 @@ impl Conn {
                                 id,
                                 self.tx.clone(),
                                 cursors,
-                                address.mqtt.clone(),
+                                address
+                                    .mqtt
+                                    .clone()
+                                    .map(|filter| (filter, self.shared.addresses.claims().clone())),
+                                cursor_name,
                             ),
                             presettled,
                         }
