@@ -190,11 +190,7 @@ impl Addresses {
                     ..Address::plain(queue.clone(), Kind::Queue, stream_of(&queue)?)
                 });
             }
-            let mut streams = reach
-                .default
-                .then(wharf_mqtt::driver::default_stream)
-                .into_iter()
-                .chain(reach.streams);
+            let mut streams = reach.all_streams().into_iter();
             let stream = streams
                 .next()
                 .unwrap_or_else(wharf_mqtt::driver::default_stream);
@@ -840,13 +836,7 @@ impl SubTask {
             if self.streams.contains(&stream) {
                 continue;
             }
-            let head = self.log.stream(&stream).map_or(0, |s| s.next_offset);
-            let grace = wharf_mqtt::claims::CLAIM_GRACE.as_millis() as i64;
-            let since = self.log.clock().now_ms() - grace;
-            let from = match self.log.offset_for_time(&stream, since).await {
-                Ok(Some(o)) => o.0.min(head),
-                _ => head,
-            };
+            let from = wharf_mqtt::claims::late_start(&self.log, &stream).await;
             if let Some(name) = &self.durable {
                 match durable_cursor(&self.log, &stream, name).await {
                     Ok(c) => self.cursors.push(c),

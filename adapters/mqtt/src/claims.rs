@@ -103,6 +103,30 @@ pub struct Reach {
     pub queue: Option<String>,
 }
 
+impl Reach {
+    /// The streams to read: the default topic address's first (if reached), then the topic
+    /// addresses'.
+    pub fn all_streams(self) -> Vec<StreamId> {
+        self.default
+            .then(crate::driver::default_stream)
+            .into_iter()
+            .chain(self.streams)
+            .collect()
+    }
+}
+
+/// Where a reader starts on `stream` when it follows it because a claim appeared after it
+/// subscribed: [`CLAIM_GRACE`] back from now (what was routed there while this adapter had
+/// not seen the claim yet), the stream's end if nothing is that recent.
+pub async fn late_start(log: &Log, stream: &StreamId) -> u64 {
+    let head = log.stream(stream).map_or(0, |s| s.next_offset);
+    let since = log.clock().now_ms() - CLAIM_GRACE.as_millis() as i64;
+    match log.offset_for_time(stream, since).await {
+        Ok(Some(o)) => o.0.min(head),
+        _ => head,
+    }
+}
+
 /// The claims in force on this adapter, kept up to date from the catalog.
 #[derive(Debug, Default)]
 pub struct Claims {

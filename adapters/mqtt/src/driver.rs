@@ -22,7 +22,10 @@ use wharf_auth::{
     Auth, Verdict,
     listen::{Active, accept_connections},
 };
-use wharf_log::{Cursor, Log, Tails};
+// Positions the session sees: the followed stream's index in the top 16 bits, the offset in
+// the stream below (so the default stream's offsets are unchanged, and packet ids derived
+// from them stay stable across reconnects).
+use wharf_log::{Cursor, Log, Tails, pack_position as pack, unpack_position as unpack};
 use wharf_log_format::{Offset, StreamId};
 
 use crate::{
@@ -189,11 +192,9 @@ impl Mqtt {
             run.clone(),
             settings.adapter_lease,
             takeover.clone(),
-            settings.compact_every,
         );
         let shared_groups = SharedGroups::new(
             log.clone(),
-            default_stream(),
             claims.clone(),
             run.clone(),
             settings.adapter_lease,
@@ -218,6 +219,9 @@ impl Mqtt {
         spawn_periodic(&mqtt, mqtt.settings.compact_every, |m| async move {
             if let Err(e) = m.retained.compact(&m.log, &m.run, m.upkeep_lease()).await {
                 tracing::warn!(error = %e, "compacting mqtt-retained failed; trying again later");
+            }
+            if let Err(e) = m.wills.compact(m.upkeep_lease()).await {
+                tracing::warn!(error = %e, "compacting mqtt-wills failed; trying again later");
             }
         });
         spawn_periodic(&mqtt, mqtt.settings.session_sweep_every, |m| async move {
@@ -454,11 +458,6 @@ impl Follow {
         self
     }
 }
-
-// What the session sees as a stored message's offset: the followed stream's index in the
-// top 16 bits, the offset in the stream below (so the default stream's offsets are unchanged,
-// and packet ids derived from them stay stable across reconnects).
-use wharf_log::{pack_position as pack, unpack_position as unpack};
 
 /// The name of the cursor that holds `client_id`'s session (hex, so any client id works).
 fn session_cursor_name(client_id: &str) -> Option<String> {
@@ -823,14 +822,13 @@ impl Conn {
         }
         let name = session_cursor_name(session.client_id());
         for stream in wanted {
-            let mut from = head(&stream);
-            if late {
-                let since = log.clock().now_ms() - crate::claims::CLAIM_GRACE.as_millis() as i64;
-                if let Ok(Some(o)) = log.offset_for_time(&stream, since).await {
-                    from = from.min(o.0);
-                }
+            let from = if late {
+                let from = crate::claims::late_start(&log, &stream).await;
                 tracing::info!(%stream, from, "following a newly claimed address");
-            }
+                from
+            } else {
+                head(&stream)
+            };
             let cursor = match (&name, self.persistent()) {
                 (Some(name), true) => {
                     let mut c = log

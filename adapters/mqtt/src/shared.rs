@@ -57,8 +57,6 @@ enum Cmd {
 #[derive(Debug)]
 pub struct SharedGroups {
     log: Log,
-    /// The default topic address's stream.
-    stream: StreamId,
     claims: Arc<Claims>,
     run: String,
     ttl: Duration,
@@ -97,17 +95,9 @@ pub fn hex(s: &str) -> String {
 }
 
 impl SharedGroups {
-    pub fn new(
-        log: Log,
-        stream: StreamId,
-        claims: Arc<Claims>,
-        run: String,
-        ttl: Duration,
-        block: u64,
-    ) -> Arc<Self> {
+    pub fn new(log: Log, claims: Arc<Claims>, run: String, ttl: Duration, block: u64) -> Arc<Self> {
         Arc::new(Self {
             log,
-            stream,
             claims,
             run,
             ttl,
@@ -140,13 +130,7 @@ impl SharedGroups {
                 let (tx, rx) = mpsc::unbounded_channel();
                 // The default topic address first (its positions are plain offsets), then
                 // the topic addresses whose claims the filter reaches.
-                let reach = self.claims.reach(filter);
-                let streams = reach
-                    .default
-                    .then(|| self.stream.clone())
-                    .into_iter()
-                    .chain(reach.streams)
-                    .collect();
+                let streams = self.claims.reach(filter).all_streams();
                 let group = Group {
                     streams,
                     shared: self.clone(),
@@ -298,7 +282,8 @@ impl Group {
             }
         };
         let prefix = match i {
-            0 if *stream == self.shared.stream => self.name.clone(),
+            // The default topic address's leases carry no stream name.
+            0 if *stream == crate::driver::default_stream() => self.name.clone(),
             _ => format!("{}.{}", self.name, stream.as_str().replace('~', "_")),
         };
         Some(log.blocks(
@@ -324,12 +309,7 @@ impl Group {
             if self.streams.contains(&stream) {
                 continue;
             }
-            let head = log.stream(&stream).map_or(0, |s| s.next_offset);
-            let since = log.clock().now_ms() - crate::claims::CLAIM_GRACE.as_millis() as i64;
-            let start = match log.offset_for_time(&stream, since).await {
-                Ok(Some(o)) => o.0.min(head),
-                _ => head,
-            };
+            let start = crate::claims::late_start(&log, &stream).await;
             tracing::info!(share = self.share, %stream, start, "shared subscription follows a newly claimed address");
             self.streams.push(stream);
             let i = self.streams.len() - 1;

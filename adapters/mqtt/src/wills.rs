@@ -136,14 +136,12 @@ struct Pending {
 impl Wills {
     /// Hold this adapter's lease, follow `mqtt-wills`, and publish dead adapters' wills
     /// through `publish` (which stores a message like a client publish).
-    /// Every `compact_every` it compacts `mqtt-wills` if that is due.
     pub fn start(
         log: Log,
         claims: Arc<crate::claims::Claims>,
         run: String,
         ttl: Duration,
         takeover: Arc<Takeover>,
-        compact_every: Duration,
     ) -> Arc<Self> {
         let w = Arc::new(Self {
             log: log.clone(),
@@ -159,8 +157,6 @@ impl Wills {
             let start = log.stream(&stream).map_or(0, |s| s.start_offset);
             let mut tail = log.tail(&stream, Offset(start));
             let mut sweep = tokio::time::interval(ttl / 2);
-            let mut compact = tokio::time::interval(compact_every);
-            compact.tick().await;
             loop {
                 tokio::select! {
                     batch = tail.next_batch(1024) => {
@@ -176,12 +172,6 @@ impl Wills {
                     _ = sweep.tick() => {
                         let Some(w) = weak.upgrade() else { return };
                         w.sweep(&takeover).await;
-                    }
-                    _ = compact.tick() => {
-                        let Some(w) = weak.upgrade() else { return };
-                        if let Err(e) = w.compact().await {
-                            tracing::warn!(error = %e, "compacting mqtt-wills failed; trying again later");
-                        }
                     }
                 }
             }
@@ -228,10 +218,10 @@ impl Wills {
             .map(|_| ())
     }
 
-    /// Compact `mqtt-wills` if it is due and no other adapter is at it: copy the unsettled
-    /// registrations applied so far, then trim the stream to where they were read up to.
-    /// True if it did.
-    pub async fn compact(&self) -> wharf_log::Result<bool> {
+    /// Compact `mqtt-wills` if it is due and no other adapter is at it (lease for `ttl`):
+    /// copy the unsettled registrations applied so far, then trim the stream to where they
+    /// were read up to. True if it did.
+    pub async fn compact(&self, ttl: Duration) -> wharf_log::Result<bool> {
         let stream = wills_stream();
         let (as_of, copies) = {
             let p = self.lock();
@@ -251,7 +241,6 @@ impl Wills {
             (p.next, copies)
         };
         let lease = "mqtt-wills-compact";
-        let ttl = self.ttl.max(Duration::from_secs(30));
         snapshot_and_trim(&self.log, &stream, lease, &self.run, ttl, as_of, copies).await
     }
 
@@ -455,14 +444,7 @@ mod tests {
         let start = |run: &str| {
             let takeover = Takeover::start(log.clone());
             let hour = Duration::from_secs(3600);
-            Wills::start(
-                log.clone(),
-                claims.clone(),
-                run.into(),
-                hour,
-                takeover,
-                hour,
-            )
+            Wills::start(log.clone(), claims.clone(), run.into(), hour, takeover)
         };
         let a = start("a");
         let will = Will {
@@ -489,12 +471,15 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(
-            a.compact().await.expect("compact"),
+            a.compact(Duration::from_secs(30)).await.expect("compact"),
             "due: 2150 records, 50 wills"
         );
         let index = log.stream(&wills_stream()).expect("stream");
         assert_eq!((index.start_offset, index.next_offset), (2150, 2200));
-        assert!(!a.compact().await.expect("compact"), "not due any more");
+        assert!(
+            !a.compact(Duration::from_secs(30)).await.expect("compact"),
+            "not due any more"
+        );
         let b = start("b");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while applied(&b).0 < 2200 {

@@ -95,15 +95,6 @@ impl Log {
 }
 
 impl Blocks {
-    pub fn stream(&self) -> &StreamId {
-        &self.stream
-    }
-
-    /// The shared acknowledgements.
-    pub fn cursor(&self) -> &Cursor {
-        &self.cursor
-    }
-
     /// Acknowledge `offset` (committed with the next [`Blocks::commit`]).
     pub fn ack(&mut self, offset: Offset) {
         self.cursor.ack(offset);
