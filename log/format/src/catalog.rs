@@ -26,6 +26,19 @@ impl Versioned for CatalogEntry {
     const VERSION: u32 = 1;
 }
 
+/// The tenant every client and resource belongs to unless it says otherwise; its log is the
+/// store root (other tenants' logs live under `tenants/<name>/`).
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Validate a tenant name: 1–63 of `a-z 0-9 -`, starting with a letter or digit (a DNS label,
+/// as a Kubernetes namespace), so that it fits in object keys, URLs and resource names alike.
+pub fn valid_tenant(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Validate a catalog kind or name for use in object keys.
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
@@ -33,4 +46,28 @@ pub fn valid_name(s: &str) -> bool {
         && !s.starts_with('.')
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names_are_dns_labels() {
+        for ok in ["default", "acme", "a", "team-7", &"x".repeat(63)] {
+            assert!(valid_tenant(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "-acme",
+            "Acme",
+            "a_b",
+            "a.b",
+            "a/b",
+            "ü",
+            &"x".repeat(64),
+        ] {
+            assert!(!valid_tenant(bad), "{bad}");
+        }
+    }
 }

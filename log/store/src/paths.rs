@@ -53,6 +53,14 @@ pub(crate) fn catalog_dir(kind: &str, name: &str) -> Path {
     Path::from(format!("catalog/{kind}/{name}"))
 }
 
+pub(crate) fn tenants_dir() -> Path {
+    Path::from("tenants")
+}
+
+pub(crate) fn tenant_dir(name: &str) -> Path {
+    Path::from(format!("tenants/{name}"))
+}
+
 pub(crate) fn numbered(dir: &Path, n: u64) -> Path {
     dir.clone().join(format!("{}.json", number(n)))
 }

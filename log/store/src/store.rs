@@ -8,6 +8,8 @@ use object_store::{
     local::LocalFileSystem, memory::InMemory, path::Path, prefix::PrefixStore,
 };
 
+use wharf_log_format::catalog::{DEFAULT_TENANT, valid_tenant};
+
 use crate::{LogError, Result, paths, settings::LogSettings};
 
 /// Which kind of store a URL selected (picks defaults such as the linger).
@@ -128,6 +130,48 @@ impl Store {
             .map_err(|e| invalid(e.to_string()))?
             .with_fsync(true);
         Ok(Self::new(Arc::new(fs), StoreKind::File, url))
+    }
+
+    /// The store of tenant `name`: the root for the default tenant, `tenants/<name>/` for any
+    /// other. A tenant's log has the whole layout of `log/README.md` under its prefix, so
+    /// tenants share nothing but the bucket (and a log opened on one never lists another's
+    /// keys: every listing is under a fixed top-level folder).
+    pub fn tenant(&self, name: &str) -> Result<Self> {
+        if !valid_tenant(name) {
+            return Err(LogError::invalid(
+                "tenant name",
+                format!("{name:?} must be 1-63 of a-z 0-9 - and not start with '-'"),
+            ));
+        }
+        if name == DEFAULT_TENANT {
+            return Ok(self.clone());
+        }
+        Ok(Self::new(
+            Arc::new(PrefixStore::new(
+                self.object_store.clone(),
+                paths::tenant_dir(name),
+            )),
+            self.kind,
+            format!("{} (tenant {name})", self.url),
+        ))
+    }
+
+    /// The tenants other than the default one that have anything in the store.
+    pub async fn tenants(&self) -> Result<Vec<String>> {
+        let dir = paths::tenants_dir();
+        let listed = self
+            .object_store
+            .list_with_delimiter(Some(&dir))
+            .await
+            .map_err(|e| LogError::store(&dir, e))?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .filter(|n| valid_tenant(n) && n != DEFAULT_TENANT)
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Check that the store really honours put-if-absent: write a probe object twice with

@@ -74,6 +74,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(retired_leases_leave_no_objects);
     case!(blocks_split_a_stream_between_processes);
     case!(catalog_put_list_watch_delete);
+    case!(tenants_share_nothing_but_the_bucket);
     case!(retention_trims);
     case!(garbage_collection_frees_trimmed_segments);
     case!(compaction_rehomes_records_and_frees_mixed_segments);
@@ -579,6 +580,78 @@ async fn cursors_are_listed_and_deleted(store: &Store) {
         a.cursor_names(&s, "").await.expect("names"),
         ["other", "sess.b"]
     );
+}
+
+/// Tenants' logs live side by side in one store: the same stream, cursor, lease and catalog
+/// names in each stay apart, and the default tenant's garbage collection (over the root)
+/// leaves the other tenants' segments alone.
+async fn tenants_share_nothing_but_the_bucket(store: &Store) {
+    assert!(store.tenant("Not_A_Label").is_err());
+    let settings = LogSettings {
+        gc_grace: Duration::ZERO,
+        ..quick_settings()
+    };
+    let open_tenant = |name: &str| {
+        let t = store.tenant(name).expect("tenant store");
+        Log::open_with(t, settings.clone(), Arc::new(SystemClock))
+    };
+    let root = open_tenant("default").await.expect("open");
+    let acme = open_tenant("acme").await.expect("open");
+    let globex = open_tenant("globex").await.expect("open");
+    let s = sid("mqtt-default");
+    for (log, who) in [(&root, "root"), (&acme, "acme"), (&globex, "globex")] {
+        for n in 0..3 {
+            log.append(&s, rec(format!("{who}-{n}")))
+                .await
+                .expect("append");
+        }
+        log.catalog()
+            .put("Address", "orders", serde_json::json!({ "owner": who }))
+            .await
+            .expect("catalog put");
+        let mut c = log.cursor(&s, "sess").await.expect("cursor");
+        c.ack(Offset(0));
+        c.commit().await.expect("commit");
+    }
+    let lease = acme
+        .acquire_lease("upkeep", "a", Duration::from_secs(60))
+        .await
+        .expect("acquire");
+    assert!(lease.is_some());
+    assert!(
+        globex
+            .acquire_lease("upkeep", "g", Duration::from_secs(60))
+            .await
+            .expect("acquire")
+            .is_some(),
+        "a lease of the same name in another tenant is another lease"
+    );
+    assert_eq!(store.tenants().await.expect("tenants"), ["acme", "globex"]);
+    // The root's housekeeping over everything it has: nothing of acme's goes.
+    root.trim(BTreeMap::from([(s.clone(), Offset(3))]))
+        .await
+        .expect("trim");
+    append_until_checkpointed(&root, "the trim").await;
+    root.compact(64).await.expect("compact");
+    root.collect_garbage().await.expect("gc");
+    let reopened = open_tenant("acme").await.expect("reopen");
+    for (log, who) in [(&reopened, "acme"), (&globex, "globex")] {
+        let got = log.read(&s, Offset(0), 100).await.expect("read");
+        let payloads: Vec<_> = got
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.record.payload).into_owned())
+            .collect();
+        assert_eq!(payloads, [0, 1, 2].map(|n| format!("{who}-{n}")), "{who}");
+        let entry = log
+            .catalog()
+            .get("Address", "orders")
+            .await
+            .expect("get")
+            .expect("present");
+        assert_eq!(entry.body["owner"], who);
+        let c = log.cursor(&s, "sess").await.expect("cursor");
+        assert!(c.is_acked(Offset(0)) && !c.is_acked(Offset(1)));
+    }
 }
 
 async fn leases_expire_and_fence(store: &Store) {
