@@ -29,7 +29,7 @@ use tokio::{
     sync::{mpsc, watch},
 };
 use wharf_auth::{
-    Auth, Verdict,
+    Auth, Router, Verdict,
     listen::{Active, accept_connections},
 };
 use wharf_log::Log;
@@ -76,6 +76,11 @@ impl Default for AmqpSettings {
 /// One adapter's AMQP service: what all its listeners and connections share.
 #[derive(Debug)]
 pub struct Amqp {
+    /// The tenant whose log this is.
+    tenant: String,
+    /// Where clients of other tenants go once SASL says who they are (`None`: the process
+    /// serves one tenant; other tenants' users are refused).
+    tenants: std::sync::OnceLock<Router<Amqp>>,
     log: Log,
     settings: AmqpSettings,
     auth: Arc<Auth>,
@@ -98,7 +103,10 @@ fn err(condition: impl Into<fe2o3_amqp_types::definitions::ErrorCondition>, d: S
 }
 
 impl Amqp {
+    /// The service of `tenant` on its `log`; `wills` and `claims` are the MQTT adapter's of
+    /// the same tenant.
     pub fn new(
+        tenant: &str,
         log: Log,
         mut settings: AmqpSettings,
         auth: Arc<Auth>,
@@ -116,6 +124,8 @@ impl Amqp {
             addresses.clone(),
         );
         Arc::new(Self {
+            tenant: tenant.to_string(),
+            tenants: std::sync::OnceLock::new(),
             log,
             addresses,
             queues,
@@ -126,6 +136,23 @@ impl Amqp {
             stopping: watch::channel(false).0,
             active: Active::default(),
         })
+    }
+
+    /// Hand clients of other tenants to the services `router` finds (set once, before
+    /// serving).
+    pub fn route_tenants(&self, router: Router<Amqp>) {
+        let _ = self.tenants.set(router);
+    }
+
+    /// The service for a client of `tenant`: this one, or the one its router finds.
+    async fn for_tenant(self: &Arc<Self>, tenant: &str) -> Result<Arc<Amqp>, String> {
+        if tenant == self.tenant {
+            return Ok(self.clone());
+        }
+        match self.tenants.get() {
+            Some(router) => router.route(tenant).await,
+            None => Err(format!("tenant {tenant:?} is not served by this adapter")),
+        }
     }
 
     /// Close every connection (`amqp:connection:forced`) and wait up to `grace`.
@@ -361,17 +388,36 @@ impl Conn {
                     mechanism,
                     response,
                 } => {
+                    let (auth, local) = (self.shared.auth.clone(), self.local);
                     let verdict = match mechanism.as_str() {
+                        // argon2 takes tens of milliseconds by design: off the async threads.
                         "PLAIN" => match engine::sasl_plain(&response) {
-                            Some((user, password)) => {
-                                self.shared
-                                    .auth
-                                    .check(self.local, Some(&user), Some(&password))
-                            }
+                            Some((user, password)) => tokio::task::spawn_blocking(move || {
+                                auth.check(local, Some(&user), Some(&password))
+                            })
+                            .await
+                            .unwrap_or(Verdict::NotAuthorized),
                             None => Verdict::BadCredentials,
                         },
-                        "ANONYMOUS" => self.shared.auth.check(self.local, None, None),
+                        "ANONYMOUS" => auth.check(local, None, None),
                         _ => Verdict::BadCredentials,
+                    };
+                    let verdict = match verdict {
+                        Verdict::Allowed(user) => {
+                            // From here on the connection lives in its user's tenant.
+                            let tenant = self.shared.auth.tenant_of(user.as_deref()).to_string();
+                            match self.shared.for_tenant(&tenant).await {
+                                Ok(service) => {
+                                    self.shared = service;
+                                    Verdict::Allowed(user)
+                                }
+                                Err(e) => {
+                                    tracing::warn!(%peer, tenant, error = %e, "no service for the tenant");
+                                    Verdict::NotAuthorized
+                                }
+                            }
+                        }
+                        other => other,
                     };
                     match verdict {
                         Verdict::Allowed(user) => {

@@ -14,7 +14,12 @@
 //! [[user]]
 //! name = "sensor-1"
 //! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$...$..."
+//! tenant = "acme"          # optional; "default" if absent
 //! ```
+//!
+//! A user belongs to one tenant: everything its connections do (topics, sessions, retained
+//! messages, addresses) happens in that tenant's log. Anonymous clients are in the default
+//! tenant.
 
 pub mod listen;
 
@@ -25,6 +30,7 @@ use argon2::{
     password_hash::{SaltString, rand_core::OsRng},
 };
 use serde::{Deserialize, Serialize};
+use wharf_log_format::catalog::{DEFAULT_TENANT, valid_tenant};
 
 /// Who may connect without credentials.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,12 +68,20 @@ struct UsersFile {
 struct UserEntry {
     name: String,
     password_hash: String,
+    tenant: Option<String>,
+}
+
+/// A user's password hash and tenant.
+#[derive(Clone, Debug)]
+struct User {
+    password_hash: String,
+    tenant: String,
 }
 
 /// Users and the anonymous rule. Cheap to clone (share it in an `Arc`).
 #[derive(Clone, Default)]
 pub struct Auth {
-    users: HashMap<String, String>,
+    users: HashMap<String, User>,
     pub anonymous: Anonymous,
 }
 
@@ -110,7 +124,18 @@ impl Auth {
                     u.name
                 )
             })?;
-            if self.users.insert(u.name.clone(), u.password_hash).is_some() {
+            let tenant = u.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_string());
+            if !valid_tenant(&tenant) {
+                return Err(format!(
+                    "user[{i}].tenant {tenant:?} of {:?} must be 1-63 of a-z 0-9 - and not start with '-'",
+                    u.name
+                ));
+            }
+            let user = User {
+                password_hash: u.password_hash,
+                tenant,
+            };
+            if self.users.insert(u.name.clone(), user).is_some() {
                 return Err(format!("user[{i}].name {:?} appears twice", u.name));
             }
         }
@@ -139,8 +164,8 @@ impl Auth {
                 }
             }
             Some(name) => {
-                let ok = self.users.get(name).is_some_and(|hash| {
-                    PasswordHash::new(hash).is_ok_and(|h| {
+                let ok = self.users.get(name).is_some_and(|user| {
+                    PasswordHash::new(&user.password_hash).is_ok_and(|h| {
                         Argon2::default()
                             .verify_password(password.unwrap_or_default(), &h)
                             .is_ok()
@@ -153,6 +178,58 @@ impl Auth {
                 }
             }
         }
+    }
+}
+
+impl Auth {
+    /// The tenant of a client let in as `user` (`None`: anonymous, the default tenant).
+    pub fn tenant_of(&self, user: Option<&str>) -> &str {
+        user.and_then(|u| self.users.get(u))
+            .map_or(DEFAULT_TENANT, |u| u.tenant.as_str())
+    }
+
+    /// The tenants users are in (the default one included), sorted.
+    pub fn tenants(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.users.values().map(|u| u.tenant.clone()).collect();
+        t.push(DEFAULT_TENANT.to_string());
+        t.sort();
+        t.dedup();
+        t
+    }
+}
+
+/// A tenant's service being found: boxed, so that routers of any kind fit one type.
+pub type Routing<S> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<std::sync::Arc<S>, String>> + Send>>;
+
+/// Finds the service of a tenant (starting it on first use). A process's listeners accept the
+/// clients of every tenant; each connection moves to its tenant's service as soon as its user
+/// is known (MQTT CONNECT, AMQP SASL), before it touches the store.
+pub struct Router<S>(std::sync::Arc<Find<S>>);
+
+/// What a [`Router`] calls.
+type Find<S> = dyn Fn(&str) -> Routing<S> + Send + Sync;
+
+impl<S> Clone for Router<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S> fmt::Debug for Router<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Router")
+    }
+}
+
+impl<S> Router<S> {
+    pub fn new(find: impl Fn(&str) -> Routing<S> + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(find))
+    }
+
+    /// The service of `tenant`.
+    pub async fn route(&self, tenant: &str) -> Result<std::sync::Arc<S>, String> {
+        (self.0)(tenant).await
     }
 }
 
@@ -218,6 +295,28 @@ mod tests {
             .add_users("[[user]]\nname = \"a\"\npasswd = \"x\"\n")
             .expect_err("unknown field");
         assert!(e.contains("passwd"), "{e}");
+        let hash = hash_password(b"x").expect("hash");
+        let e = auth
+            .add_users(&format!(
+                "[[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\ntenant = \"Acme Corp\"\n"
+            ))
+            .expect_err("bad tenant");
+        assert!(e.contains("user[0].tenant"), "{e}");
+    }
+
+    #[test]
+    fn users_belong_to_their_tenant() {
+        let hash = hash_password(b"x").expect("hash");
+        let mut auth = Auth::default();
+        auth.add_users(&format!(
+            "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\ntenant = \"acme\"\n\
+             [[user]]\nname = \"dev\"\npassword_hash = \"{hash}\"\n"
+        ))
+        .expect("load");
+        assert_eq!(auth.tenant_of(Some("alice")), "acme");
+        assert_eq!(auth.tenant_of(Some("dev")), "default");
+        assert_eq!(auth.tenant_of(None), "default");
+        assert_eq!(auth.tenants(), ["acme", "default"]);
     }
 }
 

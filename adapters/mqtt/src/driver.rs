@@ -19,14 +19,14 @@ use tokio::{
     time::Instant,
 };
 use wharf_auth::{
-    Auth, Verdict,
+    Auth, Router, Verdict,
     listen::{Active, accept_connections},
 };
 // Positions the session sees: the followed stream's index in the top 16 bits, the offset in
 // the stream below (so the default stream's offsets are unchanged, and packet ids derived
 // from them stay stable across reconnects).
 use wharf_log::{Cursor, Log, Tails, pack_position as pack, unpack_position as unpack};
-use wharf_log_format::{Offset, StreamId};
+use wharf_log_format::{Offset, StreamId, catalog::DEFAULT_TENANT};
 
 use crate::{
     claims::{Claims, claim_of},
@@ -153,8 +153,8 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// The stream that holds every MQTT publish of the default tenant (the default topic
-/// address); records are laid out as [`crate::message`] describes.
+/// The stream that holds every MQTT publish of a tenant (its default topic address: each
+/// tenant's log has its own); records are laid out as [`crate::message`] describes.
 pub fn default_stream() -> StreamId {
     // A constant, valid id.
     StreamId::new("mqtt-default").unwrap_or_else(|_| unreachable!("valid stream id"))
@@ -163,6 +163,11 @@ pub fn default_stream() -> StreamId {
 /// One adapter's MQTT service: what all its listeners and connections share.
 #[derive(Debug)]
 pub struct Mqtt {
+    /// The tenant whose log this is.
+    tenant: String,
+    /// Where clients of other tenants go once their user is known (`None`: the process
+    /// serves one tenant; other tenants' users are refused).
+    tenants: std::sync::OnceLock<Router<Mqtt>>,
     log: Log,
     settings: MqttSettings,
     session_settings: Arc<SessionSettings>,
@@ -181,8 +186,9 @@ pub struct Mqtt {
 }
 
 impl Mqtt {
-    /// Start the service on `log` (it follows the takeover stream from now on).
-    pub fn new(log: Log, settings: MqttSettings, auth: Arc<Auth>) -> Arc<Self> {
+    /// Start the service of `tenant` on its `log` (it follows the takeover stream from now
+    /// on).
+    pub fn new(tenant: &str, log: Log, settings: MqttSettings, auth: Arc<Auth>) -> Arc<Self> {
         let run = uuid::Uuid::new_v4().simple().to_string();
         let takeover = Takeover::start(log.clone());
         let claims = settings.session.claims.clone();
@@ -201,6 +207,8 @@ impl Mqtt {
             settings.share_block,
         );
         let mqtt = Arc::new(Self {
+            tenant: tenant.to_string(),
+            tenants: std::sync::OnceLock::new(),
             takeover,
             wills,
             shared_groups,
@@ -234,6 +242,28 @@ impl Mqtt {
             }
         });
         mqtt
+    }
+
+    /// Hand clients of other tenants to the services `router` finds (set once, before
+    /// serving).
+    pub fn route_tenants(&self, router: Router<Mqtt>) {
+        let _ = self.tenants.set(router);
+    }
+
+    /// The tenant this service serves.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The service for a client of `tenant`: this one, or the one its router finds.
+    async fn for_tenant(self: &Arc<Self>, tenant: &str) -> Result<Arc<Mqtt>, String> {
+        if tenant == self.tenant {
+            return Ok(self.clone());
+        }
+        match self.tenants.get() {
+            Some(router) => router.route(tenant).await,
+            None => Err(format!("tenant {tenant:?} is not served by this adapter")),
+        }
     }
 
     /// The TTL of the leases that let one adapter at a time do background upkeep.
@@ -282,7 +312,7 @@ pub async fn serve(
     settings: MqttSettings,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mqtt = Mqtt::new(log, settings, Arc::new(Auth::default()));
+    let mqtt = Mqtt::new(DEFAULT_TENANT, log, settings, Arc::new(Auth::default()));
     mqtt.serve(listener, Transport::Tcp, shutdown).await
 }
 
@@ -897,11 +927,24 @@ impl Conn {
                     expiry,
                     login,
                 } => {
-                    match self.authenticate(login).await {
-                        Verdict::Allowed(_) => {}
+                    let user = match self.authenticate(login).await {
+                        Verdict::Allowed(user) => user,
                         refused => {
                             tracing::info!(client = client_id, ?refused, "connection refused");
                             queue.extend(session.not_allowed(refused == Verdict::BadCredentials));
+                            continue;
+                        }
+                    };
+                    // From here on the connection lives in its user's tenant.
+                    let tenant = self.shared.auth.tenant_of(user.as_deref()).to_string();
+                    match self.shared.for_tenant(&tenant).await {
+                        Ok(service) => {
+                            session.use_settings(service.session_settings.clone());
+                            self.shared = service;
+                        }
+                        Err(e) => {
+                            tracing::warn!(client = client_id, tenant, error = %e, "no service for the tenant");
+                            queue.extend(session.resume_failed());
                             continue;
                         }
                     }

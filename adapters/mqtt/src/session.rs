@@ -767,6 +767,12 @@ impl Session {
 
     /// The stored session could not be loaded or claimed: refuse the connection (server
     /// unavailable), so the client retries.
+    /// Serve the session under `settings` from now on: the same limits, the topic claims of
+    /// the tenant its user turned out to be in. Call before [`Session::resumed`].
+    pub fn use_settings(&mut self, settings: std::sync::Arc<SessionSettings>) {
+        self.settings = settings;
+    }
+
     pub fn resume_failed(&mut self) -> Vec<Action> {
         self.refuse(
             ConnectReturnCode::ServerUnavailable,
