@@ -261,6 +261,26 @@ pub fn python() -> Option<std::ffi::OsString> {
     p
 }
 
+/// An argon2 hash of `password` from `wharf user hash`, as a user makes one for a users file.
+pub fn user_hash(password: &str) -> String {
+    use std::io::Write;
+    let mut hash = Command::new(wharf_bin())
+        .args(["user", "hash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("wharf user hash");
+    hash.stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("password");
+    let hash = hash.wait_with_output().expect("hash");
+    let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    hash
+}
+
 /// Path of a script in tests/python.
 pub fn python_script(name: &str) -> String {
     format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -52,6 +52,46 @@ fn bad_configuration_fails_at_start_naming_the_field() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("spec.retention"));
+
+    // Tenant names: in a resource, on the command line, in a users file.
+    std::fs::write(&bad, r#"{"apiVersion":"wharf/v1","kind":"Address","metadata":{"name":"o","tenant":"Acme Corp"}}"#).expect("write");
+    let out = wharf(&store)
+        .args(["address", "apply", "-f"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("metadata.tenant"));
+    let out = wharf(&store)
+        .args(["--tenant", "Acme Corp", "streams"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tenant"));
+    let users = dir.path().join("users.toml");
+    let hash = wharf_tests::user_hash("pw");
+    std::fs::write(
+        &users,
+        format!("[[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\ntenant = \"a_b\"\n"),
+    )
+    .expect("write");
+    let out = wharf(&store)
+        .args([
+            "adapter",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--amqp",
+            "off",
+            "--users",
+        ])
+        .arg(&users)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("user[0].tenant"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! `wharf address apply|list|delete`: Address resources in the store's catalog.
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use wharf_log::Log;
-use wharf_log_format::catalog::valid_name;
+use wharf_log_format::catalog::{DEFAULT_TENANT, valid_name, valid_tenant};
+
+use crate::{settings::Settings, tenants::open_log};
 
 /// Check the parts of an Address resource the log relies on; the rest of the spec is the
 /// adapters' to interpret.
@@ -25,6 +27,13 @@ fn validate(resource: &Value) -> Result<String> {
     if !valid_name(name) || name.contains('~') {
         bail!(
             "metadata.name {name:?} may only contain A-Z a-z 0-9 . _ - and must not start with '.'"
+        );
+    }
+    if let Some(t) = resource["metadata"].get("tenant")
+        && !t.as_str().is_some_and(valid_tenant)
+    {
+        bail!(
+            "metadata.tenant {t} is not a tenant name (1-63 of a-z 0-9 -, not starting with '-')"
         );
     }
     if let Some(r) = resource["spec"].get("retention") {
@@ -64,8 +73,10 @@ fn validate(resource: &Value) -> Result<String> {
     Ok(name.to_string())
 }
 
-/// Apply every resource in `file`: one JSON object, or an array of them.
-pub async fn apply(log: &Log, file: &Path) -> Result<()> {
+/// Apply every resource in `file` (one JSON object, or an array of them), each to the log of
+/// the tenant its `metadata.tenant` names, else `tenant`. `root` is the default tenant's log
+/// (the store root); other tenants' logs are opened for the time it takes.
+pub async fn apply(root: &Log, settings: &Settings, file: &Path, tenant: &str) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let parsed: Value =
@@ -75,34 +86,64 @@ pub async fn apply(log: &Log, file: &Path) -> Result<()> {
         one => vec![one],
     };
     // Validate all before writing any.
-    let named = resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| validate(r).with_context(|| format!("{}: resource {i}", file.display())))
-        .collect::<Result<Vec<_>>>()?;
-    // No topic claimed twice: by these, or by these and the addresses already declared.
+    let mut by_tenant: BTreeMap<String, Vec<(String, Value)>> = BTreeMap::new();
+    for (i, r) in resources.into_iter().enumerate() {
+        let name = validate(&r).with_context(|| format!("{}: resource {i}", file.display()))?;
+        let t = r["metadata"]["tenant"]
+            .as_str()
+            .unwrap_or(tenant)
+            .to_string();
+        by_tenant.entry(t).or_default().push((name, r));
+    }
+    let mut logs = Vec::new();
+    for (t, resources) in by_tenant {
+        let log = if t == DEFAULT_TENANT {
+            root.clone()
+        } else {
+            open_log(root.store(), &t, settings).await?
+        };
+        check_claims(&log, &resources, file, &t).await?;
+        logs.push((t, log, resources));
+    }
+    for (t, log, resources) in logs {
+        for (name, resource) in resources {
+            let rev = log.catalog().put("Address", &name, resource).await?;
+            if t == DEFAULT_TENANT {
+                println!("address/{name} applied (revision {rev})");
+            } else {
+                println!("address/{name} applied in tenant {t} (revision {rev})");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No topic claimed twice in one tenant: by `resources`, or by them and the addresses already
+/// declared there.
+async fn check_claims(
+    log: &Log,
+    resources: &[(String, Value)],
+    file: &Path,
+    tenant: &str,
+) -> Result<()> {
     let mut claims = Vec::new();
     for e in log.catalog().list("Address").await? {
-        if !named.contains(&e.name) {
+        if !resources.iter().any(|(name, _)| *name == e.name) {
             claims.extend(wharf_mqtt::claims::parse(&e.name, &e.body).unwrap_or_default());
         }
     }
-    for (name, r) in named.iter().zip(&resources) {
+    for (name, r) in resources {
         claims.extend(wharf_mqtt::claims::parse(name, r).map_err(anyhow::Error::msg)?);
     }
     if let Some((a, b)) = wharf_mqtt::claims::first_overlap(&claims) {
         bail!(
-            "{}: spec.mqtt_topics of {} ({}) and of {} ({}) overlap: a topic belongs to one address",
+            "{}: spec.mqtt_topics of {} ({}) and of {} ({}) overlap in tenant {tenant}: a topic belongs to one address",
             file.display(),
             a.address,
             a.filter,
             b.address,
             b.filter
         );
-    }
-    for (name, resource) in named.iter().zip(resources) {
-        let rev = log.catalog().put("Address", name, resource).await?;
-        println!("address/{name} applied (revision {rev})");
     }
     Ok(())
 }

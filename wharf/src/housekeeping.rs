@@ -7,7 +7,10 @@ use anyhow::Result;
 use wharf_log::{Log, format::checkpoint::Retention};
 use wharf_log_format::StreamId;
 
-use crate::settings::RetentionSettings;
+use crate::{
+    settings::{RetentionSettings, Settings},
+    tenants::{Tenants, open_log},
+};
 
 /// Retention per address from the catalog: `Address` resources' `spec.retention` (an age such
 /// as `"7d"`) and `spec.retention_bytes`. Streams are named after their address (`orders`, or
@@ -64,6 +67,44 @@ fn policy_for(
 
 /// How long CONNECT records are kept.
 const CONNECTS_KEPT: Duration = Duration::from_secs(3600);
+
+/// One housekeeping pass over every tenant's log: the served ones, and those in the store that
+/// this process no longer serves (opened into `unserved` on first need). A failing tenant is
+/// logged and tried again next time; the others go on.
+pub async fn every_tenant(
+    served: &Tenants,
+    unserved: &mut BTreeMap<String, Log>,
+    settings: &Settings,
+) {
+    let root = served.default().log.store().clone();
+    match root.tenants().await {
+        Ok(names) => {
+            for name in names {
+                if served.get(&name).is_some() || unserved.contains_key(&name) {
+                    continue;
+                }
+                match open_log(&root, &name, settings).await {
+                    Ok(log) => {
+                        unserved.insert(name, log);
+                    }
+                    Err(e) => {
+                        tracing::warn!(tenant = name, error = %e, "cannot open the tenant's log for housekeeping")
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot list the tenants in the store"),
+    }
+    let logs = served
+        .iter()
+        .map(|(name, t)| (name, &t.log))
+        .chain(unserved.iter());
+    for (name, log) in logs {
+        if let Err(e) = run_once(log, &settings.retention).await {
+            tracing::warn!(tenant = name, error = %e, "housekeeping failed; will retry");
+        }
+    }
+}
 
 /// One housekeeping pass.
 pub async fn run_once(log: &Log, defaults: &RetentionSettings) -> Result<()> {

@@ -1,17 +1,16 @@
 //! The adapter listeners a process serves, from flags and settings: MQTT over TCP, TLS and
 //! WebSocket, AMQP 1.0 over TCP and TLS, with one credentials rule for all of them.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use wharf_amqp::Amqp;
 use wharf_auth::Auth;
 use wharf_log::Log;
-use wharf_mqtt::{Mqtt, Transport};
+use wharf_mqtt::Transport;
 
-use crate::settings::Settings;
+use crate::{settings::Settings, tenants::Tenants};
 
 /// Listener flags shared by `wharf up` and `wharf adapter`.
 #[derive(Args, Debug, Clone)]
@@ -76,30 +75,14 @@ fn bind(what: &str, addr: &str, reuse_port: bool) -> Result<TcpListener> {
     Ok(TcpListener::from_std(socket.into())?)
 }
 
-/// The protocol services of a process, for shutdown.
-#[derive(Debug)]
-pub struct Services {
-    pub mqtt: Arc<Mqtt>,
-    pub amqp: Arc<Amqp>,
-}
-
-impl Services {
-    /// End every connection and wait up to `grace`.
-    pub async fn shutdown(&self, grace: std::time::Duration) {
-        tokio::join!(self.mqtt.shutdown(grace), self.amqp.shutdown(grace));
-    }
-}
-
-/// Start every listener asked for; they stop when `stopped` turns true.
-/// How often the catalog is looked at for changed topic claims (one LIST).
-const CLAIMS_REFRESH: Duration = Duration::from_secs(2);
-
+/// Start every listener asked for; they stop when `stopped` turns true. Connections are
+/// accepted by the default tenant's services and handed to their user's tenant.
 pub async fn start(
     args: &ListenerArgs,
     settings: &Settings,
     log: &Log,
     stopped: watch::Receiver<bool>,
-) -> Result<(Services, Vec<JoinHandle<()>>)> {
+) -> Result<(Arc<Tenants>, Vec<JoinHandle<()>>)> {
     let mut auth = Auth::new(settings.auth.anonymous);
     if let Some(path) = args.users.as_ref().or(settings.auth.users_file.as_ref()) {
         auth.load_users(path).map_err(anyhow::Error::msg)?;
@@ -112,19 +95,8 @@ pub async fn start(
         (None, None) => None,
         _ => bail!("--tls-cert and --tls-key go together"),
     };
-    let auth = Arc::new(auth);
-    let mqtt = Mqtt::new(log.clone(), settings.mqtt.to_mqtt(), auth.clone());
-    // Addresses claiming MQTT topics, before the first client: every adapter routes alike.
-    mqtt.follow_claims(CLAIMS_REFRESH)
-        .await
-        .context("reading the addresses' MQTT topic claims from the catalog")?;
-    let amqp = Amqp::new(
-        log.clone(),
-        settings.amqp.to_amqp(),
-        auth,
-        Some(mqtt.wills()),
-        mqtt.claims(),
-    );
+    let tenants = Tenants::start(log, settings, Arc::new(auth)).await?;
+    let (mqtt, amqp) = (&tenants.default().mqtt, &tenants.default().amqp);
     // MQTT subscribers get what AMQP clients send to `/topic/...` addresses.
     wharf_amqp::bridge::register();
     let mut wanted = Vec::new();
@@ -178,5 +150,5 @@ pub async fn start(
             mqtt.serve(listener, transport, stop).await;
         }));
     }
-    Ok((Services { mqtt, amqp }, handles))
+    Ok((tenants, handles))
 }

@@ -12,12 +12,14 @@ mod inspect;
 mod listeners;
 mod produce;
 mod settings;
+mod tenants;
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use wharf_log::{Log, Store, SystemClock};
+use wharf_log_format::catalog::DEFAULT_TENANT;
 
 use crate::settings::Settings;
 
@@ -34,6 +36,11 @@ struct Cli {
     /// Settings file (TOML).
     #[arg(long, global = true, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
+    /// The tenant whose log a command works on (its streams, cursors and addresses live under
+    /// `tenants/<name>/` in the store; the default tenant's at the root). Adapters serve every
+    /// tenant of their users file and take no --tenant.
+    #[arg(long, global = true, env = "WHARF_TENANT")]
+    tenant: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +72,8 @@ enum Command {
         #[command(subcommand)]
         command: AddressCommand,
     },
+    /// The tenants that have a log in the store, one name per line.
+    Tenants,
     /// Store operations.
     Store {
         #[command(subcommand)]
@@ -88,7 +97,8 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum AddressCommand {
-    /// Create or replace the Address resources in a JSON file (an object or an array).
+    /// Create or replace the Address resources in a JSON file (an object or an array); each
+    /// goes to the tenant its `metadata.tenant` names (else --tenant, else the default).
     Apply {
         #[arg(short, long)]
         file: PathBuf,
@@ -212,7 +222,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let store = open_store(cli.store.as_deref(), &settings)?;
+    let root = open_store(cli.store.as_deref(), &settings)?;
+    let tenant = cli.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+    if cli.tenant.is_some() && matches!(cli.command, Command::Up { .. } | Command::Adapter { .. }) {
+        anyhow::bail!(
+            "--tenant: adapters serve every tenant of their users file (the `tenant` of each \
+             user), not one"
+        );
+    }
+    // The log a command works on: the tenant's.
+    let store = root.tenant(tenant).context("--tenant")?;
     match cli.command {
         Command::Store { command } => {
             store.verify_conditional_put().await?;
@@ -237,7 +256,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let log = open_log(store, &settings).await?;
             let (stop, stopped) = shutdown_watch();
             if let Some(file) = &listen.addresses {
-                address::apply(&log, file).await?;
+                address::apply(&log, &settings, file, tenant).await?;
             }
             let (services, handles) = listeners::start(&listen, &settings, &log, stopped).await?;
             tracing::info!(store = %log.store().url, "wharf adapter is up");
@@ -257,10 +276,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let log = open_log(store, &settings).await?;
             let (stop, stopped) = shutdown_watch();
             if let Some(file) = &listen.addresses {
-                address::apply(&log, file).await?;
+                address::apply(&log, &settings, file, tenant).await?;
             }
             let (services, handles) = listeners::start(&listen, &settings, &log, stopped).await?;
             tracing::info!(store = %log.store().url, "wharf is up");
+            // Tenants with a log in the store but no users here any more still get their
+            // retention and garbage collection: their logs are opened on first need.
+            let mut unserved: BTreeMap<String, Log> = BTreeMap::new();
             let shutdown = stop;
             tokio::pin!(shutdown);
             let mut tick = tokio::time::interval(housekeeping);
@@ -273,11 +295,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 // between or during them leaves the log consistent.
                 tokio::select! {
                     _ = &mut shutdown => break,
-                    r = housekeeping::run_once(&log, &settings.retention) => {
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, "housekeeping failed; will retry");
-                        }
-                    }
+                    _ = housekeeping::every_tenant(&services, &mut unserved, &settings) => {}
                 }
             }
             for h in handles {
@@ -287,13 +305,26 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             tracing::info!("shutting down");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Tenants => {
+            println!("{DEFAULT_TENANT}");
+            for name in root.tenants().await? {
+                println!("{name}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Address { command } => {
             if !matches!(command, AddressCommand::List) {
                 store.verify_conditional_put().await?;
             }
+            if let AddressCommand::Apply { file } = &command {
+                // Resources name their tenant: applied from the root.
+                let log = open_log(root, &settings).await?;
+                address::apply(&log, &settings, file, tenant).await?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let log = open_log(store, &settings).await?;
             match command {
-                AddressCommand::Apply { file } => address::apply(&log, &file).await?,
+                AddressCommand::Apply { .. } => {} // above
                 AddressCommand::List => address::list(&log).await?,
                 AddressCommand::Delete { name } => address::delete(&log, &name).await?,
             }

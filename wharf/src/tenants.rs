@@ -1,0 +1,131 @@
+//! The tenants a process serves. Each tenant is a whole log under its own prefix of the store
+//! (`tenants/<name>/`; the default tenant's is the store root) with its own MQTT and AMQP
+//! services: its own default topic address, addresses, sessions, retained messages and wills.
+//! Listeners accept every client; a connection moves to its user's tenant once the user is
+//! known (`wharf_auth::Router`).
+//!
+//! A process serves the default tenant and every tenant its users file names, all started at
+//! start-up: so any adapter publishes the wills of a dead adapter's clients, sweeps expired
+//! sessions and compacts retained messages in every tenant, whether or not one of the
+//! tenant's clients is connected to it.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use wharf_amqp::Amqp;
+use wharf_auth::{Auth, Router};
+use wharf_log::{Log, Store, SystemClock};
+use wharf_log_format::catalog::DEFAULT_TENANT;
+use wharf_mqtt::Mqtt;
+
+use crate::settings::Settings;
+
+/// How often the catalog is looked at for changed topic claims (one LIST per tenant).
+const CLAIMS_REFRESH: Duration = Duration::from_secs(2);
+
+/// One tenant's log and services.
+#[derive(Debug)]
+pub struct Tenant {
+    pub log: Log,
+    pub mqtt: Arc<Mqtt>,
+    pub amqp: Arc<Amqp>,
+}
+
+impl Tenant {
+    /// Start the services of `name` on its `log`.
+    async fn start(name: &str, log: Log, settings: &Settings, auth: Arc<Auth>) -> Result<Self> {
+        let mqtt = Mqtt::new(name, log.clone(), settings.mqtt.to_mqtt(), auth.clone());
+        // Addresses claiming MQTT topics, before the first client: every adapter routes alike.
+        mqtt.follow_claims(CLAIMS_REFRESH).await.with_context(|| {
+            format!("reading the MQTT topic claims of tenant {name:?} from the catalog")
+        })?;
+        let amqp = Amqp::new(
+            name,
+            log.clone(),
+            settings.amqp.to_amqp(),
+            auth,
+            Some(mqtt.wills()),
+            mqtt.claims(),
+        );
+        Ok(Self { log, mqtt, amqp })
+    }
+}
+
+/// Open the log of tenant `name` in the store whose root is `root`.
+pub async fn open_log(root: &Store, name: &str, settings: &Settings) -> Result<Log> {
+    let store = root.tenant(name)?;
+    Log::open_with(store, settings.log.clone(), Arc::new(SystemClock))
+        .await
+        .with_context(|| format!("cannot open the log of tenant {name:?} in {}", root.url))
+}
+
+/// Every tenant a process serves, by name.
+#[derive(Debug)]
+pub struct Tenants {
+    served: BTreeMap<String, Tenant>,
+}
+
+impl Tenants {
+    /// Start the default tenant on `log` (the store root's) and every tenant `auth`'s users are
+    /// in; the default tenant's services hand other tenants' clients over.
+    pub async fn start(log: &Log, settings: &Settings, auth: Arc<Auth>) -> Result<Arc<Self>> {
+        let mut served = BTreeMap::new();
+        for name in auth.tenants() {
+            let tenant_log = if name == DEFAULT_TENANT {
+                log.clone()
+            } else {
+                open_log(log.store(), &name, settings).await?
+            };
+            let tenant = Tenant::start(&name, tenant_log, settings, auth.clone()).await?;
+            served.insert(name, tenant);
+        }
+        if served.len() > 1 {
+            tracing::info!(
+                tenants = ?served.keys().collect::<Vec<_>>(),
+                "serving several tenants"
+            );
+        }
+        let tenants = Arc::new(Self { served });
+        let default = tenants.default();
+        let weak = Arc::downgrade(&tenants);
+        default.mqtt.route_tenants(Router::new(move |name| {
+            let found = weak
+                .upgrade()
+                .and_then(|t| t.get(name).map(|t| t.mqtt.clone()));
+            let name = name.to_string();
+            Box::pin(async move { found.ok_or_else(|| format!("tenant {name:?} is not served")) })
+        }));
+        let weak = Arc::downgrade(&tenants);
+        default.amqp.route_tenants(Router::new(move |name| {
+            let found = weak
+                .upgrade()
+                .and_then(|t| t.get(name).map(|t| t.amqp.clone()));
+            let name = name.to_string();
+            Box::pin(async move { found.ok_or_else(|| format!("tenant {name:?} is not served")) })
+        }));
+        Ok(tenants)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Tenant> {
+        self.served.get(name)
+    }
+
+    /// The default tenant (always served): its services accept every connection.
+    pub fn default(&self) -> &Tenant {
+        match self.served.get(DEFAULT_TENANT) {
+            Some(t) => t,
+            None => unreachable!("the default tenant is always served"),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Tenant)> {
+        self.served.iter()
+    }
+
+    /// End every connection (all are counted by the default tenant's services, which
+    /// accepted them) and wait up to `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        let d = self.default();
+        tokio::join!(d.mqtt.shutdown(grace), d.amqp.shutdown(grace));
+    }
+}
