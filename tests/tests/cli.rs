@@ -94,12 +94,26 @@ fn bad_configuration_fails_at_start_naming_the_field() {
     );
 }
 
+/// `wharf up` housekeeping in every tenant: the default one, one its users file serves
+/// (`acme`), and one only the store knows (`gone`, its users removed).
 #[test]
 fn wharf_up_applies_address_retention_and_frees_segments() {
     let (urls, dir) = stores();
+    let users = dir.path().join("users.toml");
+    let hash = wharf_tests::user_hash("pw");
+    std::fs::write(
+        &users,
+        format!("[[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\ntenant = \"acme\"\n"),
+    )
+    .expect("users");
+    const TENANTS: [&str; 3] = ["default", "acme", "gone"];
     for url in urls {
-        let run = |args: &[&str]| {
-            let out = wharf(&url).args(args).output().expect("run wharf");
+        let run = |tenant: &str, args: &[&str]| {
+            let out = wharf(&url)
+                .args(["--tenant", tenant])
+                .args(args)
+                .output()
+                .expect("run wharf");
             assert!(
                 out.status.success(),
                 "{args:?}: {}",
@@ -107,7 +121,6 @@ fn wharf_up_applies_address_retention_and_frees_segments() {
             );
             String::from_utf8_lossy(&out.stdout).into_owned()
         };
-        run(&["append", "orders", "--count", "6", "--prefix", "old"]); // one segment each
         let address = dir.path().join("orders.json");
         std::fs::write(
             &address,
@@ -115,10 +128,18 @@ fn wharf_up_applies_address_retention_and_frees_segments() {
                  "spec":{"type":"queue","retention":"1s"}}]"#,
         )
         .expect("write address");
-        run(&["address", "apply", "-f", address.to_str().expect("path")]);
-        assert!(run(&["address", "list"]).contains("\"retention\":\"1s\""));
+        for t in TENANTS {
+            run(t, &["append", "orders", "--count", "6", "--prefix", "old"]); // one segment each
+            run(
+                t,
+                &["address", "apply", "-f", address.to_str().expect("path")],
+            );
+            assert!(run(t, &["address", "list"]).contains("\"retention\":\"1s\""));
+        }
         std::thread::sleep(Duration::from_millis(1500));
-        run(&["append", "orders", "--count", "1", "--prefix", "new"]);
+        for t in TENANTS {
+            run(t, &["append", "orders", "--count", "1", "--prefix", "new"]);
+        }
 
         let cfg = dir.path().join("up.toml");
         std::fs::write(&cfg, "[log]\ngc_grace = \"0s\"\ncheckpoint_every = 1\n").expect("cfg");
@@ -131,29 +152,41 @@ fn wharf_up_applies_address_retention_and_frees_segments() {
             "127.0.0.1:0",
             "--amqp",
             "127.0.0.1:0",
+            "--users",
+            users.to_str().expect("path"),
         ]);
         let mut up = spawn(up_cmd);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let orders = loop {
-            let streams = json_lines(&run(&["streams", "--json"]));
-            let orders = streams
-                .into_iter()
-                .find(|s| s["stream"] == "orders")
-                .expect("orders");
-            // Trimmed, and (local filesystem) the freed segments collected: GC runs in a
-            // later housekeeping pass than the trim.
-            let collected = url.strip_prefix("file://").is_none_or(|path| {
-                std::fs::read_dir(format!("{path}/segments")).map_or(0, |d| d.count()) <= 3
-            });
-            if orders["start_offset"] == 6 && orders["segments"] == 1 && collected {
-                break orders;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{url}: retention not applied: {orders}"
-            );
-            std::thread::sleep(Duration::from_millis(200));
+        let segments = |tenant: &str| {
+            url.strip_prefix("file://").map(|path| {
+                let dir = match tenant {
+                    "default" => format!("{path}/segments"),
+                    t => format!("{path}/tenants/{t}/segments"),
+                };
+                std::fs::read_dir(dir).map_or(0, |d| d.count())
+            })
         };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for t in TENANTS {
+            let orders = loop {
+                let streams = json_lines(&run(t, &["streams", "--json"]));
+                let orders = streams
+                    .into_iter()
+                    .find(|s| s["stream"] == "orders")
+                    .expect("orders");
+                // Trimmed, and (local filesystem) the freed segments collected: GC runs in a
+                // later housekeeping pass than the trim.
+                let collected = segments(t).is_none_or(|n| n <= 3);
+                if orders["start_offset"] == 6 && orders["segments"] == 1 && collected {
+                    break orders;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{url}: retention not applied in tenant {t}: {orders}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            eprintln!("{url}: wharf up trimmed and collected in tenant {t}: {orders}");
+        }
         // Ctrl-C, or SIGTERM as Kubernetes sends; either must work even mid-housekeeping.
         let sig = if url.starts_with("file://") {
             "INT"
@@ -165,15 +198,13 @@ fn wharf_up_applies_address_retention_and_frees_segments() {
             up.wait().expect("wait up").success(),
             "{url}: wharf up stops cleanly on SIG{sig}"
         );
-        let dumped = json_lines(&run(&["dump", "orders"]));
-        assert_eq!(dumped.len(), 1, "{url}: only the new record is left");
-        assert_eq!(dumped[0]["payload"], "new0");
-        if let Some(path) = url.strip_prefix("file://") {
-            let left = std::fs::read_dir(format!("{path}/segments"))
-                .expect("segments")
-                .count();
-            assert!(left <= 3, "{url}: old segments deleted, {left} left");
+        for t in TENANTS {
+            let dumped = json_lines(&run(t, &["dump", "orders"]));
+            assert_eq!(dumped.len(), 1, "{url}: only the new record is left in {t}");
+            assert_eq!(dumped[0]["payload"], "new0");
+            if let Some(left) = segments(t) {
+                assert!(left <= 3, "{url}: old segments deleted in {t}, {left} left");
+            }
         }
-        eprintln!("{url}: wharf up trimmed and collected: {orders}");
     }
 }

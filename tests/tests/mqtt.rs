@@ -1451,13 +1451,19 @@ fn configured_addresses_claim_mqtt_topics() {
 /// `metadata.tenant`). Against two adapters with MQTT and AMQP (Paho, Qpid Proton): the same
 /// client id in three tenants, publishes, retained messages and a persistent session each stay
 /// in their tenant (tests/python/tenants_isolated.py); the store holds each tenant's log under
-/// its prefix, and `--tenant` shows it.
+/// its prefix, and `--tenant` shows it. After `kill -9` of one adapter, the other publishes
+/// the will of a tenant's client there, in that tenant only (mosquitto clients).
 #[test]
 fn tenants_are_isolated_across_adapters() {
     let Some(python) = python() else {
         return;
     };
+    if !have("mosquitto_sub") {
+        return;
+    }
     let (urls, dir) = stores();
+    let settings = dir.path().join("lease.toml");
+    std::fs::write(&settings, "[mqtt]\nadapter_lease = \"2s\"\n").expect("settings");
     let hash = wharf_tests::user_hash("pw");
     let users = dir.path().join("users.toml");
     std::fs::write(
@@ -1497,6 +1503,8 @@ fn tenants_are_isolated_across_adapters() {
         );
         let adapter = |mqtt: u16, amqp: u16| {
             let child = wharf(url)
+                .arg("--config")
+                .arg(&settings)
                 .args(["adapter", "--mqtt", &format!("127.0.0.1:{mqtt}")])
                 .args(["--amqp", &format!("127.0.0.1:{amqp}"), "--users"])
                 .arg(&users)
@@ -1508,7 +1516,7 @@ fn tenants_are_isolated_across_adapters() {
             wharf_tests::KillOnDrop(child)
         };
         let (mqtt_a, amqp_a, mqtt_b, amqp_b) = (free_port(), free_port(), free_port(), free_port());
-        let _a = adapter(mqtt_a, amqp_a);
+        let mut a = adapter(mqtt_a, amqp_a);
         let _b = adapter(mqtt_b, amqp_b);
         let out = Command::new(&python)
             .arg(python_script("tenants_isolated.py"))
@@ -1549,6 +1557,42 @@ fn tenants_are_isolated_across_adapters() {
             "{url}: the default tenant declared no address"
         );
         assert!(cli(&["--tenant", "acme", "address", "list"]).contains("orders/#"));
+
+        // Wills: alice's device on A dies with A; B publishes its will in acme only.
+        let watch = |user: &str, wait: &str| {
+            mosquitto("mosquitto_sub", mqtt_b)
+                .args(["-u", user, "-P", "pw", "-t", "status/#", "-q", "1", "-v"])
+                .args(["-C", "1", "-W", wait])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("watcher")
+        };
+        let (alice_watch, bob_watch) = (watch("alice", "30"), watch("bob", "12"));
+        let _device = wharf_tests::KillOnDrop(
+            mosquitto("mosquitto_sub", mqtt_a)
+                .args([
+                    "-u", "alice", "-P", "pw", "-t", "cmd/dev", "-i", "dev", "-k", "60",
+                ])
+                .args(["--will-topic", "status/dev", "--will-payload", "offline"])
+                .args(["--will-qos", "1"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("device"),
+        );
+        std::thread::sleep(Duration::from_millis(700)); // connected, will registered
+        wharf_tests::signal(a.id(), "KILL");
+        let _ = a.wait();
+        let alice_got = alice_watch.wait_with_output().expect("watcher");
+        assert_eq!(
+            String::from_utf8_lossy(&alice_got.stdout).trim(),
+            "status/dev offline",
+            "{url}: the will of acme's client on A, published by B"
+        );
+        let bob_got = bob_watch.wait_with_output().expect("watcher");
+        assert!(
+            bob_got.stdout.is_empty(),
+            "{url}: globex saw acme's will: {bob_got:?}"
+        );
         eprintln!("{url}: tenants isolated");
     }
 }

@@ -43,6 +43,11 @@ pub struct MqttArgs {
     /// Publishes per second per publisher (0: as fast as the in-flight window allows).
     #[arg(long, default_value_t = 0)]
     rate: u32,
+    /// User name for every client (with `--password`); anonymous if absent.
+    #[arg(long)]
+    username: Option<String>,
+    #[arg(long, env = "WHARF_LOAD_PASSWORD", default_value = "")]
+    password: String,
 }
 
 fn options(id: &str, args: &MqttArgs, port: u16) -> MqttOptions {
@@ -50,6 +55,9 @@ fn options(id: &str, args: &MqttArgs, port: u16) -> MqttOptions {
     o.set_keep_alive(Duration::from_secs(30));
     o.set_inflight(args.inflight.max(1));
     o.set_max_packet_size(1 << 20, 1 << 20);
+    if let Some(user) = &args.username {
+        o.set_credentials(user.clone(), args.password.clone());
+    }
     o
 }
 
