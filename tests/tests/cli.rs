@@ -43,31 +43,24 @@ fn bad_configuration_fails_at_start_naming_the_field() {
         "names the missing credentials: {stderr}"
     );
 
+    // Bad resources and names fail naming the field.
+    let fails_naming = |args: &[&str], field: &str| {
+        let out = wharf(&store).args(args).output().expect("run");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(field),
+            "{args:?} must name {field}: {stderr}"
+        );
+    };
     let bad = dir.path().join("bad.json");
+    let bad_path = bad.to_str().expect("path");
     std::fs::write(&bad, r#"{"apiVersion":"wharf/v1","kind":"Address","metadata":{"name":"o"},"spec":{"retention":"a week"}}"#).expect("write");
-    let out = wharf(&store)
-        .args(["address", "apply", "-f"])
-        .arg(&bad)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("spec.retention"));
-
+    fails_naming(&["address", "apply", "-f", bad_path], "spec.retention");
     // Tenant names: in a resource, on the command line, in a users file.
     std::fs::write(&bad, r#"{"apiVersion":"wharf/v1","kind":"Address","metadata":{"name":"o","tenant":"Acme Corp"}}"#).expect("write");
-    let out = wharf(&store)
-        .args(["address", "apply", "-f"])
-        .arg(&bad)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("metadata.tenant"));
-    let out = wharf(&store)
-        .args(["--tenant", "Acme Corp", "streams"])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tenant"));
+    fails_naming(&["address", "apply", "-f", bad_path], "metadata.tenant");
+    fails_naming(&["--tenant", "Acme Corp", "streams"], "--tenant");
     let users = dir.path().join("users.toml");
     let hash = wharf_tests::user_hash("pw");
     std::fs::write(
@@ -75,22 +68,18 @@ fn bad_configuration_fails_at_start_naming_the_field() {
         format!("[[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\ntenant = \"a_b\"\n"),
     )
     .expect("write");
-    let out = wharf(&store)
-        .args([
+    let users = users.to_str().expect("path");
+    fails_naming(
+        &[
             "adapter",
             "--mqtt",
             "127.0.0.1:0",
             "--amqp",
             "off",
             "--users",
-        ])
-        .arg(&users)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("user[0].tenant"),
-        "{out:?}"
+            users,
+        ],
+        "user[0].tenant",
     );
 }
 

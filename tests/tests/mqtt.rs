@@ -669,6 +669,24 @@ fn addresses_declared_later_reach_existing_subscribers() {
     }
 }
 
+/// A device on `port` (mosquitto_sub as client `id`, `extra` arguments such as credentials)
+/// with a QoS 1 will "offline" on `status/<id>`; returns once it is connected and its will
+/// registered.
+fn device_with_will(port: u16, id: &str, extra: &[&str]) -> wharf_tests::KillOnDrop {
+    let device = wharf_tests::KillOnDrop(
+        mosquitto("mosquitto_sub", port)
+            .args(extra)
+            .args(["-t", &format!("cmd/{id}"), "-i", id, "-k", "60"])
+            .args(["--will-topic", &format!("status/{id}")])
+            .args(["--will-payload", "offline", "--will-qos", "1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("device"),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    device
+}
+
 /// The last lines of a long output, for assertion messages.
 fn tail(lines: &[String]) -> String {
     let from = lines.len().saturating_sub(8);
@@ -1082,16 +1100,7 @@ fn wills_of_a_dead_adapters_clients_are_published_by_another() {
             !clean.status.success(),
             "it timed out and disconnected cleanly"
         );
-        let _device = wharf_tests::KillOnDrop(
-            mosquitto("mosquitto_sub", pa)
-                .args(["-t", "cmd/dev-1", "-i", "dev-1", "-k", "60"])
-                .args(["--will-topic", "status/dev-1", "--will-payload", "offline"])
-                .args(["--will-qos", "1"])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("device"),
-        );
-        std::thread::sleep(Duration::from_millis(700)); // connected, will registered
+        let _device = device_with_will(pa, "dev-1", &[]);
         wharf_tests::signal(a.id(), "KILL");
         let _ = a.wait();
         let started = std::time::Instant::now();
@@ -1568,18 +1577,7 @@ fn tenants_are_isolated_across_adapters() {
                 .expect("watcher")
         };
         let (alice_watch, bob_watch) = (watch("alice", "30"), watch("bob", "12"));
-        let _device = wharf_tests::KillOnDrop(
-            mosquitto("mosquitto_sub", mqtt_a)
-                .args([
-                    "-u", "alice", "-P", "pw", "-t", "cmd/dev", "-i", "dev", "-k", "60",
-                ])
-                .args(["--will-topic", "status/dev", "--will-payload", "offline"])
-                .args(["--will-qos", "1"])
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("device"),
-        );
-        std::thread::sleep(Duration::from_millis(700)); // connected, will registered
+        let _device = device_with_will(mqtt_a, "dev", &["-u", "alice", "-P", "pw"]);
         wharf_tests::signal(a.id(), "KILL");
         let _ = a.wait();
         let alice_got = alice_watch.wait_with_output().expect("watcher");

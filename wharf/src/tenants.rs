@@ -65,6 +65,22 @@ pub struct Tenants {
     served: BTreeMap<String, Tenant>,
 }
 
+/// A router to one kind of service (`pick`) of the tenants served. It holds them weakly: the
+/// default tenant's services, which route, are among them.
+fn router<S: Send + Sync + 'static>(
+    tenants: &Arc<Tenants>,
+    pick: fn(&Tenant) -> &Arc<S>,
+) -> Router<S> {
+    let weak = Arc::downgrade(tenants);
+    Router::new(move |name| {
+        let found = weak
+            .upgrade()
+            .and_then(|t| t.get(name).map(|t| pick(t).clone()));
+        let name = name.to_string();
+        Box::pin(async move { found.ok_or_else(|| format!("tenant {name:?} is not served")) })
+    })
+}
+
 impl Tenants {
     /// Start the default tenant on `log` (the store root's) and every tenant `auth`'s users are
     /// in; the default tenant's services hand other tenants' clients over.
@@ -87,22 +103,8 @@ impl Tenants {
         }
         let tenants = Arc::new(Self { served });
         let default = tenants.default();
-        let weak = Arc::downgrade(&tenants);
-        default.mqtt.route_tenants(Router::new(move |name| {
-            let found = weak
-                .upgrade()
-                .and_then(|t| t.get(name).map(|t| t.mqtt.clone()));
-            let name = name.to_string();
-            Box::pin(async move { found.ok_or_else(|| format!("tenant {name:?} is not served")) })
-        }));
-        let weak = Arc::downgrade(&tenants);
-        default.amqp.route_tenants(Router::new(move |name| {
-            let found = weak
-                .upgrade()
-                .and_then(|t| t.get(name).map(|t| t.amqp.clone()));
-            let name = name.to_string();
-            Box::pin(async move { found.ok_or_else(|| format!("tenant {name:?} is not served")) })
-        }));
+        default.mqtt.route_tenants(router(&tenants, |t| &t.mqtt));
+        default.amqp.route_tenants(router(&tenants, |t| &t.amqp));
         Ok(tenants)
     }
 

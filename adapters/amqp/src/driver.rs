@@ -29,7 +29,7 @@ use tokio::{
     sync::{mpsc, watch},
 };
 use wharf_auth::{
-    Auth, Router, Verdict,
+    Auth, Router, Tenancy, Verdict,
     listen::{Active, accept_connections},
 };
 use wharf_log::Log;
@@ -76,11 +76,8 @@ impl Default for AmqpSettings {
 /// One adapter's AMQP service: what all its listeners and connections share.
 #[derive(Debug)]
 pub struct Amqp {
-    /// The tenant whose log this is.
-    tenant: String,
-    /// Where clients of other tenants go once SASL says who they are (`None`: the process
-    /// serves one tenant; other tenants' users are refused).
-    tenants: std::sync::OnceLock<Router<Amqp>>,
+    /// The tenant whose log this is, and where other tenants' clients go.
+    tenancy: Tenancy<Amqp>,
     log: Log,
     settings: AmqpSettings,
     auth: Arc<Auth>,
@@ -124,8 +121,7 @@ impl Amqp {
             addresses.clone(),
         );
         Arc::new(Self {
-            tenant: tenant.to_string(),
-            tenants: std::sync::OnceLock::new(),
+            tenancy: Tenancy::new(tenant),
             log,
             addresses,
             queues,
@@ -141,18 +137,12 @@ impl Amqp {
     /// Hand clients of other tenants to the services `router` finds (set once, before
     /// serving).
     pub fn route_tenants(&self, router: Router<Amqp>) {
-        let _ = self.tenants.set(router);
+        self.tenancy.route(router);
     }
 
     /// The service for a client of `tenant`: this one, or the one its router finds.
     async fn for_tenant(self: &Arc<Self>, tenant: &str) -> Result<Arc<Amqp>, String> {
-        if tenant == self.tenant {
-            return Ok(self.clone());
-        }
-        match self.tenants.get() {
-            Some(router) => router.route(tenant).await,
-            None => Err(format!("tenant {tenant:?} is not served by this adapter")),
-        }
+        self.tenancy.service(self, tenant).await
     }
 
     /// Close every connection (`amqp:connection:forced`) and wait up to `grace`.

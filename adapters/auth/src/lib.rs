@@ -233,6 +233,58 @@ impl<S> Router<S> {
     }
 }
 
+/// A service's place among tenants: the tenant it serves, and (for the services that accept
+/// connections) where other tenants' clients go.
+pub struct Tenancy<S> {
+    own: String,
+    router: std::sync::OnceLock<Router<S>>,
+}
+
+impl<S> fmt::Debug for Tenancy<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenancy")
+            .field("own", &self.own)
+            .field("routes", &self.router.get().is_some())
+            .finish()
+    }
+}
+
+impl<S> Tenancy<S> {
+    pub fn new(own: &str) -> Self {
+        Self {
+            own: own.to_string(),
+            router: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The tenant served.
+    pub fn own(&self) -> &str {
+        &self.own
+    }
+
+    /// Hand clients of other tenants to the services `router` finds (set once, before
+    /// serving; without it they are refused).
+    pub fn route(&self, router: Router<S>) {
+        let _ = self.router.set(router);
+    }
+
+    /// The service for a client of `tenant`: `this` (the service of [`Tenancy::own`]), or the
+    /// one the router finds.
+    pub async fn service(
+        &self,
+        this: &std::sync::Arc<S>,
+        tenant: &str,
+    ) -> Result<std::sync::Arc<S>, String> {
+        if tenant == self.own {
+            return Ok(this.clone());
+        }
+        match self.router.get() {
+            Some(router) => router.route(tenant).await,
+            None => Err(format!("tenant {tenant:?} is not served by this adapter")),
+        }
+    }
+}
+
 /// An argon2id PHC string for `password`, with a random salt.
 pub fn hash_password(password: &[u8]) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);

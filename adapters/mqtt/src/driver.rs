@@ -19,7 +19,7 @@ use tokio::{
     time::Instant,
 };
 use wharf_auth::{
-    Auth, Router, Verdict,
+    Auth, Router, Tenancy, Verdict,
     listen::{Active, accept_connections},
 };
 // Positions the session sees: the followed stream's index in the top 16 bits, the offset in
@@ -163,11 +163,8 @@ pub fn default_stream() -> StreamId {
 /// One adapter's MQTT service: what all its listeners and connections share.
 #[derive(Debug)]
 pub struct Mqtt {
-    /// The tenant whose log this is.
-    tenant: String,
-    /// Where clients of other tenants go once their user is known (`None`: the process
-    /// serves one tenant; other tenants' users are refused).
-    tenants: std::sync::OnceLock<Router<Mqtt>>,
+    /// The tenant whose log this is, and where other tenants' clients go.
+    tenancy: Tenancy<Mqtt>,
     log: Log,
     settings: MqttSettings,
     session_settings: Arc<SessionSettings>,
@@ -207,8 +204,7 @@ impl Mqtt {
             settings.share_block,
         );
         let mqtt = Arc::new(Self {
-            tenant: tenant.to_string(),
-            tenants: std::sync::OnceLock::new(),
+            tenancy: Tenancy::new(tenant),
             takeover,
             wills,
             shared_groups,
@@ -247,23 +243,17 @@ impl Mqtt {
     /// Hand clients of other tenants to the services `router` finds (set once, before
     /// serving).
     pub fn route_tenants(&self, router: Router<Mqtt>) {
-        let _ = self.tenants.set(router);
+        self.tenancy.route(router);
     }
 
     /// The tenant this service serves.
     pub fn tenant(&self) -> &str {
-        &self.tenant
+        self.tenancy.own()
     }
 
     /// The service for a client of `tenant`: this one, or the one its router finds.
     async fn for_tenant(self: &Arc<Self>, tenant: &str) -> Result<Arc<Mqtt>, String> {
-        if tenant == self.tenant {
-            return Ok(self.clone());
-        }
-        match self.tenants.get() {
-            Some(router) => router.route(tenant).await,
-            None => Err(format!("tenant {tenant:?} is not served by this adapter")),
-        }
+        self.tenancy.service(self, tenant).await
     }
 
     /// The TTL of the leases that let one adapter at a time do background upkeep.
