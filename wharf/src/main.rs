@@ -4,7 +4,8 @@
 //! `wharf dump`, `wharf store check`), append and consume from the command line.
 //!
 //! `wharf up` and `wharf adapter` serve the MQTT adapter (`adapters/mqtt`) and the AMQP 1.0
-//! adapter (`adapters/amqp`).
+//! adapter (`adapters/amqp`) for every tenant of their users file ([`tenants`]); the other
+//! commands work on one tenant's log (`--tenant`, the default tenant's otherwise).
 
 mod address;
 mod housekeeping;
