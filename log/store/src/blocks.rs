@@ -228,7 +228,7 @@ impl Blocks {
         tokio::select! {
             _ = self.committed.changed() => {}
             _ = self.poll.tick() => {
-                if let Err(e) = self.log.refresh().await {
+                if let Err(e) = self.log.shared.poll().await {
                     tracing::warn!(stream = %self.stream, error = %e, "log refresh failed");
                 }
             }

@@ -54,7 +54,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// The highest segment applied to the index; tails wait on it.
     pub committed: watch::Sender<u64>,
-    refresh_lock: tokio::sync::Mutex<()>,
+    /// Held while refreshing; holds when the last refresh started.
+    refresh_lock: tokio::sync::Mutex<Option<std::time::Instant>>,
     /// A checkpoint write is in progress.
     checkpointing: AtomicBool,
     /// When the index was last confirmed to be at the head of the log (a probe for the next
@@ -159,7 +160,7 @@ impl Log {
             linger,
             flush_interval,
             committed,
-            refresh_lock: tokio::sync::Mutex::new(()),
+            refresh_lock: tokio::sync::Mutex::new(None),
             checkpointing: AtomicBool::new(false),
             fresh_at: Mutex::new(std::time::Instant::now()),
             settings,
@@ -343,7 +344,26 @@ impl Shared {
 
     /// Apply every segment after the index's head that exists in the store.
     pub(crate) async fn refresh(&self) -> Result<u64> {
-        let _guard = self.refresh_lock.lock().await;
+        self.refresh_unless_within(Duration::ZERO).await
+    }
+
+    /// What readers waiting for other processes' segments call every `poll_interval`: a
+    /// refresh, unless one (by any reader, or any caller of [`Log::refresh`]) started within
+    /// half the interval. However many readers wait, a process then asks the store at most
+    /// twice per interval, not once per reader per interval; a reader learns of a segment at
+    /// most 1.5 intervals after it was written (a refresh that finds one wakes every reader).
+    pub(crate) async fn poll(&self) -> Result<()> {
+        self.refresh_unless_within(self.settings.poll_interval / 2)
+            .await
+            .map(|_| ())
+    }
+
+    async fn refresh_unless_within(&self, recent: Duration) -> Result<u64> {
+        let mut last = self.refresh_lock.lock().await;
+        if !recent.is_zero() && last.is_some_and(|at| at.elapsed() < recent) {
+            return Ok(self.next_seq() - 1);
+        }
+        *last = Some(std::time::Instant::now());
         loop {
             let next = self.next_seq();
             match self.load_segment(next).await? {

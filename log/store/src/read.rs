@@ -182,7 +182,7 @@ impl Tails {
                 }
                 _ = tokio::time::sleep(self.log.settings().poll_interval) => {
                     // A store hiccup must not end a long-lived tail: keep polling.
-                    match self.log.refresh().await {
+                    match self.log.shared.poll().await {
                         Err(e) if e.kind() == crate::ErrorKind::Unavailable => {
                             tracing::warn!(streams = ?self.streams, error = %e, "tail poll failed; retrying");
                         }

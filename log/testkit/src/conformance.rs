@@ -66,6 +66,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(concurrent_writers_share_a_stream);
     case!(tail_sees_local_and_remote_appends);
     case!(tails_follow_several_streams);
+    case!(readers_share_one_poll);
     case!(read_from_time);
     case!(cursors_merge_and_survive_reopen);
     case!(cursor_take_over_fences_the_previous_holder);
@@ -196,6 +197,52 @@ async fn reopen_sees_everything_via_checkpoint(store: &Store) {
         log.append(&s, rec("y".into())).await.expect("append"),
         Offset(21)
     );
+}
+
+/// However many readers of a process wait for other processes' segments, the process asks
+/// the store at most about twice per poll interval (not once per reader per interval), and
+/// every reader still gets the record another process appends.
+async fn readers_share_one_poll(store: &Store) {
+    let counting = Arc::new(FaultStore::new(
+        store.object_store.clone(),
+        FaultConfig::default(),
+    ));
+    let counted = Store::new(counting.clone(), store.kind, store.url.clone());
+    let reader = open(&counted).await;
+    let writer = open(store).await;
+    let s = sid("polled");
+    const READERS: usize = 50;
+    let waiting: Vec<_> = (0..READERS)
+        .map(|_| {
+            let mut tail = reader.tail(&s, Offset(0));
+            tokio::spawn(async move { tail.next_batch(10).await })
+        })
+        .collect();
+    let calls = || {
+        counting
+            .stats
+            .calls
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = calls();
+    let idle = Duration::from_secs(1);
+    tokio::time::sleep(idle).await;
+    let polled = calls() - before;
+    // 20 ms interval: at most one poll per 10 ms, so about 100 in a second (each one GET of
+    // the next segment number); one poll per reader per interval would be 2,500.
+    assert!(
+        polled <= 150,
+        "{READERS} idle readers made {polled} store calls in {idle:?}"
+    );
+    writer.append(&s, rec("x".into())).await.expect("append");
+    for w in waiting {
+        let got = tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("a reader saw the record")
+            .expect("task")
+            .expect("read");
+        assert_eq!(got.len(), 1);
+    }
 }
 
 async fn concurrent_writers_share_a_stream(store: &Store) {
