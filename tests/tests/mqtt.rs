@@ -670,9 +670,15 @@ fn addresses_declared_later_reach_existing_subscribers() {
 }
 
 /// A device on `port` (mosquitto_sub as client `id`, `extra` arguments such as credentials)
-/// with a QoS 1 will "offline" on `status/<id>`; returns once it is connected and its will
-/// registered.
-fn device_with_will(port: u16, id: &str, extra: &[&str]) -> wharf_tests::KillOnDrop {
+/// with a QoS 1 will "offline" on `status/<id>`; returns once its will is registered in
+/// `tenant`'s `mqtt-wills` in the store at `url` (so that any adapter can publish it).
+fn device_with_will(
+    url: &str,
+    tenant: &str,
+    port: u16,
+    id: &str,
+    extra: &[&str],
+) -> wharf_tests::KillOnDrop {
     let device = wharf_tests::KillOnDrop(
         mosquitto("mosquitto_sub", port)
             .args(extra)
@@ -683,8 +689,24 @@ fn device_with_will(port: u16, id: &str, extra: &[&str]) -> wharf_tests::KillOnD
             .spawn()
             .expect("device"),
     );
-    std::thread::sleep(Duration::from_millis(700));
-    device
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let dump = wharf(url)
+            .args(["--tenant", tenant, "dump", "mqtt-wills"])
+            .output()
+            .expect("dump");
+        let registered = json_lines(&String::from_utf8_lossy(&dump.stdout))
+            .iter()
+            .any(|r| r["key"] == id);
+        if registered {
+            return device;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url}: the will of {id} was never registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The last lines of a long output, for assertion messages.
@@ -918,7 +940,13 @@ fn credentials_tls_and_websocket() {
         wharf(&store)
             .arg("--config")
             .arg(path("deny.toml"))
-            .args(["adapter", "--mqtt", &format!("127.0.0.1:{plain}")])
+            .args([
+                "adapter",
+                "--amqp",
+                "off",
+                "--mqtt",
+                &format!("127.0.0.1:{plain}"),
+            ])
             .args(["--mqtts", &format!("127.0.0.1:{tls}")])
             .args(["--mqtt-ws", &format!("127.0.0.1:{ws}")])
             .arg("--tls-cert")
@@ -983,7 +1011,13 @@ fn credentials_tls_and_websocket() {
     let public = free_port();
     let _open = wharf_tests::KillOnDrop(
         wharf(&store)
-            .args(["adapter", "--mqtt", &format!("0.0.0.0:{public}")])
+            .args([
+                "adapter",
+                "--amqp",
+                "off",
+                "--mqtt",
+                &format!("0.0.0.0:{public}"),
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("adapter"),
@@ -1014,6 +1048,8 @@ fn adapters_share_a_port_with_reuse_port() {
                 .args([
                     "adapter",
                     "--reuse-port",
+                    "--amqp",
+                    "off",
                     "--mqtt",
                     &format!("127.0.0.1:{port}"),
                 ])
@@ -1100,7 +1136,7 @@ fn wills_of_a_dead_adapters_clients_are_published_by_another() {
             !clean.status.success(),
             "it timed out and disconnected cleanly"
         );
-        let _device = device_with_will(pa, "dev-1", &[]);
+        let _device = device_with_will(url, "default", pa, "dev-1", &[]);
         wharf_tests::signal(a.id(), "KILL");
         let _ = a.wait();
         let started = std::time::Instant::now();
@@ -1577,7 +1613,7 @@ fn tenants_are_isolated_across_adapters() {
                 .expect("watcher")
         };
         let (alice_watch, bob_watch) = (watch("alice", "30"), watch("bob", "12"));
-        let _device = device_with_will(mqtt_a, "dev", &["-u", "alice", "-P", "pw"]);
+        let _device = device_with_will(url, "acme", mqtt_a, "dev", &["-u", "alice", "-P", "pw"]);
         wharf_tests::signal(a.id(), "KILL");
         let _ = a.wait();
         let alice_got = alice_watch.wait_with_output().expect("watcher");
