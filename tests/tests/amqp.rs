@@ -15,26 +15,11 @@ use wharf_tests::{
 
 /// A users file with alice / secret (hashed by `wharf user hash`).
 fn users_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let mut hash = wharf("memory://")
-        .args(["user", "hash"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("wharf user hash");
-    hash.stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"secret\n")
-        .expect("password");
-    let out = hash.wait_with_output().expect("hash");
-    let hash = String::from_utf8(out.stdout).expect("utf-8");
+    let hash = wharf_tests::user_hash("secret");
     let path = dir.join("users.toml");
     std::fs::write(
         &path,
-        format!(
-            "[[user]]\nname = \"alice\"\npassword_hash = \"{}\"\n",
-            hash.trim()
-        ),
+        format!("[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n"),
     )
     .expect("users file");
     path
@@ -352,4 +337,54 @@ fn shared_durable_subscription_links_compete() {
     let out = run_checked(check, "shared durable subscription");
     assert!(out.contains("ok shared durable subscription"), "{out}");
     eprintln!("{}", out.trim());
+}
+
+/// A changed Address spec reaches a running adapter: `jobs` first without a delivery limit,
+/// then re-applied with `wharf address apply` (max_delivery 1, dead_letter `jobs.dlq`) while
+/// the adapter and its queue run; after the catalog refresh the new limit and dead-letter
+/// address apply (Qpid Proton, tests/python/amqp_spec_change.py).
+#[test]
+fn address_spec_changes_reach_a_running_adapter() {
+    let Some(py) = python() else { return };
+    let (urls, dir) = stores();
+    let write = |name: &str, spec: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                r#"[{{"apiVersion": "wharf/v1", "kind": "Address", "metadata": {{"name": "jobs"}},
+                     "spec": {spec}}},
+                    {{"apiVersion": "wharf/v1", "kind": "Address", "metadata": {{"name": "jobs.dlq"}},
+                     "spec": {{"type": "queue"}}}}]"#
+            ),
+        )
+        .expect("addresses");
+        path
+    };
+    let before = write("before.json", r#"{"type": "queue"}"#);
+    let after = write(
+        "after.json",
+        r#"{"type": "queue", "max_delivery": 1, "dead_letter": "jobs.dlq"}"#,
+    );
+    for url in urls.iter().take(2) {
+        let port = free_port();
+        let before_arg = before.to_string_lossy().to_string();
+        let _adapter = start_amqp_adapter(url, port, None, &["--addresses", &before_arg]);
+        let phase = |name: &str| {
+            let mut cmd = Command::new(&py);
+            cmd.arg(python_script("amqp_spec_change.py"))
+                .args([&port.to_string(), name]);
+            run_checked(cmd, name)
+        };
+        assert!(phase("before").contains("ok no delivery limit"), "{url}");
+        let mut apply = wharf(url);
+        apply.args(["address", "apply", "--file"]).arg(&after);
+        run_checked(apply, "address apply");
+        // Adapters read the catalog's Address changes every 2 s.
+        std::thread::sleep(Duration::from_secs(4));
+        assert!(
+            phase("after").contains("ok new max_delivery and dead_letter applied"),
+            "{url}"
+        );
+    }
 }

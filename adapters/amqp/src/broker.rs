@@ -114,11 +114,11 @@ fn parse_spec(name: &str, body: &serde_json::Value) -> Result<Address, AddressEr
 }
 
 /// The Address resource written when an address is created on first use.
-pub fn auto_resource(name: &str, kind: Kind) -> serde_json::Value {
+pub fn auto_resource(tenant: &str, name: &str, kind: Kind) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "wharf/v1",
         "kind": "Address",
-        "metadata": {"name": name, "tenant": "default", "annotations": {"wharf/auto-created": "amqp"}},
+        "metadata": {"name": name, "tenant": tenant, "annotations": {"wharf/auto-created": "amqp"}},
         "spec": {"type": match kind { Kind::Queue => "queue", Kind::Topic => "topic" }},
     })
 }
@@ -128,19 +128,30 @@ pub fn auto_resource(name: &str, kind: Kind) -> serde_json::Value {
 #[derive(Debug)]
 pub struct Addresses {
     log: Log,
+    /// The tenant whose catalog this is (named in the resources created on first use).
+    tenant: String,
     auto_create: bool,
     /// Addresses claiming MQTT topics: `/topic/...` goes to them.
     claims: Arc<wharf_mqtt::claims::Claims>,
-    cache: Mutex<HashMap<String, Address>>,
+    /// Resolved addresses, as of a generation of the catalog's Address resources (the claims'
+    /// generation: it moves whenever any Address changes, so a changed spec is seen within
+    /// the claims' refresh interval).
+    cache: Mutex<(u64, HashMap<String, Address>)>,
 }
 
 impl Addresses {
-    pub fn new(log: Log, auto_create: bool, claims: Arc<wharf_mqtt::claims::Claims>) -> Self {
+    pub fn new(
+        log: Log,
+        tenant: &str,
+        auto_create: bool,
+        claims: Arc<wharf_mqtt::claims::Claims>,
+    ) -> Self {
         Self {
             log,
+            tenant: tenant.to_string(),
             auto_create,
             claims,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new((0, HashMap::new())),
         }
     }
 
@@ -149,13 +160,24 @@ impl Addresses {
         &self.claims
     }
 
+    /// The catalog's generation the cache must be as of.
+    pub fn generation(&self) -> u64 {
+        self.claims.generation()
+    }
+
     fn cached(&self, name: &str) -> Option<Address> {
-        self.cache.lock().ok()?.get(name).cloned()
+        let mut c = self.cache.lock().ok()?;
+        let now = self.generation();
+        if c.0 != now {
+            // An Address changed somewhere: look everything up again.
+            *c = (now, HashMap::new());
+        }
+        c.1.get(name).cloned()
     }
 
     fn remember(&self, a: &Address) {
         if let Ok(mut c) = self.cache.lock() {
-            c.insert(a.name.clone(), a.clone());
+            c.1.insert(a.name.clone(), a.clone());
         }
     }
 
@@ -235,7 +257,7 @@ impl Addresses {
             return Err(AddressError::NotFound(name.into()));
         }
         let kind = wanted.unwrap_or(Kind::Queue);
-        let body = auto_resource(&key, kind);
+        let body = auto_resource(&self.tenant, &key, kind);
         // Whoever creates it first decides its kind.
         let _ = catalog.put_if("Address", &key, 0, body).await;
         let entry = catalog
@@ -382,6 +404,7 @@ impl Queues {
                     cursor_name,
                     lease_name,
                     address: queue.clone(),
+                    spec_seen: self.addresses.generation(),
                     addresses: self.addresses.clone(),
                     run: self.run.clone(),
                     ttl: self.lease_ttl,
@@ -431,6 +454,8 @@ struct QueueTask {
     /// A new cursor starts at the stream's end (subscriptions) rather than its start (queues).
     start_at_end: bool,
     address: Address,
+    /// The catalog generation `address`'s spec is as of.
+    spec_seen: u64,
     addresses: Arc<Addresses>,
     run: String,
     ttl: Duration,
@@ -671,6 +696,7 @@ impl QueueTask {
                 if undeliverable_here {
                     r.avoid.push(link);
                 }
+                self.refresh_spec().await;
                 let limit = self.address.max_delivery;
                 if limit.is_some_and(|max| r.delivery_count >= max) {
                     self.dead_letter(r).await;
@@ -681,8 +707,28 @@ impl QueueTask {
         }
     }
 
+    /// Take up a changed `max_delivery` / `dead_letter` of the address (its stream and kind
+    /// stay: the queue is that stream).
+    async fn refresh_spec(&mut self) {
+        let now = self.addresses.generation();
+        if now == self.spec_seen {
+            return;
+        }
+        self.spec_seen = now;
+        match self.addresses.resolve(&self.address.name, None).await {
+            Ok(a) => {
+                self.address.max_delivery = a.max_delivery;
+                self.address.dead_letter = a.dead_letter;
+            }
+            Err(e) => {
+                tracing::debug!(queue = %self.address.name, error = ?e, "address spec not refreshed")
+            }
+        }
+    }
+
     /// Move a message to the dead-letter address (if there is one) and acknowledge it here.
     async fn dead_letter(&mut self, r: Ready) {
+        self.refresh_spec().await;
         if let Some(dlq) = self.address.dead_letter.clone() {
             match self.addresses.resolve(&dlq, Some(Kind::Queue)).await {
                 Ok(target) => {

@@ -112,7 +112,12 @@ impl Amqp {
     ) -> Arc<Self> {
         let run = uuid::Uuid::new_v4().simple().to_string();
         settings.engine.container_id = format!("wharf-{run}");
-        let addresses = Arc::new(Addresses::new(log.clone(), settings.auto_create, claims));
+        let addresses = Arc::new(Addresses::new(
+            log.clone(),
+            tenant,
+            settings.auto_create,
+            claims,
+        ));
         let queues = Queues::new(
             log.clone(),
             run,
