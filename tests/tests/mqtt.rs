@@ -491,7 +491,11 @@ fn expired_sessions_are_deleted_from_the_store() {
     }
     let (urls, dir) = stores();
     let settings = dir.path().join("sweep.toml");
-    std::fs::write(&settings, "[mqtt]\nsession_sweep_every = \"1s\"\n").expect("settings");
+    std::fs::write(
+        &settings,
+        "[mqtt]\nsession_sweep_every = \"1s\"\nadapter_lease = \"2s\"\n",
+    )
+    .expect("settings");
     for url in urls.iter().take(2) {
         let port = free_port();
         let _a = wharf_tests::start_adapter_with_config(url, port, &settings);
@@ -534,7 +538,45 @@ fn expired_sessions_are_deleted_from_the_store() {
             kept["meta"]["subscriptions"][0]["filter"], "swept/#",
             "{url}: {kept}"
         );
-        eprintln!("{url}: expired session deleted, live one kept");
+
+        // A session whose adapter is killed has no recorded end: the sweeper finds the
+        // adapter's lease expired and counts the expiry (2 s) from then.
+        let port_b = free_port();
+        let mut b = wharf_tests::start_adapter_with_config(url, port_b, &settings);
+        let orphan = format!("orphan-{run}");
+        let mut client = wharf_tests::KillOnDrop(
+            mosquitto("mosquitto_sub", port_b)
+                .args(["-V", "5", "-c", "-x", "2", "-q", "1", "-t", "swept/#"])
+                .args(["-i", &orphan])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("mosquitto_sub"),
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while cursor(&orphan)["meta"]["subscriptions"][0]["filter"] != "swept/#" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url}: session stored"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        wharf_tests::signal(b.id(), "KILL");
+        let _ = b.wait();
+        let _ = client.kill();
+        let killed = std::time::Instant::now();
+        let deadline = killed + Duration::from_secs(30);
+        while cursor(&orphan)["exists"] == true {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{url}: the dead adapter's expired session still stored: {}",
+                cursor(&orphan)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        eprintln!(
+            "{url}: expired session deleted, live one kept; a dead adapter's session deleted {:.1} s after kill -9",
+            killed.elapsed().as_secs_f64()
+        );
     }
 }
 

@@ -108,13 +108,31 @@ pub async fn sweep_expired_sessions(
         if !lease.is_valid() {
             break; // the next sweep goes on
         }
-        let cursor = log.cursor(&default, &name).await?;
+        let mut cursor = log.cursor(&default, &name).await?;
         let now_ms = log.clock().now_ms();
         let stored = cursor
             .meta()
             .and_then(|m| serde_json::from_value::<StoredSession>(m.clone()).ok());
-        let others = match &stored {
-            Some(s) if s.expired(now_ms) => s.streams.clone(),
+        let others = match stored {
+            Some(s) if s.expired(now_ms) => s.streams,
+            Some(s) if s.disconnected_ms.is_none() && s.orphaned_ms.is_none() => {
+                if let Some(run) = &s.adapter
+                    && adapter_is_gone(log, run, now_ms).await
+                {
+                    // Its connection ended when its adapter died: count the expiry from now.
+                    // A plain commit: if the client took the session over meanwhile, the
+                    // commit finds its higher epoch and fails (fenced), and the session stays.
+                    let orphaned = StoredSession {
+                        orphaned_ms: Some(now_ms),
+                        ..s
+                    };
+                    cursor.set_meta(serde_json::to_value(orphaned).ok());
+                    if let Err(e) = cursor.commit().await {
+                        tracing::debug!(session = name, error = %e, "not marked orphaned");
+                    }
+                }
+                continue;
+            }
             Some(_) => continue,
             None => Vec::new(), // a clean session's leftover: nothing stored in it
         };
@@ -128,6 +146,20 @@ pub async fn sweep_expired_sessions(
     }
     let _ = lease.release().await;
     Ok(deleted)
+}
+
+/// Whether the adapter (MQTT service) with run id `run` is gone: its lease expired, was
+/// released, or was taken by another adapter (to publish its clients' wills). An adapter whose
+/// lease is not written yet is starting, not gone.
+async fn adapter_is_gone(log: &Log, run: &str, now_ms: i64) -> bool {
+    match log.lease_state(&crate::wills::lease_name(run)).await {
+        Ok(Some(l)) => l.is_free(now_ms) || l.holder != run,
+        Ok(None) => false,
+        Err(e) => {
+            tracing::warn!(adapter = run, error = %e, "cannot read an adapter lease");
+            false
+        }
+    }
 }
 
 /// How a listener's connections carry MQTT.
@@ -1082,12 +1114,32 @@ impl Conn {
         if !cursor.exists() && expiry == 0 {
             return Ok(None); // a clean session, nothing stored: no store writes at all
         }
-        cursor.take_over().await?;
         let now_ms = log.clock().now_ms();
-        let stored = cursor
-            .meta()
-            .and_then(|m| serde_json::from_value::<StoredSession>(m.clone()).ok())
-            .filter(|s| !clean_start && !s.expired(now_ms));
+        let run = self.shared.run.clone();
+        let mut latest = None;
+        // The write that takes the session over also records it connected, here, with this
+        // connection's expiry: its expiry does not run while connected, and the sweeper can
+        // tell when this adapter dies.
+        cursor
+            .take_over_updating(|meta| {
+                latest = meta
+                    .as_ref()
+                    .and_then(|m| serde_json::from_value::<StoredSession>(m.clone()).ok())
+                    .filter(|s| !clean_start && !s.expired(now_ms));
+                match &latest {
+                    Some(s) if expiry != 0 => serde_json::to_value(StoredSession {
+                        expiry,
+                        disconnected_ms: None,
+                        orphaned_ms: None,
+                        adapter: Some(run.clone()),
+                        ..s.clone()
+                    })
+                    .ok(),
+                    _ => meta,
+                }
+            })
+            .await?;
+        let stored = latest;
         if stored.is_none() {
             // A new session (or the old one discarded): start at the head.
             cursor.ack_below(Offset(head));
@@ -1141,6 +1193,9 @@ impl Conn {
     ) -> Result<(), String> {
         if self.persistent() {
             let mut meta = session.stored(self.released.iter().copied().collect(), disconnected_ms);
+            if disconnected_ms.is_none() {
+                meta.adapter = Some(self.shared.run.clone());
+            }
             meta.sent_upto = self.follows[0].sent_upto;
             meta.streams = self.follows[1..]
                 .iter()
@@ -1340,7 +1395,24 @@ mod tests {
                 stream: "sensors".into(),
                 sent_upto: 0,
             }],
+            adapter: None,
+            orphaned_ms: None,
         };
+        // Connected through an adapter that died (its lease expired), and through a live one.
+        let on = |adapter: &str| StoredSession {
+            adapter: Some(adapter.into()),
+            ..session(None, 1)
+        };
+        let dead = log
+            .acquire_lease("mqtt-adapter.dead", "dead", Duration::from_millis(1))
+            .await
+            .expect("lease");
+        assert!(dead.is_some());
+        let _live = log
+            .acquire_lease("mqtt-adapter.live", "live", Duration::from_secs(60))
+            .await
+            .expect("lease");
+        tokio::time::sleep(Duration::from_millis(5)).await;
         let cases = [
             (
                 "mqtt-session.expired",
@@ -1348,6 +1420,8 @@ mod tests {
             ),
             ("mqtt-session.fresh", Some(session(Some(now - 5_000), 10))),
             ("mqtt-session.connected", Some(session(None, 10))),
+            ("mqtt-session.orphan", Some(on("dead"))),
+            ("mqtt-session.live", Some(on("live"))),
             ("mqtt-session.forever", Some(session(Some(0), u32::MAX))),
             ("mqtt-session.clean", None),
         ];
@@ -1375,10 +1449,37 @@ mod tests {
             [
                 "mqtt-session.connected",
                 "mqtt-session.forever",
-                "mqtt-session.fresh"
+                "mqtt-session.fresh",
+                "mqtt-session.live",
+                "mqtt-session.orphan"
             ]
         );
-        // The expired session's cursor on the other stream went with it (the clean
+        // The orphan's expiry (1 s) counts from the sweep that found its adapter gone; the
+        // live adapter's session is left alone.
+        let meta = |name: &str| {
+            let log = log.clone();
+            let name = name.to_string();
+            async move {
+                let c = log.cursor(&default_stream(), &name).await.expect("cursor");
+                serde_json::from_value::<StoredSession>(c.meta().cloned().expect("meta"))
+                    .expect("stored session")
+            }
+        };
+        assert!(meta("mqtt-session.orphan").await.orphaned_ms.is_some());
+        assert_eq!(meta("mqtt-session.live").await.orphaned_ms, None);
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let n = sweep_expired_sessions(&log, "me", Duration::from_secs(30))
+            .await
+            .expect("sweep");
+        assert_eq!(n, 1, "the orphan, a second after it was found");
+        assert!(
+            !log.cursor_names(&default, "mqtt-session.orphan")
+                .await
+                .expect("names")
+                .iter()
+                .any(|n| n == "mqtt-session.orphan")
+        );
+        // The expired sessions' cursors on the other stream went with them (the clean
         // leftover's is unknown to it and stays).
         assert_eq!(
             log.cursor_names(&other, "mqtt-session.")
@@ -1388,7 +1489,8 @@ mod tests {
                 "mqtt-session.clean",
                 "mqtt-session.connected",
                 "mqtt-session.forever",
-                "mqtt-session.fresh"
+                "mqtt-session.fresh",
+                "mqtt-session.live"
             ]
         );
     }

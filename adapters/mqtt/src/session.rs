@@ -234,6 +234,14 @@ pub struct StoredSession {
     /// in the order it follows them; its position in each is its cursor there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub streams: Vec<FollowedStream>,
+    /// While connected: the run id of the adapter (MQTT service) serving it, whose lease
+    /// `mqtt-adapter.<run>` says whether it is alive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<String>,
+    /// When the session sweeper found its adapter dead with no end recorded: its expiry
+    /// counts from then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orphaned_ms: Option<i64>,
 }
 
 /// A stream a persistent session follows besides the default topic address.
@@ -249,7 +257,7 @@ impl StoredSession {
 
     /// Whether the session has expired by `now_ms`.
     pub fn expired(&self, now_ms: i64) -> bool {
-        match self.disconnected_ms {
+        match self.disconnected_ms.or(self.orphaned_ms) {
             Some(at) if self.expiry != u32::MAX => now_ms - at >= i64::from(self.expiry) * 1000,
             _ => false,
         }
@@ -801,6 +809,8 @@ impl Session {
             disconnected_ms,
             sent_upto: 0,
             streams: Vec::new(),
+            adapter: None,
+            orphaned_ms: None,
         }
     }
 
@@ -1882,6 +1892,8 @@ mod tests {
             disconnected_ms: Some(1),
             sent_upto: 0,
             streams: Vec::new(),
+            adapter: None,
+            orphaned_ms: None,
         };
         let a = s.resumed(Some(stored.clone()));
         assert!(matches!(&a[0], Action::Send(Packet::ConnAck(ack)) if ack.session_present));
@@ -1932,11 +1944,17 @@ mod tests {
             disconnected_ms: None,
             sent_upto: 0,
             streams: Vec::new(),
+            adapter: Some("run".into()),
+            orphaned_ms: None,
         };
         assert!(
             !st.expired(i64::MAX),
-            "still connected (or its adapter died)"
+            "still connected (or its adapter died unnoticed)"
         );
+        // Its adapter found dead at 500: the expiry counts from then.
+        st.orphaned_ms = Some(500);
+        assert!(!st.expired(10_499));
+        assert!(st.expired(10_500));
         st.disconnected_ms = Some(1_000);
         assert!(!st.expired(10_999));
         assert!(st.expired(11_000));

@@ -44,7 +44,7 @@ pub fn wills_stream() -> StreamId {
     StreamId::new("mqtt-wills").unwrap_or_else(|_| unreachable!("valid stream id"))
 }
 
-fn lease_name(adapter: &str) -> String {
+pub(crate) fn lease_name(adapter: &str) -> String {
     format!("mqtt-adapter.{adapter}")
 }
 

@@ -205,15 +205,27 @@ impl Cursor {
     /// win at once (an MQTT client reconnecting takes its session over). Merges the latest
     /// committed acks and meta first.
     pub async fn take_over(&mut self) -> Result<()> {
+        self.take_over_updating(|meta| meta).await
+    }
+
+    /// [`Cursor::take_over`], writing `update(the latest committed meta)` as the meta (it may
+    /// be called more than once, on each attempt's latest meta): a new owner records itself
+    /// in the same write that fences the previous one.
+    pub async fn take_over_updating(
+        &mut self,
+        mut update: impl FnMut(Option<serde_json::Value>) -> Option<serde_json::Value>,
+    ) -> Result<()> {
         loop {
+            let mut latest = self.meta.take();
             if let Some((n, theirs)) = self.series().latest::<CursorState>().await?
                 && n >= self.generation
             {
                 self.generation = n;
                 self.epoch = self.epoch.max(theirs.epoch);
                 self.acks.merge(&theirs.acks);
-                self.meta = theirs.meta;
+                latest = theirs.meta;
             }
+            self.meta = update(latest);
             self.epoch = Epoch(self.epoch.0 + 1);
             let n = self.generation + 1;
             match self.series().write(n, &self.state(n)).await? {

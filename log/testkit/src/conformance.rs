@@ -470,6 +470,23 @@ async fn cursor_take_over_fences_the_previous_holder(store: &Store) {
     assert!(matches!(x.commit().await, Err(e) if e.kind() == ErrorKind::Fenced));
     y.ack(Offset(2));
     y.commit().await.expect("the winner commits");
+    // A taker that records itself: the update sees the latest committed meta (y's, written
+    // after z opened its handle) and its result is what the take-over wrote.
+    let mut z = a.cursor(&s, "client").await.expect("cursor");
+    y.set_meta(Some(serde_json::json!({"subscriptions": ["b/#"]})));
+    y.commit().await.expect("commit");
+    z.take_over_updating(|meta| {
+        let mut m = meta.unwrap_or_default();
+        m["owner"] = "z".into();
+        Some(m)
+    })
+    .await
+    .expect("z");
+    let seen = b.cursor(&s, "client").await.expect("cursor");
+    assert_eq!(
+        seen.meta(),
+        Some(&serde_json::json!({"subscriptions": ["b/#"], "owner": "z"}))
+    );
 }
 
 async fn retired_leases_leave_no_objects(store: &Store) {
