@@ -539,6 +539,44 @@ fn expired_sessions_are_deleted_from_the_store() {
             "{url}: {kept}"
         );
 
+        // A session resumed and idle longer than its expiry is not swept while connected
+        // (its expiry counts from its next disconnect, not its previous one).
+        let back = format!("back-{run}");
+        leave(&back, "2");
+        // Paho resumes without subscribing again (mosquitto_sub always does, which saves the
+        // session anyway).
+        if let Some(py) = python() {
+            let code = "import sys, time\n\
+                import paho.mqtt.client as mqtt\n\
+                from paho.mqtt.properties import Properties\n\
+                from paho.mqtt.packettypes import PacketTypes\n\
+                c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=sys.argv[2], protocol=mqtt.MQTTv5)\n\
+                p = Properties(PacketTypes.CONNECT)\n\
+                p.SessionExpiryInterval = 2\n\
+                c.connect('127.0.0.1', int(sys.argv[1]), clean_start=False, properties=p)\n\
+                c.loop_start()\n\
+                time.sleep(6)\n\
+                c.disconnect()\n";
+            let mut resumed = wharf_tests::KillOnDrop(
+                Command::new(py)
+                    .args(["-c", code, &port.to_string(), &back])
+                    .spawn()
+                    .expect("paho"),
+            );
+            std::thread::sleep(Duration::from_secs(4));
+            let connected = cursor(&back);
+            assert_eq!(connected["exists"], true, "{url}: {connected}");
+            assert!(
+                connected["meta"]["disconnected_ms"].is_null(),
+                "{url}: {connected}"
+            );
+            assert_eq!(
+                connected["meta"]["subscriptions"][0]["filter"], "swept/#",
+                "{url}: {connected}"
+            );
+            let _ = resumed.wait();
+        }
+
         // A session whose adapter is killed has no recorded end: the sweeper finds the
         // adapter's lease expired and counts the expiry (2 s) from then.
         let port_b = free_port();
