@@ -43,8 +43,9 @@ pub struct ListenerArgs {
     /// TLS private key (PEM) for the TLS listeners.
     #[arg(long, env = "WHARF_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Users file: TOML `[[user]]` entries with `name` and an argon2 `password_hash`
-    /// (make one with `wharf user hash`). Overrides `auth.users_file` in the settings.
+    /// Users file: TOML `[[user]]` entries with `name`, an argon2 `password_hash` (make one
+    /// with `wharf user hash`) and optionally `tenant` (the default tenant if absent; every
+    /// tenant named is served). Overrides `auth.users_file` in the settings.
     #[arg(long, env = "WHARF_USERS")]
     pub users: Option<PathBuf>,
     /// Let other processes on this machine listen on the same ports (SO_REUSEPORT): several
