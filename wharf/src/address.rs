@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, path::Path};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use wharf_log::Log;
-use wharf_log_format::catalog::{DEFAULT_TENANT, valid_name, valid_tenant};
+use wharf_log_format::catalog::{DEFAULT_TENANT, TENANT_RULE, valid_name, valid_tenant};
 
 use crate::{settings::Settings, tenants::open_log};
 
@@ -32,9 +32,7 @@ fn validate(resource: &Value) -> Result<String> {
     if let Some(t) = resource["metadata"].get("tenant")
         && !t.as_str().is_some_and(valid_tenant)
     {
-        bail!(
-            "metadata.tenant {t} is not a tenant name (1-63 of a-z 0-9 -, not starting with '-')"
-        );
+        bail!("metadata.tenant {t} is not a tenant name ({TENANT_RULE})");
     }
     if let Some(r) = resource["spec"].get("retention") {
         let ok = r

@@ -14,7 +14,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use wharf_amqp::Amqp;
 use wharf_auth::{Auth, Router};
-use wharf_log::{Log, Store, SystemClock};
+use wharf_log::{Log, Store};
 use wharf_log_format::catalog::DEFAULT_TENANT;
 use wharf_mqtt::Mqtt;
 
@@ -51,12 +51,9 @@ impl Tenant {
     }
 }
 
-/// Open the log of tenant `name` in the store whose root is `root`.
+/// Open the log of tenant `name` in the store whose root is `root` (its URL names the tenant).
 pub async fn open_log(root: &Store, name: &str, settings: &Settings) -> Result<Log> {
-    let store = root.tenant(name)?;
-    Log::open_with(store, settings.log.clone(), Arc::new(SystemClock))
-        .await
-        .with_context(|| format!("cannot open the log of tenant {name:?} in {}", root.url))
+    crate::open_log(root.tenant(name)?, settings).await
 }
 
 /// Every tenant a process serves, by name.

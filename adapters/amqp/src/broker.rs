@@ -161,7 +161,7 @@ impl Addresses {
     }
 
     /// The catalog's generation the cache must be as of.
-    pub fn generation(&self) -> u64 {
+    fn generation(&self) -> u64 {
         self.claims.generation()
     }
 

@@ -145,11 +145,6 @@ impl Amqp {
         self.tenancy.route(router);
     }
 
-    /// The service for a client of `tenant`: this one, or the one its router finds.
-    async fn for_tenant(self: &Arc<Self>, tenant: &str) -> Result<Arc<Amqp>, String> {
-        self.tenancy.service(self, tenant).await
-    }
-
     /// Close every connection (`amqp:connection:forced`) and wait up to `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         self.active.stop(&self.stopping, grace, "amqp").await
@@ -401,7 +396,7 @@ impl Conn {
                         Verdict::Allowed(user) => {
                             // From here on the connection lives in its user's tenant.
                             let tenant = self.shared.auth.tenant_of(user.as_deref()).to_string();
-                            match self.shared.for_tenant(&tenant).await {
+                            match self.shared.tenancy.service(&self.shared, &tenant).await {
                                 Ok(service) => {
                                     self.shared = service;
                                     Verdict::Allowed(user)

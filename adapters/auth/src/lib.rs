@@ -30,7 +30,7 @@ use argon2::{
     password_hash::{SaltString, rand_core::OsRng},
 };
 use serde::{Deserialize, Serialize};
-use wharf_log_format::catalog::{DEFAULT_TENANT, valid_tenant};
+use wharf_log_format::catalog::{DEFAULT_TENANT, TENANT_RULE, valid_tenant};
 
 /// Who may connect without credentials.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,7 +127,7 @@ impl Auth {
             let tenant = u.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_string());
             if !valid_tenant(&tenant) {
                 return Err(format!(
-                    "user[{i}].tenant {tenant:?} of {:?} must be 1-63 of a-z 0-9 - and not start with '-'",
+                    "user[{i}].tenant {tenant:?} of {:?} is not {TENANT_RULE}",
                     u.name
                 ));
             }
@@ -255,11 +255,6 @@ impl<S> Tenancy<S> {
             own: own.to_string(),
             router: std::sync::OnceLock::new(),
         }
-    }
-
-    /// The tenant served.
-    pub fn own(&self) -> &str {
-        &self.own
     }
 
     /// Hand clients of other tenants to the services `router` finds (set once, before

@@ -104,6 +104,9 @@ pub async fn sweep_expired_sessions(
     };
     let default = default_stream();
     let mut deleted = 0;
+    // Whether each adapter named by a connected session is gone: one lease read per adapter
+    // per sweep, however many sessions it serves.
+    let mut gone: BTreeMap<String, bool> = BTreeMap::new();
     for name in log.cursor_names(&default, "mqtt-session.").await? {
         if !lease.is_valid() {
             break; // the next sweep goes on
@@ -116,9 +119,16 @@ pub async fn sweep_expired_sessions(
         let others = match stored {
             Some(s) if s.expired(now_ms) => s.streams,
             Some(s) if s.disconnected_ms.is_none() && s.orphaned_ms.is_none() => {
-                if let Some(run) = &s.adapter
-                    && adapter_is_gone(log, run, now_ms).await
-                {
+                let Some(run) = &s.adapter else { continue };
+                let dead = match gone.get(run) {
+                    Some(&dead) => dead,
+                    None => {
+                        let dead = adapter_is_gone(log, run, now_ms).await;
+                        gone.insert(run.clone(), dead);
+                        dead
+                    }
+                };
+                if dead {
                     // Its connection ended when its adapter died: count the expiry from now.
                     // A plain commit: if the client took the session over meanwhile, the
                     // commit finds its higher epoch and fails (fenced), and the session stays.
@@ -276,16 +286,6 @@ impl Mqtt {
     /// serving).
     pub fn route_tenants(&self, router: Router<Mqtt>) {
         self.tenancy.route(router);
-    }
-
-    /// The tenant this service serves.
-    pub fn tenant(&self) -> &str {
-        self.tenancy.own()
-    }
-
-    /// The service for a client of `tenant`: this one, or the one its router finds.
-    async fn for_tenant(self: &Arc<Self>, tenant: &str) -> Result<Arc<Mqtt>, String> {
-        self.tenancy.service(self, tenant).await
     }
 
     /// The TTL of the leases that let one adapter at a time do background upkeep.
@@ -959,7 +959,7 @@ impl Conn {
                     };
                     // From here on the connection lives in its user's tenant.
                     let tenant = self.shared.auth.tenant_of(user.as_deref()).to_string();
-                    match self.shared.for_tenant(&tenant).await {
+                    match self.shared.tenancy.service(&self.shared, &tenant).await {
                         Ok(service) => {
                             session.use_settings(service.session_settings.clone());
                             self.shared = service;

@@ -30,6 +30,9 @@ impl Versioned for CatalogEntry {
 /// store root (other tenants' logs live under `tenants/<name>/`).
 pub const DEFAULT_TENANT: &str = "default";
 
+/// What [`valid_tenant`] accepts, for error messages.
+pub const TENANT_RULE: &str = "1-63 of a-z 0-9 -, not starting with '-'";
+
 /// Validate a tenant name: 1–63 of `a-z 0-9 -`, starting with a letter or digit (a DNS label,
 /// as a Kubernetes namespace), so that it fits in object keys, URLs and resource names alike.
 pub fn valid_tenant(s: &str) -> bool {

@@ -8,7 +8,7 @@ use object_store::{
     local::LocalFileSystem, memory::InMemory, path::Path, prefix::PrefixStore,
 };
 
-use wharf_log_format::catalog::{DEFAULT_TENANT, valid_tenant};
+use wharf_log_format::catalog::{DEFAULT_TENANT, TENANT_RULE, valid_tenant};
 
 use crate::{LogError, Result, paths, settings::LogSettings};
 
@@ -140,7 +140,7 @@ impl Store {
         if !valid_tenant(name) {
             return Err(LogError::invalid(
                 "tenant name",
-                format!("{name:?} must be 1-63 of a-z 0-9 - and not start with '-'"),
+                format!("{name:?} is not {TENANT_RULE}"),
             ));
         }
         if name == DEFAULT_TENANT {
