@@ -358,6 +358,14 @@ def strict():
         raise AssertionError("attach to an unknown address accepted")
     except (LinkDetached, LinkException) as e:
         assert "amqp:not-found" in str(e), e
+    # A name whose stream would be another address's ('~' is what '/' becomes) is not an
+    # address: amqp:invalid-field, not an internal error.
+    for bad in ("tenants~acme~q9", "a~b"):
+        try:
+            c.create_receiver(bad, credit=1)
+            raise AssertionError(f"attach to {bad!r} accepted")
+        except (LinkDetached, LinkException) as e:
+            assert "amqp:invalid-field" in str(e), e
     c.create_sender("declared").send(Message(body="here"))
     r = c.create_receiver("declared", credit=1)
     assert r.receive(timeout=10).body == "here"
@@ -382,7 +390,7 @@ def strict():
     dlq.accept()
     dlq.accept()
     c.close()
-    ok("unknown address refused with amqp:not-found; declared address served; max_delivery and dead-letter")
+    ok("unknown address refused with amqp:not-found, '~' in a name with amqp:invalid-field; declared address served; max_delivery and dead-letter")
 
 
 for scenario in (send_receive, competing_consumers, fan_out, request_response, outcomes,

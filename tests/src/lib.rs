@@ -9,9 +9,14 @@ use std::{
     process::{Child, Command, Stdio},
 };
 
-/// The `wharf` binary built by this workspace (next to the test executable's `deps/`).
-/// `cargo test` does not rebuild it: `tests/run.sh` runs `cargo build -p wharf` first.
+/// The `wharf` binary built by this workspace (next to the test executable's `deps/`), or
+/// the one `WHARF_BIN` names (to run the tests against another build, e.g. to check that a
+/// new test fails on the code before a fix). `cargo test` does not rebuild it: `tests/run.sh`
+/// runs `cargo build -p wharf` first.
 pub fn wharf_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("WHARF_BIN") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()

@@ -14,6 +14,12 @@ fn bad_configuration_fails_at_start_naming_the_field() {
         ("[log]\nlingr = \"1ms\"\n", "lingr"),
         ("[log]\nlinger = \"soon\"\n", "linger"),
         ("[retention]\nmax_age = 7\n", "max_age"),
+        ("[mqtt]\nconnect_timeout = \"0s\"\n", "mqtt.connect_timeout"),
+        (
+            "[amqp]\nhandshake_timeout = \"1ms\"\n",
+            "amqp.handshake_timeout",
+        ),
+        ("[mqtt]\nmax_handshakes = 0\n", "mqtt.max_handshakes"),
     ] {
         let cfg = dir.path().join("wharf.toml");
         std::fs::write(&cfg, text).expect("write config");
@@ -32,6 +38,43 @@ fn bad_configuration_fails_at_start_naming_the_field() {
     }
     let out = wharf("ftp://nowhere").arg("streams").output().expect("run");
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scheme"));
+    // Not a URL, or a relative directory: refused naming the setting, nothing created in the
+    // working directory.
+    let cwd = tempfile::tempdir().expect("tempdir");
+    for (url, says) in [
+        ("garbage", "not a store URL"),
+        ("file://relative/dir", "must be absolute"),
+    ] {
+        let out = wharf(url)
+            .current_dir(cwd.path())
+            .arg("streams")
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{url} must fail");
+        assert!(
+            stderr.contains("--store") && stderr.contains(says),
+            "{url}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read_dir(cwd.path()).expect("cwd").count(),
+            0,
+            "{url}: nothing created"
+        );
+    }
+    let cfg = dir.path().join("store.toml");
+    std::fs::write(&cfg, "store = \"file://./here\"\n").expect("write config");
+    let out = std::process::Command::new(wharf_tests::wharf_bin())
+        .current_dir(cwd.path())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("streams")
+        .env_remove("WHARF_STORE")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("store (settings file)"), "{stderr}");
+    assert_eq!(std::fs::read_dir(cwd.path()).expect("cwd").count(), 0);
     let out = wharf("s3://b/p?endpoint=http://127.0.0.1:9")
         .env_remove("AWS_ACCESS_KEY_ID")
         .arg("streams")

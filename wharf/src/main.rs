@@ -192,10 +192,19 @@ async fn shutdown_signal() {
 
 /// Open the store named on the command line, in the settings, or the default.
 fn open_store(cli_store: Option<&str>, settings: &Settings) -> Result<Store> {
-    let url = cli_store
-        .or(settings.store.as_deref())
-        .unwrap_or("file://./wharf-data");
-    Ok(Store::open(url)?)
+    let (url, source) = match (cli_store, settings.store.as_deref()) {
+        (Some(url), _) => (url.to_string(), "--store (or WHARF_STORE)"),
+        (None, Some(url)) => (url.to_string(), "store (settings file)"),
+        (None, None) => {
+            // ./wharf-data, as an absolute path: the default store.
+            let cwd = std::env::current_dir().context("the working directory")?;
+            (
+                format!("file://{}", cwd.join("wharf-data").display()),
+                "the default store",
+            )
+        }
+    };
+    Store::open(&url).with_context(|| format!("{source}: {url:?} cannot be used"))
 }
 
 async fn open_log(store: Store, settings: &Settings) -> Result<Log> {

@@ -30,6 +30,10 @@ pub struct Settings {
 pub struct MqttSection {
     /// Connections served at once per listener.
     pub max_connections: usize,
+    /// Connections that have not sent an accepted CONNECT yet, at most: when full, the one
+    /// that waited longest is closed to make room (a flood of idle connections cannot keep
+    /// real clients out).
+    pub max_handshakes: usize,
     /// Deliveries awaiting acknowledgement per session (also capped by the client's
     /// receive maximum).
     pub max_inflight: u16,
@@ -67,6 +71,7 @@ impl Default for MqttSection {
         let d = wharf_mqtt::MqttSettings::default();
         Self {
             max_connections: d.max_connections,
+            max_handshakes: d.max_handshakes,
             max_inflight: d.session.max_inflight,
             receive_maximum: d.session.receive_maximum,
             topic_alias_maximum: d.session.topic_alias_maximum,
@@ -101,6 +106,15 @@ impl MqttSection {
         if self.max_connections == 0 {
             anyhow::bail!("mqtt.max_connections must be at least 1");
         }
+        if self.max_handshakes == 0 {
+            anyhow::bail!("mqtt.max_handshakes must be at least 1");
+        }
+        if self.connect_timeout < std::time::Duration::from_millis(100) {
+            anyhow::bail!(
+                "mqtt.connect_timeout must be at least 100ms (got {:?})",
+                self.connect_timeout
+            );
+        }
         if self.session_sweep_every < std::time::Duration::from_secs(1) {
             anyhow::bail!("mqtt.session_sweep_every must be at least 1s");
         }
@@ -122,6 +136,7 @@ impl MqttSection {
     pub fn to_mqtt(&self) -> wharf_mqtt::MqttSettings {
         let mut m = wharf_mqtt::MqttSettings {
             max_connections: self.max_connections,
+            max_handshakes: self.max_handshakes,
             adapter_lease: self.adapter_lease,
             share_block: self.share_block,
             compact_every: self.compact_every,
@@ -146,6 +161,13 @@ impl MqttSection {
 pub struct AmqpSection {
     /// Connections served at once per listener.
     pub max_connections: usize,
+    /// Connections that have not finished their handshake yet, at most: when full, the one
+    /// that waited longest is closed to make room.
+    pub max_handshakes: usize,
+    /// A connection that has not sent its open (protocol headers, SASL, open) within this is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: std::time::Duration,
     /// Create unknown addresses on first use (type from the terminus capabilities `queue` /
     /// `topic`, queue if none). Off: attaching to an unknown address fails with
     /// `amqp:not-found`.
@@ -172,6 +194,8 @@ impl Default for AmqpSection {
         let d = wharf_amqp::AmqpSettings::default();
         Self {
             max_connections: d.max_connections,
+            max_handshakes: d.max_handshakes,
+            handshake_timeout: d.handshake_timeout,
             auto_create: d.auto_create,
             max_frame_size: d.engine.max_frame_size,
             max_message_size: d.engine.max_message_size,
@@ -205,6 +229,15 @@ impl AmqpSection {
         if self.max_connections == 0 {
             anyhow::bail!("amqp.max_connections must be at least 1");
         }
+        if self.max_handshakes == 0 {
+            anyhow::bail!("amqp.max_handshakes must be at least 1");
+        }
+        if self.handshake_timeout < std::time::Duration::from_millis(100) {
+            anyhow::bail!(
+                "amqp.handshake_timeout must be at least 100ms (got {:?})",
+                self.handshake_timeout
+            );
+        }
         if self.queue_block == 0 {
             anyhow::bail!("amqp.queue_block must be at least 1");
         }
@@ -215,6 +248,8 @@ impl AmqpSection {
     pub fn to_amqp(&self) -> wharf_amqp::AmqpSettings {
         let mut a = wharf_amqp::AmqpSettings {
             max_connections: self.max_connections,
+            max_handshakes: self.max_handshakes,
+            handshake_timeout: self.handshake_timeout,
             auto_create: self.auto_create,
             queue_lease: self.queue_lease,
             queue_block: self.queue_block,

@@ -88,12 +88,17 @@ const RESERVED: [&str; 3] = ["mqtt-", "amqp-", "tmp."];
 /// The stream of an address: the name with `/` as `~`; other characters outside
 /// `A-Z a-z 0-9 . _ -` are refused.
 pub fn stream_of(name: &str) -> Result<StreamId, AddressError> {
-    let mapped = name.replace('/', "~");
-    StreamId::new(mapped).map_err(|_| {
+    let invalid = || {
         AddressError::Invalid(format!(
             "address {name:?} may only contain A-Z a-z 0-9 . _ - / and must not start with '.'"
         ))
-    })
+    };
+    // `~` is what `/` becomes in a stream's name: `a~b` would be the stream of `a/b` (and
+    // is no catalog name).
+    if name.contains('~') {
+        return Err(invalid());
+    }
+    StreamId::new(name.replace('/', "~")).map_err(|_| invalid())
 }
 
 fn parse_spec(name: &str, body: &serde_json::Value) -> Result<Address, AddressError> {
@@ -520,9 +525,26 @@ impl QueueTask {
                     m.credit = credit;
                 }
                 if drain {
-                    // Send what is there first: read to the end of the stream, dispatch.
+                    // Send what is there first: what is in the store now (others may have
+                    // stored it: look), read until the credit is used or nothing is left.
                     if self.serving.is_some() {
-                        self.read().await;
+                        if let Err(e) = self.log.refresh().await {
+                            tracing::warn!(queue = %self.address.name, error = %e, "log refresh before a drain failed");
+                        }
+                        loop {
+                            self.read().await;
+                            self.dispatch().await;
+                            let wants = self
+                                .consumers
+                                .iter()
+                                .any(|m| m.link == link && m.credit > 0);
+                            let Some(s) = self.serving.as_ref() else {
+                                break;
+                            };
+                            if !wants || s.blocks.at_end() || s.ready.len() >= READ_AHEAD {
+                                break;
+                            }
+                        }
                     }
                     self.dispatch().await;
                     if let Some(m) = self.consumers.iter_mut().find(|m| m.link == link) {
@@ -947,18 +969,23 @@ impl SubTask {
                     credit = c;
                     if d != drains {
                         drains = d;
-                        // Send what is there now, then report the drain.
+                        // Send what is in the store now (others may have stored it: look),
+                        // then report the drain.
+                        if let Err(e) = self.log.refresh().await {
+                            tracing::warn!(error = %e, "log refresh before a drain failed");
+                        }
                         for i in 0..self.streams.len() {
-                            let Some(pos) = tails.position(i) else { continue };
-                            let Ok(batch) = self.log.read(&self.streams[i], pos, credit as usize).await else { continue };
-                            if let Some(last) = batch.last() {
+                            while credit > 0 {
+                                let Some(pos) = tails.position(i) else { break };
+                                let Ok(batch) = self.log.read(&self.streams[i], pos, credit as usize).await else { break };
+                                let Some(last) = batch.last() else { break };
                                 tails.seek(i, last.offset.next());
-                            }
-                            for r in batch {
-                                match self.deliver(i, r) {
-                                    Offered::Sent => credit = credit.saturating_sub(1),
-                                    Offered::Skipped => {}
-                                    Offered::Closed => return,
+                                for r in batch {
+                                    match self.deliver(i, r) {
+                                        Offered::Sent => credit = credit.saturating_sub(1),
+                                        Offered::Skipped => {}
+                                        Offered::Closed => return,
+                                    }
                                 }
                             }
                         }

@@ -30,7 +30,7 @@ use tokio::{
 };
 use wharf_auth::{
     Auth, Router, Tenancy, Verdict,
-    listen::{Active, accept_connections},
+    listen::{Active, Handshake, Handshakes, accept_connections},
 };
 use wharf_log::Log;
 use wharf_log_format::{Offset, Record, StreamId};
@@ -59,6 +59,12 @@ pub struct AmqpSettings {
     pub queue_block: u64,
     /// Connections served at once by each listener.
     pub max_connections: usize,
+    /// Connections that have not finished their handshake (SASL, open) yet, at most (the
+    /// longest waiting is closed to make room: [`wharf_auth::listen::Handshakes`]).
+    pub max_handshakes: usize,
+    /// A connection that has not sent its open (after the protocol headers and SASL) within
+    /// this is closed.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for AmqpSettings {
@@ -69,6 +75,8 @@ impl Default for AmqpSettings {
             queue_lease: Duration::from_secs(10),
             queue_block: 8192,
             max_connections: 10_000,
+            max_handshakes: 256,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -90,6 +98,8 @@ pub struct Amqp {
     stopping: watch::Sender<bool>,
     /// Connections being served (by all listeners).
     active: Active,
+    /// Connections that have not finished their handshake yet.
+    handshakes: Handshakes,
 }
 
 /// Records a connection may have waiting to be durable before it stops reading.
@@ -130,6 +140,7 @@ impl Amqp {
             log,
             addresses,
             queues,
+            handshakes: Handshakes::new(settings.max_handshakes),
             settings,
             auth,
             links: AtomicU64::new(1),
@@ -162,12 +173,27 @@ impl Amqp {
             let (shared, tls, active) = (self.clone(), tls.clone(), self.active.enter());
             tokio::spawn(async move {
                 let (_permit, _active) = (permit, active);
+                let Some(mut handshake) = shared.handshakes.enter() else {
+                    tracing::info!(%peer, "amqp connection refused: every handshake place is taken by clients whose credentials are being checked");
+                    return;
+                };
+                let deadline = tokio::time::Instant::now() + shared.settings.handshake_timeout;
                 let end = match tls {
-                    None => Box::pin(connection(socket, peer, local, shared)).await,
-                    Some(acceptor) => match acceptor.accept(socket).await {
-                        Ok(s) => Box::pin(connection(s, peer, local, shared)).await,
-                        Err(e) => Err(format!("TLS handshake: {e}")),
-                    },
+                    None => Box::pin(connection(socket, peer, local, shared, handshake, deadline)).await,
+                    Some(acceptor) => {
+                        let accepted = tokio::select! {
+                            r = tokio::time::timeout_at(deadline, acceptor.accept(socket)) => match r {
+                                Ok(Ok(s)) => Ok(s),
+                                Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                                Err(_) => Err("TLS handshake not done within [amqp] handshake_timeout".to_string()),
+                            },
+                            _ = handshake.evicted() => Err("closed in its TLS handshake to make room for newer connections ([amqp] max_handshakes)".to_string()),
+                        };
+                        match accepted {
+                            Ok(s) => Box::pin(connection(s, peer, local, shared, handshake, deadline)).await,
+                            Err(e) => Err(e),
+                        }
+                    }
                 };
                 if let Err(reason) = end {
                     tracing::info!(%peer, reason, "amqp connection closed");
@@ -237,12 +263,17 @@ struct Conn {
     closed_by_peer: bool,
 }
 
+/// Serve one connection. Until the peer's open arrives it holds `handshake` (a place among
+/// connections not let in yet) and must get there by `deadline`.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut socket: S,
     peer: SocketAddr,
     local: SocketAddr,
     shared: Arc<Amqp>,
+    handshake: Handshake,
+    deadline: tokio::time::Instant,
 ) -> Result<(), String> {
+    let mut handshake = Some(Box::new(handshake));
     let mut config = shared.settings.engine.clone();
     config.allow_no_sasl = matches!(shared.auth.check(local, None, None), Verdict::Allowed(_));
     if !config.allow_no_sasl {
@@ -299,8 +330,24 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             _ = stopping.wait_for(|s| *s) => {
                 conn.engine.close(Some(err(ConnectionError::ConnectionForced, "server shutting down".into())));
             }
+            _ = tokio::time::sleep_until(deadline), if handshake.is_some() => {
+                result = Err("no open within [amqp] handshake_timeout".to_string());
+                break;
+            }
+            _ = async { match handshake.as_mut() { Some(h) => h.evicted().await, None => std::future::pending().await } }, if handshake.is_some() => {
+                result = Err("closed before its open to make room for newer connections ([amqp] max_handshakes)".to_string());
+                break;
+            }
+        }
+        if let Some(h) = handshake.as_mut()
+            && conn.engine.sasl_pending()
+        {
+            h.checking(); // its credentials are checked next: not evicted meanwhile
         }
         let closed = conn.events(peer).await;
+        if conn.engine.is_open() {
+            handshake = None; // let in
+        }
         let out = conn.engine.take_output();
         if !out.is_empty()
             && let Err(e) = socket.write_all(&out).await
@@ -314,7 +361,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             // Wait for what was accepted but not yet durable? Those are not settled yet:
             // the client never saw them accepted, so dropping them here loses nothing promised.
-            let _ = socket.shutdown().await;
+            // The peer reads our close (or header) before the socket goes.
+            wharf_auth::listen::close_gracefully(&mut socket, wharf_auth::listen::LINGER).await;
             break;
         }
     }
@@ -382,11 +430,9 @@ impl Conn {
                     let verdict = match mechanism.as_str() {
                         // argon2 takes tens of milliseconds by design: off the async threads.
                         "PLAIN" => match engine::sasl_plain(&response) {
-                            Some((user, password)) => tokio::task::spawn_blocking(move || {
-                                auth.check(local, Some(&user), Some(&password))
-                            })
-                            .await
-                            .unwrap_or(Verdict::NotAuthorized),
+                            Some((user, password)) => {
+                                auth.verify(local, Some(user), Some(password)).await
+                            }
                             None => Verdict::BadCredentials,
                         },
                         "ANONYMOUS" => auth.check(local, None, None),

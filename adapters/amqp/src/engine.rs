@@ -191,8 +191,27 @@ struct Session {
     links: HashMap<u32, Link>,
     /// Our unsettled deliveries: delivery-id → handle.
     unsettled: BTreeMap<u32, u32>,
-    /// Transfer frames waiting for the peer's incoming window.
-    blocked: VecDeque<BytesMut>,
+    /// Frames waiting for the peer's incoming window: transfers, and the link flows written
+    /// after them (which must not overtake them).
+    blocked: VecDeque<Blocked>,
+}
+
+/// A frame waiting in a session's queue.
+#[derive(Debug)]
+enum Blocked {
+    /// A transfer frame: written when the peer's incoming window has room.
+    Transfer(BytesMut),
+    /// A link's flow as of when it was due (delivery-count, credit, drain, available): a
+    /// peer that read it before the transfers sent earlier would count them as not sent —
+    /// a drain answer overtaking the transfers it follows ends the drain with messages
+    /// still to come. Written as soon as the transfers before it are.
+    Flow {
+        handle: u32,
+        delivery_count: u32,
+        credit: u32,
+        drain: bool,
+        available: Option<u32>,
+    },
 }
 
 /// One AMQP connection's protocol state. See the module docs.
@@ -262,6 +281,17 @@ impl Connection {
     /// then close the socket).
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
+    }
+
+    /// The peer's SASL credentials wait for [`Connection::sasl_outcome`].
+    pub fn sasl_pending(&self) -> bool {
+        self.phase == Phase::SaslCheck
+    }
+
+    /// The handshake is over: the peer's open was received (after its protocol headers and
+    /// SASL).
+    pub fn is_open(&self) -> bool {
+        self.phase == Phase::Running
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -970,7 +1000,7 @@ impl Connection {
             {
                 return Err(SendError::UnknownLink);
             }
-            session.blocked.push_back(f);
+            session.blocked.push_back(Blocked::Transfer(f));
             rest = after;
             first = false;
             if rest.is_empty() {
@@ -986,13 +1016,42 @@ impl Connection {
         let Some(session) = self.sessions.get_mut(&local) else {
             return;
         };
-        while session.remote_incoming_window > 0 {
-            let Some(f) = session.blocked.pop_front() else {
-                break;
-            };
-            self.out.extend_from_slice(&f);
-            session.remote_incoming_window -= 1;
-            session.next_outgoing_id = session.next_outgoing_id.wrapping_add(1);
+        let mut flows = Vec::new();
+        loop {
+            match session.blocked.front() {
+                Some(Blocked::Transfer(_)) if session.remote_incoming_window > 0 => {
+                    if let Some(Blocked::Transfer(f)) = session.blocked.pop_front() {
+                        self.out.extend_from_slice(&f);
+                        session.remote_incoming_window -= 1;
+                        session.next_outgoing_id = session.next_outgoing_id.wrapping_add(1);
+                    }
+                }
+                Some(Blocked::Flow { .. }) => {
+                    if let Some(f) = session.blocked.pop_front() {
+                        flows.push(f);
+                    }
+                    // Written in order: what follows it waits until it is out.
+                    break;
+                }
+                _ => break,
+            }
+        }
+        for f in flows {
+            if let Blocked::Flow {
+                handle,
+                delivery_count,
+                credit,
+                drain,
+                available,
+            } = f
+            {
+                let flow = self.link_flow(local, handle, delivery_count, credit, drain, available);
+                if let Some(flow) = flow {
+                    self.write(TYPE_AMQP, local, &Performative::Flow(flow), &[]);
+                }
+            }
+            // Go on with the transfers after it.
+            self.unblock(local);
         }
     }
 
@@ -1297,27 +1356,63 @@ impl Connection {
         self.write(TYPE_AMQP, local, &Performative::Flow(flow), &[]);
     }
 
+    /// Tell the peer a link's state: now, or — if transfers wait for the peer's window on
+    /// its session — right after them (see [`Blocked::Flow`]).
     fn write_link_flow(&mut self, link: LinkId, available: Option<u32>) {
-        let Some(s) = self.sessions.get(&link.channel) else {
+        let Some(s) = self.sessions.get_mut(&link.channel) else {
             return;
         };
         let Some(l) = s.links.get(&link.handle) else {
             return;
         };
-        let flow = Flow {
+        let (delivery_count, credit, drain) = (l.delivery_count, l.credit, l.drain);
+        if !s.blocked.is_empty() {
+            s.blocked.push_back(Blocked::Flow {
+                handle: link.handle,
+                delivery_count,
+                credit,
+                drain,
+                available,
+            });
+            return;
+        }
+        let flow = self.link_flow(
+            link.channel,
+            link.handle,
+            delivery_count,
+            credit,
+            drain,
+            available,
+        );
+        if let Some(flow) = flow {
+            self.write(TYPE_AMQP, link.channel, &Performative::Flow(flow), &[]);
+        }
+    }
+
+    /// A link flow with the session's state as of now.
+    fn link_flow(
+        &self,
+        channel: u16,
+        handle: u32,
+        delivery_count: u32,
+        credit: u32,
+        drain: bool,
+        available: Option<u32>,
+    ) -> Option<Flow> {
+        let s = self.sessions.get(&channel)?;
+        Some(Flow {
             next_incoming_id: Some(s.next_incoming_id),
             incoming_window: s.incoming_window,
             next_outgoing_id: s.next_outgoing_id,
             outgoing_window: OUTGOING_WINDOW,
-            handle: Some(Handle(link.handle)),
-            delivery_count: Some(l.delivery_count),
-            link_credit: Some(l.credit),
+            handle: Some(Handle(handle)),
+            delivery_count: Some(delivery_count),
+            link_credit: Some(credit),
             available,
-            drain: l.drain,
+            drain,
             echo: false,
             properties: None,
-        };
-        self.write(TYPE_AMQP, link.channel, &Performative::Flow(flow), &[]);
+        })
     }
 
     fn write<T: serde::Serialize>(&mut self, kind: u8, channel: u16, body: &T, payload: &[u8]) {

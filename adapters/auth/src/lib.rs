@@ -78,11 +78,20 @@ struct User {
     tenant: String,
 }
 
-/// Users and the anonymous rule. Cheap to clone (share it in an `Arc`).
-#[derive(Clone, Default)]
+/// Users and the anonymous rule. Share it in an `Arc`.
+#[derive(Default)]
 pub struct Auth {
     users: HashMap<String, User>,
+    /// A users file was loaded: credentials are checked against it. Without one, a client's
+    /// user name is only a name (as with Mosquitto's `allow_anonymous true` and no password
+    /// file).
+    users_configured: bool,
     pub anonymous: Anonymous,
+    /// A hash that unknown user names are checked against, so that they take as long to
+    /// refuse as a wrong password (made on first use, with the users' argon2 parameters).
+    dummy: std::sync::OnceLock<String>,
+    /// Password checks running at once (each holds argon2's memory, 19 MiB by default).
+    verifying: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl fmt::Debug for Auth {
@@ -98,8 +107,8 @@ impl Auth {
     /// No users; anonymous clients by `anonymous`.
     pub fn new(anonymous: Anonymous) -> Self {
         Self {
-            users: HashMap::new(),
             anonymous,
+            ..Self::default()
         }
     }
 
@@ -114,6 +123,7 @@ impl Auth {
     /// Add the users of a users file's text.
     pub fn add_users(&mut self, text: &str) -> Result<(), String> {
         let file: UsersFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        self.users_configured = true;
         for (i, u) in file.user.into_iter().enumerate() {
             if u.name.is_empty() {
                 return Err(format!("user[{i}].name is empty"));
@@ -163,21 +173,89 @@ impl Auth {
                     Verdict::NotAuthorized
                 }
             }
+            Some(name) if !self.users_configured => {
+                // No users to check against: the client is anonymous, whatever it calls
+                // itself, where anonymous clients are allowed.
+                match self.check(local, None, None) {
+                    Verdict::Allowed(None) => {
+                        tracing::info!(
+                            user = name,
+                            "credentials given where no users are configured: let in as anonymous"
+                        );
+                        Verdict::Allowed(None)
+                    }
+                    _ => Verdict::BadCredentials,
+                }
+            }
             Some(name) => {
-                let ok = self.users.get(name).is_some_and(|user| {
-                    PasswordHash::new(&user.password_hash).is_ok_and(|h| {
-                        Argon2::default()
-                            .verify_password(password.unwrap_or_default(), &h)
-                            .is_ok()
-                    })
-                });
-                if ok {
+                let password = password.unwrap_or_default();
+                // An unknown name is checked against a dummy hash: refused in the same time as
+                // a wrong password, so refusals do not tell which names exist.
+                let (hash, known) = match self.users.get(name) {
+                    Some(user) => (user.password_hash.as_str(), true),
+                    None => (self.dummy_hash(), false),
+                };
+                let ok = PasswordHash::new(hash)
+                    .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok());
+                if ok && known {
                     Verdict::Allowed(Some(name.to_string()))
                 } else {
                     Verdict::BadCredentials
                 }
             }
         }
+    }
+
+    /// The hash unknown user names are checked against: a random password's, with the
+    /// argon2 parameters of the first user's hash (so that checking it costs the same).
+    fn dummy_hash(&self) -> &str {
+        self.dummy.get_or_init(|| {
+            let params = self
+                .users
+                .values()
+                .next()
+                .and_then(|u| PasswordHash::new(&u.password_hash).ok())
+                .and_then(|h| argon2::Params::try_from(&h).ok())
+                .unwrap_or_default();
+            let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+            let salt = SaltString::generate(&mut OsRng);
+            let secret = SaltString::generate(&mut OsRng);
+            argon
+                .hash_password(secret.as_str().as_bytes(), &salt)
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        })
+    }
+
+    /// [`Auth::check`] off the async threads, at most as many at once as there are cores
+    /// (argon2 takes tens of milliseconds and 19 MiB each by design: a flood of logins must
+    /// neither stall the runtime nor take the machine's memory). Without a user name it is
+    /// decided at once.
+    pub async fn verify(
+        self: &std::sync::Arc<Self>,
+        local: SocketAddr,
+        user: Option<String>,
+        password: Option<Vec<u8>>,
+    ) -> Verdict {
+        let user = match user {
+            // Decided without argon2: anonymous, or a name where no users are configured.
+            Some(user) if self.users_configured => user,
+            user => return self.check(local, user.as_deref(), password.as_deref()),
+        };
+        let slots = self
+            .verifying
+            .get_or_init(|| {
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                std::sync::Arc::new(tokio::sync::Semaphore::new(cores))
+            })
+            .clone();
+        let Ok(_slot) = slots.acquire_owned().await else {
+            return Verdict::NotAuthorized;
+        };
+        let auth = self.clone();
+        tokio::task::spawn_blocking(move || auth.check(local, Some(&user), password.as_deref()))
+            .await
+            .unwrap_or(Verdict::NotAuthorized)
     }
 }
 

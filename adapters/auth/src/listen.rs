@@ -11,6 +11,7 @@ use std::{
 };
 
 use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::{TcpListener, TcpStream},
     sync::{OwnedSemaphorePermit, Semaphore},
 };
@@ -52,6 +53,148 @@ pub async fn accept_connections(
         let _ = socket.set_nodelay(true);
         serve(socket, peer, local, permit);
     }
+}
+
+/// Connections that have not finished their handshake yet (MQTT: CONNECT with accepted
+/// credentials; AMQP: SASL and open), counted against a limit of their own, so that a flood
+/// of connections that never get there cannot take the places of real clients. A connection
+/// that enters when the limit is reached evicts the one that has waited longest (a real
+/// client gets through its handshake in a round trip; what idles has no business holding a
+/// place) — unless its credentials are being checked: those are busy, not idle, and if every
+/// place is busy the newcomer is refused.
+#[derive(Clone, Debug)]
+pub struct Handshakes(Arc<std::sync::Mutex<HandshakeState>>);
+
+#[derive(Debug)]
+struct HandshakeState {
+    limit: usize,
+    next: u64,
+    /// Waiting for the client, oldest first: told to end when evicted.
+    idle: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
+    /// Having their credentials checked.
+    busy: usize,
+    evicted: u64,
+    refused: u64,
+}
+
+/// One connection's place among [`Handshakes`]; dropping it (the handshake is done, or the
+/// connection is) gives the place up.
+#[derive(Debug)]
+pub struct Handshake {
+    gate: Handshakes,
+    id: u64,
+    busy: bool,
+    evicted: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Handshakes {
+    /// At most `limit` connections in their handshake at once.
+    pub fn new(limit: usize) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(HandshakeState {
+            limit: limit.max(1),
+            next: 0,
+            idle: Default::default(),
+            busy: 0,
+            evicted: 0,
+            refused: 0,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, HandshakeState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for a new connection (evicting the longest idle one if none is free);
+    /// `None`: every place is busy checking credentials — close the connection.
+    pub fn enter(&self) -> Option<Handshake> {
+        let mut s = self.state();
+        if s.idle.len() + s.busy >= s.limit {
+            match s.idle.pop_first() {
+                Some((_, evict)) => {
+                    s.evicted += 1;
+                    let _ = evict.send(());
+                }
+                None => {
+                    s.refused += 1;
+                    return None;
+                }
+            }
+        }
+        let id = s.next;
+        s.next += 1;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        s.idle.insert(id, tx);
+        Some(Handshake {
+            gate: self.clone(),
+            id,
+            busy: false,
+            evicted: rx,
+        })
+    }
+
+    /// Connections in their handshake now, and how many were evicted and refused so far.
+    pub fn counts(&self) -> (usize, u64, u64) {
+        let s = self.state();
+        (s.idle.len() + s.busy, s.evicted, s.refused)
+    }
+}
+
+impl Handshake {
+    /// The connection's credentials are being checked: it may not be evicted meanwhile.
+    pub fn checking(&mut self) {
+        if !self.busy {
+            let mut s = self.gate.state();
+            if s.idle.remove(&self.id).is_some() {
+                s.busy += 1;
+                self.busy = true;
+            }
+        }
+    }
+
+    /// Resolves when a newer connection took this one's place: end the connection.
+    pub async fn evicted(&mut self) {
+        if !self.busy && !self.evicted.is_terminated() && (&mut self.evicted).await.is_ok() {
+            return;
+        }
+        // Busy, or told already: never (again).
+        std::future::pending::<()>().await
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        let mut s = self.gate.state();
+        if self.busy {
+            s.busy -= 1;
+        } else {
+            s.idle.remove(&self.id);
+        }
+    }
+}
+
+/// How long [`close_gracefully`] waits for the peer to close its side.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Close a connection the server ends (its last words — an MQTT DISCONNECT or CONNACK, an
+/// AMQP close — already written) so that the peer can read them: shut the write side down
+/// (FIN after the data), then read and discard whatever the peer still sends until it closes
+/// or `linger` has passed. Closing a socket with unread input makes the kernel answer with
+/// RST, and a peer's kernel that gets RST throws away data its application has not read yet
+/// — the DISCONNECT among it.
+pub async fn close_gracefully<S: AsyncRead + AsyncWrite + Unpin>(socket: &mut S, linger: Duration) {
+    let _ = tokio::time::timeout(linger, async {
+        let _ = socket.flush().await;
+        let _ = socket.shutdown().await;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = socket.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// The connections a service is serving (by all its listeners).

@@ -2,15 +2,19 @@
 //!
 //! The session works with MQTT 5 packets only (`mqttbytes::v5`, a superset of 3.1.1); this
 //! module reads 3.1.1 packets into that shape and writes MQTT 5 packets back as 3.1.1 for
-//! 3.1.1 clients (properties dropped, reason codes mapped). It also works around two gaps in
+//! 3.1.1 clients (properties dropped, reason codes mapped). It also works around gaps in
 //! `mqttbytes` 0.6: v5 refuses a DISCONNECT with no reason code (remaining length 0, what
-//! most clients send), and v5 reads will properties for 3.1.1 CONNECTs.
+//! most clients send), v5 reads will properties for 3.1.1 CONNECTs, v5 writes a DISCONNECT
+//! with an empty property set without its reason code, and neither version checks the wire
+//! rules [`crate::strict`] checks.
 
 use bytes::BytesMut;
 use mqttbytes::{
     Error, QoS, check, v4,
-    v5::{self, Packet},
+    v5::{self, DisconnectReasonCode, Packet},
 };
+
+use crate::strict::Violation;
 
 /// The protocol a connection speaks, from its CONNECT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,21 +69,55 @@ pub fn peek_connect(input: &[u8]) -> Peek {
     }
 }
 
-/// Read one packet; `Err(InsufficientBytes)` when more input is needed.
-pub fn read(version: Version, input: &mut BytesMut, max_size: usize) -> Result<Packet, Error> {
-    match version {
+/// Why a packet could not be read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadError {
+    /// Not enough bytes yet.
+    Incomplete,
+    /// The packet breaks the protocol: close the connection with this reason code.
+    Invalid(Violation),
+}
+
+/// Read one packet; [`ReadError::Incomplete`] when more input is needed. Each packet is
+/// checked against the wire rules `mqttbytes` leaves out ([`crate::strict`]) first.
+pub fn read(version: Version, input: &mut BytesMut, max_size: usize) -> Result<Packet, ReadError> {
+    let frame_len = match check(input.iter(), max_size) {
+        Ok(h) => h.frame_length(),
+        Err(e) => return Err(invalid(e)),
+    };
+    crate::strict::check(version, &input[..frame_len]).map_err(ReadError::Invalid)?;
+    let packet = match version {
         Version::V5 => {
             if input.starts_with(&[0xE0, 0x00]) {
                 let _ = input.split_to(2);
                 return Ok(Packet::Disconnect(v5::Disconnect::new()));
             }
             if input.first() == Some(&0xA2) {
-                return read_v5_unsubscribe(input, max_size);
+                read_v5_unsubscribe(input, max_size)
+            } else {
+                v5::read(input, max_size)
             }
-            v5::read(input, max_size)
         }
         Version::V311 => v4::read(input, max_size).map(from_v4),
-    }
+    };
+    packet.map_err(invalid)
+}
+
+/// What an `mqttbytes` error means for the connection.
+fn invalid(e: Error) -> ReadError {
+    use DisconnectReasonCode as C;
+    let (code, why) = match e {
+        Error::InsufficientBytes(_) => return ReadError::Incomplete,
+        Error::PayloadSizeLimitExceeded(_) => (C::PacketTooLarge, "packet too large"),
+        Error::TopicNotUtf8 => (C::MalformedPacket, "string is not valid UTF-8"),
+        Error::InvalidQoS(_) => (C::MalformedPacket, "invalid QoS"),
+        Error::InvalidPropertyType(_) => (C::MalformedPacket, "unknown property"),
+        Error::InvalidPacketType(_) => (C::MalformedPacket, "unknown packet type"),
+        Error::PacketIdZero => (C::ProtocolError, "packet identifier 0"),
+        Error::MalformedRemainingLength => (C::MalformedPacket, "bad remaining length"),
+        _ => (C::MalformedPacket, "malformed packet"),
+    };
+    ReadError::Invalid(Violation { code, why })
 }
 
 /// `mqttbytes` 0.6 prints every v5 UNSUBSCRIBE's packet id to stderr (a left-over `dbg!`),
@@ -217,7 +255,25 @@ pub fn write(version: Version, p: &Packet, out: &mut BytesMut) -> Result<usize, 
             Packet::SubAck(x) => x.write(out),
             Packet::UnsubAck(x) => x.write(out),
             Packet::PingResp => v5::PingResp.write(out),
-            Packet::Disconnect(x) => x.write(out),
+            Packet::Disconnect(x) => {
+                // mqttbytes 0.6 writes a DISCONNECT whose property set is empty as `E0 00`,
+                // losing the reason code: write it without the set instead.
+                let empty = x.properties.as_ref().is_some_and(|pr| {
+                    pr.session_expiry_interval.is_none()
+                        && pr.reason_string.is_none()
+                        && pr.user_properties.is_empty()
+                        && pr.server_reference.is_none()
+                });
+                if empty {
+                    v5::Disconnect {
+                        reason_code: x.reason_code,
+                        properties: None,
+                    }
+                    .write(out)
+                } else {
+                    x.write(out)
+                }
+            }
             other => Err(Error::InvalidPacketType(packet_type(other))),
         },
         Version::V311 => match p {
@@ -262,6 +318,37 @@ pub fn write(version: Version, p: &Packet, out: &mut BytesMut) -> Result<usize, 
             other => Err(Error::InvalidPacketType(packet_type(other))),
         },
     }
+}
+
+/// `p` without its Reason String and User Properties, the properties a server must leave
+/// out rather than exceed the client's Maximum Packet Size [MQTT-3.1.2-25, 3.2.2-19,
+/// 3.2.2-20, and the same rule for every acknowledgement and DISCONNECT]; `None` if it has
+/// none of them (or is a PUBLISH, whose properties are the message's).
+pub fn without_optional_properties(p: &Packet) -> Option<Packet> {
+    let mut p = p.clone();
+    let had = match &mut p {
+        Packet::ConnAck(x) => x.properties.as_mut().is_some_and(|pr| {
+            let had = pr.reason_string.is_some() || !pr.user_properties.is_empty();
+            pr.reason_string = None;
+            pr.user_properties.clear();
+            had
+        }),
+        Packet::Disconnect(x) => x.properties.as_mut().is_some_and(|pr| {
+            let had = pr.reason_string.is_some() || !pr.user_properties.is_empty();
+            pr.reason_string = None;
+            pr.user_properties.clear();
+            had
+        }),
+        // Acknowledgements carry nothing else: drop the whole property set.
+        Packet::PubAck(x) => x.properties.take().is_some(),
+        Packet::PubRec(x) => x.properties.take().is_some(),
+        Packet::PubRel(x) => x.properties.take().is_some(),
+        Packet::PubComp(x) => x.properties.take().is_some(),
+        Packet::SubAck(x) => x.properties.take().is_some(),
+        Packet::UnsubAck(x) => x.properties.take().is_some(),
+        _ => false,
+    };
+    had.then_some(p)
 }
 
 fn v4_connack_code(c: v5::ConnectReturnCode) -> v4::ConnectReturnCode {
@@ -350,6 +437,22 @@ mod tests {
             let mut b = BytesMut::from(bad);
             assert!(read(Version::V5, &mut b, 100).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn v5_disconnect_keeps_its_reason_code_without_properties() {
+        let mut out = BytesMut::new();
+        let d = v5::Disconnect {
+            reason_code: v5::DisconnectReasonCode::MalformedPacket,
+            properties: Some(v5::DisconnectProperties {
+                session_expiry_interval: None,
+                reason_string: None,
+                user_properties: Vec::new(),
+                server_reference: None,
+            }),
+        };
+        write(Version::V5, &Packet::Disconnect(d), &mut out).expect("encode");
+        assert_eq!(&out[..], b"\xe0\x01\x81");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use tokio::{
 };
 use wharf_auth::{
     Auth, Router, Tenancy, Verdict,
-    listen::{Active, accept_connections},
+    listen::{Active, Handshake, Handshakes, accept_connections},
 };
 // Positions the session sees: the followed stream's index in the top 16 bits, the offset in
 // the stream below (so the default stream's offsets are unchanged, and packet ids derived
@@ -30,7 +30,7 @@ use wharf_log_format::{Offset, StreamId, catalog::DEFAULT_TENANT};
 
 use crate::{
     claims::{Claims, claim_of},
-    codec::{self, Peek, Version, peek_connect},
+    codec::{self, Peek, ReadError, Version, peek_connect},
     message::Message,
     retained::{Retained, retained_stream},
     session::{Action, FollowedStream, Login, Session, SessionSettings, StoredSession, Will},
@@ -44,6 +44,9 @@ use crate::{
 pub struct MqttSettings {
     /// Connections served at once by each listener; more wait in the accept queue.
     pub max_connections: usize,
+    /// Connections that have not sent an accepted CONNECT yet, at most (the longest waiting
+    /// is closed to make room: [`wharf_auth::listen::Handshakes`]).
+    pub max_handshakes: usize,
     pub session: SessionSettings,
     /// TTL of the lease that says this adapter is alive; after it expires, another adapter
     /// publishes the wills of this one's clients ([`crate::wills`]).
@@ -62,6 +65,7 @@ impl Default for MqttSettings {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            max_handshakes: 256,
             session: SessionSettings::default(),
             adapter_lease: Duration::from_secs(10),
             share_block: 1024,
@@ -222,6 +226,8 @@ pub struct Mqtt {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Connections being served (by all listeners).
     active: Active,
+    /// Connections that have not sent an accepted CONNECT yet.
+    handshakes: Handshakes,
 }
 
 impl Mqtt {
@@ -253,6 +259,7 @@ impl Mqtt {
             claims,
             log,
             session_settings: Arc::new(settings.session.clone()),
+            handshakes: Handshakes::new(settings.max_handshakes),
             settings,
             auth,
             retained: Retained::default(),
@@ -358,14 +365,15 @@ async fn serve_listener(
         let active = shared.active.enter();
         tokio::spawn(async move {
             let (_permit, _active) = (permit, active);
+            let Some(handshake) = shared.handshakes.enter() else {
+                tracing::info!(%peer, "mqtt connection refused: every handshake place is taken by clients whose credentials are being checked");
+                return;
+            };
+            let c = Accepted { peer, local, shared, assigned, handshake };
             let end = match transport {
-                Transport::Tcp => Box::pin(connection(socket, peer, local, shared, assigned)).await,
-                Transport::Tls(acceptor) => {
-                    Box::pin(over_tls(acceptor, socket, peer, local, shared, assigned)).await
-                }
-                Transport::WebSocket(tls) => {
-                    Box::pin(over_websocket(tls, socket, peer, local, shared, assigned)).await
-                }
+                Transport::Tcp => Box::pin(connection(socket, c)).await,
+                Transport::Tls(acceptor) => Box::pin(over_tls(acceptor, socket, c)).await,
+                Transport::WebSocket(tls) => Box::pin(over_websocket(tls, socket, c)).await,
             };
             if let Err(reason) = end {
                 tracing::info!(%peer, reason, "mqtt connection closed");
@@ -373,6 +381,35 @@ async fn serve_listener(
         });
     })
     .await
+}
+
+/// A connection accepted, before MQTT starts on it.
+struct Accepted {
+    peer: SocketAddr,
+    local: SocketAddr,
+    shared: Arc<Mqtt>,
+    /// The client id assigned if it sends an empty one.
+    assigned: String,
+    /// Its place among connections not let in yet.
+    handshake: Handshake,
+}
+
+impl Accepted {
+    /// Run a transport's handshake (TLS, WebSocket upgrade) within the connect timeout, and
+    /// until a newer connection needs the place.
+    async fn within_deadline<T>(
+        &mut self,
+        what: &str,
+        handshake: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        let deadline = self.shared.settings.session.connect_timeout;
+        tokio::select! {
+            r = tokio::time::timeout(deadline, handshake) => {
+                r.map_err(|_| format!("{what} with {} not done within {deadline:?}", self.peer))?
+            }
+            _ = self.handshake.evicted() => Err(format!("{what} with {}: closed to make room for newer connections", self.peer)),
+        }
+    }
 }
 
 async fn tls_handshake(
@@ -390,40 +427,47 @@ async fn tls_handshake(
 async fn over_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     socket: tokio::net::TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-    shared: Arc<Mqtt>,
-    assigned: String,
+    mut c: Accepted,
 ) -> Result<(), String> {
-    let tls = tls_handshake(acceptor, socket, peer).await?;
-    connection(tls, peer, local, shared, assigned).await
+    let tls = c
+        .within_deadline("TLS handshake", tls_handshake(acceptor, socket, c.peer))
+        .await?;
+    connection(tls, c).await
 }
 
 /// A WebSocket upgrade (after a TLS handshake if `tls`), then MQTT.
 async fn over_websocket(
     tls: Option<tokio_rustls::TlsAcceptor>,
     socket: tokio::net::TcpStream,
-    peer: SocketAddr,
-    local: SocketAddr,
-    shared: Arc<Mqtt>,
-    assigned: String,
+    mut c: Accepted,
 ) -> Result<(), String> {
-    let ws = match tls {
-        Some(acceptor) => crate::ws::accept(tls_handshake(acceptor, socket, peer).await?).await,
-        None => crate::ws::accept(socket).await,
-    }
-    .map_err(|e| format!("WebSocket handshake with {peer}: {e}"))?;
-    connection(ws, peer, local, shared, assigned).await
+    let peer = c.peer;
+    let ws = c
+        .within_deadline("WebSocket handshake", async move {
+            match tls {
+                Some(acceptor) => {
+                    crate::ws::accept(tls_handshake(acceptor, socket, peer).await?).await
+                }
+                None => crate::ws::accept(socket).await,
+            }
+            .map_err(|e| format!("WebSocket handshake with {peer}: {e}"))
+        })
+        .await?;
+    connection(ws, c).await
 }
 
 /// Run one connection until it closes; `Err` carries the reason for an abnormal close.
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut socket: S,
-    peer: SocketAddr,
-    local: SocketAddr,
-    shared: Arc<Mqtt>,
-    assigned_id: String,
+    accepted: Accepted,
 ) -> Result<(), String> {
+    let Accepted {
+        peer,
+        local,
+        shared,
+        assigned: assigned_id,
+        handshake,
+    } = accepted;
     let mut session = Session::new(
         Instant::now().into_std(),
         shared.session_settings.clone(),
@@ -449,9 +493,14 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         shares: BTreeMap::new(),
         shared_tx: None,
         shared_rx: None,
+        peer_gone: false,
+        handshake: Some(Box::new(handshake)),
     };
     let end = conn.run(&mut socket, peer, &mut session).await;
     flush(&mut socket, &mut conn.output).await;
+    // The server ends it (a DISCONNECT or refusing CONNACK sent, or just a close): the client
+    // must get to read what was sent before the socket goes.
+    let linger = end.is_err() && !conn.peer_gone;
     let will_due = match &end {
         Ok(will) => *will,
         Err(_) => true,
@@ -471,6 +520,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         _ => {}
+    }
+    if linger {
+        wharf_auth::listen::close_gracefully(&mut socket, wharf_auth::listen::LINGER).await;
     }
     end.map(|_| ())
 }
@@ -552,6 +604,11 @@ struct Conn {
     shared_tx: Option<mpsc::Sender<SharedDelivery>>,
     shared_rx: Option<mpsc::Receiver<SharedDelivery>>,
     max_packet: usize,
+    /// The client closed the connection (or it broke): nothing more to read from it.
+    peer_gone: bool,
+    /// Its place among the connections that have not been let in yet (until CONNECT is
+    /// accepted).
+    handshake: Option<Box<Handshake>>,
 }
 
 impl Conn {
@@ -591,15 +648,27 @@ impl Conn {
                     Peek::Incomplete => None,
                     Peek::Connect(v) => {
                         self.version = Some(v);
+                        session.speaks(v);
                         Some(v)
                     }
                     Peek::UnsupportedLevel(level) => {
-                        // [MQTT-3.1.2-2]: CONNACK 0x01 (a 3.1 client reads it), then close.
-                        let _ = mqttbytes::v4::ConnAck::new(
-                            mqttbytes::v4::ConnectReturnCode::RefusedProtocolVersion,
-                            false,
-                        )
-                        .write(&mut self.output);
+                        // [MQTT-3.1.2-2]: a client of an older version gets the 3.1.1
+                        // CONNACK 0x01 (MQTT 3.1 clients read it), one of a newer version
+                        // the MQTT 5 CONNACK 0x84 Unsupported Protocol Version; then close.
+                        let _ = if level < 4 {
+                            mqttbytes::v4::ConnAck::new(
+                                mqttbytes::v4::ConnectReturnCode::RefusedProtocolVersion,
+                                false,
+                            )
+                            .write(&mut self.output)
+                        } else {
+                            let mut ack = mqttbytes::v5::ConnAck::new(
+                                mqttbytes::v5::ConnectReturnCode::UnsupportedProtocolVersion,
+                                false,
+                            );
+                            ack.properties = Some(mqttbytes::v5::ConnAckProperties::new());
+                            ack.write(&mut self.output)
+                        };
                         return Err(format!("{peer}: unsupported protocol level {level}"));
                     }
                     Peek::NotConnect => {
@@ -616,19 +685,20 @@ impl Conn {
             while self.version.is_some() {
                 match codec::read(version, &mut input, self.max_packet) {
                     Ok(packet) => actions.extend(session.handle(Instant::now().into_std(), packet)),
-                    Err(mqttbytes::Error::InsufficientBytes(_)) => break,
-                    Err(e) => {
-                        // MQTT 5 clients are told why [MQTT-4.13.1-1]; 3.1.1 ones are just
-                        // closed [MQTT-4.8.0-1].
-                        let (code, why) = match e {
-                            mqttbytes::Error::PayloadSizeLimitExceeded(_) => {
-                                (DisconnectReasonCode::PacketTooLarge, "packet too large")
-                            }
-                            _ => (DisconnectReasonCode::MalformedPacket, "malformed packet"),
-                        };
-                        actions.extend(session.fail(code, why));
+                    Err(ReadError::Incomplete) => break,
+                    Err(ReadError::Invalid(v)) => {
+                        if let Some(max) = crate::strict::stated_max_packet(&input) {
+                            session.limit_packets(max); // a malformed CONNECT's refusal fits it
+                        }
+                        // MQTT 5 clients are told why (CONNACK or DISCONNECT with the reason
+                        // code [MQTT-4.13.1-1]); 3.1.1 ones are just closed [MQTT-4.8.0-1].
+                        actions.extend(session.fail(v.code, v.why));
                         Box::pin(self.carry_out(session, actions)).await?;
-                        return Err(format!("bad packet from {}: {e:?}", session.client_id()));
+                        return Err(format!(
+                            "bad packet from {peer} (client {:?}): {}",
+                            session.client_id(),
+                            v.why
+                        ));
                     }
                 }
                 if actions
@@ -665,9 +735,15 @@ impl Conn {
             let readable = self.pending_records < MAX_PENDING_RECORDS;
             tokio::select! {
                 read = socket.read_buf(&mut input), if readable => match read {
-                    Ok(0) => return Err(format!("{} went away without DISCONNECT", session.client_id())),
+                    Ok(0) => {
+                        self.peer_gone = true;
+                        return Err(format!("{} went away without DISCONNECT", session.client_id()));
+                    }
                     Ok(_) => {}
-                    Err(e) => return Err(format!("read from {peer}: {e}")),
+                    Err(e) => {
+                        self.peer_gone = true;
+                        return Err(format!("read from {peer}: {e}"));
+                    }
                 },
                 Some((tokens, ok)) = async { match self.pending.as_mut() { Some(p) => p.next().await, None => None } }, if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
                     self.pending_records -= tokens.len();
@@ -730,6 +806,9 @@ impl Conn {
                     // Leave the cursors to the new owner.
                     self.drop_cursors();
                     return Err(format!("{}: session taken over", session.client_id()));
+                }
+                _ = async { match self.handshake.as_mut() { Some(h) => h.evicted().await, None => std::future::pending().await } }, if self.handshake.is_some() => {
+                    return Err(format!("{peer}: closed before CONNECT to make room for newer connections ([mqtt] max_handshakes)"));
                 }
                 _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
                     if let Some(p) = session.server_disconnect(DisconnectReasonCode::ServerShuttingDown, "the adapter is shutting down; connect again") {
@@ -949,8 +1028,14 @@ impl Conn {
                     expiry,
                     login,
                 } => {
+                    if let Some(h) = self.handshake.as_mut() {
+                        h.checking();
+                    }
                     let user = match self.authenticate(login).await {
-                        Verdict::Allowed(user) => user,
+                        Verdict::Allowed(user) => {
+                            self.handshake = None; // let in: no longer a handshake
+                            user
+                        }
                         refused => {
                             tracing::info!(client = client_id, ?refused, "connection refused");
                             queue.extend(session.not_allowed(refused == Verdict::BadCredentials));
@@ -1053,25 +1138,19 @@ impl Conn {
         end
     }
 
-    /// Check a client's credentials against the users and the anonymous rule (argon2 runs
-    /// on the blocking pool: it takes tens of milliseconds by design).
+    /// Check a client's credentials against the users and the anonymous rule
+    /// ([`Auth::verify`]: argon2 off the async threads, a few at a time).
     fn authenticate(
         &self,
         login: Option<Login>,
     ) -> impl std::future::Future<Output = Verdict> + Send + use<> {
         let (auth, local) = (self.shared.auth.clone(), self.local);
-        let anonymous = auth.check(local, None, None);
-        // Only a password needs the blocking pool (argon2 is slow on purpose).
-        let check = login.map(|l| {
-            tokio::task::spawn_blocking(move || {
-                auth.check(local, Some(&l.username), Some(l.password.as_bytes()))
-            })
-        });
         async move {
-            match check {
-                None => anonymous,
-                Some(h) => h.await.unwrap_or(Verdict::NotAuthorized),
-            }
+            let (user, password) = match login {
+                Some(l) => (Some(l.username), Some(l.password.into_bytes())),
+                None => (None, None),
+            };
+            auth.verify(local, user, password).await
         }
     }
 
@@ -1127,7 +1206,7 @@ impl Conn {
                     .and_then(|m| serde_json::from_value::<StoredSession>(m.clone()).ok())
                     .filter(|s| !clean_start && !s.expired(now_ms));
                 match &latest {
-                    Some(s) if expiry != 0 => serde_json::to_value(StoredSession {
+                    Some(s) => serde_json::to_value(StoredSession {
                         expiry,
                         disconnected_ms: None,
                         orphaned_ms: None,
@@ -1145,11 +1224,14 @@ impl Conn {
             cursor.ack_below(Offset(head));
             cursor.set_meta(None);
         }
-        if expiry == 0 {
+        if expiry == 0 && stored.is_none() {
             // Clean session: the stored one is discarded [MQTT-3.1.2-6]; nothing is kept.
             cursor.commit().await?;
             return Ok(None);
         }
+        // With expiry 0 and a stored session (Clean Start 0, no Session Expiry Interval: how
+        // most MQTT 5 clients reconnect), the session is resumed and ends when this connection
+        // does [MQTT-3.1.2-4, 3.1.2-23]: `save_on_close` deletes it then.
         let sent = stored.as_ref().map_or(0, |s| s.sent_upto);
         // No end recorded: the previous connection did not close in order.
         let unclean = stored.as_ref().is_some_and(|s| s.disconnected_ms.is_none());
@@ -1216,8 +1298,17 @@ impl Conn {
     }
 
     /// The connection ended: a persistent session records when (its expiry counts from
-    /// then) and its final position.
+    /// then) and its final position; a resumed session whose expiry is now 0 ends, and is
+    /// deleted from the store (every stream it followed).
     async fn save_on_close(&mut self, session: &Session) {
+        if self.persistent() && !session.persistent() {
+            for f in &mut self.follows {
+                if let Some(c) = f.cursor.take() {
+                    c.delete().await;
+                }
+            }
+            return;
+        }
         if self.persistent() {
             let now = self.log().clock().now_ms();
             if let Err(e) = self.save(session, Some(now)).await {
@@ -1230,23 +1321,41 @@ impl Conn {
         }
     }
 
-    /// Encode `p` for the client; a delivery over the client's maximum packet size is
-    /// dropped instead [MQTT-3.1.2-24].
+    /// Encode `p` for the client, within the client's maximum packet size: a delivery over
+    /// it is dropped [MQTT-3.1.2-24]; any other packet is sent without its reason string and
+    /// user properties [MQTT-3.1.2-25].
     fn send(&mut self, session: &mut Session, p: &Packet) -> Result<(), String> {
         let version = self.version.unwrap_or(Version::V311);
         let before = self.output.len();
         codec::write(version, p, &mut self.output).map_err(|e| format!("encode: {e:?}"))?;
-        if let (Packet::Publish(publish), Some(max)) = (p, session.client_max_packet())
-            && self.output.len() - before > max
-        {
-            self.output.truncate(before);
-            for a in session.too_large(publish.pkid) {
-                self.delivery_ended(a);
+        let Some(max) = session.client_max_packet() else {
+            return Ok(());
+        };
+        if self.output.len() - before <= max {
+            return Ok(());
+        }
+        self.output.truncate(before);
+        match p {
+            Packet::Publish(publish) => {
+                for a in session.too_large(publish.pkid) {
+                    self.delivery_ended(a);
+                }
+                tracing::debug!(
+                    topic = publish.topic,
+                    "delivery larger than the client's maximum packet size dropped"
+                );
             }
-            tracing::debug!(
-                topic = publish.topic,
-                "delivery larger than the client's maximum packet size dropped"
-            );
+            other => {
+                if let Some(small) = codec::without_optional_properties(other) {
+                    codec::write(version, &small, &mut self.output)
+                        .map_err(|e| format!("encode: {e:?}"))?;
+                }
+                if self.output.len() - before > max {
+                    // Only a CONNACK's fixed properties could do this, with a tiny limit.
+                    self.output.truncate(before);
+                    tracing::info!(max, "packet larger than the client's maximum not sent");
+                }
+            }
         }
         Ok(())
     }

@@ -25,6 +25,7 @@ pub mod message;
 pub mod retained;
 pub mod session;
 pub mod shared;
+pub mod strict;
 pub mod takeover;
 pub mod topic;
 pub mod wills;

@@ -390,20 +390,52 @@ impl Session {
         (self.client_max_packet > 0).then_some(self.client_max_packet as usize)
     }
 
+    /// The connection's first bytes are a CONNECT of `version` (before it is decoded): a
+    /// CONNECT that turns out malformed is refused in that version's terms.
+    pub fn speaks(&mut self, version: crate::codec::Version) {
+        if self.state == State::AwaitConnect {
+            self.version = match version {
+                crate::codec::Version::V5 => Protocol::V5,
+                crate::codec::Version::V311 => Protocol::V4,
+            };
+        }
+    }
+
+    /// The client's maximum packet size as its CONNECT states it, known before the CONNECT
+    /// is decoded (a refusal of a malformed CONNECT must honour it too).
+    pub fn limit_packets(&mut self, max: u32) {
+        if self.state == State::AwaitConnect {
+            self.client_max_packet = max;
+        }
+    }
+
     /// End the session for a protocol violation: MQTT 5 clients get a DISCONNECT with
-    /// `code` and the reason first [MQTT-4.13.1-1]; 3.1.1 connections just close.
+    /// `code` and the reason first [MQTT-4.13.1-1] — or, if the violation is in their
+    /// CONNECT, a CONNACK with it [MQTT-3.1.4-1, 4.13.1-1]; 3.1.1 connections just close.
     pub fn fail(&mut self, code: DisconnectReasonCode, reason: &'static str) -> Vec<Action> {
         let mut a = Vec::new();
-        if self.v5() && self.state == State::Connected {
-            a.push(Action::Send(Packet::Disconnect(Disconnect {
-                reason_code: code,
-                properties: Some(DisconnectProperties {
-                    session_expiry_interval: None,
-                    reason_string: Some(reason.to_string()),
-                    user_properties: Vec::new(),
-                    server_reference: None,
-                }),
-            })));
+        match self.state {
+            State::Connected if self.v5() => {
+                a.push(Action::Send(Packet::Disconnect(Disconnect {
+                    reason_code: code,
+                    properties: Some(DisconnectProperties {
+                        session_expiry_interval: None,
+                        reason_string: Some(reason.to_string()),
+                        user_properties: Vec::new(),
+                        server_reference: None,
+                    }),
+                })));
+            }
+            State::AwaitConnect if self.v5() => {
+                let code = match code {
+                    DisconnectReasonCode::MalformedPacket => ConnectReturnCode::MalformedPacket,
+                    DisconnectReasonCode::ProtocolError => ConnectReturnCode::ProtocolError,
+                    DisconnectReasonCode::PacketTooLarge => ConnectReturnCode::PacketTooLarge,
+                    _ => ConnectReturnCode::UnspecifiedError,
+                };
+                return self.refuse(code, reason);
+            }
+            _ => {}
         }
         self.state = State::Closed;
         a.push(Action::Close { reason });
@@ -581,22 +613,23 @@ impl Session {
         self.version = c.protocol;
         let props = c.properties.clone();
         if let Some(p) = &props {
-            if p.authentication_method.is_some() {
-                return self.refuse(
-                    ConnectReturnCode::BadAuthenticationMethod,
-                    "enhanced authentication is not supported",
-                );
-            }
             if p.receive_maximum == Some(0) || p.max_packet_size == Some(0) {
                 return self.refuse(
                     ConnectReturnCode::ProtocolError,
                     "receive maximum and maximum packet size must not be 0",
                 );
             }
+            // Known before any refusal: the CONNACK must fit it too [MQTT-3.2.2-19].
             self.client_receive_maximum = p.receive_maximum.unwrap_or(u16::MAX);
             self.client_max_packet = p.max_packet_size.unwrap_or(0);
             self.client_alias_maximum = p.topic_alias_max.unwrap_or(0);
             self.problem_info = p.request_problem_info != Some(0);
+            if p.authentication_method.is_some() {
+                return self.refuse(
+                    ConnectReturnCode::BadAuthenticationMethod,
+                    "enhanced authentication is not supported",
+                );
+            }
         }
         let mut assigned = None;
         if c.client_id.is_empty() {

@@ -117,13 +117,28 @@ impl Store {
             Some(d) => d,
             None if url.contains("://") => {
                 return Err(invalid(
-                    "unknown scheme (use file://DIR, s3://bucket/prefix or memory://)".into(),
+                    "unknown scheme (use file:///ABSOLUTE/DIR, s3://bucket/prefix or memory://)"
+                        .into(),
                 ));
             }
-            None => url,
+            None => {
+                return Err(invalid(
+                    "not a store URL (use file:///ABSOLUTE/DIR, s3://bucket/prefix or memory://)"
+                        .into(),
+                ));
+            }
         };
         if dir.is_empty() {
             return Err(invalid("no directory".into()));
+        }
+        // A relative directory would depend on where the process happens to start (and
+        // `file://dir` names the host `dir` in URL terms): only absolute paths.
+        if !std::path::Path::new(dir).is_absolute() {
+            return Err(invalid(format!(
+                "the directory must be absolute: file:///{} or file://$PWD/{}",
+                dir.trim_start_matches("./"),
+                dir.trim_start_matches("./")
+            )));
         }
         std::fs::create_dir_all(dir).map_err(|e| invalid(format!("cannot create {dir}: {e}")))?;
         let fs = LocalFileSystem::new_with_prefix(dir)
