@@ -546,3 +546,68 @@ fn heartbeats_and_idle_timeout() {
     c.take_output();
     assert!(c.is_done(), "silent for over 1 s");
 }
+
+/// A drain answer never overtakes transfers waiting for the peer's session window: the peer
+/// would count them as never sent (its drain over with messages still to come).
+#[test]
+fn drain_answer_waits_behind_transfers_held_by_the_session_window() {
+    let mut c = Connection::new(Config::default());
+    c.feed(&HEADER_AMQP);
+    c.feed(&amqp(0, open()));
+    // A session whose incoming window takes one transfer at a time.
+    let Performative::Begin(mut b) = begin() else {
+        panic!()
+    };
+    b.incoming_window = 1;
+    c.feed(&amqp(0, Performative::Begin(b)));
+    c.take_output();
+    events(&mut c);
+    c.feed(&amqp(0, attach(0, Role::Receiver, "q")));
+    let Event::Attach { link, .. } = events(&mut c).remove(0) else {
+        panic!()
+    };
+    accept(&mut c, link);
+    let Performative::Flow(mut credit) = flow(0, 0, 8, true) else {
+        panic!()
+    };
+    credit.incoming_window = 1;
+    c.feed(&amqp(0, Performative::Flow(credit)));
+    events(&mut c);
+    c.take_output();
+    for i in 0..3u8 {
+        assert_eq!(c.send(link, &[i], b"m", false), Ok(u32::from(i)));
+    }
+    c.drained(link);
+    let kinds = |out: Vec<(u16, Performative, Vec<u8>)>| {
+        out.into_iter()
+            .map(|(_, p, _)| match p {
+                Performative::Transfer(t) => format!("transfer {:?}", t.delivery_id),
+                Performative::Flow(f) => format!("flow {:?}", f.delivery_count),
+                other => format!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(frames(c.take_output())), ["transfer Some(0)"]);
+    // The peer widens its window: the other transfers, then the drain answer.
+    let mut widen = |next_incoming: u32| {
+        c.feed(&amqp(
+            0,
+            Performative::Flow(Flow {
+                next_incoming_id: Some(next_incoming),
+                incoming_window: 1,
+                next_outgoing_id: 0,
+                outgoing_window: 1000,
+                handle: None,
+                delivery_count: None,
+                link_credit: None,
+                available: None,
+                drain: false,
+                echo: false,
+                properties: None,
+            }),
+        ));
+        kinds(frames(c.take_output()))
+    };
+    assert_eq!(widen(1), ["transfer Some(1)"]);
+    assert_eq!(widen(2), ["transfer Some(2)", "flow Some(8)"]);
+}
