@@ -1461,6 +1461,67 @@ mod tests {
         })
     }
 
+    /// Protocol errors the session finds in well-formed packets: DISCONNECT 0x82.
+    #[test]
+    fn protocol_errors_in_well_formed_packets() {
+        let (mut s, now) = connected_v5(None);
+        let a = s.handle(now, subscribe(Vec::new(), None)); // [MQTT-3.8.3-2]
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::ProtocolError)
+        );
+        let (mut s, now) = connected_v5(None);
+        let none = Unsubscribe {
+            pkid: 1,
+            filters: Vec::new(),
+            properties: None,
+        };
+        let a = s.handle(now, Packet::Unsubscribe(none));
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::ProtocolError)
+        ); // [MQTT-3.10.3-2]
+        // A client PUBLISH with a subscription identifier [MQTT-3.3.4-6].
+        let (mut s, now) = connected_v5(None);
+        let mut p = Publish::new("a", QoS::AtMostOnce, "x");
+        p.properties = Some(PublishProperties {
+            payload_format_indicator: None,
+            message_expiry_interval: None,
+            topic_alias: None,
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+            subscription_identifiers: vec![3],
+            content_type: None,
+        });
+        let a = s.handle(now, Packet::Publish(p));
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::ProtocolError)
+        );
+        // DISCONNECT raising a session expiry of 0 [MQTT-3.14.2-2].
+        let (mut s, now) = connected_v5(None);
+        let mut d = Disconnect::new();
+        d.properties = Some(DisconnectProperties {
+            session_expiry_interval: Some(60),
+            reason_string: None,
+            user_properties: Vec::new(),
+            server_reference: None,
+        });
+        let a = s.handle(now, Packet::Disconnect(d));
+        assert_eq!(
+            disconnect_code(&a),
+            Some(DisconnectReasonCode::ProtocolError)
+        );
+        // PUBREL for an id never received: PUBCOMP 0x92 [MQTT-4.3.3-2 … 4.3.3-13].
+        let (mut s, now) = connected_v5(None);
+        let a = s.handle(now, Packet::PubRel(PubRel::new(42)));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::PubComp(c))] if c.pkid == 42 && c.reason == PubCompReason::PacketIdentifierNotFound),
+            "{a:?}"
+        );
+    }
+
     #[test]
     fn packets_before_connect_and_second_connect_close() {
         let now = Instant::now();

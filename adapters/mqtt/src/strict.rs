@@ -586,6 +586,16 @@ mod tests {
         assert_eq!(code(V5, &stated), Some(0x82));
         assert_eq!(stated_max_packet(&stated), Some(30));
         assert_eq!(stated_max_packet(&connect(b"\x11\x00\x00\x00\x01")), None);
+        // Strings: not UTF-8, or with U+0000 [MQTT-1.5.4-1, 1.5.4-2].
+        assert_eq!(
+            code(V5, &frame(0x30, b"\x00\x01a\x03\x03\x00\x01\xff")),
+            Some(0x81)
+        );
+        assert_eq!(code(V5, &frame(0x30, b"\x00\x02a\x00\x00")), Some(0x81));
+        assert_eq!(
+            code(V5, &frame(0x82, b"\x00\x01\x00\x00\x02a\x00\x01")),
+            Some(0x81)
+        );
         // DISCONNECT with a session expiry twice.
         assert_eq!(
             code(
