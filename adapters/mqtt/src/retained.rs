@@ -50,13 +50,19 @@ impl State {
     fn apply(&mut self, r: &StoredRecord) {
         let offset = r.offset.0;
         self.next = self.next.max(offset + 1);
-        let m = match Message::from_record(r) {
+        let mut m = match Message::from_record(r) {
             Ok(m) => m,
             Err(why) => {
                 tracing::warn!(offset, why, "bad retained record; skipped");
                 return;
             }
         };
+        // Kept for as long as it is the topic's retained message: a copy of its own, not a
+        // slice that would keep the whole segment it was read from in memory.
+        m.payload = bytes::Bytes::copy_from_slice(&m.payload);
+        if let Some(c) = m.properties.correlation_data.as_mut() {
+            *c = bytes::Bytes::copy_from_slice(c);
+        }
         match snapshot_of(r) {
             Some(as_of) => self.topics.snapshot(m.topic.clone(), m, as_of),
             None if m.payload.is_empty() => self.topics.clear(m.topic, offset),

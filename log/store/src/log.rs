@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     /// When the index was last confirmed to be at the head of the log (a probe for the next
     /// segment found none, or we created it).
     fresh_at: Mutex<std::time::Instant>,
+    /// Bytes that may be submitted and not yet durable (`max_pending_bytes`).
+    pub pending_bytes: Arc<tokio::sync::Semaphore>,
 }
 
 pub(crate) struct State {
@@ -163,6 +165,7 @@ impl Log {
             refresh_lock: tokio::sync::Mutex::new(None),
             checkpointing: AtomicBool::new(false),
             fresh_at: Mutex::new(std::time::Instant::now()),
+            pending_bytes: Arc::new(tokio::sync::Semaphore::new(settings.max_pending_bytes)),
             settings,
         });
         shared.refresh().await?;
@@ -202,9 +205,19 @@ impl Log {
         if records.is_empty() {
             return Err(LogError::invalid("append", "no records"));
         }
+        // Wait while too many bytes are on their way to the store (one submission larger
+        // than the whole budget takes all of it).
+        let bytes: usize = records.iter().map(Record::size).sum();
+        let budget = &self.shared.pending_bytes;
+        let want = bytes.clamp(1, self.shared.settings.max_pending_bytes);
+        let share = budget
+            .clone()
+            .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| LogError::Closed)?;
         let (reply, rx) = oneshot::channel();
         self.appender
-            .send(Request::append(stream.clone(), records, reply))
+            .send(Request::append(stream.clone(), records, reply, share))
             .await
             .map_err(|_| LogError::Closed)?;
         Ok(Pending(rx))

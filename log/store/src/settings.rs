@@ -24,6 +24,9 @@ pub struct LogSettings {
     pub max_segment_bytes: usize,
     /// Append requests queued while a flush is in progress before appenders wait.
     pub max_pending_appends: usize,
+    /// Bytes of records submitted and not yet durable (queued, or in the flush being
+    /// written) before appenders wait: with the cache, what bounds a log's memory under load.
+    pub max_pending_bytes: usize,
     /// How often a reader looks for segments written by other processes.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
@@ -65,6 +68,7 @@ impl Default for LogSettings {
             flush_interval: None,
             max_segment_bytes: 8 << 20,
             max_pending_appends: 65_536,
+            max_pending_bytes: 32 << 20,
             poll_interval: Duration::from_millis(100),
             checkpoint_every: 64,
             keep_checkpoints: 3,
@@ -108,6 +112,15 @@ impl LogSettings {
         }
         if self.max_pending_appends == 0 {
             return bad("log.max_pending_appends", "must be at least 1".into());
+        }
+        if self.max_pending_bytes < self.max_segment_bytes {
+            return bad(
+                "log.max_pending_bytes",
+                format!(
+                    "must be at least log.max_segment_bytes ({})",
+                    self.max_segment_bytes
+                ),
+            );
         }
         if self.poll_interval < Duration::from_millis(1) {
             return bad("log.poll_interval", "must be at least 1ms".into());
