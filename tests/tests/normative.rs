@@ -148,6 +148,27 @@ fn has_property(props: &[u8], id: u8) -> bool {
     false
 }
 
+/// `n` connections to `port` that send nothing, opened in order (50 ms apart).
+fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            std::thread::sleep(Duration::from_millis(50));
+            s
+        })
+        .collect()
+}
+
+/// The oldest of `idle` was closed to make room for newer connections; the newest still
+/// waits.
+fn oldest_evicted(mut idle: Vec<TcpStream>) {
+    let (_, first) = read_until_end(&mut idle[0], Duration::from_secs(5));
+    assert_eq!(first, End::Closed, "the oldest idle connection was closed");
+    let last = idle.len() - 1;
+    let (_, newest) = read_until_end(&mut idle[last], Duration::from_millis(300));
+    assert_eq!(newest, End::Open, "the newest idle connection still waits");
+}
+
 /// A `wharf adapter` with MQTT only, on a fresh local store, with `config` settings.
 fn mqtt_adapter(config: &str) -> (KillOnDrop, u16, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -510,13 +531,7 @@ fn mqtt_idle_connections_cannot_starve_real_clients() {
     }
     let (_adapter, port, _dir) =
         mqtt_adapter("[mqtt]\nmax_handshakes = 4\nconnect_timeout = \"60s\"\n");
-    let mut idle: Vec<TcpStream> = (0..8)
-        .map(|_| {
-            let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            std::thread::sleep(Duration::from_millis(50)); // in order
-            s
-        })
-        .collect();
+    let idle = idle_connections(port, 8);
     let st = mosquitto("mosquitto_pub", port)
         .args(["-t", "real", "-q", "1", "-m", "through"])
         .status()
@@ -525,11 +540,7 @@ fn mqtt_idle_connections_cannot_starve_real_clients() {
         st.success(),
         "a real client gets in past 8 idle connections"
     );
-    // The oldest idle ones were closed to make room; the newest are still waiting.
-    let (_, first) = read_until_end(&mut idle[0], Duration::from_secs(5));
-    assert_eq!(first, End::Closed, "the oldest idle connection was closed");
-    let (_, last) = read_until_end(&mut idle[7], Duration::from_millis(300));
-    assert_eq!(last, End::Open, "the newest idle connection still waits");
+    oldest_evicted(idle);
 }
 
 fn run_python(script: &str, args: &[String]) {
@@ -657,13 +668,7 @@ fn amqp_idle_connections_cannot_starve_real_clients() {
         "a",
         "[amqp]\nmax_handshakes = 4\nhandshake_timeout = \"60s\"\n",
     );
-    let mut idle: Vec<TcpStream> = (0..8)
-        .map(|_| {
-            let s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-            std::thread::sleep(Duration::from_millis(50));
-            s
-        })
-        .collect();
+    let idle = idle_connections(port, 8);
     let client = format!(
         r#"
 from proton import Message
@@ -687,10 +692,7 @@ print("ok")
         "a Proton client past 8 idle connections, with PLAIN where no users are configured: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (_, first) = read_until_end(&mut idle[0], Duration::from_secs(5));
-    assert_eq!(first, End::Closed, "the oldest idle connection was closed");
-    let (_, last) = read_until_end(&mut idle[7], Duration::from_millis(300));
-    assert_eq!(last, End::Open, "the newest idle connection still waits");
+    oldest_evicted(idle);
 }
 
 /// The server's close reaches a peer that is still sending: a frame over max-frame-size
