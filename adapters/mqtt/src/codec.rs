@@ -85,7 +85,8 @@ pub fn read(version: Version, input: &mut BytesMut, max_size: usize) -> Result<P
         Ok(h) => h.frame_length(),
         Err(e) => return Err(invalid(e)),
     };
-    crate::strict::check(version, &input[..frame_len]).map_err(ReadError::Invalid)?;
+    crate::strict::check(version == Version::V5, &input[..frame_len])
+        .map_err(ReadError::Invalid)?;
     let packet = match version {
         Version::V5 => {
             if input.starts_with(&[0xE0, 0x00]) {

@@ -10,8 +10,6 @@
 
 use mqttbytes::v5::DisconnectReasonCode;
 
-use crate::codec::Version;
-
 /// What is wrong with a packet: the reason code to close with, and why (a log line and the
 /// MQTT 5 reason string).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -227,14 +225,13 @@ fn properties(r: &mut Reader<'_>, set: Set) -> Result<(), Violation> {
     Ok(())
 }
 
-/// Check one whole packet (fixed header included, as framed by `mqttbytes::check`) against
-/// the rules `mqttbytes` leaves out.
-pub fn check(version: Version, frame: &[u8]) -> Result<(), Violation> {
+/// Check one whole packet (fixed header included, as framed by `mqttbytes::check`) of MQTT 5
+/// (`v5`) or 3.1.1 against the rules `mqttbytes` leaves out.
+pub fn check(v5: bool, frame: &[u8]) -> Result<(), Violation> {
     let mut r = Reader { b: frame };
     let first = r.u8()?;
     let (kind, flags) = (first >> 4, first & 0x0F);
     let _remaining = r.varint()?;
-    let v5 = version == Version::V5;
     // Fixed-header flags [MQTT-2.1.3-1]: 0010 on PUBREL, SUBSCRIBE, UNSUBSCRIBE
     // [MQTT-3.6.1-1, 3.8.1-1, 3.10.1-1], DUP/QoS/RETAIN on PUBLISH, 0000 elsewhere.
     match kind {
@@ -420,8 +417,11 @@ mod tests {
 
     use super::*;
 
-    fn code(version: Version, frame: &[u8]) -> Option<u8> {
-        check(version, frame).err().map(|v| v.code as u8)
+    const V5: bool = true;
+    const V311: bool = false;
+
+    fn code(v5: bool, frame: &[u8]) -> Option<u8> {
+        check(v5, frame).err().map(|v| v.code as u8)
     }
 
     /// Every packet `mqttbytes` writes passes.
@@ -471,7 +471,7 @@ mod tests {
         while !out.is_empty() {
             let h = mqttbytes::check(out.iter(), 1 << 20).expect("framed");
             let frame = out.split_to(h.frame_length());
-            assert_eq!(check(Version::V5, &frame), Ok(()), "{frame:?}");
+            assert_eq!(check(V5, &frame), Ok(()), "{frame:?}");
         }
     }
 
@@ -483,7 +483,6 @@ mod tests {
 
     #[test]
     fn fixed_header_flags_and_reserved_bits() {
-        use Version::{V5, V311};
         // PUBREL / SUBSCRIBE / UNSUBSCRIBE with flags 0000.
         assert_eq!(code(V311, &frame(0x60, b"\x00\x01")), Some(0x81));
         assert_eq!(code(V311, &frame(0x62, b"\x00\x01")), None);
@@ -541,7 +540,6 @@ mod tests {
 
     #[test]
     fn property_sets() {
-        use Version::V5;
         let connect = |props: &[u8]| {
             frame(
                 0x10,
