@@ -1204,7 +1204,10 @@ impl Conn {
                 latest = meta
                     .as_ref()
                     .and_then(|m| serde_json::from_value::<StoredSession>(m.clone()).ok())
-                    .filter(|s| !clean_start && !s.expired(now_ms));
+                    // A stored expiry of 0 is a session that ends with its connection
+                    // [MQTT-3.1.2-23], and this CONNECT means that connection is over (its
+                    // adapter may not have deleted the session yet): it is not resumed.
+                    .filter(|s| !clean_start && !s.expired(now_ms) && s.expiry != 0);
                 match &latest {
                     Some(s) => serde_json::to_value(StoredSession {
                         expiry,
