@@ -527,26 +527,27 @@ impl QueueTask {
                 if drain {
                     // Send what is there first: what is in the store now (others may have
                     // stored it: look), read until the credit is used or nothing is left.
-                    if self.serving.is_some() {
+                    if let Some(s) = self.serving.as_mut() {
                         if let Err(e) = self.log.refresh().await {
                             tracing::warn!(queue = %self.address.name, error = %e, "log refresh before a drain failed");
                         }
-                        loop {
-                            self.read().await;
-                            self.dispatch().await;
-                            let wants = self
-                                .consumers
-                                .iter()
-                                .any(|m| m.link == link && m.credit > 0);
-                            let Some(s) = self.serving.as_ref() else {
-                                break;
-                            };
-                            if !wants || s.blocks.at_end() || s.ready.len() >= READ_AHEAD {
-                                break;
+                        s.blocks.rearm();
+                    }
+                    loop {
+                        self.dispatch().await;
+                        let wants = self
+                            .consumers
+                            .iter()
+                            .any(|m| m.link == link && m.credit > 0);
+                        match self.serving.as_ref() {
+                            Some(s)
+                                if wants && !s.blocks.at_end() && s.ready.len() < READ_AHEAD =>
+                            {
+                                self.read().await
                             }
+                            _ => break,
                         }
                     }
-                    self.dispatch().await;
                     if let Some(m) = self.consumers.iter_mut().find(|m| m.link == link) {
                         m.credit = 0;
                         let _ = m.tx.send(ToLink::Drained(link));

@@ -181,17 +181,10 @@ impl Amqp {
                 let end = match tls {
                     None => Box::pin(connection(socket, peer, local, shared, handshake, deadline)).await,
                     Some(acceptor) => {
-                        let accepted = tokio::select! {
-                            r = tokio::time::timeout_at(deadline, acceptor.accept(socket)) => match r {
-                                Ok(Ok(s)) => Ok(s),
-                                Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
-                                Err(_) => Err("TLS handshake not done within [amqp] handshake_timeout".to_string()),
-                            },
-                            _ = handshake.evicted() => Err("closed in its TLS handshake to make room for newer connections ([amqp] max_handshakes)".to_string()),
-                        };
-                        match accepted {
-                            Ok(s) => Box::pin(connection(s, peer, local, shared, handshake, deadline)).await,
-                            Err(e) => Err(e),
+                        match handshake.bounded(deadline, acceptor.accept(socket)).await {
+                            Ok(Ok(s)) => Box::pin(connection(s, peer, local, shared, handshake, deadline)).await,
+                            Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
+                            Err(why) => Err(format!("TLS handshake: {why} ([amqp] handshake_timeout, max_handshakes)")),
                         }
                     }
                 };

@@ -201,17 +201,11 @@ struct Session {
 enum Blocked {
     /// A transfer frame: written when the peer's incoming window has room.
     Transfer(BytesMut),
-    /// A link's flow as of when it was due (delivery-count, credit, drain, available): a
-    /// peer that read it before the transfers sent earlier would count them as not sent —
-    /// a drain answer overtaking the transfers it follows ends the drain with messages
-    /// still to come. Written as soon as the transfers before it are.
-    Flow {
-        handle: u32,
-        delivery_count: u32,
-        credit: u32,
-        drain: bool,
-        available: Option<u32>,
-    },
+    /// A link's flow as of when it was due (its session's fields are filled in when it is
+    /// written): a peer that read it before the transfers sent earlier would count them as
+    /// not sent — a drain answer overtaking the transfers it follows ends the drain with
+    /// messages still to come. Written as soon as the transfers before it are.
+    Flow(Box<Flow>),
 }
 
 /// One AMQP connection's protocol state. See the module docs.
@@ -1011,47 +1005,29 @@ impl Connection {
         Ok(delivery_id)
     }
 
-    /// Write transfer frames while the peer's session window allows.
+    /// Write transfer frames while the peer's session window allows, and the link flows
+    /// queued behind them.
     fn unblock(&mut self, local: u16) {
-        let Some(session) = self.sessions.get_mut(&local) else {
-            return;
-        };
-        let mut flows = Vec::new();
         loop {
+            let Some(session) = self.sessions.get_mut(&local) else {
+                return;
+            };
+            let window = session.remote_incoming_window > 0;
             match session.blocked.front() {
-                Some(Blocked::Transfer(_)) if session.remote_incoming_window > 0 => {
+                Some(Blocked::Transfer(_)) if window => {
                     if let Some(Blocked::Transfer(f)) = session.blocked.pop_front() {
                         self.out.extend_from_slice(&f);
                         session.remote_incoming_window -= 1;
                         session.next_outgoing_id = session.next_outgoing_id.wrapping_add(1);
                     }
                 }
-                Some(Blocked::Flow { .. }) => {
-                    if let Some(f) = session.blocked.pop_front() {
-                        flows.push(f);
+                Some(Blocked::Flow(_)) => {
+                    if let Some(Blocked::Flow(flow)) = session.blocked.pop_front() {
+                        self.write_flow(local, *flow);
                     }
-                    // Written in order: what follows it waits until it is out.
-                    break;
                 }
-                _ => break,
+                _ => return,
             }
-        }
-        for f in flows {
-            if let Blocked::Flow {
-                handle,
-                delivery_count,
-                credit,
-                drain,
-                available,
-            } = f
-            {
-                let flow = self.link_flow(local, handle, delivery_count, credit, drain, available);
-                if let Some(flow) = flow {
-                    self.write(TYPE_AMQP, local, &Performative::Flow(flow), &[]);
-                }
-            }
-            // Go on with the transfers after it.
-            self.unblock(local);
         }
     }
 
@@ -1337,13 +1313,10 @@ impl Connection {
     }
 
     fn write_session_flow(&mut self, local: u16) {
-        let Some(s) = self.sessions.get(&local) else {
-            return;
-        };
         let flow = Flow {
-            next_incoming_id: Some(s.next_incoming_id),
-            incoming_window: s.incoming_window,
-            next_outgoing_id: s.next_outgoing_id,
+            next_incoming_id: None,
+            incoming_window: 0,
+            next_outgoing_id: 0,
             outgoing_window: OUTGOING_WINDOW,
             handle: None,
             delivery_count: None,
@@ -1353,7 +1326,7 @@ impl Connection {
             echo: false,
             properties: None,
         };
-        self.write(TYPE_AMQP, local, &Performative::Flow(flow), &[]);
+        self.write_flow(local, flow);
     }
 
     /// Tell the peer a link's state: now, or — if transfers wait for the peer's window on
@@ -1365,54 +1338,35 @@ impl Connection {
         let Some(l) = s.links.get(&link.handle) else {
             return;
         };
-        let (delivery_count, credit, drain) = (l.delivery_count, l.credit, l.drain);
-        if !s.blocked.is_empty() {
-            s.blocked.push_back(Blocked::Flow {
-                handle: link.handle,
-                delivery_count,
-                credit,
-                drain,
-                available,
-            });
-            return;
-        }
-        let flow = self.link_flow(
-            link.channel,
-            link.handle,
-            delivery_count,
-            credit,
-            drain,
+        let flow = Flow {
+            next_incoming_id: None,
+            incoming_window: 0,
+            next_outgoing_id: 0,
+            outgoing_window: OUTGOING_WINDOW,
+            handle: Some(Handle(link.handle)),
+            delivery_count: Some(l.delivery_count),
+            link_credit: Some(l.credit),
             available,
-        );
-        if let Some(flow) = flow {
-            self.write(TYPE_AMQP, link.channel, &Performative::Flow(flow), &[]);
+            drain: l.drain,
+            echo: false,
+            properties: None,
+        };
+        if s.blocked.is_empty() {
+            self.write_flow(link.channel, flow);
+        } else {
+            s.blocked.push_back(Blocked::Flow(Box::new(flow)));
         }
     }
 
-    /// A link flow with the session's state as of now.
-    fn link_flow(
-        &self,
-        channel: u16,
-        handle: u32,
-        delivery_count: u32,
-        credit: u32,
-        drain: bool,
-        available: Option<u32>,
-    ) -> Option<Flow> {
-        let s = self.sessions.get(&channel)?;
-        Some(Flow {
-            next_incoming_id: Some(s.next_incoming_id),
-            incoming_window: s.incoming_window,
-            next_outgoing_id: s.next_outgoing_id,
-            outgoing_window: OUTGOING_WINDOW,
-            handle: Some(Handle(handle)),
-            delivery_count: Some(delivery_count),
-            link_credit: Some(credit),
-            available,
-            drain,
-            echo: false,
-            properties: None,
-        })
+    /// Write `flow` on session `local`, with the session's fields as of now.
+    fn write_flow(&mut self, local: u16, mut flow: Flow) {
+        let Some(s) = self.sessions.get(&local) else {
+            return;
+        };
+        flow.next_incoming_id = Some(s.next_incoming_id);
+        flow.incoming_window = s.incoming_window;
+        flow.next_outgoing_id = s.next_outgoing_id;
+        self.write(TYPE_AMQP, local, &Performative::Flow(flow), &[]);
     }
 
     fn write<T: serde::Serialize>(&mut self, kind: u8, channel: u16, body: &T, payload: &[u8]) {

@@ -88,8 +88,9 @@ pub struct Auth {
     users_configured: bool,
     pub anonymous: Anonymous,
     /// A hash that unknown user names are checked against, so that they take as long to
-    /// refuse as a wrong password (made on first use, with the users' argon2 parameters).
-    dummy: std::sync::OnceLock<String>,
+    /// refuse as a wrong password (made when users are loaded, with their argon2
+    /// parameters).
+    dummy: String,
     /// Password checks running at once (each holds argon2's memory, 19 MiB by default).
     verifying: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>>,
 }
@@ -151,7 +152,7 @@ impl Auth {
         }
         // Made now, not on the first unknown name (which would then take longer than the
         // rest and tell itself apart).
-        let _ = self.dummy_hash();
+        self.dummy = self.dummy_hash();
         Ok(())
     }
 
@@ -196,7 +197,7 @@ impl Auth {
                 // a wrong password, so refusals do not tell which names exist.
                 let (hash, known) = match self.users.get(name) {
                     Some(user) => (user.password_hash.as_str(), true),
-                    None => (self.dummy_hash(), false),
+                    None => (self.dummy.as_str(), false),
                 };
                 let ok = PasswordHash::new(hash)
                     .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok());
@@ -211,23 +212,21 @@ impl Auth {
 
     /// The hash unknown user names are checked against: a random password's, with the
     /// argon2 parameters of the first user's hash (so that checking it costs the same).
-    fn dummy_hash(&self) -> &str {
-        self.dummy.get_or_init(|| {
-            let params = self
-                .users
-                .values()
-                .next()
-                .and_then(|u| PasswordHash::new(&u.password_hash).ok())
-                .and_then(|h| argon2::Params::try_from(&h).ok())
-                .unwrap_or_default();
-            let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-            let salt = SaltString::generate(&mut OsRng);
-            let secret = SaltString::generate(&mut OsRng);
-            argon
-                .hash_password(secret.as_str().as_bytes(), &salt)
-                .map(|h| h.to_string())
-                .unwrap_or_default()
-        })
+    fn dummy_hash(&self) -> String {
+        let params = self
+            .users
+            .values()
+            .next()
+            .and_then(|u| PasswordHash::new(&u.password_hash).ok())
+            .and_then(|h| argon2::Params::try_from(&h).ok())
+            .unwrap_or_default();
+        let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = SaltString::generate(&mut OsRng);
+        let secret = SaltString::generate(&mut OsRng);
+        argon
+            .hash_password(secret.as_str().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
     }
 
     /// [`Auth::check`] off the async threads, at most as many at once as there are cores

@@ -73,8 +73,6 @@ struct HandshakeState {
     idle: std::collections::BTreeMap<u64, tokio::sync::oneshot::Sender<()>>,
     /// Having their credentials checked.
     busy: usize,
-    evicted: u64,
-    refused: u64,
 }
 
 /// One connection's place among [`Handshakes`]; dropping it (the handshake is done, or the
@@ -95,8 +93,6 @@ impl Handshakes {
             next: 0,
             idle: Default::default(),
             busy: 0,
-            evicted: 0,
-            refused: 0,
         })))
     }
 
@@ -111,16 +107,8 @@ impl Handshakes {
     pub fn enter(&self) -> Option<Handshake> {
         let mut s = self.state();
         if s.idle.len() + s.busy >= s.limit {
-            match s.idle.pop_first() {
-                Some((_, evict)) => {
-                    s.evicted += 1;
-                    let _ = evict.send(());
-                }
-                None => {
-                    s.refused += 1;
-                    return None;
-                }
-            }
+            let (_, evict) = s.idle.pop_first()?;
+            let _ = evict.send(());
         }
         let id = s.next;
         s.next += 1;
@@ -133,12 +121,6 @@ impl Handshakes {
             evicted: rx,
         })
     }
-
-    /// Connections in their handshake now, and how many were evicted and refused so far.
-    pub fn counts(&self) -> (usize, u64, u64) {
-        let s = self.state();
-        (s.idle.len() + s.busy, s.evicted, s.refused)
-    }
 }
 
 impl Handshake {
@@ -150,6 +132,20 @@ impl Handshake {
                 s.busy += 1;
                 self.busy = true;
             }
+        }
+    }
+
+    /// Run one step of the handshake a transport does before the protocol's (a TLS
+    /// handshake, a WebSocket upgrade) until `deadline`, and only while no newer connection
+    /// needs this place; `Err` says which ended it.
+    pub async fn bounded<T>(
+        &mut self,
+        deadline: tokio::time::Instant,
+        step: impl std::future::Future<Output = T>,
+    ) -> Result<T, &'static str> {
+        tokio::select! {
+            done = tokio::time::timeout_at(deadline, step) => done.map_err(|_| "not done in time"),
+            _ = self.evicted() => Err("closed to make room for newer connections"),
         }
     }
 

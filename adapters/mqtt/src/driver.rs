@@ -402,13 +402,16 @@ impl Accepted {
         what: &str,
         handshake: impl std::future::Future<Output = Result<T, String>>,
     ) -> Result<T, String> {
-        let deadline = self.shared.settings.session.connect_timeout;
-        tokio::select! {
-            r = tokio::time::timeout(deadline, handshake) => {
-                r.map_err(|_| format!("{what} with {} not done within {deadline:?}", self.peer))?
-            }
-            _ = self.handshake.evicted() => Err(format!("{what} with {}: closed to make room for newer connections", self.peer)),
-        }
+        let deadline = Instant::now() + self.shared.settings.session.connect_timeout;
+        self.handshake
+            .bounded(deadline, handshake)
+            .await
+            .map_err(|why| {
+                format!(
+                    "{what} with {}: {why} ([mqtt] connect_timeout, max_handshakes)",
+                    self.peer
+                )
+            })?
     }
 }
 

@@ -329,6 +329,19 @@ fn done_at(offset: u64) -> Vec<Action> {
     }
 }
 
+/// A server DISCONNECT with `code` and `reason` as its reason string.
+fn disconnect(code: DisconnectReasonCode, reason: &str) -> Packet {
+    Packet::Disconnect(Disconnect {
+        reason_code: code,
+        properties: Some(DisconnectProperties {
+            session_expiry_interval: None,
+            reason_string: Some(reason.to_string()),
+            user_properties: Vec::new(),
+            server_reference: None,
+        }),
+    })
+}
+
 fn reason_props<T>(problem_info: bool, reason: &str, make: impl Fn(String) -> T) -> Option<T> {
     problem_info.then(|| make(reason.to_string()))
 }
@@ -415,17 +428,7 @@ impl Session {
     pub fn fail(&mut self, code: DisconnectReasonCode, reason: &'static str) -> Vec<Action> {
         let mut a = Vec::new();
         match self.state {
-            State::Connected if self.v5() => {
-                a.push(Action::Send(Packet::Disconnect(Disconnect {
-                    reason_code: code,
-                    properties: Some(DisconnectProperties {
-                        session_expiry_interval: None,
-                        reason_string: Some(reason.to_string()),
-                        user_properties: Vec::new(),
-                        server_reference: None,
-                    }),
-                })));
-            }
+            State::Connected if self.v5() => a.push(Action::Send(disconnect(code, reason))),
             State::AwaitConnect if self.v5() => {
                 let code = match code {
                     DisconnectReasonCode::MalformedPacket => ConnectReturnCode::MalformedPacket,
@@ -451,17 +454,7 @@ impl Session {
     ) -> Option<Packet> {
         let v5 = self.v5() && self.state == State::Connected;
         self.state = State::Closed;
-        v5.then(|| {
-            Packet::Disconnect(Disconnect {
-                reason_code: code,
-                properties: Some(DisconnectProperties {
-                    session_expiry_interval: None,
-                    reason_string: Some(reason.to_string()),
-                    user_properties: Vec::new(),
-                    server_reference: None,
-                }),
-            })
-        })
+        v5.then(|| disconnect(code, reason))
     }
 
     /// Handle one packet from the client.
