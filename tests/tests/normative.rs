@@ -13,7 +13,7 @@ use std::{
 
 use wharf_tests::{
     KillOnDrop, free_port, have, json_lines, mosquitto, python, python_script, start_adapter,
-    start_adapter_with_config, start_amqp_adapter, wharf,
+    start_adapter_with_config, start_amqp_adapter, stores, wharf,
 };
 
 // ---- raw MQTT bytes ------------------------------------------------------------------------
@@ -564,11 +564,17 @@ fn run_python(script: &str, args: &[String]) {
 /// connection [MQTT-3.1.2-4, 3.1.2-23].
 #[test]
 fn mqtt_session_resumed_without_session_expiry_with_paho() {
-    let (_adapter, port, _dir) = mqtt_adapter("");
-    run_python(
-        "mqtt5_resume_without_expiry.py",
-        &["127.0.0.1".into(), port.to_string()],
-    );
+    // The local filesystem and the first S3-compatible server.
+    let (urls, _dir) = stores();
+    for url in urls.iter().take(2) {
+        let port = free_port();
+        let _adapter = start_adapter(url, port);
+        run_python(
+            "mqtt5_resume_without_expiry.py",
+            &["127.0.0.1".into(), port.to_string()],
+        );
+        eprintln!("{url}: resumed without Session Expiry");
+    }
 }
 
 // ---- AMQP ----------------------------------------------------------------------------------
@@ -585,19 +591,22 @@ fn amqp_adapter(store: &str, dir: &std::path::Path, name: &str, config: &str) ->
 /// stored it — then uses up the rest of the credit (AMQP 1.0 2.6.7). Qpid Proton.
 #[test]
 fn amqp_drain_delivers_what_another_adapter_stored() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = format!("file://{}", dir.path().join("store").display());
-    // Adapters learn of each other's appends only every 5 s unless they look.
-    let slow = "[log]\npoll_interval = \"5s\"\n";
-    let (_a, port_a) = amqp_adapter(&store, dir.path(), "a", slow);
-    let (_b, port_b) = amqp_adapter(&store, dir.path(), "b", slow);
-    run_python(
-        "amqp_drain_across_adapters.py",
-        &[
-            format!("amqp://127.0.0.1:{port_a}"),
-            format!("amqp://127.0.0.1:{port_b}"),
-        ],
-    );
+    // The local filesystem and the first S3-compatible server.
+    let (urls, dir) = stores();
+    for store in urls.iter().take(2) {
+        // Adapters learn of each other's appends only every 5 s unless they look.
+        let slow = "[log]\npoll_interval = \"5s\"\n";
+        let (_a, port_a) = amqp_adapter(store, dir.path(), "a", slow);
+        let (_b, port_b) = amqp_adapter(store, dir.path(), "b", slow);
+        run_python(
+            "amqp_drain_across_adapters.py",
+            &[
+                format!("amqp://127.0.0.1:{port_a}"),
+                format!("amqp://127.0.0.1:{port_b}"),
+            ],
+        );
+        eprintln!("{store}: drain across adapters");
+    }
 }
 
 /// Connections that never finish their AMQP handshake are closed after `handshake_timeout`:
