@@ -25,12 +25,21 @@ run = str(os.getpid())
 
 
 def mqtt_client(name):
-    got = queue.Queue()
+    got, subacks = queue.Queue(), queue.Queue()
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{run}", protocol=mqtt.MQTTv5)
     c.on_message = lambda client, userdata, m: got.put(m)
+    c.on_subscribe = lambda client, userdata, mid, codes, props: subacks.put([int(x.value) for x in codes])
     c.connect("127.0.0.1", mqtt_port)
     c.loop_start()
+    c.subscribed = lambda: subacks.get(timeout=15)
     return c, got
+
+
+def subscribe(c, topic):
+    """Subscribe and wait for the SUBACK: a topic subscription gets what is published after it,
+    so a fixed sleep races a slow CONNECT on a loaded machine (it did once in CI)."""
+    c.subscribe(topic, qos=1)
+    assert c.subscribed() == [1], topic
 
 
 amqp = BlockingConnection(f"amqp://127.0.0.1:{amqp_port}", timeout=15)
@@ -53,8 +62,7 @@ print("ok MQTT publish -> AMQP receive", flush=True)
 
 # 2. AMQP → MQTT
 sub, sub_got = mqtt_client("sub")
-sub.subscribe(f"cmd-{run}/+", qos=1)
-import time; time.sleep(0.5)
+subscribe(sub, f"cmd-{run}/+")
 amqp.create_sender(f"/topic/cmd-{run}/dev1").send(Message(body="reboot", properties={"by": "ops"}))
 m = sub_got.get(timeout=10)
 assert (m.topic, m.payload, m.qos) == (f"cmd-{run}/dev1", b"reboot", 1), (m.topic, m.payload, m.qos)
@@ -65,8 +73,7 @@ print("ok AMQP send -> MQTT subscribe", flush=True)
 worker = amqp.create_receiver(f"/topic/requests-{run}/#", name="worker", credit=10)
 relay = amqp.create_sender(None)
 req, req_got = mqtt_client("requester")
-req.subscribe(f"replies-{run}/requester", qos=1)
-time.sleep(0.5)
+subscribe(req, f"replies-{run}/requester")
 props = Properties(PacketTypes.PUBLISH)
 props.ResponseTopic = f"replies-{run}/requester"
 props.CorrelationData = b"\x00req-42"
