@@ -304,3 +304,170 @@ fn paused_exclusive_consumer_is_fenced() {
         eprintln!("{url}: paused consumer fenced; cursor {state}");
     }
 }
+
+/// The pid of the process holding the log's sequencer role (its writer id ends in its pid).
+fn sequencer_pid(url: &str) -> Option<u32> {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let store = Store::open(url).expect("open store");
+        let log = Log::open_with(store, Default::default(), Arc::new(SystemClock))
+            .await
+            .expect("open log");
+        let lease = log
+            .lease_state(wharf_log::SEQUENCER_LEASE)
+            .await
+            .expect("lease")?;
+        lease.holder.rsplit('-').next()?.parse().ok()
+    })
+}
+
+/// Four writer processes; the one holding the sequencer role is killed with -9 mid-run. The
+/// other three go on (their batches are committed by themselves, then by the next sequencer);
+/// every record any of them acknowledged — the dead one's too — is stored once, in its
+/// writer's order, at the offset it was told.
+#[test]
+fn kill_9_of_the_sequencer_among_four_writer_processes() {
+    let (urls, _dir) = stores();
+    for url in urls {
+        // Enough that nobody is done when the sequencer dies (the local filesystem is fast).
+        let per_writer = if url.starts_with("file:") {
+            20_000
+        } else {
+            1500
+        };
+        let mut children: Vec<_> = (0..4)
+            .map(|w| spawn(append_cmd(&url, "seq", &format!("w{w}-"), per_writer, 32)))
+            .collect();
+        let mut outputs: Vec<_> = children
+            .iter_mut()
+            .map(|c| {
+                let (tx, rx) = std::sync::mpsc::channel::<String>();
+                let stdout = c.stdout.take().expect("stdout");
+                std::thread::spawn(move || {
+                    for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                });
+                (rx, Vec::<String>::new())
+            })
+            .collect();
+        // Let everyone get going, then find and kill the sequencer.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while outputs.iter().map(|o| o.1.len()).sum::<usize>() < 400 && Instant::now() < deadline {
+            for (rx, got) in &mut outputs {
+                got.extend(rx.try_iter());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = sequencer_pid(&url).expect("someone sequences");
+        let victim = children
+            .iter()
+            .position(|c| c.id() == pid)
+            .expect("the sequencer is one of the writers");
+        signal(pid, "KILL");
+        let before_kill: usize = outputs.iter().map(|o| o.1.len()).sum();
+        for (i, c) in children.iter_mut().enumerate() {
+            let status = c.wait().expect("wait");
+            assert!(i == victim || status.success(), "{url}: writer {i} failed");
+        }
+        let mut acked = Vec::new();
+        for (i, (rx, mut got)) in outputs.into_iter().enumerate() {
+            got.extend(rx.iter());
+            if i != victim {
+                assert_eq!(got.len() as u64, per_writer, "{url}: writer {i} finished");
+            }
+            acked.extend(json_lines(&got.join("\n")));
+        }
+        let stored = read_all(&url, "seq");
+        let by_offset: BTreeMap<u64, String> = stored.iter().cloned().collect();
+        let distinct: HashSet<&String> = by_offset.values().collect();
+        assert_eq!(distinct.len(), stored.len(), "{url}: no record twice");
+        assert_eq!(
+            by_offset.keys().copied().collect::<Vec<_>>(),
+            (0..stored.len() as u64).collect::<Vec<_>>(),
+            "{url}: dense offsets"
+        );
+        for a in &acked {
+            let o = a["offset"].as_u64().expect("offset");
+            assert_eq!(
+                by_offset.get(&o).map(String::as_str),
+                a["payload"].as_str(),
+                "{url}: lost {a}"
+            );
+        }
+        for w in 0..4 {
+            let mine: Vec<u64> = stored
+                .iter()
+                .filter(|(_, p)| p.starts_with(&format!("w{w}-")))
+                .map(|(_, p)| p[3..].parse().expect("n"))
+                .collect();
+            assert!(
+                mine.windows(2).all(|p| p[0] < p[1]),
+                "{url}: writer {w} in order"
+            );
+        }
+        assert!(
+            (acked.len() as u64) < 4 * per_writer,
+            "{url}: the sequencer was killed before it finished"
+        );
+        eprintln!(
+            "{url}: sequencer (writer {victim}) killed after {before_kill} acks; {} acknowledged, all stored once, in order",
+            acked.len()
+        );
+    }
+}
+
+/// Four `wharf adapter`s behind one MQTT and one AMQP port (`--reuse-port`), on the first
+/// S3-compatible server (the local filesystem without one); Paho and Qpid Proton publishers
+/// on all of them; each adapter in turn killed with -9 and restarted. Every acknowledged
+/// message reaches a persistent MQTT subscriber, in each publisher's order.
+#[test]
+fn four_adapters_killed_in_turn_lose_nothing() {
+    let Some(py) = wharf_tests::python() else {
+        return;
+    };
+    let (urls, _dir) = stores();
+    // The first S3-compatible server (ministack in CI), else the local filesystem.
+    let url = urls.get(1).or(urls.first()).expect("a store").clone();
+    let (mqtt, amqp) = (wharf_tests::free_port(), wharf_tests::free_port());
+    let start = || {
+        wharf_tests::KillOnDrop(
+            wharf(&url)
+                .args(["adapter", "--reuse-port"])
+                .args(["--mqtt", &format!("127.0.0.1:{mqtt}")])
+                .args(["--amqp", &format!("127.0.0.1:{amqp}")])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("adapter"),
+        )
+    };
+    let mut adapters: Vec<_> = (0..4).map(|_| start()).collect();
+    wharf_tests::wait_for_port(mqtt);
+    wharf_tests::wait_for_port(amqp);
+    std::thread::sleep(Duration::from_millis(500)); // all bound
+    let mut check = std::process::Command::new(&py);
+    check
+        .arg(wharf_tests::python_script("four_adapters_kill9.py"))
+        .args([&mqtt.to_string(), &amqp.to_string(), "12"])
+        .stdout(std::process::Stdio::piped());
+    let mut script = check.spawn().expect("script");
+    let mut lines = BufReader::new(script.stdout.take().expect("stdout")).lines();
+    assert_eq!(
+        lines.next().and_then(Result::ok).as_deref(),
+        Some("ready"),
+        "the clients started"
+    );
+    for adapter in adapters.iter_mut() {
+        std::thread::sleep(Duration::from_millis(2000));
+        signal(adapter.id(), "KILL");
+        let _ = adapter.wait();
+        *adapter = start();
+    }
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = script.wait().expect("script");
+    assert!(status.success(), "{url}: {rest:?}");
+    let ok = rest.iter().find(|l| l.starts_with("ok ")).expect("ok line");
+    eprintln!("{url}: {ok}");
+}

@@ -85,7 +85,7 @@ pub async fn append(log: &Log, args: AppendArgs) -> Result<ExitCode> {
         let payload = payload?;
         let record = Record::new(log.clock().now_ms(), Bytes::from(payload.clone()));
         let pending = log.submit(&stream, vec![record]).await?;
-        in_flight.push_back(async move { (pending.durable().await, payload) });
+        in_flight.push_back(async move { (pending.committed().await, payload) });
         while in_flight.len() >= args.concurrency.max(1) {
             if let Some((r, p)) = in_flight.next().await {
                 print_line(json!({"offset": r?.0, "payload": p}))?;

@@ -591,6 +591,7 @@ impl QueueTask {
             return;
         }
         let opened = if self.start_at_end {
+            self.log.settle().await;
             let end = self
                 .log
                 .stream(&self.address.stream)

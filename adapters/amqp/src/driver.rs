@@ -568,6 +568,13 @@ impl Conn {
                         .map(Some),
                     _ => Ok(None), // anonymous relay
                 };
+                if address.is_ok() {
+                    // The sender may have sent on another adapter a moment ago: what it had
+                    // acknowledged there is ordered before anything it sends here.
+                    if let Err(e) = self.shared.log.barrier().await {
+                        tracing::warn!(error = %e, "could not order earlier acknowledgements");
+                    }
+                }
                 match address {
                     Ok(address) => {
                         let target = target.map(|mut t| {
@@ -644,6 +651,10 @@ impl Conn {
                     }
                     Kind::Topic => {
                         let log = &self.shared.log;
+                        if !source.dynamic {
+                            // From the head after what this adapter acknowledged.
+                            log.settle().await;
+                        }
                         let streams: Vec<StreamId> = std::iter::once(address.stream.clone())
                             .chain(address.also.iter().cloned())
                             .collect();

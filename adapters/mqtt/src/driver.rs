@@ -925,6 +925,10 @@ impl Conn {
     /// was routed there while this adapter had not seen the claim yet).
     async fn follow_streams(&mut self, session: &Session, late: bool) -> Result<(), String> {
         let log = self.log().clone();
+        if !late {
+            // From the head after everything this adapter acknowledged (see `Log::settle`).
+            log.settle().await;
+        }
         let head = |stream: &StreamId| log.stream(stream).map_or(0, |s| s.next_offset);
         self.claims_seen = self.shared.claims.generation();
         if self.follows.is_empty() {

@@ -255,6 +255,7 @@ impl Group {
     /// at the stream's end. Tried again on the next event if the store fails.
     async fn open(&mut self) {
         let mut blocks = Vec::with_capacity(self.streams.len());
+        self.shared.log.settle().await;
         for i in 0..self.streams.len() {
             let head = self
                 .shared

@@ -123,6 +123,25 @@ pub struct Checkpoint {
     pub version: u32,
     pub segment_seq: u64,
     pub streams: BTreeMap<StreamId, StreamIndex>,
+    /// Version 2: per writer of batch objects, how far its series is committed and which
+    /// segments committed its batches (absent in version 1: nobody wrote batches).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub writers: BTreeMap<String, WriterIndex>,
+}
+
+/// One batch writer's series as of a checkpoint.
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
+pub struct WriterIndex {
+    /// Batches `1..=committed` are committed (each exactly once, in number order).
+    pub committed: u64,
+    /// `[seq, first, last]`: segment `seq` committed batches `first..=last`. Only segments
+    /// some stream may still read are listed (see [`Checkpoint::prune_writers`]): a committed
+    /// batch listed nowhere belongs to a segment nothing reads, and may be deleted with it.
+    #[serde(default)]
+    pub segments: Vec<[u64; 3]>,
+    /// Append time of the newest committed batch's segment (ms), to retire idle writers.
+    #[serde(default)]
+    pub last_ms: i64,
 }
 
 impl Default for Checkpoint {
@@ -131,13 +150,14 @@ impl Default for Checkpoint {
             version: Self::VERSION,
             segment_seq: 0,
             streams: BTreeMap::new(),
+            writers: BTreeMap::new(),
         }
     }
 }
 
 impl Versioned for Checkpoint {
     const WHAT: &'static str = "checkpoint";
-    const VERSION: u32 = 1;
+    const VERSION: u32 = 2;
 }
 
 impl Checkpoint {
@@ -160,7 +180,13 @@ impl Checkpoint {
                 format!("segment {seq} applied after {}", self.segment_seq),
             ));
         }
-        let summaries: Vec<_> = segment.summaries().collect();
+        if !self.refs_follow(&segment.header.refs) {
+            return Err(FormatError::corrupt(
+                "segment",
+                format!("segment {seq} commits batches out of their writers' order"),
+            ));
+        }
+        let summaries = segment.committed_summaries()?;
         let compacts = &segment.header.compacts;
         for s in summaries.iter().filter(|s| !compacts.contains(&s.stream)) {
             let next = self.streams.get(&s.stream).map_or(0, |i| i.next_offset);
@@ -198,8 +224,52 @@ impl Checkpoint {
                 idx.trim_to(start.0);
             }
         }
+        for r in &segment.header.refs {
+            let w = self.writers.entry(r.writer.clone()).or_default();
+            w.committed = r.n;
+            w.last_ms = segment.header.created_ms;
+            match w.segments.last_mut() {
+                Some(last) if last[0] == seq => last[2] = r.n,
+                _ => w.segments.push([seq, r.n, r.n]),
+            }
+        }
         self.segment_seq = seq;
         Ok(())
+    }
+
+    /// Check that a segment's batch references continue each writer's series (the check
+    /// [`Checkpoint::apply`] makes, without applying): `refs` in order, each the next batch
+    /// of its writer.
+    pub fn refs_follow(&self, refs: &[crate::segment::BatchRef]) -> bool {
+        let mut next: BTreeMap<&str, u64> = BTreeMap::new();
+        refs.iter().all(|r| {
+            let n = next
+                .entry(r.writer.as_str())
+                .or_insert_with(|| self.writers.get(&r.writer).map_or(0, |w| w.committed) + 1);
+            let ok = r.n == *n;
+            *n += 1;
+            ok
+        })
+    }
+
+    /// Forget which segments committed batches once no stream reads those segments, and
+    /// writers with nothing left to forget that have been idle since before `idle_before_ms`.
+    /// Run on the copy that is persisted as a checkpoint: garbage collection deletes the
+    /// batches a checkpoint no longer lists along with their segments.
+    pub fn prune_writers(&mut self, idle_before_ms: i64) {
+        let referenced = self.referenced_segments();
+        self.writers.retain(|_, w| {
+            w.segments.retain(|s| referenced.contains(&s[0]));
+            !w.segments.is_empty() || w.last_ms >= idle_before_ms
+        });
+    }
+
+    /// Whether batch `n` of `writer` is committed by a segment some stream may still read
+    /// (as far as this checkpoint knows).
+    pub fn batch_is_live(&self, writer: &str, n: u64) -> bool {
+        self.writers
+            .get(writer)
+            .is_some_and(|w| w.segments.iter().any(|s| (s[1]..=s[2]).contains(&n)))
     }
 
     /// New start offsets that retention asks for, at segment granularity: whole index entries
@@ -266,6 +336,7 @@ mod tests {
             } else {
                 BTreeSet::new()
             },
+            ..Default::default()
         };
         let recs: Vec<Record> = (0..n)
             .map(|i| Record::new(0, Bytes::from(format!("{i}"))))
@@ -318,5 +389,72 @@ mod tests {
             cp.apply(&seg(10, &s, 9, 1, false)).is_err(),
             "a gap in offsets is corrupt"
         );
+    }
+
+    fn batch_ref(
+        writer: &str,
+        n: u64,
+        stream: &StreamId,
+        first: u64,
+        count: u64,
+    ) -> crate::segment::BatchRef {
+        crate::segment::BatchRef {
+            writer: writer.into(),
+            n,
+            streams: BTreeMap::from([(
+                stream.clone(),
+                crate::segment::RefStream {
+                    first_offset: first,
+                    count,
+                    min_ts_ms: 0,
+                    max_ts_ms: 0,
+                    bytes: count,
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn batches_are_committed_once_in_order_and_forgotten_with_their_segments() {
+        let s = StreamId::new("s").expect("id");
+        let mut cp = Checkpoint::default();
+        // Segment 1 commits batches 1 and 2 of w (offsets 0..2, 2..5), then one own record.
+        let mut one = seg(1, &s, 5, 1, false);
+        one.header.refs = vec![batch_ref("w", 1, &s, 0, 2), batch_ref("w", 2, &s, 2, 3)];
+        cp.apply(&one).expect("apply");
+        assert_eq!(
+            layout(&cp, &s),
+            vec![(1, 0, 6)],
+            "one entry covers batches and own rows"
+        );
+        assert_eq!(cp.writers["w"].committed, 2);
+        assert!(cp.batch_is_live("w", 1) && cp.batch_is_live("w", 2));
+        // Committing batch 2 again, or skipping to 4, is corrupt and changes nothing.
+        for bad in [2, 4] {
+            let mut again = seg(2, &s, 6, 1, false);
+            again.header.refs = vec![batch_ref("w", bad, &s, 6, 1)];
+            again.records.clear();
+            again.streams.clear();
+            assert!(cp.clone().apply(&again).is_err(), "batch {bad} after 2");
+        }
+        // Pieces of a stream that do not follow each other are corrupt.
+        let mut gap = seg(2, &s, 8, 1, false);
+        gap.header.refs = vec![batch_ref("w", 3, &s, 6, 1)];
+        assert!(
+            cp.clone().apply(&gap).is_err(),
+            "7 is missing between the pieces"
+        );
+        // Once compaction re-homes segment 1's records, nothing lists w's batches: a
+        // checkpoint forgets them (garbage collection then deletes them) and, idle, w itself.
+        cp.apply(&seg(2, &s, 0, 6, true)).expect("compaction");
+        let mut persisted = cp.clone();
+        persisted.prune_writers(i64::MIN);
+        assert!(!persisted.batch_is_live("w", 1));
+        assert_eq!(
+            persisted.writers["w"].committed, 2,
+            "an active writer is kept"
+        );
+        persisted.prune_writers(i64::MAX);
+        assert!(persisted.writers.is_empty(), "an idle one is forgotten");
     }
 }

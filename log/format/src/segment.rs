@@ -17,6 +17,15 @@
 //! object: stream -> new start offset) for retention commits, and, only on compaction commits,
 //! `wharf.compacts` (JSON object: stream -> first offset): that stream's rows here are copies of
 //! records already in the log, re-homed into this segment.
+//!
+//! Format version 2 adds two things, and a version-2 object is written only when it uses them
+//! (an object without either is written as version 1, byte for byte as before):
+//! - `wharf.batches` on a segment (JSON array of [`BatchRef`]): the segment also commits
+//!   *batch objects* other writers made durable, giving their records offsets. Their rows are
+//!   not in this file; a reader assembles them from the batch objects.
+//! - `wharf.format` = `batch`: a batch object (`batches/<writer>/<n>.arrow`), the same columns,
+//!   with each stream's offsets counted from 0 (the committing segment's `wharf.batches` entry
+//!   says where they start); `wharf.seq` is the batch's number in its writer's series.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -35,12 +44,71 @@ use uuid::Uuid;
 
 use crate::{FormatError, Offset, Record, StoredRecord, StreamId};
 
-/// The segment format version this build writes.
-pub const SEGMENT_VERSION: u32 = 1;
+/// The newest segment format version this build writes and reads (see the module docs).
+pub const SEGMENT_VERSION: u32 = 2;
+
+/// A batch object committed by a segment: writer `writer`'s batch number `n`. Per stream,
+/// what the index needs without reading the batch: the offset its records start at here,
+/// their count, timestamps and bytes. JSON: `{"writer", "n", "streams": {id: [first, count,
+/// min_ts_ms, max_ts_ms, bytes]}}`.
+#[derive(Clone, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+pub struct BatchRef {
+    pub writer: String,
+    pub n: u64,
+    pub streams: BTreeMap<StreamId, RefStream>,
+}
+
+/// One stream's part of a [`BatchRef`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(from = "[i64; 5]", into = "[i64; 5]")]
+pub struct RefStream {
+    pub first_offset: u64,
+    pub count: u64,
+    pub min_ts_ms: i64,
+    pub max_ts_ms: i64,
+    pub bytes: u64,
+}
+
+impl From<[i64; 5]> for RefStream {
+    fn from(a: [i64; 5]) -> Self {
+        Self {
+            first_offset: a[0] as u64,
+            count: a[1] as u64,
+            min_ts_ms: a[2],
+            max_ts_ms: a[3],
+            bytes: a[4] as u64,
+        }
+    }
+}
+
+impl From<RefStream> for [i64; 5] {
+    fn from(r: RefStream) -> Self {
+        [
+            r.first_offset as i64,
+            r.count as i64,
+            r.min_ts_ms,
+            r.max_ts_ms,
+            r.bytes as i64,
+        ]
+    }
+}
+
+impl RefStream {
+    /// The part of a batch's stream summary (offsets counted from 0) committed at `first`.
+    pub fn at(first: u64, s: &StreamSummary) -> Self {
+        Self {
+            first_offset: first,
+            count: s.count,
+            min_ts_ms: s.min_ts_ms,
+            max_ts_ms: s.max_ts_ms,
+            bytes: s.bytes,
+        }
+    }
+}
 const WHAT: &str = "segment";
 
 /// What a segment says about itself (Arrow schema metadata).
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct SegmentHeader {
     /// The segment's number in the log (equals the number in its object key).
     pub seq: u64,
@@ -54,6 +122,14 @@ pub struct SegmentHeader {
     pub trims: BTreeMap<StreamId, Offset>,
     /// Compaction commits: streams whose rows in this segment re-home existing offsets.
     pub compacts: BTreeSet<StreamId>,
+    /// Batch objects this segment commits, in order (version 2).
+    pub refs: Vec<BatchRef>,
+    /// This is a batch object, not a numbered segment (version 2): `seq` is the batch number,
+    /// offsets count from 0 per stream.
+    pub batch: bool,
+    /// A batch object an appender waits on for its offset (`wharf.barrier` = `true`): whoever
+    /// commits it first commits every batch other writers made durable before it.
+    pub barrier: bool,
 }
 
 /// A decoded segment.
@@ -99,6 +175,53 @@ impl Segment {
                 bytes: recs.iter().map(|r| r.record.size() as u64).sum(),
             }
         })
+    }
+}
+
+impl Segment {
+    /// Per-stream summaries of everything this segment commits: its own rows and the batch
+    /// objects it references, merged into one summary per stream (the pieces of a stream are
+    /// consecutive: batches in reference order, then the segment's own rows). `Err` names a
+    /// stream whose pieces do not follow each other.
+    pub fn committed_summaries(&self) -> Result<Vec<StreamSummary>, FormatError> {
+        if self.header.refs.is_empty() {
+            return Ok(self.summaries().collect());
+        }
+        let mut pieces: BTreeMap<StreamId, Vec<StreamSummary>> = BTreeMap::new();
+        for r in &self.header.refs {
+            for (s, p) in &r.streams {
+                pieces.entry(s.clone()).or_default().push(StreamSummary {
+                    stream: s.clone(),
+                    first_offset: Offset(p.first_offset),
+                    count: p.count,
+                    min_ts_ms: p.min_ts_ms,
+                    max_ts_ms: p.max_ts_ms,
+                    bytes: p.bytes,
+                });
+            }
+        }
+        for s in self.summaries() {
+            pieces.entry(s.stream.clone()).or_default().push(s);
+        }
+        let mut out = Vec::with_capacity(pieces.len());
+        for (stream, mut parts) in pieces {
+            parts.sort_by_key(|p| p.first_offset);
+            let mut merged = parts[0].clone();
+            for p in &parts[1..] {
+                if p.first_offset.0 != merged.first_offset.0 + merged.count {
+                    return Err(FormatError::corrupt(
+                        WHAT,
+                        format!("stream {stream}: the committed pieces are not consecutive"),
+                    ));
+                }
+                merged.count += p.count;
+                merged.min_ts_ms = merged.min_ts_ms.min(p.min_ts_ms);
+                merged.max_ts_ms = merged.max_ts_ms.max(p.max_ts_ms);
+                merged.bytes += p.bytes;
+            }
+            out.push(merged);
+        }
+        Ok(out)
     }
 }
 
@@ -165,9 +288,15 @@ where
         .iter()
         .map(|(s, o)| (s.as_str(), o.0))
         .collect();
+    let version = if header.batch || !header.refs.is_empty() {
+        2
+    } else {
+        1
+    };
+    let format = if header.batch { "batch" } else { "segment" };
     let metadata = HashMap::from([
-        ("wharf.format".to_string(), "segment".to_string()),
-        ("wharf.version".to_string(), SEGMENT_VERSION.to_string()),
+        ("wharf.format".to_string(), format.to_string()),
+        ("wharf.version".to_string(), version.to_string()),
         ("wharf.seq".to_string(), header.seq.to_string()),
         ("wharf.commit_id".to_string(), header.commit_id.to_string()),
         ("wharf.writer".to_string(), header.writer.clone()),
@@ -181,6 +310,18 @@ where
         ),
     ]);
     let mut metadata = metadata;
+    if header.barrier {
+        metadata.insert("wharf.barrier".to_string(), "true".to_string());
+    }
+    if !header.refs.is_empty() {
+        metadata.insert(
+            "wharf.batches".to_string(),
+            serde_json::to_string(&header.refs).map_err(|e| FormatError::Invalid {
+                what: WHAT,
+                detail: e.to_string(),
+            })?,
+        );
+    }
     if !header.compacts.is_empty() {
         let compacts: BTreeMap<&str, u64> = groups
             .iter()
@@ -234,13 +375,15 @@ pub fn decode(bytes: Bytes) -> Result<Segment, FormatError> {
         meta.get(k)
             .ok_or_else(|| FormatError::corrupt(WHAT, format!("missing metadata {k}")))
     };
-    if get("wharf.format")? != "segment" {
-        return Err(FormatError::corrupt(WHAT, "not a wharf segment"));
-    }
+    let batch = match get("wharf.format")?.as_str() {
+        "segment" => false,
+        "batch" => true,
+        _ => return Err(FormatError::corrupt(WHAT, "not a wharf segment")),
+    };
     let version: u32 = get("wharf.version")?
         .parse()
         .map_err(|e| FormatError::corrupt(WHAT, e))?;
-    if version != SEGMENT_VERSION {
+    if version == 0 || version > SEGMENT_VERSION || (batch && version < 2) {
         return Err(FormatError::UnsupportedVersion {
             what: WHAT,
             found: version,
@@ -271,7 +414,14 @@ pub fn decode(bytes: Bytes) -> Result<Segment, FormatError> {
             Offset(o),
         );
     }
+    let refs: Vec<BatchRef> = match meta.get("wharf.batches") {
+        Some(s) => serde_json::from_str(s).map_err(|e| FormatError::corrupt(WHAT, e))?,
+        None => Vec::new(),
+    };
     let header = SegmentHeader {
+        barrier: meta.get("wharf.barrier").is_some_and(|v| v == "true"),
+        refs,
+        batch,
         compacts: compact_firsts.keys().cloned().collect(),
         seq: u64::try_from(parse_i("wharf.seq")?).map_err(|e| FormatError::corrupt(WHAT, e))?,
         commit_id: get("wharf.commit_id")?
@@ -365,6 +515,9 @@ mod tests {
             created_ms: 1_700_000_000_000,
             trims: BTreeMap::new(),
             compacts: BTreeSet::new(),
+            refs: Vec::new(),
+            batch: false,
+            barrier: false,
         }
     }
 
@@ -391,6 +544,19 @@ mod tests {
             trim in proptest::option::of(0u64..100),
         ) {
             let mut h = header(7);
+            if let Some(t) = trim && t % 3 == 1 {
+                // Version 2: a segment that also commits a batch object, or a batch itself.
+                h.refs.push(BatchRef {
+                    writer: "w.1".into(),
+                    n: t,
+                    streams: BTreeMap::from([(
+                        StreamId::new("x").expect("valid"),
+                        RefStream { first_offset: t, count: 2, min_ts_ms: -1, max_ts_ms: 5, bytes: 9 },
+                    )]),
+                });
+            }
+            h.batch = trim.is_some_and(|t| t % 3 == 2);
+            h.barrier = h.batch && trim.is_some_and(|t| t % 2 == 0);
             let ids: Vec<(StreamId, u64, Vec<Record>)> = groups
                 .into_iter()
                 .map(|(s, (o, r))| (StreamId::new(s).expect("valid"), o, r))

@@ -1,6 +1,6 @@
-//! Golden fixtures: bytes written by format version 1, committed to the repository. Decoding
-//! them must keep working in every later build; re-encoding the JSON ones must give the same
-//! bytes. Regenerate (only for a *new* version, never to paper over a change) with
+//! Golden fixtures: bytes written by format versions 1 and 2, committed to the repository.
+//! Decoding them must keep working in every later build; re-encoding the JSON ones must give
+//! the same bytes. Regenerate (only for a *new* version, never to paper over a change) with
 //! `WHARF_BLESS=1 cargo test -p wharf-log-format --test golden`.
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -15,7 +15,7 @@ use wharf_log_format::{
     cursor::CursorState,
     json::{self, Versioned},
     lease::LeaseRecord,
-    segment::{self, SegmentHeader},
+    segment::{self, BatchRef, RefStream, SegmentHeader},
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -40,6 +40,7 @@ fn segment_v1() -> (SegmentHeader, Vec<(StreamId, Offset, Vec<Record>)>) {
         created_ms: 1_795_000_000_000,
         trims: BTreeMap::from([(sid("orders"), Offset(3))]),
         compacts: Default::default(),
+        ..Default::default()
     };
     let groups = vec![
         (
@@ -103,6 +104,7 @@ fn compaction_segment_v1_decodes() {
         created_ms: 1_795_000_000_100,
         trims: BTreeMap::new(),
         compacts: [sid("orders")].into(),
+        ..Default::default()
     };
     let records = vec![
         Record::new(1_795_000_000_001, Bytes::from_static(b"a")),
@@ -168,6 +170,8 @@ fn json_objects_v1() {
     .expect("encode");
     cp.apply(&segment::decode(bytes).expect("decode"))
         .expect("apply");
+    // Written by version 1: no writers of batch objects.
+    cp.version = 1;
     check_json_with("checkpoint-v1.json", cp, json::encode_compact);
 
     check_json(
@@ -243,4 +247,108 @@ fn newer_versions_are_refused_clearly() {
     );
     let err = json::decode::<LeaseRecord>(b"not json").expect_err("garbage");
     assert!(err.to_string().contains("corrupt lease"), "{err}");
+}
+
+/// Version 2: a batch object, a segment that commits it by reference, and the checkpoint
+/// after both (with its writer's series).
+fn batch_v2() -> (SegmentHeader, Vec<Record>) {
+    let header = SegmentHeader {
+        seq: 5,
+        commit_id: Uuid::from_u128(0x42),
+        writer: "adapter-b.0123456789ab".into(),
+        created_ms: 1_795_000_000_200,
+        batch: true,
+        ..Default::default()
+    };
+    let records = vec![
+        Record {
+            timestamp_ms: 1_795_000_000_201,
+            key: Some(Bytes::from_static(b"sensors/1")),
+            headers: Some(Bytes::from_static(&[0x01, 0x01])),
+            payload: Bytes::from_static(b"21.5"),
+        },
+        Record::new(1_795_000_000_202, Bytes::from_static(b"22.0")),
+    ];
+    (header, records)
+}
+
+fn segment_v2() -> (SegmentHeader, Vec<Record>) {
+    let header = SegmentHeader {
+        seq: 1,
+        commit_id: Uuid::from_u128(0x43),
+        writer: "adapter-a".into(),
+        created_ms: 1_795_000_000_300,
+        refs: vec![BatchRef {
+            writer: "adapter-b.0123456789ab".into(),
+            n: 1,
+            streams: BTreeMap::from([(
+                sid("mqtt-default"),
+                RefStream {
+                    first_offset: 0,
+                    count: 2,
+                    min_ts_ms: 1_795_000_000_201,
+                    max_ts_ms: 1_795_000_000_202,
+                    bytes: 30,
+                },
+            )]),
+        }],
+        ..Default::default()
+    };
+    // The sequencer's own record, after the batch's two.
+    (
+        header,
+        vec![Record::new(1_795_000_000_301, Bytes::from_static(b"own"))],
+    )
+}
+
+fn check_arrow(
+    name: &str,
+    header: &SegmentHeader,
+    stream: &StreamId,
+    first: u64,
+    records: &[Record],
+) {
+    let path = fixture(name);
+    if bless() {
+        let bytes = segment::encode(header, [(stream, Offset(first), records)]).expect("encode");
+        std::fs::write(&path, &bytes).expect("write fixture");
+    }
+    let seg = segment::decode(Bytes::from(std::fs::read(&path).expect("fixture present")))
+        .expect("decode fixture");
+    assert_eq!(&seg.header, header, "{name}");
+    let got: Vec<_> = seg
+        .stream(stream)
+        .iter()
+        .map(|r| (r.offset.0, r.record.clone()))
+        .collect();
+    let want: Vec<_> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (first + i as u64, r.clone()))
+        .collect();
+    assert_eq!(got, want, "{name}");
+}
+
+#[test]
+fn batch_and_segment_v2_decode_and_checkpoint_v2_round_trips() {
+    let stream = sid("mqtt-default");
+    let (bh, brecs) = batch_v2();
+    check_arrow("batch-v2.arrow", &bh, &stream, 0, &brecs);
+    let (sh, srecs) = segment_v2();
+    check_arrow("segment-v2.arrow", &sh, &stream, 2, &srecs);
+    // The checkpoint after the segment: the batch's records are offsets 0 and 1, ours 2.
+    let seg = segment::decode(Bytes::from(
+        std::fs::read(fixture("segment-v2.arrow")).expect("fixture present"),
+    ))
+    .expect("decode");
+    let mut cp = Checkpoint::default();
+    cp.apply(&seg).expect("apply");
+    let idx = cp.stream(&stream).expect("indexed");
+    assert_eq!(
+        (idx.next_offset, idx.entries.len(), idx.entries[0].count),
+        (3, 1, 3)
+    );
+    assert_eq!(cp.writers["adapter-b.0123456789ab"].committed, 1);
+    assert!(cp.batch_is_live("adapter-b.0123456789ab", 1));
+    check_json_with("checkpoint-v2.json", cp, json::encode_compact);
 }

@@ -31,6 +31,7 @@ fn codec(c: &mut Criterion) {
             created_ms: 0,
             trims: Default::default(),
             compacts: Default::default(),
+            ..Default::default()
         };
         g.throughput(Throughput::Elements(recs.len() as u64));
         g.bench_with_input(BenchmarkId::new("encode_1000", size), &recs, |b, recs| {

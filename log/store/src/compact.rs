@@ -150,9 +150,12 @@ impl Log {
                 return Ok(None);
             };
             for (id, run) in &batch.runs {
+                if !run.iter().any(|e| e.seq == seq) {
+                    continue;
+                }
+                let stored = self.shared.stream_records(&seg, id).await?;
                 for e in run.iter().filter(|e| e.seq == seq) {
-                    let recs = seg
-                        .stream(id)
+                    let recs = stored
                         .iter()
                         .filter(|r| (e.first_offset..e.end_offset()).contains(&r.offset.0))
                         .map(|r| r.record.clone())
@@ -185,7 +188,7 @@ impl Log {
         let bytes: u64 = batch.runs.values().flatten().map(|e| e.bytes).sum();
         let commit_id = Uuid::new_v4();
         let shared = &self.shared;
-        create_next(shared, &[], |seq, _| {
+        create_next(shared, &[], &[], |seq, _| {
             let header = SegmentHeader {
                 seq,
                 commit_id,
@@ -193,6 +196,7 @@ impl Log {
                 created_ms: shared.clock.now_ms(),
                 trims: Default::default(),
                 compacts: groups.keys().cloned().collect(),
+                ..Default::default()
             };
             segment::encode(
                 &header,
@@ -200,6 +204,7 @@ impl Log {
                     .iter()
                     .map(|(id, (first, recs))| (id, *first, recs.as_slice())),
             )
+            .map(Some)
             .map_err(|e| LogError::format(&paths::segment(seq), e))
         })
         .await?;

@@ -27,6 +27,9 @@ pub struct GcReport {
     /// Segments up to the checkpoint that are still referenced.
     pub referenced_segments: u64,
     pub deleted_segments: u64,
+    /// Batch objects deleted: committed by a segment the checkpoint no longer needs, or
+    /// left behind by a writer whose series broke off (never committed, older than the grace).
+    pub deleted_batches: u64,
 }
 
 impl Log {
@@ -83,10 +86,70 @@ impl Log {
         if deleted > 0 {
             tracing::info!(deleted, checkpoint = upto, "garbage collected segments");
         }
+        let deleted_batches = self.collect_batches(&checkpoint, now_ms - grace_ms).await?;
         Ok(GcReport {
             checkpoint: upto,
             referenced_segments: referenced.range(..=upto).count() as u64,
             deleted_segments: deleted,
+            deleted_batches,
         })
+    }
+
+    /// Delete the batch objects checkpoint `c` says nothing needs: committed (as of `c`) by a
+    /// segment `c` no longer references, or never committed and stuck behind a hole in their
+    /// series (the writer's PUT of the missing number failed; nothing after it is committed)
+    /// and written before `old_ms`.
+    async fn collect_batches(&self, c: &Checkpoint, old_ms: i64) -> Result<u64> {
+        let store = self.store().object_store.clone();
+        let dir = paths::batches_dir();
+        let listed: Vec<_> = retry(self.settings(), &dir, || {
+            store.list(Some(&dir)).try_collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|e| LogError::store(&dir, e))?;
+        let mut by_writer: std::collections::BTreeMap<String, Vec<(u64, i64, _)>> =
+            Default::default();
+        for m in listed {
+            let mut parts = m.location.parts();
+            let (Some(_), Some(w)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Some(n) = parse_number(&m.location) else {
+                continue;
+            };
+            by_writer.entry(w.as_ref().to_string()).or_default().push((
+                n,
+                m.last_modified.timestamp_millis(),
+                m.location,
+            ));
+        }
+        let mut doomed = Vec::new();
+        for (w, objects) in by_writer {
+            let committed = c.writers.get(&w).map_or(0, |i| i.committed);
+            let stuck = !objects.iter().any(|(n, _, _)| *n == committed + 1);
+            for (n, modified, path) in objects {
+                let dead = if n <= committed {
+                    !c.batch_is_live(&w, n)
+                } else {
+                    stuck && modified <= old_ms
+                };
+                if dead {
+                    doomed.push(path);
+                }
+            }
+        }
+        let mut deleted = 0;
+        let mut results =
+            store.delete_stream(futures::stream::iter(doomed.into_iter().map(Ok)).boxed());
+        while let Some(r) = results.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+                Err(e) => tracing::warn!(error = %e, "batch delete failed; will retry next run"),
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(deleted, "garbage collected batch objects");
+        }
+        Ok(deleted)
     }
 }

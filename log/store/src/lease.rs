@@ -9,18 +9,20 @@
 //! [`crate::Cursor::fence`]), so a paused holder that resumes after losing the lease is
 //! refused when it writes, whatever its clock says.
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use wharf_log_format::{Epoch, catalog::valid_name, json::Versioned, lease::LeaseRecord};
 
 use crate::{
-    Log, LogError, Result, paths,
+    Log, LogError, Result,
+    log::Shared,
+    paths,
     series::{Series, Write},
 };
 
 /// A lease this process holds (or held: see [`Lease::is_valid`]).
 pub struct Lease {
-    log: Log,
+    shared: Arc<Shared>,
     record: LeaseRecord,
 }
 
@@ -32,10 +34,10 @@ impl fmt::Debug for Lease {
     }
 }
 
-fn series<'a>(log: &'a Log, name: &str) -> Series<'a> {
+fn series<'a>(shared: &'a Shared, name: &str) -> Series<'a> {
     Series {
-        store: log.store().object_store.as_ref(),
-        settings: log.settings(),
+        store: shared.store.object_store.as_ref(),
+        settings: &shared.settings,
         dir: paths::lease_dir(name),
     }
 }
@@ -48,11 +50,29 @@ impl Log {
         holder: &str,
         ttl: Duration,
     ) -> Result<Option<Lease>> {
+        acquire(&self.shared, name, holder, ttl).await
+    }
+
+    /// The current version of the lease `name`, if it was ever taken.
+    pub async fn lease_state(&self, name: &str) -> Result<Option<LeaseRecord>> {
+        Ok(series(&self.shared, name).latest().await?.map(|(_, r)| r))
+    }
+}
+
+/// [`Log::acquire_lease`] for the log's own roles (which must not keep a [`Log`] handle, and
+/// with it the writer task, alive).
+pub(crate) async fn acquire(
+    shared: &Arc<Shared>,
+    name: &str,
+    holder: &str,
+    ttl: Duration,
+) -> Result<Option<Lease>> {
+    {
         if !valid_name(name) {
             return Err(LogError::invalid("lease name", format!("{name:?}")));
         }
-        let series = series(self, name);
-        let now = self.clock().now_ms();
+        let series = series(shared, name);
+        let now = shared.clock.now_ms();
         let (revision, epoch) = match series.latest::<LeaseRecord>().await? {
             None => (1, Epoch(1)),
             Some((n, current)) if current.is_free(now) => (n + 1, Epoch(current.epoch.0 + 1)),
@@ -74,17 +94,12 @@ impl Log {
                     series.prune(revision - 1).await;
                 }
                 Ok(Some(Lease {
-                    log: self.clone(),
+                    shared: shared.clone(),
                     record,
                 }))
             }
             Write::Lost(_) => Ok(None),
         }
-    }
-
-    /// The current version of the lease `name`, if it was ever taken.
-    pub async fn lease_state(&self, name: &str) -> Result<Option<LeaseRecord>> {
-        Ok(series(self, name).latest().await?.map(|(_, r)| r))
     }
 }
 
@@ -101,7 +116,7 @@ impl Lease {
     /// Whether this process may still act on the lease by its own clock. A holder must stop
     /// acting when this turns false, but fencing (not this check) is what protects data.
     pub fn is_valid(&self) -> bool {
-        !self.record.released && self.log.clock().now_ms() < self.record.expires_ms
+        !self.record.released && self.shared.clock.now_ms() < self.record.expires_ms
     }
 
     /// Extend the lease to `ttl` from now. Fails with [`LogError::Fenced`] if someone else
@@ -109,7 +124,7 @@ impl Lease {
     pub async fn renew(&mut self, ttl: Duration) -> Result<()> {
         let mut next = self.record.clone();
         next.revision += 1;
-        next.expires_ms = self.log.clock().now_ms() + ttl.as_millis() as i64;
+        next.expires_ms = self.shared.clock.now_ms() + ttl.as_millis() as i64;
         self.write(next).await
     }
 
@@ -118,7 +133,9 @@ impl Lease {
     /// failed delete leaves objects behind, nothing worse. Whoever took the name afterwards
     /// would start a new series at epoch 1, so use it only where no one will.
     pub async fn retire(self) {
-        series(&self.log, &self.record.name).prune(u64::MAX).await;
+        series(&self.shared, &self.record.name)
+            .prune(u64::MAX)
+            .await;
     }
 
     /// Give the lease up so that another process can take it at once.
@@ -130,7 +147,7 @@ impl Lease {
     }
 
     async fn write(&mut self, next: LeaseRecord) -> Result<()> {
-        let series = series(&self.log, &self.record.name);
+        let series = series(&self.shared, &self.record.name);
         match series.write(next.revision, &next).await? {
             Write::Done => {
                 series.prune(next.revision - 1).await;

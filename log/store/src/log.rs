@@ -1,18 +1,20 @@
 //! The log handle: open, the shared index, segment cache and refresh.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap, VecDeque},
     fmt,
+    hash::Hash,
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{mpsc, oneshot, watch};
 use wharf_log_format::{
-    Offset, Record, StreamId,
+    FormatError, Offset, Record, StoredRecord, StreamId,
     checkpoint::{Checkpoint, Retention, StreamIndex},
     json,
     segment::{self, Segment},
@@ -63,32 +65,77 @@ pub(crate) struct Shared {
     fresh_at: Mutex<std::time::Instant>,
     /// Bytes that may be submitted and not yet durable (`max_pending_bytes`).
     pub pending_bytes: Arc<tokio::sync::Semaphore>,
+    /// This process's batch series (`batches/<id>/<n>`), and what it knows of its commits.
+    pub(crate) own: Mutex<OwnSeries>,
+    /// Appenders of our batch objects waiting for the commit (offsets, and the durable
+    /// answer while the sequencer does not know this writer yet), by series and number.
+    awaiting: Mutex<HashMap<(String, u64), Vec<Waiter>>>,
+    /// The sequencer role (see `sequencer.rs`).
+    pub(crate) role: crate::sequencer::Role,
+    /// Where the sequencer's poller hands the batch objects it finds to the writer task.
+    pub(crate) found: mpsc::UnboundedSender<Arc<Segment>>,
 }
+
+/// An appender of a batch object, answered when the batch is committed.
+pub(crate) struct Waiter {
+    pub stream: StreamId,
+    pub pos: usize,
+    pub durable: Option<oneshot::Sender<Result<()>>>,
+    pub offset: oneshot::Sender<Result<Offset>>,
+}
+
+/// This process's series of batch objects.
+pub(crate) struct OwnSeries {
+    /// `<writer id>.<random>`: unique per log handle, and renewed after a failed PUT.
+    pub id: String,
+    /// The number the next batch gets.
+    pub next: u64,
+    /// When a commit of one of the series' batches was last applied here.
+    pub last_commit_seen: Option<Instant>,
+    /// When the series' newest batch was numbered.
+    pub last_batch: Option<Instant>,
+}
+
+/// How long after the last commit of a writer's batches the sequencer keeps polling it; a
+/// writer that has seen no commit of its batches for half of this waits for the commit before
+/// it answers its appenders (the sequencer may have stopped looking).
+pub(crate) const WRITER_ACTIVE: Duration = Duration::from_secs(60);
 
 pub(crate) struct State {
     index: Checkpoint,
-    cache: SegmentCache,
+    cache: SegmentCache<u64>,
+    /// Batch objects read or written here, by series and number.
+    batches: SegmentCache<(String, u64)>,
     /// Highest checkpoint this process knows to be persisted.
     last_checkpoint: u64,
 }
 
 /// Decoded segments, evicted oldest-inserted first when over budget.
-struct SegmentCache {
+struct SegmentCache<K> {
     budget: usize,
     max_segments: usize,
     used: usize,
-    map: HashMap<u64, Arc<Segment>>,
-    order: VecDeque<u64>,
+    map: HashMap<K, Arc<Segment>>,
+    order: VecDeque<K>,
 }
 
-impl SegmentCache {
-    fn insert(&mut self, seg: Arc<Segment>) {
-        let seq = seg.header.seq;
+impl<K: Hash + Eq + Clone> SegmentCache<K> {
+    fn new(budget: usize, max_segments: usize) -> Self {
+        Self {
+            budget,
+            max_segments,
+            used: 0,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    fn insert(&mut self, seq: K, seg: Arc<Segment>) {
         if self.map.contains_key(&seq) {
             return;
         }
         self.used += cost(&seg);
-        self.map.insert(seq, seg);
+        self.map.insert(seq.clone(), seg);
         self.order.push_back(seq);
         while (self.used > self.budget || self.order.len() > self.max_segments)
             && self.order.len() > 1
@@ -144,16 +191,21 @@ impl Log {
         let flush_interval = settings.flush_interval_for(store.kind);
         let (committed, _) = watch::channel(index.segment_seq);
         let last_checkpoint = index.segment_seq;
+        let (found, found_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            own: Mutex::new(OwnSeries {
+                id: series_id(&writer_id),
+                next: 1,
+                last_commit_seen: None,
+                last_batch: None,
+            }),
+            awaiting: Mutex::new(HashMap::new()),
+            role: Default::default(),
+            found,
             state: Mutex::new(State {
                 index,
-                cache: SegmentCache {
-                    budget: settings.cache_bytes,
-                    max_segments: settings.cache_segments,
-                    used: 0,
-                    map: HashMap::new(),
-                    order: VecDeque::new(),
-                },
+                cache: SegmentCache::new(settings.cache_bytes, settings.cache_segments),
+                batches: SegmentCache::new(settings.cache_bytes / 4, settings.cache_segments),
                 last_checkpoint,
             }),
             store,
@@ -170,7 +222,7 @@ impl Log {
         });
         shared.refresh().await?;
         let (appender, rx) = mpsc::channel(shared.settings.max_pending_appends);
-        tokio::spawn(writer::run(shared.clone(), rx));
+        tokio::spawn(writer::run(shared.clone(), rx, found_rx));
         Ok(Log { shared, appender })
     }
 
@@ -187,21 +239,35 @@ impl Log {
         &self.shared.clock
     }
 
-    /// Append one record; returns its offset once the record is durable.
+    /// Append one record; returns its offset once the record is durable and committed.
     pub async fn append(&self, stream: &StreamId, record: Record) -> Result<Offset> {
         self.append_many(stream, vec![record]).await
     }
 
     /// Append records to one stream; they get consecutive offsets. Returns the first offset
-    /// once all of them are durable. Appends from many callers are group-committed.
+    /// once all of them are durable and committed. Appends from many callers are
+    /// group-committed. A caller that needs durability only uses [`Log::submit`] and
+    /// [`Pending::durable`], which can answer before the order is settled.
     pub async fn append_many(&self, stream: &StreamId, records: Vec<Record>) -> Result<Offset> {
-        self.submit(stream, records).await?.durable().await
+        self.submit_with(stream, records, true)
+            .await?
+            .committed()
+            .await
     }
 
     /// Queue records for the next flush without waiting for it: submissions from one caller
     /// are stored in submission order, so a producer can keep many appends in flight and
     /// still have them in order. Waits only while the queue is full (backpressure).
     pub async fn submit(&self, stream: &StreamId, records: Vec<Record>) -> Result<Pending> {
+        self.submit_with(stream, records, false).await
+    }
+
+    async fn submit_with(
+        &self,
+        stream: &StreamId,
+        records: Vec<Record>,
+        urgent: bool,
+    ) -> Result<Pending> {
         if records.is_empty() {
             return Err(LogError::invalid("append", "no records"));
         }
@@ -215,12 +281,24 @@ impl Log {
             .acquire_many_owned(u32::try_from(want).unwrap_or(u32::MAX))
             .await
             .map_err(|_| LogError::Closed)?;
-        let (reply, rx) = oneshot::channel();
+        let (durable, durable_rx) = oneshot::channel();
+        let (offset, offset_rx) = oneshot::channel();
         self.appender
-            .send(Request::append(stream.clone(), records, reply, share))
+            .send(Request::Append {
+                stream: stream.clone(),
+                records,
+                durable,
+                offset,
+                urgent,
+                enqueued: tokio::time::Instant::now(),
+                budget: share,
+            })
             .await
             .map_err(|_| LogError::Closed)?;
-        Ok(Pending(rx))
+        Ok(Pending {
+            durable: durable_rx,
+            offset: offset_rx,
+        })
     }
 
     /// Move a stream's start to `start` (records below become unreadable). Durable on return.
@@ -230,7 +308,29 @@ impl Log {
         }
         let (reply, rx) = oneshot::channel();
         self.appender
-            .send(Request::trim(trims, reply))
+            .send(Request::Trim {
+                trims,
+                reply,
+                enqueued: tokio::time::Instant::now(),
+            })
+            .await
+            .map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?.map(|_| ())
+    }
+
+    /// Order, now, everything any writer of this log acknowledged before this call: when it
+    /// returns, those records are committed and in this handle's index, and whatever this
+    /// handle appends afterwards gets later offsets. For a client that may have moved here
+    /// from another process (an AMQP sender link attaching; MQTT's CONNECT gets it from its
+    /// takeover record, an `append`). Costs a GET per recently active writer, and a commit
+    /// when there is something to commit.
+    pub async fn barrier(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.appender
+            .send(Request::Barrier {
+                reply,
+                enqueued: tokio::time::Instant::now(),
+            })
             .await
             .map_err(|_| LogError::Closed)?;
         rx.await.map_err(|_| LogError::Closed)?.map(|_| ())
@@ -253,6 +353,26 @@ impl Log {
     /// applied segment number.
     pub async fn refresh(&self) -> Result<u64> {
         self.shared.refresh().await
+    }
+
+    /// Wait until every record this handle has acknowledged as durable is also committed (has
+    /// an offset), or `2 × commit_timeout` passed. A reader that starts "from the head" calls
+    /// this first, so that its start is after everything this process acknowledged: without it
+    /// a subscription made right after a publish through this adapter could start before that
+    /// publish (a writer's batches are acknowledged before they are ordered). Returns at once
+    /// when nothing is waiting (always, on the sequencer).
+    pub async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + 2 * self.shared.settings.commit_timeout;
+        let mut seen = self.shared.committed.subscribe();
+        while self.shared.has_uncommitted() {
+            if tokio::time::timeout_at(deadline, seen.changed())
+                .await
+                .is_err()
+            {
+                tracing::debug!("settle: own batches still uncommitted");
+                return;
+            }
+        }
     }
 
     /// A snapshot of every stream's head and index.
@@ -284,13 +404,55 @@ impl Log {
 
 /// Records queued by [`Log::submit`], not yet known to be durable.
 #[derive(Debug)]
-pub struct Pending(oneshot::Receiver<Result<Offset>>);
+pub struct Pending {
+    durable: oneshot::Receiver<Result<()>>,
+    offset: oneshot::Receiver<Result<Offset>>,
+}
 
 impl Pending {
-    /// Wait until the records are durable; returns the first one's offset.
-    pub async fn durable(self) -> Result<Offset> {
-        self.0.await.map_err(|_| LogError::Closed)?
+    /// Wait until the records are durable: they will be readable, in submission order, and
+    /// are never lost. Their offsets may not be settled yet (see [`Pending::committed`]).
+    pub async fn durable(self) -> Result<()> {
+        self.durable.await.map_err(|_| LogError::Closed)?
     }
+
+    /// The two answers apart: durable, then committed (with the first offset).
+    pub fn split(
+        self,
+    ) -> (
+        impl Future<Output = Result<()>> + Send,
+        impl Future<Output = Result<Offset>> + Send,
+    ) {
+        let (durable, offset) = (self.durable, self.offset);
+        (
+            async move { durable.await.map_err(|_| LogError::Closed)? },
+            async move { offset.await.map_err(|_| LogError::Closed)? },
+        )
+    }
+
+    /// Wait until the records are committed into the log's order; returns the first one's
+    /// offset.
+    pub async fn committed(self) -> Result<Offset> {
+        self.durable.await.map_err(|_| LogError::Closed)??;
+        self.offset.await.map_err(|_| LogError::Closed)?
+    }
+}
+
+/// A series name for this log handle: the writer id made safe for a key, and a random part.
+fn series_id(writer_id: &str) -> String {
+    let clean: String = writer_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(64)
+        .collect();
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{clean}.{}", &random[..12])
 }
 
 impl Shared {
@@ -310,7 +472,244 @@ impl Shared {
 
     /// Remember a decoded segment so that applying or reading it needs no GET.
     pub(crate) fn cache(&self, seg: Arc<Segment>) {
-        self.state().cache.insert(seg);
+        self.state().cache.insert(seg.header.seq, seg);
+    }
+
+    /// Remember a batch object (ours, or one the sequencer found) so reading it needs no GET.
+    pub(crate) fn remember_batch(&self, seg: Arc<Segment>) {
+        let key = (seg.header.writer.clone(), seg.header.seq);
+        self.state().batches.insert(key, seg);
+    }
+
+    /// Batch `n` of `series`, from the cache or the store; `None` if it does not exist.
+    pub(crate) async fn load_batch(&self, series: &str, n: u64) -> Result<Option<Arc<Segment>>> {
+        if let Some(seg) = self.state().batches.map.get(&(series.to_string(), n)) {
+            return Ok(Some(seg.clone()));
+        }
+        let path = paths::batch(series, n);
+        let bytes = match get_bytes(self.store.object_store.as_ref(), &self.settings, &path).await {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(LogError::store(&path, e)),
+        };
+        let seg = segment::decode(bytes).map_err(|e| LogError::format(&path, e))?;
+        if !seg.header.batch || seg.header.seq != n || seg.header.writer != series {
+            return Err(LogError::format(
+                &path,
+                FormatError::Corrupt {
+                    what: "batch",
+                    detail: format!("holds batch {} of {:?}", seg.header.seq, seg.header.writer),
+                },
+            ));
+        }
+        let seg = Arc::new(seg);
+        self.remember_batch(seg.clone());
+        Ok(Some(seg))
+    }
+
+    /// The records of `stream` that segment `seg` commits, in offset order: its own rows, or
+    /// those of the batch objects it references (read, and given their offsets).
+    pub(crate) async fn stream_records<'a>(
+        &self,
+        seg: &'a Segment,
+        stream: &StreamId,
+    ) -> Result<Cow<'a, [StoredRecord]>> {
+        let refs: Vec<_> = seg
+            .header
+            .refs
+            .iter()
+            .filter_map(|r| r.streams.get(stream).map(|p| (r, *p)))
+            .collect();
+        if refs.is_empty() {
+            return Ok(Cow::Borrowed(seg.stream(stream)));
+        }
+        let mut out = Vec::new();
+        for (r, part) in refs {
+            let Some(batch) = self.load_batch(&r.writer, r.n).await? else {
+                return Err(LogError::format(
+                    &paths::batch(&r.writer, r.n),
+                    FormatError::Corrupt {
+                        what: "batch",
+                        detail: format!("committed by segment {} but missing", seg.header.seq),
+                    },
+                ));
+            };
+            let recs = batch.stream(stream);
+            if recs.len() as u64 != part.count {
+                return Err(LogError::format(
+                    &paths::batch(&r.writer, r.n),
+                    FormatError::Corrupt {
+                        what: "batch",
+                        detail: format!(
+                            "{stream}: holds {} records, segment {} commits {}",
+                            recs.len(),
+                            seg.header.seq,
+                            part.count
+                        ),
+                    },
+                ));
+            }
+            out.extend(recs.iter().enumerate().map(|(i, r)| StoredRecord {
+                stream: r.stream.clone(),
+                offset: Offset(part.first_offset + i as u64),
+                record: r.record.clone(),
+            }));
+        }
+        out.extend(seg.stream(stream).iter().cloned());
+        out.sort_by_key(|r| r.offset);
+        Ok(Cow::Owned(out))
+    }
+
+    /// Whether batches this handle answered are still waiting for their commit.
+    pub(crate) fn has_uncommitted(&self) -> bool {
+        !self
+            .awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// This handle's batch series.
+    pub(crate) fn own_series(&self) -> String {
+        self.own_lock().id.clone()
+    }
+
+    fn own_lock(&self) -> MutexGuard<'_, OwnSeries> {
+        self.own.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next batch number of this handle's series.
+    pub(crate) fn next_batch_number(&self) -> (String, u64) {
+        let mut own = self.own_lock();
+        if own
+            .last_batch
+            .is_some_and(|t| t.elapsed() >= 60 * WRITER_ACTIVE)
+        {
+            // Idle for an hour: a new series, so that checkpoints may forget the old one.
+            own.id = series_id(&self.writer_id);
+            own.next = 1;
+            own.last_commit_seen = None;
+        }
+        own.last_batch = Some(Instant::now());
+        let n = own.next;
+        own.next += 1;
+        (own.id.clone(), n)
+    }
+
+    /// After a failed batch PUT: continue under a new series name (the old one may have a
+    /// hole that nobody can fill, so nothing after it will ever be committed).
+    pub(crate) fn rotate_series(&self, old: &str) {
+        let mut own = self.own_lock();
+        if own.id == old {
+            own.id = series_id(&self.writer_id);
+            own.next = 1;
+            own.last_commit_seen = None;
+            own.last_batch = None;
+        }
+    }
+
+    /// Whether the sequencer is known to be committing this writer's batches (one was
+    /// committed recently, so it polls this writer).
+    pub(crate) fn registered(&self) -> bool {
+        self.own_lock()
+            .last_commit_seen
+            .is_some_and(|t| t.elapsed() < WRITER_ACTIVE / 2)
+    }
+
+    /// How far the index says `series` is committed.
+    pub(crate) fn committed_of(&self, series: &str) -> u64 {
+        self.state()
+            .index
+            .writers
+            .get(series)
+            .map_or(0, |w| w.committed)
+    }
+
+    /// Answer `waiters` when batch `n` of `series` is committed (at once, if it already is).
+    pub(crate) fn await_commit(&self, series: &str, n: u64, waiters: Vec<Waiter>) {
+        let key = (series.to_string(), n);
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), waiters);
+        // It may have been committed before we registered (a fast sequencer).
+        let done = {
+            let st = self.state();
+            st.index
+                .writers
+                .get(series)
+                .is_some_and(|w| w.committed >= n)
+        };
+        if done {
+            // The segment is applied: find its offsets again from the index.
+            self.answer_from_index(&key);
+        }
+    }
+
+    /// Answer waiters of a batch whose committing segment was applied before they were
+    /// registered: find it among the cached segments.
+    fn answer_from_index(&self, key: &(String, u64)) {
+        let seg = {
+            let st = self.state();
+            st.cache
+                .map
+                .values()
+                .find(|s| {
+                    s.header
+                        .refs
+                        .iter()
+                        .any(|r| r.writer == key.0 && r.n == key.1)
+                })
+                .cloned()
+        };
+        if let Some(seg) = seg {
+            self.answer_refs(&seg);
+        } else if let Some(waiters) = self
+            .awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+        {
+            // Committed, but the segment is no longer cached: durable, offsets unknown here.
+            for w in waiters {
+                if let Some(d) = w.durable {
+                    let _ = d.send(Ok(()));
+                }
+                let _ = w.offset.send(Err(LogError::Conflict(
+                    "the batch was committed; its segment is no longer cached".into(),
+                )));
+            }
+        }
+    }
+
+    /// The apply hook: answer the appenders of our batches this segment commits.
+    fn answer_refs(&self, seg: &Segment) {
+        if seg.header.refs.is_empty() {
+            return;
+        }
+        let own = self.own_series();
+        let mut seen_own = false;
+        for r in &seg.header.refs {
+            seen_own |= r.writer == own;
+            self.role.saw_writer(&r.writer);
+            let waiters = self
+                .awaiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(r.writer.clone(), r.n));
+            for w in waiters.into_iter().flatten() {
+                if let Some(d) = w.durable {
+                    let _ = d.send(Ok(()));
+                }
+                let _ = w.offset.send(match r.streams.get(&w.stream) {
+                    Some(p) => Ok(Offset(p.first_offset + w.pos as u64)),
+                    None => Err(LogError::Closed),
+                });
+            }
+        }
+        if seen_own {
+            self.own_lock().last_commit_seen = Some(Instant::now());
+        }
     }
 
     /// The segment `seq`, from the cache or the store; `None` if it does not exist.
@@ -349,8 +748,9 @@ impl Shared {
         st.index
             .apply(seg)
             .map_err(|e| LogError::format(&paths::segment(seq), e))?;
-        st.cache.insert(seg.clone());
+        st.cache.insert(seq, seg.clone());
         drop(st);
+        self.answer_refs(seg);
         self.committed.send_replace(seq);
         Ok(true)
     }
@@ -467,7 +867,22 @@ impl Shared {
     }
 
     async fn write_checkpoint_inner(&self) {
-        let snapshot = self.state().index.clone();
+        let snapshot = {
+            let mut st = self.state();
+            // Which segments committed which batches matters only while some stream reads
+            // them: forget the rest here too, so the list does not grow for ever.
+            let referenced = st.index.referenced_segments();
+            for w in st.index.writers.values_mut() {
+                w.segments.retain(|s| referenced.contains(&s[0]));
+            }
+            st.index.clone()
+        };
+        let mut snapshot = snapshot;
+        // A view loaded from an older checkpoint is written as the current version.
+        snapshot.version = <Checkpoint as json::Versioned>::VERSION;
+        // Writers idle for a day are forgotten (a writer idle for `WRITER_ACTIVE` starts a
+        // new series before it writes again, so none of them comes back).
+        snapshot.prune_writers(self.clock.now_ms() - 24 * 3600 * 1000);
         let seq = snapshot.segment_seq;
         let path = paths::checkpoint(seq);
         let bytes = json::encode_compact(&snapshot);

@@ -25,6 +25,15 @@ pub(crate) fn segments_dir() -> Path {
     Path::from("segments")
 }
 
+/// Batch `n` of writer `writer` (a name only that writer writes).
+pub(crate) fn batch(writer: &str, n: u64) -> Path {
+    Path::from(format!("batches/{writer}/{}.arrow", number(n)))
+}
+
+pub(crate) fn batches_dir() -> Path {
+    Path::from("batches")
+}
+
 pub(crate) fn checkpoints_dir() -> Path {
     Path::from("checkpoints")
 }

@@ -31,7 +31,9 @@ impl Log {
                         .shared
                         .index_snapshot(|i| i.stream(stream).map_or(0, |s| s.start_offset));
                     out.extend(
-                        seg.stream(stream)
+                        self.shared
+                            .stream_records(&seg, stream)
+                            .await?
                             .iter()
                             .filter(|r| r.offset.0 >= pos.max(start))
                             .take(max - out.len())
@@ -64,8 +66,10 @@ impl Log {
         });
         for entry in entries {
             if let Some(seg) = self.shared.load_segment(entry.seq).await?
-                && let Some(r) = seg
-                    .stream(stream)
+                && let Some(r) = self
+                    .shared
+                    .stream_records(&seg, stream)
+                    .await?
                     .iter()
                     .find(|r| r.record.timestamp_ms >= ts_ms)
             {

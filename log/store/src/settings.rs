@@ -59,6 +59,20 @@ pub struct LogSettings {
     pub compaction_target_bytes: u64,
     /// Compaction leaves alone the segments among the newest this many (the hot tail).
     pub compaction_min_age: u64,
+    /// Flushes a writer that is not the log's sequencer keeps in flight at once (batch object
+    /// PUTs, acknowledged in order).
+    pub max_flushes_in_flight: usize,
+    /// A writer that is not the sequencer commits its own durable batches into the numbered
+    /// series once they have waited this long for the sequencer (it died, or has not found
+    /// this writer yet).
+    #[serde(with = "humantime_serde")]
+    pub commit_timeout: Duration,
+    /// Time-to-live of the sequencer lease (`leases/log-sequencer`); renewed every third of it.
+    #[serde(with = "humantime_serde")]
+    pub sequencer_ttl: Duration,
+    /// The sequencer gives its role up after this long without appends of its own.
+    #[serde(with = "humantime_serde")]
+    pub sequencer_idle: Duration,
 }
 
 impl Default for LogSettings {
@@ -81,6 +95,10 @@ impl Default for LogSettings {
             gc_grace: Duration::from_secs(3600),
             compaction_target_bytes: 64 << 20,
             compaction_min_age: 256,
+            max_flushes_in_flight: 4,
+            commit_timeout: Duration::from_secs(1),
+            sequencer_ttl: Duration::from_secs(10),
+            sequencer_idle: Duration::from_secs(60),
         }
     }
 }
@@ -139,6 +157,24 @@ impl LogSettings {
         }
         if self.retry_attempts == 0 {
             return bad("log.retry_attempts", "must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.max_flushes_in_flight) {
+            return bad(
+                "log.max_flushes_in_flight",
+                format!("{} is outside 1..=64", self.max_flushes_in_flight),
+            );
+        }
+        if self.commit_timeout < Duration::from_millis(10) {
+            return bad("log.commit_timeout", "must be at least 10ms".into());
+        }
+        if self.sequencer_ttl < Duration::from_secs(1) {
+            return bad("log.sequencer_ttl", "must be at least 1s".into());
+        }
+        if self.sequencer_idle < self.sequencer_ttl {
+            return bad(
+                "log.sequencer_idle",
+                "must be at least log.sequencer_ttl".into(),
+            );
         }
         Ok(())
     }

@@ -1,17 +1,28 @@
-//! The group-commit writer: one task per log handle turns queued appends (for any number of
-//! streams) into one segment per flush, and answers each appender only once the segment's
-//! object write has succeeded.
+//! The writer: one task per log handle turns queued appends (for any number of streams) into
+//! flushes, and answers each appender once its records are durable.
 //!
-//! Commit protocol (see `log/README.md`): the next segment number is `index.segment_seq + 1`.
-//! The writer creates `segments/<n>` with `PutMode::Create`. If the key is taken, it reads the
-//! object back: its own bytes mean an earlier attempt landed (the response was lost); anyone
-//! else's segment is applied to the index and the batch is re-encoded with fresh offsets at
-//! `n + 1`.
+//! Data is split from ordering (see `log/README.md`, "Commit protocol"):
+//! - The **sequencer** (the process holding the lease `log-sequencer`) commits: it writes
+//!   the numbered segments. Its own appends go into the segment inline; batch objects other
+//!   writers made durable are committed by reference (`wharf.batches`), in each writer's
+//!   order. Creating segment `n` with `PutMode::Create` is the compare-and-swap on the whole
+//!   history: whoever loses reads the winner, drops what the winner already committed, and
+//!   tries `n + 1`.
+//! - Every **other writer** puts each flush under a name only it writes
+//!   (`batches/<writer>/<n>`), several at once, and acknowledges them in order when their PUTs
+//!   return: no race, no waiting for the order. The sequencer finds the batches by polling and
+//!   commits them; a batch that waits longer than `commit_timeout` (the sequencer died, or
+//!   does not know this writer yet) is committed by its own writer, the same way.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::{Bytes, BytesMut};
-
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesOrdered};
 use tokio::{
     sync::{OwnedSemaphorePermit, mpsc, oneshot},
     time::Instant,
@@ -19,12 +30,12 @@ use tokio::{
 use uuid::Uuid;
 use wharf_log_format::{
     Offset, Record, StoredRecord, StreamId,
-    segment::{self, Segment, SegmentHeader},
+    segment::{self, BatchRef, RefStream, Segment, SegmentHeader},
 };
 
 use crate::{
     LogError, Result,
-    log::Shared,
+    log::{Shared, Waiter},
     paths,
     store::{Created, create},
 };
@@ -33,7 +44,13 @@ pub(crate) enum Request {
     Append {
         stream: StreamId,
         records: Vec<Record>,
-        reply: oneshot::Sender<Result<Offset>>,
+        /// Answered once the records are durable.
+        durable: oneshot::Sender<Result<()>>,
+        /// Answered once they have offsets (committed into the numbered series).
+        offset: oneshot::Sender<Result<Offset>>,
+        /// The caller waits for the offsets: a writer that is not the sequencer commits the
+        /// batch itself at once rather than wait for the sequencer to find it.
+        urgent: bool,
         enqueued: Instant,
         /// The records' share of `max_pending_bytes`, given back once they are durable (or
         /// failed).
@@ -44,37 +61,31 @@ pub(crate) enum Request {
         reply: oneshot::Sender<Result<Offset>>,
         enqueued: Instant,
     },
+    /// Commit, now, every batch any writer acknowledged before this request (see [`barrier`]).
+    Barrier {
+        reply: oneshot::Sender<Result<Offset>>,
+        enqueued: Instant,
+    },
 }
 
 impl Request {
-    pub fn append(
-        stream: StreamId,
-        records: Vec<Record>,
-        reply: oneshot::Sender<Result<Offset>>,
-        budget: OwnedSemaphorePermit,
-    ) -> Self {
-        Request::Append {
-            stream,
-            records,
-            reply,
-            enqueued: Instant::now(),
-            budget,
-        }
-    }
-
-    pub fn trim(trims: BTreeMap<StreamId, Offset>, reply: oneshot::Sender<Result<Offset>>) -> Self {
-        Request::Trim {
-            trims,
-            reply,
-            enqueued: Instant::now(),
-        }
-    }
-
     fn enqueued(&self) -> Instant {
         match self {
-            Request::Append { enqueued, .. } | Request::Trim { enqueued, .. } => *enqueued,
+            Request::Append { enqueued, .. }
+            | Request::Trim { enqueued, .. }
+            | Request::Barrier { enqueued, .. } => *enqueued,
         }
     }
+}
+
+enum Reply {
+    Append {
+        stream: StreamId,
+        pos: usize,
+        durable: oneshot::Sender<Result<()>>,
+        offset: oneshot::Sender<Result<Offset>>,
+    },
+    Trim(oneshot::Sender<Result<Offset>>),
 }
 
 /// One flush being assembled.
@@ -82,26 +93,38 @@ impl Request {
 struct Batch {
     groups: BTreeMap<StreamId, Vec<Record>>,
     trims: BTreeMap<StreamId, Offset>,
-    /// Who to answer: the stream (None for trims) and the position in its group.
-    replies: Vec<(Option<StreamId>, usize, oneshot::Sender<Result<Offset>>)>,
+    replies: Vec<Reply>,
     bytes: usize,
-    /// The appends' shares of the pending-bytes budget: released when the batch is done.
+    urgent: bool,
+    /// Holds a trim or a barrier: committed as a segment, never put as a batch object.
+    commit_now: bool,
+    /// The appends' shares of the pending-bytes budget: released when the batch is durable.
     budget: Vec<OwnedSemaphorePermit>,
+    first_enqueued: Option<Instant>,
 }
 
 impl Batch {
     fn push(&mut self, req: Request) {
+        self.first_enqueued.get_or_insert(req.enqueued());
         match req {
             Request::Append {
                 stream,
                 records,
-                reply,
+                durable,
+                offset,
+                urgent,
                 budget,
                 ..
             } => {
                 self.budget.push(budget);
+                self.urgent |= urgent;
                 let group = self.groups.entry(stream.clone()).or_default();
-                self.replies.push((Some(stream), group.len(), reply));
+                self.replies.push(Reply::Append {
+                    stream,
+                    pos: group.len(),
+                    durable,
+                    offset,
+                });
                 self.bytes += records.iter().map(Record::size).sum::<usize>();
                 group.extend(records);
             }
@@ -110,85 +133,474 @@ impl Batch {
                     let t = self.trims.entry(s).or_default();
                     *t = (*t).max(o);
                 }
-                self.replies.push((None, 0, reply));
+                self.commit_now = true;
+                self.replies.push(Reply::Trim(reply));
+            }
+            Request::Barrier { reply, .. } => {
+                self.commit_now = true;
+                self.urgent = true;
+                self.replies.push(Reply::Trim(reply));
             }
         }
     }
 
+    fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
     fn fail(self, err: &LogError) {
-        for (_, _, reply) in self.replies {
-            let _ = reply.send(Err(copy_error(err)));
+        for r in self.replies {
+            match r {
+                Reply::Append {
+                    durable, offset, ..
+                } => {
+                    let _ = durable.send(Err(copy_error(err)));
+                    let _ = offset.send(Err(copy_error(err)));
+                }
+                Reply::Trim(reply) => {
+                    let _ = reply.send(Err(copy_error(err)));
+                }
+            }
         }
     }
 }
 
 /// Errors are not `Clone` (they hold sources); every waiter gets one with the same kind.
-fn copy_error(err: &LogError) -> LogError {
+pub(crate) fn copy_error(err: &LogError) -> LogError {
     LogError::Batch {
         kind: err.kind(),
         message: err.to_string(),
     }
 }
 
-pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Request>) {
+/// A batch object of ours that is durable and not yet known to be committed.
+struct Own {
+    series: String,
+    n: u64,
+    seg: Arc<Segment>,
+    durable_at: Instant,
+    /// An appender waits for the offset: commit with a barrier (see [`barrier`]).
+    urgent: bool,
+}
+
+/// A batch object PUT in flight.
+struct Put {
+    series: String,
+    n: u64,
+    seg: Arc<Segment>,
+    batch: Batch,
+}
+
+type PutFuture = Pin<Box<dyn Future<Output = (Put, Result<()>)> + Send>>;
+
+struct Committed {
+    batch: Batch,
+    result: Result<Option<(u64, BTreeMap<StreamId, Offset>)>>,
+}
+
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    mut rx: mpsc::Receiver<Request>,
+    mut remote_rx: mpsc::UnboundedReceiver<Arc<Segment>>,
+) {
+    let settings = shared.settings.clone();
+    let mut open = true;
+    let mut batch = Batch::default();
     let mut last_flush: Option<Instant> = None;
-    while let Some(first) = rx.recv().await {
-        // Wait for the linger, and for the flush interval since the last flush began.
-        let deadline = (first.enqueued() + shared.linger)
-            .max(last_flush.map_or(first.enqueued(), |t| t + shared.flush_interval));
-        let mut batch = Batch::default();
-        batch.push(first);
-        let mut open = true;
-        while batch.bytes < shared.settings.max_segment_bytes {
-            match rx.try_recv() {
-                Ok(req) => {
+    let mut last_commit: Option<Instant> = None;
+    let mut puts: FuturesOrdered<PutFuture> = FuturesOrdered::new();
+    let mut commit: Option<BoxFuture<'static, Committed>> = None;
+    // The commit in flight carries records of ours inline: nothing later of ours may be put
+    // as a batch object until it is done (someone else could commit that batch first).
+    let mut inline_in_flight = false;
+    let mut refresh: Option<BoxFuture<'static, ()>> = None;
+    // Batch objects found by the sequencer's poller (other writers'), by writer and number.
+    let mut remote: BTreeMap<(String, u64), Arc<Segment>> = BTreeMap::new();
+    let mut own: VecDeque<Own> = VecDeque::new();
+    // A PUT failed: the in-flight batches after it may not be acknowledged (order), and the
+    // series continues under a new name (its number may or may not exist).
+    let mut broken_series: Option<String> = None;
+    let mut tick = tokio::time::interval(settings.poll_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tried_role = false;
+    loop {
+        let sequencer = shared.is_sequencer();
+        // Forget our batches the index says are committed (the apply hook answered them).
+        own.retain(|o| o.n > shared.committed_of(&o.series));
+        remote.retain(|(w, n), _| *n > shared.committed_of(w));
+        let interval_ok = last_commit.is_none_or(|t| t.elapsed() >= shared.flush_interval);
+        // Something to commit besides the inline batch: batches that continue their series.
+        let continues = |w: &str, n: u64| n == shared.committed_of(w) + 1;
+        let commit_reason = commit.is_none()
+            && if sequencer {
+                puts.is_empty()
+                    && (remote.keys().any(|(w, n)| continues(w, *n))
+                        || own.iter().any(|o| continues(&o.series, o.n)))
+            } else {
+                !own.is_empty()
+                    && (own
+                        .iter()
+                        .any(|o| o.durable_at.elapsed() >= settings.commit_timeout)
+                        || !shared.registered())
+            };
+        let wants_commit = commit_reason && interval_ok;
+        let deadline = match batch.first_enqueued {
+            Some(first) if !batch.is_empty() => Some(
+                (first + shared.linger)
+                    .max(last_flush.map_or(first, |t| t + shared.flush_interval)),
+            ),
+            _ => None,
+        };
+        let full = batch.bytes >= settings.max_segment_bytes;
+        let can_put = !sequencer
+            && !inline_in_flight
+            && !batch.commit_now
+            && puts.len() < settings.max_flushes_in_flight
+            && broken_series.is_none();
+        // The sequencer commits its own records inline, once its batches from before it took
+        // the role are durable (they get the earlier offsets); trims are commits anywhere.
+        let inline_ok = commit.is_none() && ((sequencer || batch.commit_now) && puts.is_empty());
+        let flush_now = !batch.is_empty()
+            && deadline.is_some_and(|d| full || d <= Instant::now())
+            && (can_put || inline_ok);
+        if flush_now || wants_commit {
+            let take = flush_now && inline_ok;
+            if flush_now {
+                last_flush = Some(Instant::now());
+            }
+            if flush_now && !take {
+                let b = std::mem::take(&mut batch);
+                puts.push_back(put_batch(shared.clone(), b));
+            } else if commit.is_none() {
+                last_commit = Some(Instant::now());
+                // A commit: our inline batch (sequencer, or a trim), our durable batches
+                // not yet committed, and (sequencer) the batches found for other writers.
+                let inline = if take {
+                    std::mem::take(&mut batch)
+                } else {
+                    Batch::default()
+                };
+                let barrier = inline.urgent || own.iter().any(|o| o.urgent);
+                let mut candidates: Vec<Arc<Segment>> = own.iter().map(|o| o.seg.clone()).collect();
+                let mut barrier = barrier;
+                if sequencer {
+                    candidates.extend(remote.values().cloned());
+                    barrier |= remote.values().any(|r| r.header.barrier);
+                } else {
+                    // Committing our own: make sure someone is sequencing.
+                    shared.clone().try_become_sequencer_soon();
+                }
+                inline_in_flight = !inline.groups.is_empty();
+                commit = Some(commit_batches(shared.clone(), inline, candidates, barrier).boxed());
+            }
+            continue;
+        }
+        let sleep_until = deadline
+            .filter(|_| can_put || inline_ok)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        let wait_interval = last_commit
+            .map(|t| t + shared.flush_interval)
+            .filter(|_| commit_reason && !interval_ok);
+        tokio::select! {
+            Some((put, result)) = puts.next(), if !puts.is_empty() => {
+                match result {
+                    Ok(()) if broken_series.as_ref() != Some(&put.series) => {
+                        let registered = shared.registered() || sequencer;
+                        let urgent = put.batch.urgent || !registered;
+                        let now = Instant::now();
+                        let durable_at = if urgent {
+                            now.checked_sub(settings.commit_timeout).unwrap_or(now)
+                        } else {
+                            now
+                        };
+                        own.push_back(Own {
+                            series: put.series.clone(),
+                            n: put.n,
+                            seg: put.seg.clone(),
+                            durable_at,
+                            urgent: put.batch.urgent,
+                        });
+                        answer_durable_batch(&shared, put, registered);
+                    }
+                    Ok(()) => put.batch.fail(&LogError::Batch {
+                        kind: crate::ErrorKind::Unavailable,
+                        message: "an earlier batch of this writer failed to be stored".into(),
+                    }),
+                    Err(e) => {
+                        tracing::warn!(series = %put.series, n = put.n, error = %e, "batch write failed; continuing under a new series");
+                        put.batch.fail(&e);
+                        if broken_series.is_none() {
+                            broken_series = Some(put.series.clone());
+                        }
+                    }
+                }
+                if puts.is_empty() && let Some(old) = broken_series.take() {
+                    // Our batches of the old series that are durable stay in `own` and are
+                    // committed; the rest of it is never committed.
+                    shared.rotate_series(&old);
+                }
+            }
+            done = async { match commit.as_mut() { Some(c) => c.await, None => std::future::pending().await } }, if commit.is_some() => {
+                commit = None;
+                inline_in_flight = false;
+                let Committed { batch: b, result } = done;
+                match result {
+                    Ok(Some((seq, firsts))) => answer_inline(b, seq, &firsts),
+                    Ok(None) => answer_inline(b, 0, &BTreeMap::new()),
+                    Err(e) => b.fail(&e),
+                }
+                if shared.checkpoint_due() {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { shared.write_checkpoint().await });
+                }
+            }
+            req = rx.recv(), if open && !full => match req {
+                Some(req) => {
+                    if !tried_role {
+                        // The first append: take the sequencer role if it is free, so that
+                        // a lone process commits inline from its first flush.
+                        tried_role = true;
+                        shared.try_become_sequencer().await;
+                    }
+                    shared.touch();
                     batch.push(req);
-                    continue;
                 }
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
+                None => open = false,
+            },
+            Some(seg) = remote_rx.recv() => {
+                let key = (seg.header.writer.clone(), seg.header.seq);
+                if key.1 > shared.committed_of(&key.0) {
+                    remote.insert(key, seg);
                 }
-                Err(mpsc::error::TryRecvError::Empty) => {}
             }
-            if Instant::now() >= deadline {
-                break;
+            () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {}
+            () = async { match wait_interval { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } }, if wait_interval.is_some() => {}
+            () = async { match refresh.as_mut() { Some(r) => r.await, None => std::future::pending().await } }, if refresh.is_some() => {
+                refresh = None;
             }
-            tokio::select! {
-                req = rx.recv() => match req {
-                    Some(req) => batch.push(req),
-                    None => { open = false; break; }
-                },
-                _ = tokio::time::sleep_until(deadline) => break,
+            _ = tick.tick() => {
+                // Learn of commits of our batches (and of role changes) while any wait.
+                if refresh.is_none() && !own.is_empty() {
+                    let shared = shared.clone();
+                    refresh = Some(async move {
+                        if let Err(e) = shared.poll().await {
+                            tracing::debug!(error = %e, "refresh failed");
+                        }
+                    }.boxed());
+                }
+                if own.iter().any(|o| o.durable_at.elapsed() >= settings.commit_timeout * 4) {
+                    shared.clone().try_become_sequencer_soon();
+                }
             }
         }
-        last_flush = Some(Instant::now());
-        commit(&shared, batch).await;
-        if !open {
+        if !open && batch.is_empty() && puts.is_empty() && commit.is_none() && own.is_empty() {
             break;
         }
-        // Checkpoints are written off the append path: a flush never waits for one.
-        if shared.checkpoint_due() {
-            let shared = shared.clone();
-            tokio::spawn(async move { shared.write_checkpoint().await });
+    }
+    shared.step_down();
+}
+
+/// Encode a flush as a batch object of this writer's series and put it.
+fn put_batch(shared: Arc<Shared>, batch: Batch) -> PutFuture {
+    let (series, n) = shared.next_batch_number();
+    let zero: BTreeMap<StreamId, Offset> = batch
+        .groups
+        .keys()
+        .map(|s| (s.clone(), Offset(0)))
+        .collect();
+    let header = SegmentHeader {
+        seq: n,
+        commit_id: Uuid::new_v4(),
+        writer: series.clone(),
+        created_ms: shared.clock.now_ms(),
+        batch: true,
+        barrier: batch.urgent,
+        ..Default::default()
+    };
+    async move {
+        let encoded = segment::encode(
+            &header,
+            batch
+                .groups
+                .iter()
+                .map(|(s, recs)| (s, Offset(0), recs.as_slice())),
+        );
+        let bytes = match encoded {
+            Ok(b) => b,
+            Err(e) => {
+                let seg = Arc::new(into_segment(header, &batch.groups, &zero, 0));
+                return (
+                    Put {
+                        series,
+                        n,
+                        seg,
+                        batch,
+                    },
+                    Err(LogError::format(&paths::batch("?", n), e)),
+                );
+            }
+        };
+        let seg = Arc::new(into_segment(header, &batch.groups, &zero, bytes.len()));
+        // Known before the PUT returns, so a commit that races our answer finds it.
+        shared.remember_batch(seg.clone());
+        let path = paths::batch(&series, n);
+        let result = match create(
+            shared.store.object_store.as_ref(),
+            &shared.settings,
+            &path,
+            bytes,
+        )
+        .await
+        {
+            Ok(Created::Ours) => Ok(()),
+            Ok(Created::Theirs(_)) => Err(LogError::format(
+                &path,
+                wharf_log_format::FormatError::Corrupt {
+                    what: "batch",
+                    detail: "another writer wrote under this writer's name".into(),
+                },
+            )),
+            Err(e) => Err(e),
+        };
+        (
+            Put {
+                series,
+                n,
+                seg,
+                batch,
+            },
+            result,
+        )
+    }
+    .boxed()
+}
+
+/// A batch object is durable: answer its appenders now (if the sequencer knows this writer)
+/// or once it is committed, and have its offsets answered when it is.
+fn answer_durable_batch(shared: &Shared, put: Put, registered: bool) {
+    let Put {
+        series, n, batch, ..
+    } = put;
+    let mut waiters = Vec::new();
+    for r in batch.replies {
+        if let Reply::Append {
+            stream,
+            pos,
+            durable,
+            offset,
+        } = r
+        {
+            let durable = if registered {
+                let _ = durable.send(Ok(()));
+                None
+            } else {
+                Some(durable)
+            };
+            waiters.push(Waiter {
+                stream,
+                pos,
+                durable,
+                offset,
+            });
+        }
+    }
+    drop(batch.budget);
+    shared.await_commit(&series, n, waiters);
+}
+
+fn answer_inline(batch: Batch, seq: u64, firsts: &BTreeMap<StreamId, Offset>) {
+    for r in batch.replies {
+        match r {
+            Reply::Append {
+                stream,
+                pos,
+                durable,
+                offset,
+            } => {
+                let _ = durable.send(Ok(()));
+                let _ = offset.send(match firsts.get(&stream) {
+                    Some(f) => Ok(Offset(f.0 + pos as u64)),
+                    None => Err(LogError::Closed),
+                });
+            }
+            Reply::Trim(reply) => {
+                let _ = reply.send(Ok(Offset(seq)));
+            }
         }
     }
 }
 
-async fn commit(shared: &Shared, batch: Batch) {
+/// Commit into the numbered series: the inline batch, and those of `candidates` (batch
+/// objects, in each writer's order) not committed yet. Returns the segment number and the
+/// inline streams' first offsets, or `None` if there was nothing left to commit.
+async fn commit_batches(
+    shared: Arc<Shared>,
+    batch: Batch,
+    mut candidates: Vec<Arc<Segment>>,
+    barrier: bool,
+) -> Committed {
+    if barrier {
+        candidates.extend(self::barrier(&shared).await);
+    }
     let commit_id = Uuid::new_v4();
     let mut last = None;
-    let streams: Vec<StreamId> = batch.groups.keys().cloned().collect();
-    let created = create_next(shared, &streams, |seq, heads| {
-        let firsts: BTreeMap<StreamId, Offset> =
-            heads.iter().map(|(s, h)| (s.clone(), Offset(*h))).collect();
+    let mut streams: Vec<StreamId> = batch.groups.keys().cloned().collect();
+    let mut writers: Vec<String> = Vec::new();
+    for c in &candidates {
+        streams.extend(c.streams.iter().map(|(s, _)| s.clone()));
+        if !writers.contains(&c.header.writer) {
+            writers.push(c.header.writer.clone());
+        }
+    }
+    streams.sort();
+    streams.dedup();
+    let created = create_next(&shared, &streams, &writers, |seq, view| {
+        // The candidates each writer's series continues with, in order.
+        let mut next: BTreeMap<&str, u64> = BTreeMap::new();
+        let mut sorted: Vec<&Arc<Segment>> = candidates.iter().collect();
+        sorted.sort_by(|a, b| {
+            (&a.header.writer, a.header.seq).cmp(&(&b.header.writer, b.header.seq))
+        });
+        let mut heads = view.heads.clone();
+        let mut refs = Vec::new();
+        for c in sorted {
+            let w = c.header.writer.as_str();
+            let want = next
+                .entry(w)
+                .or_insert_with(|| view.committed.get(w).copied().unwrap_or(0) + 1);
+            if c.header.seq != *want {
+                continue;
+            }
+            *want += 1;
+            let mut streams = BTreeMap::new();
+            for summary in c.summaries() {
+                let head = heads.entry(summary.stream.clone()).or_insert(0);
+                streams.insert(summary.stream.clone(), RefStream::at(*head, &summary));
+                *head += summary.count;
+            }
+            refs.push(BatchRef {
+                writer: c.header.writer.clone(),
+                n: c.header.seq,
+                streams,
+            });
+        }
+        if refs.is_empty() && batch.groups.is_empty() && batch.trims.is_empty() {
+            // Nothing (left) to commit: a barrier that found everything committed already.
+            return Ok(None);
+        }
+        let firsts: BTreeMap<StreamId, Offset> = batch
+            .groups
+            .keys()
+            .map(|s| (s.clone(), Offset(heads.get(s).copied().unwrap_or(0))))
+            .collect();
         let header = SegmentHeader {
             seq,
             commit_id,
             writer: shared.writer_id.clone(),
             created_ms: shared.clock.now_ms(),
             trims: batch.trims.clone(),
-            compacts: Default::default(),
+            refs,
+            ..Default::default()
         };
         let bytes = segment::encode(
             &header,
@@ -199,51 +611,134 @@ async fn commit(shared: &Shared, batch: Batch) {
         )
         .map_err(|e| LogError::format(&paths::segment(seq), e))?;
         last = Some((header, firsts, bytes.len()));
-        Ok(bytes)
+        Ok(Some(bytes))
     })
     .await;
     let (seq, (header, firsts, size)) = match (created, last) {
-        (Ok(seq), Some(last)) => (seq, last),
-        (Err(e), _) => return batch.fail(&e),
-        (Ok(_), None) => return batch.fail(&LogError::Closed),
+        (Ok(Some(seq)), Some(last)) => (seq, last),
+        (Ok(None), _) => {
+            return Committed {
+                batch,
+                result: Ok(None),
+            };
+        }
+        (Err(e), _) => {
+            return Committed {
+                batch,
+                result: Err(e),
+            };
+        }
+        (Ok(Some(_)), None) => {
+            return Committed {
+                batch,
+                result: Err(LogError::Closed),
+            };
+        }
     };
     let seg = Arc::new(into_segment(header, &batch.groups, &firsts, size));
     if let Err(e) = shared.apply(&seg) {
         // Our own segment does not follow the index: someone broke the protocol.
         tracing::error!(seq, error = %e, "own segment does not apply");
-        return batch.fail(&e);
-    }
-    for (stream, pos, reply) in batch.replies {
-        let offset = match stream {
-            Some(s) => Offset(firsts[&s].0 + pos as u64),
-            None => Offset(seq),
+        return Committed {
+            batch,
+            result: Err(e),
         };
-        let _ = reply.send(Ok(offset));
+    }
+    Committed {
+        batch,
+        result: Ok(Some((seq, firsts))),
     }
 }
 
-/// Create the next segment. `encode(seq, heads)` builds it for number `seq`, given the next
-/// offset of each of `streams` as of segment `seq - 1`. If another writer took the number,
-/// its segment is applied and `encode` is called again for the following one. Returns the
-/// number of the segment created; the caller applies it. See the module docs.
+/// The batches of other writers that are durable now and not committed, so that a commit
+/// can put them first: what an appender that waits for its offset relies on.
+///
+/// Acknowledging a batch before it is ordered means two writers' batches are ordered by
+/// when the sequencer finds them, not by when they became durable. That is harmless between
+/// independent publishers, but not for a client that moves: an MQTT client acknowledged by
+/// adapter X, reconnecting to adapter Y, must not have its next messages ordered before the
+/// ones X acknowledged. Its CONNECT appends a takeover record and waits for its offset, and
+/// that commit first reads every recently active writer's next batches (a writer answers
+/// before the commit only while its batches were committed within [`WRITER_ACTIVE`] / 2, so
+/// an older one has nothing acknowledged that waits) and commits them with it. Whatever was
+/// acknowledged before the CONNECT is then ordered before whatever follows it.
+///
+/// [`WRITER_ACTIVE`]: crate::log::WRITER_ACTIVE
+async fn barrier(shared: &Arc<Shared>) -> Vec<Arc<Segment>> {
+    let own = shared.own_series();
+    let since = shared.clock.now_ms() - crate::log::WRITER_ACTIVE.as_millis() as i64;
+    let writers: Vec<(String, u64)> = shared.index_snapshot(|i| {
+        i.writers
+            .iter()
+            .filter(|(w, idx)| **w != own && idx.last_ms >= since)
+            .map(|(w, idx)| (w.clone(), idx.committed + 1))
+            .collect()
+    });
+    let looks = writers.into_iter().map(|(w, first)| {
+        let shared = shared.clone();
+        async move {
+            let mut found = Vec::new();
+            let mut n = first;
+            loop {
+                match shared.load_batch(&w, n).await {
+                    Ok(Some(seg)) => {
+                        found.push(seg);
+                        n += 1;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(writer = %w, n, error = %e, "barrier could not read a batch");
+                        break;
+                    }
+                }
+            }
+            found
+        }
+    });
+    futures::future::join_all(looks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// What a committer needs to know of the index to encode segment `n`.
+pub(crate) struct View {
+    /// The next offset of each stream asked for.
+    pub heads: BTreeMap<StreamId, u64>,
+    /// How far each writer asked for is committed.
+    pub committed: BTreeMap<String, u64>,
+}
+
+/// Create the next segment. `encode(seq, view)` builds it for number `seq`, given the index
+/// as of segment `seq - 1`, or returns `None` when there is nothing (left) to commit. If
+/// another writer took the number, its segment is applied and `encode` is called again for
+/// the following one. Returns the number of the segment created; the caller applies it.
 pub(crate) async fn create_next(
     shared: &Shared,
     streams: &[StreamId],
-    mut encode: impl FnMut(u64, &BTreeMap<StreamId, u64>) -> Result<bytes::Bytes>,
-) -> Result<u64> {
+    writers: &[String],
+    mut encode: impl FnMut(u64, &View) -> Result<Option<Bytes>>,
+) -> Result<Option<u64>> {
     // Never pick a segment number from a view that garbage collection may have overtaken.
     if shared.view_is_stale() {
         shared.refresh().await?;
     }
     loop {
-        let (seq, heads) = shared.index_snapshot(|index| {
+        let (seq, view) = shared.index_snapshot(|index| {
             let heads = streams
                 .iter()
                 .map(|s| (s.clone(), index.stream(s).map_or(0, |i| i.next_offset)))
                 .collect();
-            (index.next_seq(), heads)
+            let committed = writers
+                .iter()
+                .map(|w| (w.clone(), index.writers.get(w).map_or(0, |i| i.committed)))
+                .collect();
+            (index.next_seq(), View { heads, committed })
         });
-        let bytes = encode(seq, &heads)?;
+        let Some(bytes) = encode(seq, &view)? else {
+            return Ok(None);
+        };
         let path = paths::segment(seq);
         match create(
             shared.store.object_store.as_ref(),
@@ -255,7 +750,7 @@ pub(crate) async fn create_next(
         {
             Ok(Created::Ours) => {
                 shared.mark_fresh();
-                return Ok(seq);
+                return Ok(Some(seq));
             }
             Ok(Created::Theirs(bytes)) => {
                 let seg = segment::decode(bytes).map_err(|e| {
@@ -274,13 +769,13 @@ pub(crate) async fn create_next(
     }
 }
 
-/// Build the decoded form of a segment we just wrote, without decoding it.
+/// Build the decoded form of a segment or batch we just wrote, without decoding it.
 ///
 /// The records' bytes are copied into one buffer of the segment's own: as appended they are
 /// often slices of a connection's read buffer, and a cached segment holding those would keep
 /// every read buffer they came from alive — memory the cache's budget does not see (measured:
 /// 66 MB of read buffers behind a 64 MiB cache of 1 KiB messages).
-fn into_segment(
+pub(crate) fn into_segment(
     header: SegmentHeader,
     groups: &BTreeMap<StreamId, Vec<Record>>,
     firsts: &BTreeMap<StreamId, Offset>,
@@ -307,12 +802,13 @@ fn into_segment(
     let mut streams = BTreeMap::new();
     for (stream, recs) in groups {
         let start = records.len();
+        let first = firsts.get(stream).map_or(0, |f| f.0);
         for (i, r) in recs.iter().enumerate() {
             let key = r.key.as_ref().map(|k| take(k.len()));
             let headers = r.headers.as_ref().map(|h| take(h.len()));
             records.push(StoredRecord {
                 stream: stream.clone(),
-                offset: Offset(firsts[stream].0 + i as u64),
+                offset: Offset(first + i as u64),
                 record: Record {
                     timestamp_ms: r.timestamp_ms,
                     key,

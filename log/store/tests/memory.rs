@@ -41,7 +41,7 @@ async fn submissions_past_the_pending_budget_wait_for_durability() {
     assert!(!second.is_finished(), "submitted past the budget");
     first.durable().await.expect("first durable");
     let second = second.await.expect("task").expect("submit");
-    assert_eq!(second.durable().await.expect("second durable").0, 1);
+    assert_eq!(second.committed().await.expect("second durable").0, 1);
 }
 
 /// A record appended as a slice of a larger buffer (as adapters append slices of a

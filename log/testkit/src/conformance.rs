@@ -23,6 +23,9 @@ pub fn quick_settings() -> LogSettings {
         checkpoint_every: 4,
         poll_interval: Duration::from_millis(20),
         retry_backoff: Duration::from_millis(2),
+        commit_timeout: Duration::from_millis(200),
+        sequencer_ttl: Duration::from_secs(1),
+        sequencer_idle: Duration::from_secs(2),
         ..LogSettings::default()
     }
 }
@@ -80,6 +83,10 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(garbage_collection_frees_trimmed_segments);
     case!(compaction_rehomes_records_and_frees_mixed_segments);
     case!(faults_lose_and_duplicate_nothing);
+    case!(many_writers_split_data_from_ordering);
+    case!(sequencer_dies_and_wakes_up_late);
+    case!(batch_faults_lose_and_duplicate_nothing);
+    case!(an_append_that_waits_for_its_offset_orders_after_every_acknowledgement);
 }
 
 /// Append to another stream until a persisted checkpoint covers every segment written so far
@@ -1087,6 +1094,305 @@ async fn faults_lose_and_duplicate_nothing(store: &Store) {
             by_offset.get(&o.0),
             Some(&Bytes::from(p.clone())),
             "acknowledged {p} lost"
+        );
+    }
+}
+
+/// What `writer` submitted to `stream`, in order: payloads `"{writer}:{stream}:{n}"`.
+fn payload(writer: usize, stream: &StreamId, n: usize) -> String {
+    format!("{writer}:{stream}:{n}")
+}
+
+/// Submit `count` records to each of `streams` with up to `window` in flight (the durable
+/// path: acknowledged once stored, ordered later); returns the payloads acknowledged.
+async fn submit_many(
+    log: &Log,
+    writer: usize,
+    streams: &[StreamId],
+    numbers: std::ops::Range<usize>,
+    window: usize,
+) -> Vec<String> {
+    use futures::StreamExt;
+    let mut in_flight = futures::stream::FuturesOrdered::new();
+    let mut acked = Vec::new();
+    for n in numbers {
+        for s in streams {
+            let p = payload(writer, s, n);
+            match log.submit(s, vec![rec(p.clone())]).await {
+                Ok(pending) => in_flight.push_back(async move { (pending.durable().await, p) }),
+                Err(e) => panic!("submit: {e}"),
+            }
+            while in_flight.len() >= window {
+                if let Some((r, p)) = in_flight.next().await
+                    && r.is_ok()
+                {
+                    acked.push(p);
+                }
+            }
+        }
+    }
+    while let Some((r, p)) = in_flight.next().await {
+        if r.is_ok() {
+            acked.push(p);
+        }
+    }
+    acked
+}
+
+/// Wait (up to 30 s: a liveness bound, not a speed measure) until a fresh reader sees every
+/// acknowledged payload, then check each is there exactly once and each writer's records are
+/// in submission order per stream.
+async fn check_acked_readable(store: &Store, streams: &[StreamId], acked: &[String]) {
+    let reader = open(store).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        reader.refresh().await.expect("refresh");
+        let mut got: Vec<(StreamId, u64, String)> = Vec::new();
+        for s in streams {
+            for r in reader.read(s, Offset(0), 1_000_000).await.expect("read") {
+                got.push((
+                    s.clone(),
+                    r.offset.0,
+                    String::from_utf8_lossy(&r.record.payload).into_owned(),
+                ));
+            }
+        }
+        let seen: HashSet<&str> = got.iter().map(|g| g.2.as_str()).collect();
+        let missing: Vec<&String> = acked
+            .iter()
+            .filter(|p| !seen.contains(p.as_str()))
+            .collect();
+        if missing.is_empty() {
+            assert_eq!(seen.len(), got.len(), "a record is stored twice");
+            // Per writer and stream, offsets follow submission order.
+            let mut last: BTreeMap<(StreamId, String), (usize, u64)> = BTreeMap::new();
+            for (s, offset, p) in &got {
+                let mut parts = p.rsplitn(2, ':');
+                let n: usize = parts.next().and_then(|n| n.parse().ok()).expect("payload");
+                let who = parts.next().expect("payload").to_string();
+                if let Some((prev_n, prev_o)) = last.insert((s.clone(), who.clone()), (n, *offset))
+                {
+                    assert!(
+                        n > prev_n && *offset > prev_o,
+                        "{who} on {s}: record {n} at {offset} after record {prev_n} at {prev_o}"
+                    );
+                }
+            }
+            for s in streams {
+                let offsets: Vec<u64> = got.iter().filter(|g| &g.0 == s).map(|g| g.1).collect();
+                assert!(
+                    offsets.iter().enumerate().all(|(i, o)| *o == i as u64),
+                    "{s}: offsets are dense from 0"
+                );
+            }
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} acknowledged records never became readable, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Several writers on one log at once, each with many flushes in flight: one of them
+/// sequences (commits the numbered segments), the others put batch objects under their own
+/// names and are acknowledged on those PUTs. Nothing is lost, nothing is doubled, and every
+/// writer's records keep its order.
+async fn many_writers_split_data_from_ordering(store: &Store) {
+    let streams = [sid("orders"), sid("telemetry")];
+    let mut tasks = Vec::new();
+    for w in 0..6 {
+        let log = open(store).await;
+        let streams = streams.clone();
+        tasks.push(tokio::spawn(async move {
+            let acked = submit_many(&log, w, &streams, 0..60, 16).await;
+            // Appends that need their offset (the takeover records of MQTT) still get it.
+            let o = log
+                .append(&streams[0], rec(payload(w, &sid("x"), 0)))
+                .await
+                .expect("append with offset");
+            let read = log.read(&streams[0], o, 1).await.expect("read own");
+            assert_eq!(
+                read.first().map(|r| r.offset),
+                Some(o),
+                "offset is where it is"
+            );
+            (acked, log)
+        }));
+    }
+    let mut acked = Vec::new();
+    let mut logs = Vec::new();
+    for t in tasks {
+        let (a, log) = t.await.expect("join");
+        assert_eq!(a.len(), 120, "every durable submission acknowledged");
+        acked.extend(a);
+        logs.push(log);
+    }
+    check_acked_readable(store, &streams, &acked).await;
+    // The data went through batch objects: some writers were not the sequencer.
+    let batches: Vec<_> = {
+        use futures::TryStreamExt;
+        store
+            .object_store
+            .list(Some(&object_store::path::Path::from("batches")))
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("list batches")
+    };
+    assert!(
+        !batches.is_empty(),
+        "non-sequencer writers put batch objects"
+    );
+    drop(logs);
+}
+
+/// The sequencer stops (frozen: it looks killed to everyone else) while writers keep
+/// appending: their batches are committed by themselves and then by a new sequencer. When the
+/// old one wakes up late it is a zombie: its writes lose the compare-and-swap, it catches up,
+/// and its own next appends still land once, after everything else it had acknowledged.
+async fn sequencer_dies_and_wakes_up_late(store: &Store) {
+    let freezable = Arc::new(FaultStore::new(
+        store.object_store.clone(),
+        FaultConfig::default(),
+    ));
+    let frozen_store = Store::new(freezable.clone(), store.kind, store.url.clone());
+    let a = Log::open_with(frozen_store, quick_settings(), Arc::new(SystemClock))
+        .await
+        .expect("open");
+    let streams = [sid("jobs")];
+    // A appends first: it takes the sequencer role.
+    let mut acked = submit_many(&a, 0, &streams, 0..20, 4).await;
+    let b = open(store).await;
+    let c = open(store).await;
+    let before = submit_many(&b, 1, &streams, 0..10, 4).await;
+    acked.extend(before);
+    freezable.freeze(true);
+    // A is gone for everyone else; B and C go on.
+    let (rb, rc) = tokio::join!(
+        submit_many(&b, 1, &streams, 10..50, 8),
+        submit_many(&c, 2, &streams, 0..40, 8)
+    );
+    assert_eq!(
+        (rb.len(), rc.len()),
+        (40, 40),
+        "appends go on without the sequencer"
+    );
+    acked.extend(rb);
+    acked.extend(rc);
+    check_acked_readable(store, &streams, &acked).await;
+    // The sequencer role moved on.
+    let lease = b
+        .lease_state(wharf_log::SEQUENCER_LEASE)
+        .await
+        .expect("lease");
+    assert!(
+        lease.is_some_and(|l| !l.holder.is_empty()),
+        "someone holds the role"
+    );
+    // A wakes up: its next appends land once, after what it acknowledged before.
+    freezable.freeze(false);
+    let late = submit_many(&a, 0, &streams, 20..30, 4).await;
+    assert_eq!(late.len(), 10, "the woken writer's appends succeed");
+    acked.extend(late);
+    check_acked_readable(store, &streams, &acked).await;
+}
+
+/// Lost responses and 503s on every kind of object the durable path writes (batch objects,
+/// segments that reference them, the sequencer lease): nothing acknowledged is lost, nothing
+/// is stored twice.
+async fn batch_faults_lose_and_duplicate_nothing(store: &Store) {
+    let streams = [sid("faulty-batches")];
+    let mut tasks = Vec::new();
+    for w in 0..3 {
+        let faulty = Arc::new(FaultStore::new(
+            store.object_store.clone(),
+            FaultConfig {
+                latency: Some(Duration::from_micros(100)..Duration::from_millis(3)),
+                fail_before: 0.1,
+                fail_after: 0.1,
+                seed: 7 + w as u64,
+            },
+        ));
+        let store = Store::new(faulty.clone(), store.kind, store.url.clone());
+        let settings = LogSettings {
+            retry_attempts: 6,
+            ..quick_settings()
+        };
+        let streams = streams.clone();
+        tasks.push(tokio::spawn(async move {
+            let log = loop {
+                if let Ok(l) =
+                    Log::open_with(store.clone(), settings.clone(), Arc::new(SystemClock)).await
+                {
+                    break l;
+                }
+            };
+            let acked = submit_many(&log, w, &streams, 0..60, 8).await;
+            let injected = faulty
+                .stats
+                .failed_before
+                .load(std::sync::atomic::Ordering::Relaxed)
+                + faulty
+                    .stats
+                    .failed_after
+                    .load(std::sync::atomic::Ordering::Relaxed);
+            (acked, injected, log)
+        }));
+    }
+    let mut acked = Vec::new();
+    let mut logs = Vec::new();
+    let mut injected = 0;
+    for t in tasks {
+        let (a, i, log) = t.await.expect("join");
+        acked.extend(a);
+        injected += i;
+        logs.push(log);
+    }
+    assert!(injected > 10, "faults were injected ({injected})");
+    assert!(
+        acked.len() > 120,
+        "most submissions succeed through retries ({})",
+        acked.len()
+    );
+    check_acked_readable(store, &streams, &acked).await;
+    drop(logs);
+}
+
+/// A client acknowledged by writer X that moves to writer Y (an MQTT reconnect to another
+/// adapter) must find what X acknowledged ordered before what it does on Y: Y's CONNECT
+/// appends a record and waits for its offset, and once that returns, every batch any writer
+/// acknowledged before is committed (Y has it in its own index, no refresh needed).
+async fn an_append_that_waits_for_its_offset_orders_after_every_acknowledgement(store: &Store) {
+    let s = sid("moving-client");
+    let t = sid("connects");
+    let sequencer = open(store).await;
+    sequencer
+        .append(&t, rec("first".into()))
+        .await
+        .expect("append");
+    let x = open(store).await;
+    let y = open(store).await;
+    for round in 0..20 {
+        // X acknowledges a publish (durable; its order is settled later)...
+        let p = format!("x-{round}");
+        x.submit(&s, vec![rec(p.clone())])
+            .await
+            .expect("submit")
+            .durable()
+            .await
+            .expect("durable");
+        // ...the client reconnects to Y, whose takeover record waits for its offset...
+        y.append(&t, rec(format!("y-{round}")))
+            .await
+            .expect("append");
+        // ...and by then X's publish is ordered: Y reads it without asking the store.
+        let got = y.read(&s, Offset(0), 1000).await.expect("read");
+        assert!(
+            got.iter().any(|r| r.record.payload == p.as_bytes()),
+            "round {round}: {p} was acknowledged before Y's append but is not ordered before it"
         );
     }
 }

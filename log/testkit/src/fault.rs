@@ -42,6 +42,9 @@ pub struct FaultStats {
 pub struct FaultStore {
     inner: Arc<dyn ObjectStore>,
     config: Mutex<FaultConfig>,
+    /// While set, every call waits before it reaches the store: the process using this
+    /// store looks dead (or paused) to everyone else; unset, it wakes up late.
+    frozen: tokio::sync::watch::Sender<bool>,
     rng: Mutex<u64>,
     pub stats: Arc<FaultStats>,
 }
@@ -52,9 +55,16 @@ impl FaultStore {
         Self {
             inner,
             config: Mutex::new(config),
+            frozen: tokio::sync::watch::Sender::new(false),
             rng: Mutex::new(seed),
             stats: Arc::default(),
         }
+    }
+
+    /// Freeze (or thaw) every call from now on: calls in flight that have not reached the
+    /// store yet wait too, like a process stopped with SIGSTOP or cut off the network.
+    pub fn freeze(&self, on: bool) {
+        self.frozen.send_replace(on);
     }
 
     /// Change what is injected from now on (e.g. stop injecting to let a test drain).
@@ -72,6 +82,8 @@ impl FaultStore {
     }
 
     async fn before(&self, op: &str, path: Option<&Path>) -> Result<()> {
+        let mut frozen = self.frozen.subscribe();
+        let _ = frozen.wait_for(|f| !*f).await;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         let config = self
             .config

@@ -85,6 +85,11 @@ struct LogArgs {
     /// was acknowledged the tail had it (negative: the tail was woken before the appender).
     #[arg(long)]
     tail: bool,
+    /// Follow every stream and report how long after it was appended a record of *another*
+    /// process became readable here (run several `wharf-load log` on one store; clocks are
+    /// the host's, so run them on one host).
+    #[arg(long)]
+    observe: bool,
 }
 
 struct Stats {
@@ -198,6 +203,35 @@ async fn main() -> Result<()> {
             }));
         }
     }
+    // Cross-process visibility: records of other processes, append time to readable here.
+    let seen_hist = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1,
+        120_000_000,
+        3,
+    )?));
+    let marker = Bytes::from(format!("load-{}", std::process::id()));
+    let mut observers = Vec::new();
+    if args.observe {
+        for p in 0..(if args.one_stream { 1 } else { args.producers }) {
+            let stream = stream_of(&args, p)?;
+            let from = log.stream(&stream).map_or(0, |s| s.next_offset);
+            let (log, hist, marker) = (log.clone(), seen_hist.clone(), marker.clone());
+            observers.push(tokio::spawn(async move {
+                let mut tail = log.tail(&stream, wharf_log_format::Offset(from));
+                while let Ok(batch) = tail.next_batch(10_000).await {
+                    let now = wharf_log::Clock::now_ms(&SystemClock);
+                    let mut h = hist.lock().await;
+                    for r in batch
+                        .iter()
+                        .filter(|r| r.record.key.as_ref() != Some(&marker))
+                    {
+                        let ms = (now - r.record.timestamp_ms).max(0) as u64;
+                        let _ = h.record((ms * 1000).max(1));
+                    }
+                }
+            }));
+        }
+    }
     let payload = Bytes::from(vec![b'x'; args.size]);
     let calls_before = counting.stats.calls.load(Ordering::Relaxed);
     let start = Instant::now();
@@ -206,12 +240,14 @@ async fn main() -> Result<()> {
     for p in 0..args.producers {
         let stream = stream_of(&args, p)?;
         let (log, stats, payload) = (log.clone(), stats.clone(), payload.clone());
+        let marker = marker.clone();
         let per_producer = args.rate as f64 / args.producers as f64;
         let window = args.window;
         tasks.push(tokio::spawn(async move {
             produce(
                 log,
                 stream,
+                marker,
                 payload,
                 stats,
                 per_producer,
@@ -226,15 +262,25 @@ async fn main() -> Result<()> {
         t.await??;
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let calls_during = counting.stats.calls.load(Ordering::Relaxed);
     if args.tail {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for t in &tails {
             t.abort();
         }
     }
+    if args.observe {
+        // Let the last records of the others arrive.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for t in &observers {
+            t.abort();
+        }
+    }
+    let sh = seen_hist.lock().await;
+    let seen_ms = |q: f64| sh.value_at_quantile(q) as f64 / 1000.0;
     let th = tail_hist.lock().await;
     let tail_ms = |q: f64| th.value_at_quantile(q) as f64 / 1000.0;
-    let calls = counting.stats.calls.load(Ordering::Relaxed) - calls_before;
+    let calls = calls_during - calls_before;
     let h = stats.latency.lock().await;
     let acked = stats.acked.load(Ordering::Relaxed);
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -253,6 +299,9 @@ async fn main() -> Result<()> {
                     "n": th.len(), "tail_first": tail_first.load(Ordering::Relaxed)})
             } else { serde_json::Value::Null },
             "store_requests_per_s": ((calls as f64 / elapsed) * 10.0).round() / 10.0,
+            "others_visible_ms": if args.observe {
+                serde_json::json!({"p50": seen_ms(0.5), "p99": seen_ms(0.99), "max": sh.max() as f64 / 1000.0, "n": sh.len()})
+            } else { serde_json::Value::Null },
         })
     );
     Ok(())
@@ -270,6 +319,7 @@ fn parse_latency(s: &str) -> Result<std::ops::Range<Duration>, String> {
 async fn produce(
     log: Log,
     stream: StreamId,
+    marker: Bytes,
     payload: Bytes,
     stats: Arc<Stats>,
     rate: f64,
@@ -304,12 +354,24 @@ async fn produce(
             vec![now]
         };
         for t in due {
-            let record = Record::new(0, payload.clone());
+            let record = Record {
+                timestamp_ms: wharf_log::Clock::now_ms(&SystemClock),
+                key: Some(marker.clone()),
+                headers: None,
+                payload: payload.clone(),
+            };
             let pending = log.submit(&stream, vec![record]).await?;
             let (stats, done) = (stats.clone(), done_tx.clone());
             let s = stream.clone();
             tokio::spawn(async move {
-                let offset = pending.durable().await.ok();
+                let (durable, committed) = pending.split();
+                let ok = durable.await.is_ok();
+                // The ack is the durable answer; the tail measurement needs the offset.
+                let offset = if ok && stats.track_acks {
+                    committed.await.ok()
+                } else {
+                    ok.then_some(wharf_log_format::Offset(0))
+                };
                 stats.record(t, offset.map(|o| (&s, o.0))).await;
                 let _ = done.send(());
             });
