@@ -192,7 +192,7 @@ impl Log {
             let header = SegmentHeader {
                 seq,
                 commit_id,
-                writer: shared.writer_id.clone(),
+                writer: shared.committer.clone(),
                 created_ms: shared.clock.now_ms(),
                 trims: Default::default(),
                 compacts: groups.keys().cloned().collect(),

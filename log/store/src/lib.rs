@@ -6,8 +6,11 @@
 //! Main types:
 //! - [`Store`]: an object store opened from a URL (`file://`, `s3://`, `memory://`), with the
 //!   start-up check that it honours put-if-absent ([`Store::verify_conditional_put`]).
-//! - [`Log`]: append with group commit (many streams, one object per flush, offsets returned
-//!   only once durable), read from an offset or a time, [`Tail`], retention.
+//! - [`Log`]: append with group commit (many streams, one object per flush), read from an
+//!   offset or a time, [`Tail`], retention. Many processes append at once without racing:
+//!   the holder of the sequencer lease commits the numbered segments, the others put batch
+//!   objects under their own names and are durable when those PUTs return ([`Pending`]);
+//!   offsets follow when the batches are committed.
 //! - [`Cursor`]: a durable consumer position with per-message acks, mergeable across processes
 //!   and fenceable by a [`Lease`].
 //! - [`Blocks`]: one stream read by competing processes, each taking blocks of offsets by

@@ -74,6 +74,11 @@ pub(crate) struct Shared {
     pub(crate) role: crate::sequencer::Role,
     /// Where the sequencer's poller hands the batch objects it finds to the writer task.
     pub(crate) found: mpsc::UnboundedSender<Arc<Segment>>,
+    /// This handle's name in the segments it commits (`wharf.writer`): the writer id and a
+    /// random part, so a writer can tell commits of its batches by someone else.
+    pub(crate) committer: String,
+    /// When a reader last checked whether the log needs a sequencer (see [`Shared::poll`]).
+    role_check: Mutex<Option<Instant>>,
 }
 
 /// An appender of a batch object, answered when the batch is committed.
@@ -201,6 +206,8 @@ impl Log {
             }),
             awaiting: Mutex::new(HashMap::new()),
             role: Default::default(),
+            committer: series_id(&writer_id),
+            role_check: Mutex::new(None),
             found,
             state: Mutex::new(State {
                 index,
@@ -688,9 +695,11 @@ impl Shared {
             return;
         }
         let own = self.own_series();
+        // Only a commit by someone else says the sequencer looks at this writer.
+        let by_other = seg.header.writer != self.committer;
         let mut seen_own = false;
         for r in &seg.header.refs {
-            seen_own |= r.writer == own;
+            seen_own |= r.writer == own && by_other;
             self.role.saw_writer(&r.writer);
             let waiters = self
                 .awaiting
@@ -765,10 +774,40 @@ impl Shared {
     /// half the interval. However many readers wait, a process then asks the store at most
     /// twice per interval, not once per reader per interval; a reader learns of a segment at
     /// most 1.5 intervals after it was written (a refresh that finds one wakes every reader).
-    pub(crate) async fn poll(&self) -> Result<()> {
+    pub(crate) async fn poll(self: &Arc<Self>) -> Result<()> {
         self.refresh_unless_within(self.settings.poll_interval / 2)
             .await
-            .map(|_| ())
+            .map(|_| ())?;
+        self.check_role();
+        Ok(())
+    }
+
+    /// Readers keep the log sequenced when its writers cannot: every `sequencer_ttl`, a
+    /// process that waits for records and is not the sequencer takes the role if it is free
+    /// and other writers were active within [`WRITER_ACTIVE`] (their acknowledged batches may
+    /// wait for a commit: their sequencer died, then they did). Nothing is asked of the
+    /// store when no other writer is active (one adapter, or idle ones).
+    fn check_role(self: &Arc<Self>) {
+        if self.is_sequencer() {
+            return;
+        }
+        {
+            let mut last = self.role_check.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < self.settings.sequencer_ttl) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let since = self.clock.now_ms() - WRITER_ACTIVE.as_millis() as i64;
+        let own = self.own_series();
+        let active = self.index_snapshot(|i| {
+            i.writers
+                .iter()
+                .any(|(w, idx)| *w != own && idx.last_ms >= since)
+        });
+        if active {
+            self.clone().try_become_sequencer_soon();
+        }
     }
 
     async fn refresh_unless_within(&self, recent: Duration) -> Result<u64> {

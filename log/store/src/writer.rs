@@ -441,8 +441,6 @@ fn put_batch(shared: Arc<Shared>, batch: Batch) -> PutFuture {
             }
         };
         let seg = Arc::new(into_segment(header, &batch.groups, &zero, bytes.len()));
-        // Known before the PUT returns, so a commit that races our answer finds it.
-        shared.remember_batch(seg.clone());
         let path = paths::batch(&series, n);
         let result = match create(
             shared.store.object_store.as_ref(),
@@ -452,7 +450,13 @@ fn put_batch(shared: Arc<Shared>, batch: Batch) -> PutFuture {
         )
         .await
         {
-            Ok(Created::Ours) => Ok(()),
+            Ok(Created::Ours) => {
+                // Cached only once stored: a cached batch counts as existing (a process that
+                // later sweeps this series, after it was abandoned, must not commit a batch
+                // whose PUT failed).
+                shared.remember_batch(seg.clone());
+                Ok(())
+            }
             Ok(Created::Theirs(_)) => Err(LogError::format(
                 &path,
                 wharf_log_format::FormatError::Corrupt {
@@ -596,7 +600,7 @@ async fn commit_batches(
         let header = SegmentHeader {
             seq,
             commit_id,
-            writer: shared.writer_id.clone(),
+            writer: shared.committer.clone(),
             created_ms: shared.clock.now_ms(),
             trims: batch.trims.clone(),
             refs,

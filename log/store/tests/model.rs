@@ -56,8 +56,9 @@ fn op() -> impl Strategy<Value = Op> {
 struct Model {
     /// Per stream: start offset and all records ever appended (index = offset).
     streams: Vec<(u64, Vec<Bytes>)>,
-    /// A record whose append failed ambiguously, per stream.
-    uncertain: Vec<Option<Bytes>>,
+    /// Records whose append failed ambiguously, per stream: each may appear once, at any
+    /// later point (a batch object that landed is committed whenever it is found).
+    uncertain: Vec<Vec<Bytes>>,
     acked: Vec<std::collections::BTreeSet<u64>>,
     /// Where the cursor started: a cursor starts at the stream's start offset as of its first
     /// commit (everything below counts as acknowledged); until then, at the current start.
@@ -101,7 +102,7 @@ async fn run(ops: Vec<Op>) {
     let mut handles = vec![open(&store).await, open(&store).await];
     let mut model = Model {
         streams: vec![(0, Vec::new()); 3],
-        uncertain: vec![None; 3],
+        uncertain: vec![Vec::new(); 3],
         acked: vec![Default::default(); 3],
         cursor_base: vec![None; 3],
     };
@@ -120,7 +121,7 @@ async fn run(ops: Vec<Op>) {
                     .append_many(&ids[stream], records)
                     .await
                     .expect("append");
-                resolve(&mut model, &handles[handle], &ids, stream).await;
+                resolve_below(&mut model, &handles[handle], &ids, stream, first.0).await;
                 assert_eq!(
                     first.0,
                     model.streams[stream].1.len() as u64,
@@ -143,7 +144,7 @@ async fn run(ops: Vec<Op>) {
                     r.is_err(),
                     "every response was lost, the append cannot succeed"
                 );
-                model.uncertain[stream] = Some(p);
+                model.uncertain[stream].push(p);
             }
             Op::Crash { handle } => {
                 handles[handle] = open(&store).await;
@@ -217,25 +218,50 @@ async fn run(ops: Vec<Op>) {
     }
 }
 
-/// Settle an uncertain record: after a refresh the log either holds it (at the end) or not.
+/// Settle uncertain records: after a refresh the log holds each either once, somewhere after
+/// the point its append failed, or not (yet). Found ones join the model where they are.
 async fn resolve(model: &mut Model, log: &Log, ids: &[StreamId], stream: usize) {
-    let Some(p) = model.uncertain[stream].take() else {
+    resolve_below(model, log, ids, stream, u64::MAX).await
+}
+
+/// [`resolve`], for the uncertain records found below offset `below` only (an append that
+/// just returned `below` settles what is before its records; what is after comes later).
+async fn resolve_below(model: &mut Model, log: &Log, ids: &[StreamId], stream: usize, below: u64) {
+    if model.uncertain[stream].is_empty() {
         return;
-    };
+    }
     log.refresh().await.expect("refresh");
-    let next = log.stream(&ids[stream]).map_or(0, |s| s.next_offset);
-    let known = model.streams[stream].1.len() as u64;
-    if next > known {
-        assert_eq!(next, known + 1, "one uncertain record at most");
-        let got = log
-            .read(&ids[stream], Offset(known), 1)
-            .await
-            .expect("read");
-        assert_eq!(
-            got[0].record.payload, p,
-            "the uncertain record, stored once"
+    let start = model.streams[stream].0;
+    let got = log
+        .read(&ids[stream], Offset(start), usize::MAX)
+        .await
+        .expect("read");
+    let pending = std::mem::take(&mut model.uncertain[stream]);
+    let mut found = Vec::new();
+    for p in pending {
+        let at: Vec<u64> = got
+            .iter()
+            .filter(|r| r.record.payload == p)
+            .map(|r| r.offset.0)
+            .collect();
+        match at[..] {
+            [o] if o < below => found.push((o, p)),
+            [] | [_] => model.uncertain[stream].push(p),
+            _ => panic!("the uncertain record {p:?} is stored {} times", at.len()),
+        }
+    }
+    found.sort();
+    for (o, p) in found {
+        let recs = &mut model.streams[stream].1;
+        assert!(
+            o as usize <= recs.len(),
+            "a record the model does not know is before {p:?} at {o}: log {:?}, model {:?}",
+            got.iter()
+                .map(|r| (r.offset.0, r.record.payload.clone()))
+                .collect::<Vec<_>>(),
+            recs
         );
-        model.streams[stream].1.push(p);
+        recs.insert(o as usize, p);
     }
 }
 
