@@ -171,11 +171,12 @@ struct Watched {
 }
 
 /// While this process is the sequencer: find other writers' durable batches and hand them
-/// to the writer task. A writer found recently is looked at every `poll_interval`, a quiet
-/// one less often (up to 5 intervals); one quiet for [`WRITER_ACTIVE`] is dropped after a
+/// to the writer task. A writer found recently is looked at every `poll_interval` (or
+/// `flush_interval`, if longer), a quiet one less often (up to 5 intervals); one quiet for [`WRITER_ACTIVE`] is dropped after a
 /// last look (it commits its own next batch, which makes it known again).
 async fn poll_writers(shared: Arc<Shared>) {
-    let min = shared.settings.poll_interval;
+    // A writer makes at most one batch per flush interval: looking more often finds nothing.
+    let min = shared.settings.poll_interval.max(shared.flush_interval);
     let max = min * 5;
     let mut watched: HashMap<String, Watched> = HashMap::new();
     let mut last_discovery: Option<Instant> = None;

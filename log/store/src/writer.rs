@@ -220,7 +220,8 @@ pub(crate) async fn run(
     // A PUT failed: the in-flight batches after it may not be acknowledged (order), and the
     // series continues under a new name (its number may or may not exist).
     let mut broken_series: Option<String> = None;
-    let mut tick = tokio::time::interval(settings.poll_interval);
+    // How often a writer with batches waiting looks for their commit (and its timeouts).
+    let mut tick = tokio::time::interval(settings.poll_interval.max(shared.flush_interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tried_role = false;
     loop {
