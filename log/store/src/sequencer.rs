@@ -31,10 +31,12 @@ use crate::{
 /// The lease whose holder sequences the log.
 pub const SEQUENCER_LEASE: &str = "log-sequencer";
 
-/// How often the sequencer lists `batches/` for writers it does not know (a writer's first
-/// batches are committed by itself, which makes it known; this finds the batches of a writer
-/// that died before that).
-const DISCOVERY_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the sequencer lists `batches/` for writers it does not know. A new writer's
+/// own commits would make it known, but while the sequencer commits back to back a writer
+/// that must catch up one segment per round trip rarely wins a number: with a 10 s interval
+/// such writers waited for this LIST (measured, 4 writers, no flush interval: ack p50 10 s;
+/// with 1 s: 87 ms). One LIST per second, on the sequencer only.
+const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Default)]
 pub(crate) struct Role {
