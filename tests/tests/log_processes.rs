@@ -34,6 +34,15 @@ fn read_all(url: &str, stream: &str) -> Vec<(u64, String)> {
     })
 }
 
+/// The numbers of writer `w`'s records (`w<w>-<n>`), in the order they are stored.
+fn numbers_of(stored: &[(u64, String)], w: usize) -> Vec<u64> {
+    stored
+        .iter()
+        .filter_map(|(_, p)| p.strip_prefix(&format!("w{w}-")))
+        .map(|n| n.parse().expect("n"))
+        .collect()
+}
+
 #[test]
 fn four_writer_processes_append_to_one_stream() {
     let (urls, _dir) = stores();
@@ -86,11 +95,7 @@ fn four_writer_processes_append_to_one_stream() {
             );
         }
         for w in 0..4 {
-            let mine: Vec<u64> = stored
-                .iter()
-                .filter(|(_, p)| p.starts_with(&format!("w{w}-")))
-                .map(|(_, p)| p[3..].parse().expect("n"))
-                .collect();
+            let mine = numbers_of(&stored, w);
             assert_eq!(
                 mine,
                 (0..per_writer).collect::<Vec<_>>(),
@@ -398,11 +403,7 @@ fn kill_9_of_the_sequencer_among_four_writer_processes() {
             );
         }
         for w in 0..4 {
-            let mine: Vec<u64> = stored
-                .iter()
-                .filter(|(_, p)| p.starts_with(&format!("w{w}-")))
-                .map(|(_, p)| p[3..].parse().expect("n"))
-                .collect();
+            let mine = numbers_of(&stored, w);
             assert!(
                 mine.windows(2).all(|p| p[0] < p[1]),
                 "{url}: writer {w} in order"

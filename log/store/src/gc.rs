@@ -74,15 +74,7 @@ impl Log {
         })
         .map(|m| m.location)
         .collect();
-        let mut deleted = 0;
-        let mut results =
-            store.delete_stream(futures::stream::iter(doomed.into_iter().map(Ok)).boxed());
-        while let Some(r) = results.next().await {
-            match r {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-                Err(e) => tracing::warn!(error = %e, "segment delete failed; will retry next run"),
-            }
-        }
+        let deleted = delete_all(store.as_ref(), doomed, "segment").await;
         if deleted > 0 {
             tracing::info!(deleted, checkpoint = upto, "garbage collected segments");
         }
@@ -138,18 +130,28 @@ impl Log {
                 }
             }
         }
-        let mut deleted = 0;
-        let mut results =
-            store.delete_stream(futures::stream::iter(doomed.into_iter().map(Ok)).boxed());
-        while let Some(r) = results.next().await {
-            match r {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
-                Err(e) => tracing::warn!(error = %e, "batch delete failed; will retry next run"),
-            }
-        }
+        let deleted = delete_all(store.as_ref(), doomed, "batch").await;
         if deleted > 0 {
             tracing::info!(deleted, "garbage collected batch objects");
         }
         Ok(deleted)
     }
+}
+
+/// Delete `paths` (already gone counts as deleted); a failure is logged and left for the next
+/// run. Returns how many are gone.
+async fn delete_all(
+    store: &dyn object_store::ObjectStore,
+    paths: Vec<object_store::path::Path>,
+    what: &str,
+) -> u64 {
+    let mut deleted = 0;
+    let mut results = store.delete_stream(futures::stream::iter(paths.into_iter().map(Ok)).boxed());
+    while let Some(r) = results.next().await {
+        match r {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => deleted += 1,
+            Err(e) => tracing::warn!(error = %e, "{what} delete failed; will retry next run"),
+        }
+    }
+    deleted
 }

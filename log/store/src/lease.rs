@@ -67,39 +67,37 @@ pub(crate) async fn acquire(
     holder: &str,
     ttl: Duration,
 ) -> Result<Option<Lease>> {
-    {
-        if !valid_name(name) {
-            return Err(LogError::invalid("lease name", format!("{name:?}")));
-        }
-        let series = series(shared, name);
-        let now = shared.clock.now_ms();
-        let (revision, epoch) = match series.latest::<LeaseRecord>().await? {
-            None => (1, Epoch(1)),
-            Some((n, current)) if current.is_free(now) => (n + 1, Epoch(current.epoch.0 + 1)),
-            Some(_) => return Ok(None),
-        };
-        let record = LeaseRecord {
-            version: LeaseRecord::VERSION,
-            name: name.to_string(),
-            revision,
-            epoch,
-            holder: holder.to_string(),
-            holder_id: uuid::Uuid::new_v4().to_string(),
-            expires_ms: now + ttl.as_millis() as i64,
-            released: false,
-        };
-        match series.write(revision, &record).await? {
-            Write::Done => {
-                if revision > 2 {
-                    series.prune(revision - 1).await;
-                }
-                Ok(Some(Lease {
-                    shared: shared.clone(),
-                    record,
-                }))
+    if !valid_name(name) {
+        return Err(LogError::invalid("lease name", format!("{name:?}")));
+    }
+    let series = series(shared, name);
+    let now = shared.clock.now_ms();
+    let (revision, epoch) = match series.latest::<LeaseRecord>().await? {
+        None => (1, Epoch(1)),
+        Some((n, current)) if current.is_free(now) => (n + 1, Epoch(current.epoch.0 + 1)),
+        Some(_) => return Ok(None),
+    };
+    let record = LeaseRecord {
+        version: LeaseRecord::VERSION,
+        name: name.to_string(),
+        revision,
+        epoch,
+        holder: holder.to_string(),
+        holder_id: uuid::Uuid::new_v4().to_string(),
+        expires_ms: now + ttl.as_millis() as i64,
+        released: false,
+    };
+    match series.write(revision, &record).await? {
+        Write::Done => {
+            if revision > 2 {
+                series.prune(revision - 1).await;
             }
-            Write::Lost(_) => Ok(None),
+            Ok(Some(Lease {
+                shared: shared.clone(),
+                record,
+            }))
         }
+        Write::Lost(_) => Ok(None),
     }
 }
 

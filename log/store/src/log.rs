@@ -494,12 +494,9 @@ impl Shared {
             return Ok(Some(seg.clone()));
         }
         let path = paths::batch(series, n);
-        let bytes = match get_bytes(self.store.object_store.as_ref(), &self.settings, &path).await {
-            Ok(b) => b,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(LogError::store(&path, e)),
+        let Some(seg) = self.fetch(&path).await? else {
+            return Ok(None);
         };
-        let seg = segment::decode(bytes).map_err(|e| LogError::format(&path, e))?;
         if !seg.header.batch || seg.header.seq != n || seg.header.writer != series {
             return Err(LogError::format(
                 &path,
@@ -727,12 +724,10 @@ impl Shared {
             return Ok(Some(seg.clone()));
         }
         let path = paths::segment(seq);
-        let bytes = match get_bytes(self.store.object_store.as_ref(), &self.settings, &path).await {
-            Ok(b) => b,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(LogError::store(&path, e)),
+        let Some(seg) = self.fetch(&path).await? else {
+            return Ok(None);
         };
-        let seg = Arc::new(segment::decode(bytes).map_err(|e| LogError::format(&path, e))?);
+        let seg = Arc::new(seg);
         if seg.header.seq != seq {
             return Err(LogError::format(
                 &path,
@@ -744,6 +739,18 @@ impl Shared {
         }
         self.cache(seg.clone());
         Ok(Some(seg))
+    }
+
+    /// GET and decode the segment or batch object at `path`; `None` if it does not exist.
+    async fn fetch(&self, path: &object_store::path::Path) -> Result<Option<Segment>> {
+        let bytes = match get_bytes(self.store.object_store.as_ref(), &self.settings, path).await {
+            Ok(b) => b,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(LogError::store(path, e)),
+        };
+        segment::decode(bytes)
+            .map(Some)
+            .map_err(|e| LogError::format(path, e))
     }
 
     /// Apply a segment if it is the next one. Returns whether it was applied now (false if it

@@ -272,7 +272,8 @@ pub(crate) async fn run(
             if flush_now && !take {
                 let b = std::mem::take(&mut batch);
                 puts.push_back(put_batch(shared.clone(), b));
-            } else if commit.is_none() {
+            } else {
+                // Both ways here (an inline flush, a wanted commit) need no commit in flight.
                 last_commit = Some(Instant::now());
                 // A commit: our inline batch (sequencer, or a trim), our durable batches
                 // not yet committed, and (sequencer) the batches found for other writers.
@@ -281,9 +282,8 @@ pub(crate) async fn run(
                 } else {
                     Batch::default()
                 };
-                let barrier = inline.urgent || own.iter().any(|o| o.urgent);
+                let mut barrier = inline.urgent || own.iter().any(|o| o.urgent);
                 let mut candidates: Vec<Arc<Segment>> = own.iter().map(|o| o.seg.clone()).collect();
-                let mut barrier = barrier;
                 if sequencer {
                     candidates.extend(remote.values().cloned());
                     barrier |= remote.values().any(|r| r.header.barrier);
@@ -404,11 +404,8 @@ pub(crate) async fn run(
 /// Encode a flush as a batch object of this writer's series and put it.
 fn put_batch(shared: Arc<Shared>, batch: Batch) -> PutFuture {
     let (series, n) = shared.next_batch_number();
-    let zero: BTreeMap<StreamId, Offset> = batch
-        .groups
-        .keys()
-        .map(|s| (s.clone(), Offset(0)))
-        .collect();
+    // Offsets count from 0 in a batch object: `into_segment` with no first offsets.
+    let zero = BTreeMap::new();
     let header = SegmentHeader {
         seq: n,
         commit_id: Uuid::new_v4(),
@@ -426,23 +423,21 @@ fn put_batch(shared: Arc<Shared>, batch: Batch) -> PutFuture {
                 .iter()
                 .map(|(s, recs)| (s, Offset(0), recs.as_slice())),
         );
+        let path = paths::batch(&series, n);
         let bytes = match encoded {
             Ok(b) => b,
             Err(e) => {
                 let seg = Arc::new(into_segment(header, &batch.groups, &zero, 0));
-                return (
-                    Put {
-                        series,
-                        n,
-                        seg,
-                        batch,
-                    },
-                    Err(LogError::format(&paths::batch("?", n), e)),
-                );
+                let put = Put {
+                    series,
+                    n,
+                    seg,
+                    batch,
+                };
+                return (put, Err(LogError::format(&path, e)));
             }
         };
         let seg = Arc::new(into_segment(header, &batch.groups, &zero, bytes.len()));
-        let path = paths::batch(&series, n);
         let result = match create(
             shared.store.object_store.as_ref(),
             &shared.settings,

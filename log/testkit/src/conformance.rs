@@ -49,6 +49,17 @@ async fn open(store: &Store) -> Log {
         .expect("open log")
 }
 
+/// Open through a store that injects faults: opening may itself hit them, and a real process
+/// would retry too.
+async fn open_retrying(store: &Store, settings: &LogSettings) -> Log {
+    loop {
+        if let Ok(l) = Log::open_with(store.clone(), settings.clone(), Arc::new(SystemClock)).await
+        {
+            break l;
+        }
+    }
+}
+
 async fn open_with_clock(store: &Store, clock: ManualClock) -> Log {
     Log::open_with(store.clone(), quick_settings(), Arc::new(clock))
         .await
@@ -1039,14 +1050,7 @@ async fn faults_lose_and_duplicate_nothing(store: &Store) {
         };
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
-            // Opening may itself hit injected errors; a real process would retry too.
-            let log = loop {
-                if let Ok(l) =
-                    Log::open_with(store.clone(), settings.clone(), Arc::new(SystemClock)).await
-                {
-                    break l;
-                }
-            };
+            let log = open_retrying(&store, &settings).await;
             let mut acked = Vec::new();
             for n in 0..40 {
                 let payload = format!("w{w}-{n}");
@@ -1323,13 +1327,7 @@ async fn batch_faults_lose_and_duplicate_nothing(store: &Store) {
         };
         let streams = streams.clone();
         tasks.push(tokio::spawn(async move {
-            let log = loop {
-                if let Ok(l) =
-                    Log::open_with(store.clone(), settings.clone(), Arc::new(SystemClock)).await
-                {
-                    break l;
-                }
-            };
+            let log = open_retrying(&store, &settings).await;
             let acked = submit_many(&log, w, &streams, 0..60, 8).await;
             let injected = faulty
                 .stats
