@@ -79,7 +79,11 @@ pub(crate) struct Shared {
     pub(crate) committer: String,
     /// When a reader last checked whether the log needs a sequencer (see [`Shared::poll`]).
     role_check: Mutex<Option<Instant>>,
+    /// Batch objects being read: readers of one segment's streams share one GET each.
+    loading: Mutex<HashMap<(String, u64), Arc<BatchCell>>>,
 }
+
+type BatchCell = tokio::sync::OnceCell<Option<Arc<Segment>>>;
 
 /// An appender of a batch object, answered when the batch is committed.
 pub(crate) struct Waiter {
@@ -208,6 +212,7 @@ impl Log {
             role: Default::default(),
             committer: series_id(&writer_id),
             role_check: Mutex::new(None),
+            loading: Mutex::new(HashMap::new()),
             found,
             state: Mutex::new(State {
                 index,
@@ -490,9 +495,30 @@ impl Shared {
 
     /// Batch `n` of `series`, from the cache or the store; `None` if it does not exist.
     pub(crate) async fn load_batch(&self, series: &str, n: u64) -> Result<Option<Arc<Segment>>> {
-        if let Some(seg) = self.state().batches.map.get(&(series.to_string(), n)) {
+        let key = (series.to_string(), n);
+        if let Some(seg) = self.state().batches.map.get(&key) {
             return Ok(Some(seg.clone()));
         }
+        // One GET however many readers want it at once (each tail of a segment's streams).
+        let cell = self
+            .loading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = cell
+            .get_or_try_init(|| self.read_batch(series, n))
+            .await
+            .cloned();
+        let mut loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if loading.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            loading.remove(&key);
+        }
+        result
+    }
+
+    async fn read_batch(&self, series: &str, n: u64) -> Result<Option<Arc<Segment>>> {
         let path = paths::batch(series, n);
         let Some(seg) = self.fetch(&path).await? else {
             return Ok(None);
@@ -527,9 +553,14 @@ impl Shared {
         if refs.is_empty() {
             return Ok(Cow::Borrowed(seg.stream(stream)));
         }
+        // The batch objects side by side: one request's latency, not one per writer.
+        let batches = futures::future::try_join_all(
+            refs.iter().map(|(r, _)| self.load_batch(&r.writer, r.n)),
+        )
+        .await?;
         let mut out = Vec::new();
-        for (r, part) in refs {
-            let Some(batch) = self.load_batch(&r.writer, r.n).await? else {
+        for ((r, part), batch) in refs.into_iter().zip(batches) {
+            let Some(batch) = batch else {
                 return Err(LogError::format(
                     &paths::batch(&r.writer, r.n),
                     FormatError::Corrupt {
@@ -692,8 +723,14 @@ impl Shared {
             return;
         }
         let own = self.own_series();
-        // Only a commit by someone else says the sequencer looks at this writer.
-        let by_other = seg.header.writer != self.committer;
+        // A commit of our batch says the sequencer looks at this writer if someone else made
+        // it, or if we made it while another process holds the role: the holder applies our
+        // commit (it must, to number its next segment), which makes it poll us from then on,
+        // and a holder that takes over later looks at every writer in the index.
+        let by_other = seg.header.writer != self.committer
+            || self
+                .role
+                .other_holder_within(self.settings.sequencer_ttl / 2);
         let mut seen_own = false;
         for r in &seg.header.refs {
             seen_own |= r.writer == own && by_other;

@@ -19,14 +19,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::future::join_all;
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use object_store::ObjectStore;
 
 use crate::{
-    lease,
+    Result, lease,
     log::{Shared, WRITER_ACTIVE},
     paths,
 };
+use wharf_log_format::segment::Segment;
 
 /// The lease whose holder sequences the log.
 pub const SEQUENCER_LEASE: &str = "log-sequencer";
@@ -50,6 +51,8 @@ pub(crate) struct Role {
     last_append: Mutex<Option<Instant>>,
     /// Writers whose batches were committed recently: the poller looks at them.
     seen: Mutex<HashMap<String, Instant>>,
+    /// When an attempt to take the role last found another process holding it.
+    other_holder: Mutex<Option<Instant>>,
 }
 
 impl Role {
@@ -58,6 +61,14 @@ impl Role {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(writer.to_string(), Instant::now());
+    }
+
+    /// Another process was found holding the role within `within`.
+    pub(crate) fn other_holder_within(&self, within: Duration) -> bool {
+        self.other_holder
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < within)
     }
 }
 
@@ -108,7 +119,14 @@ impl Shared {
                 tokio::spawn(hold(self.clone(), lease));
                 tokio::spawn(poll_writers(self.clone()));
             }
-            Ok(None) => self.role.busy.store(false, Ordering::Release),
+            Ok(None) => {
+                *self
+                    .role
+                    .other_holder
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                self.role.busy.store(false, Ordering::Release);
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "could not try the sequencer lease");
                 self.role.busy.store(false, Ordering::Release);
@@ -167,20 +185,49 @@ async fn hold(shared: Arc<Shared>, mut lease: crate::Lease) {
 struct Watched {
     /// The next batch number to look for (at least the committed one plus one).
     next: u64,
+    /// How long after a miss to look again (doubles per miss, up to 5 intervals).
     delay: Duration,
     due: Instant,
     last_found: Instant,
+    /// `created_ms` of the last batch found.
+    last_created: Option<i64>,
+    /// A look is in flight.
+    looking: bool,
 }
 
+impl Watched {
+    fn new(delay: Duration, due: Instant, last_found: Instant) -> Self {
+        Self {
+            next: 0,
+            delay,
+            due,
+            last_found,
+            last_created: None,
+            looking: false,
+        }
+    }
+}
+
+type Look = BoxFuture<'static, (String, u64, Instant, Result<Option<Arc<Segment>>>)>;
+
 /// While this process is the sequencer: find other writers' durable batches and hand them
-/// to the writer task. A writer found recently is looked at every `poll_interval` (or
-/// `flush_interval`, if longer), a quiet one less often (up to 5 intervals); one quiet for [`WRITER_ACTIVE`] is dropped after a
-/// last look (it commits its own next batch, which makes it known again).
+/// to the writer task.
+///
+/// A writer makes at most one batch per flush interval unless its batches fill up, so an
+/// active writer is looked at once per interval (`poll_interval` or `flush_interval`,
+/// whichever is longer), each look an eighth of an interval earlier than the last found
+/// one's rhythm: the looks drift towards the moment its PUTs land, and a miss (the PUT is
+/// landing) is retried an eighth of an interval later. A batch found sooner than that after
+/// the previous one means a backlog: look again at once. Misses back off to 5 intervals; a
+/// writer quiet for [`WRITER_ACTIVE`] is dropped after a last look (it commits its own next
+/// batch, which makes it known again). Looks run side by side, so a slow one delays no other.
 async fn poll_writers(shared: Arc<Shared>) {
-    // A writer makes at most one batch per flush interval: looking more often finds nothing.
     let min = shared.settings.poll_interval.max(shared.flush_interval);
     let max = min * 5;
+    let retry = (min / 8).max(Duration::from_millis(1));
     let mut watched: HashMap<String, Watched> = HashMap::new();
+    let mut looks: FuturesUnordered<Look> = FuturesUnordered::new();
+    let mut discovery: Option<BoxFuture<'static, Vec<String>>> = None;
     let mut last_discovery: Option<Instant> = None;
     while shared.is_sequencer() && !shared.found.is_closed() {
         let now = Instant::now();
@@ -196,78 +243,88 @@ async fn poll_writers(shared: Arc<Shared>) {
             if w == own {
                 continue;
             }
-            let e = watched.entry(w).or_insert(Watched {
-                next: 0,
-                delay: min,
-                due: now,
-                last_found: at,
-            });
+            let e = watched
+                .entry(w)
+                .or_insert_with(|| Watched::new(min, now, at));
             e.last_found = e.last_found.max(at);
         }
-        if last_discovery.is_none_or(|t| t.elapsed() >= DISCOVERY_INTERVAL) {
+        if discovery.is_none() && last_discovery.is_none_or(|t| t.elapsed() >= DISCOVERY_INTERVAL) {
             last_discovery = Some(now);
-            for w in discover(shared.store.object_store.as_ref()).await {
-                if w != own && !watched.contains_key(&w) {
-                    // Looked at a few times, then dropped unless it has batches.
-                    watched.insert(
-                        w,
-                        Watched {
-                            next: 0,
-                            delay: max,
-                            due: now,
-                            last_found: now.checked_sub(WRITER_ACTIVE).unwrap_or(now),
-                        },
-                    );
-                }
-            }
+            let store = shared.store.object_store.clone();
+            discovery = Some(async move { discover(store.as_ref()).await }.boxed());
         }
-        let due: Vec<(String, u64)> = watched
+        for (name, w) in watched
             .iter_mut()
-            .filter(|(_, w)| w.due <= now)
-            .map(|(name, w)| {
-                w.next = w.next.max(shared.committed_of(name) + 1);
-                (name.clone(), w.next)
-            })
-            .collect();
-        let looks = due.iter().map(|(w, n)| {
-            let shared = shared.clone();
-            async move { shared.load_batch(w, *n).await }
-        });
-        let results = join_all(looks).await;
-        for ((name, n), result) in due.into_iter().zip(results) {
-            let Some(w) = watched.get_mut(&name) else {
-                continue;
-            };
-            match result {
-                Ok(Some(seg)) => {
-                    w.next = n + 1;
-                    w.delay = min;
-                    w.due = Instant::now();
-                    w.last_found = Instant::now();
-                    if shared.found.send(seg).is_err() {
-                        return;
-                    }
+            .filter(|(_, w)| !w.looking && w.due <= now)
+        {
+            w.looking = true;
+            w.next = w.next.max(shared.committed_of(name) + 1);
+            let (shared, name, n) = (shared.clone(), name.clone(), w.next);
+            looks.push(
+                async move {
+                    let started = Instant::now();
+                    let result = shared.load_batch(&name, n).await;
+                    (name, n, started, result)
                 }
-                Ok(None) => {
-                    w.delay = (w.delay * 2).min(max);
-                    w.due = Instant::now() + w.delay;
-                    if w.last_found.elapsed() >= WRITER_ACTIVE {
-                        watched.remove(&name);
+                .boxed(),
+            );
+        }
+        let next_due = watched
+            .values()
+            .filter(|w| !w.looking)
+            .map(|w| w.due)
+            .min()
+            .unwrap_or(now + min)
+            .min(now + min)
+            .max(now + Duration::from_millis(1));
+        tokio::select! {
+            Some((name, n, started, result)) = looks.next(), if !looks.is_empty() => {
+                let Some(w) = watched.get_mut(&name) else {
+                    continue;
+                };
+                w.looking = false;
+                match result {
+                    Ok(Some(seg)) => {
+                        w.next = n + 1;
+                        let created = seg.header.created_ms;
+                        let backlog = w.last_created.is_none_or(|prev| {
+                            created.saturating_sub(prev) < (min.as_millis() as i64) * 3 / 4
+                        });
+                        w.last_created = Some(created);
+                        w.delay = retry;
+                        w.due = if backlog { Instant::now() } else { started + min - retry };
+                        w.last_found = Instant::now();
+                        if shared.found.send(seg).is_err() {
+                            return;
+                        }
                     }
-                }
-                Err(e) => {
-                    tracing::warn!(writer = %name, n, error = %e, "could not read a batch");
-                    w.delay = max;
-                    w.due = Instant::now() + w.delay;
+                    Ok(None) => {
+                        w.due = Instant::now() + w.delay;
+                        w.delay = (w.delay * 2).min(max);
+                        if w.last_found.elapsed() >= WRITER_ACTIVE {
+                            watched.remove(&name);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(writer = %name, n, error = %e, "could not read a batch");
+                        w.delay = max;
+                        w.due = Instant::now() + w.delay;
+                    }
                 }
             }
+            listed = async { match discovery.as_mut() { Some(d) => d.await, None => std::future::pending().await } }, if discovery.is_some() => {
+                discovery = None;
+                let at = Instant::now();
+                for w in listed {
+                    if w != own && !watched.contains_key(&w) {
+                        // Looked at a few times, then dropped unless it has batches.
+                        let quiet = at.checked_sub(WRITER_ACTIVE).unwrap_or(at);
+                        watched.insert(w, Watched::new(max, at, quiet));
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(next_due.into()) => {}
         }
-        let next_due = watched.values().map(|w| w.due).min();
-        let wait = next_due
-            .map(|d| d.saturating_duration_since(Instant::now()))
-            .unwrap_or(min)
-            .clamp(Duration::from_millis(1), min);
-        tokio::time::sleep(wait).await;
     }
 }
 

@@ -90,6 +90,10 @@ struct LogArgs {
     /// the host's, so run them on one host).
     #[arg(long)]
     observe: bool,
+    /// Also report ack p50/p99/max for each second of the run (by when records were due), to
+    /// tell a start-up tail from a steady one.
+    #[arg(long)]
+    timeline: bool,
 }
 
 struct Stats {
@@ -99,6 +103,11 @@ struct Stats {
     track_acks: bool,
     acked: AtomicU64,
     failed: AtomicU64,
+    /// Ack latency by the second (since the start) the record was due, for `--timeline`.
+    by_second: std::sync::Mutex<Vec<Histogram<u64>>>,
+    /// `--observe` latency by the second it was seen in.
+    seen_by_second: std::sync::Mutex<Vec<Histogram<u64>>>,
+    start: Instant,
 }
 
 impl Stats {
@@ -112,6 +121,11 @@ impl Stats {
             self.acked.fetch_add(1, Ordering::Relaxed);
             let us = since.elapsed().as_micros() as u64;
             let _ = self.latency.lock().await.record(us.max(1));
+            let second = since.saturating_duration_since(self.start).as_secs() as usize;
+            let mut by = self.by_second.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = by.get_mut(second) {
+                let _ = h.record(us.max(1));
+            }
         } else {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
@@ -160,6 +174,17 @@ async fn main() -> Result<()> {
         failed: AtomicU64::new(0),
         acks: Default::default(),
         track_acks: args.tail,
+        by_second: std::sync::Mutex::new(
+            (0..=args.duration.as_secs())
+                .map(|_| Histogram::new_with_bounds(1, 60_000_000, 3))
+                .collect::<Result<_, _>>()?,
+        ),
+        seen_by_second: std::sync::Mutex::new(
+            (0..=args.duration.as_secs() + 3)
+                .map(|_| Histogram::new_with_bounds(1, 120_000_000, 3))
+                .collect::<Result<_, _>>()?,
+        ),
+        start: Instant::now(),
     });
     // Tail readers: microseconds from the ack to the tail's delivery (0 when the tail had the
     // record first: it is woken when the segment is applied, just before appenders are told).
@@ -216,17 +241,26 @@ async fn main() -> Result<()> {
             let stream = stream_of(&args, p)?;
             let from = log.stream(&stream).map_or(0, |s| s.next_offset);
             let (log, hist, marker) = (log.clone(), seen_hist.clone(), marker.clone());
+            let stats = stats.clone();
             observers.push(tokio::spawn(async move {
                 let mut tail = log.tail(&stream, wharf_log_format::Offset(from));
                 while let Ok(batch) = tail.next_batch(10_000).await {
                     let now = wharf_log::Clock::now_ms(&SystemClock);
+                    let second = stats.start.elapsed().as_secs() as usize;
                     let mut h = hist.lock().await;
+                    let mut by = stats
+                        .seen_by_second
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
                     for r in batch
                         .iter()
                         .filter(|r| r.record.key.as_ref() != Some(&marker))
                     {
                         let ms = (now - r.record.timestamp_ms).max(0) as u64;
                         let _ = h.record((ms * 1000).max(1));
+                        if let Some(h) = by.get_mut(second) {
+                            let _ = h.record((ms * 1000).max(1));
+                        }
                     }
                 }
             }));
@@ -234,7 +268,7 @@ async fn main() -> Result<()> {
     }
     let payload = Bytes::from(vec![b'x'; args.size]);
     let calls_before = counting.stats.calls.load(Ordering::Relaxed);
-    let start = Instant::now();
+    let start = stats.start;
     let end = start + args.duration;
     let mut tasks = Vec::new();
     for p in 0..args.producers {
@@ -299,12 +333,32 @@ async fn main() -> Result<()> {
                     "n": th.len(), "tail_first": tail_first.load(Ordering::Relaxed)})
             } else { serde_json::Value::Null },
             "store_requests_per_s": ((calls as f64 / elapsed) * 10.0).round() / 10.0,
+            "timeline_ms": if args.timeline { timeline(&stats.by_second) } else { serde_json::Value::Null },
+            "visible_timeline_ms": if args.timeline && args.observe {
+                timeline(&stats.seen_by_second)
+            } else { serde_json::Value::Null },
             "others_visible_ms": if args.observe {
                 serde_json::json!({"p50": seen_ms(0.5), "p99": seen_ms(0.99), "max": sh.max() as f64 / 1000.0, "n": sh.len()})
             } else { serde_json::Value::Null },
         })
     );
     Ok(())
+}
+
+/// `[p50, p99, max]` in milliseconds for each second that has values.
+fn timeline(by_second: &std::sync::Mutex<Vec<Histogram<u64>>>) -> serde_json::Value {
+    let by = by_second.lock().unwrap_or_else(|p| p.into_inner());
+    let ms = |us: u64| us as f64 / 1000.0;
+    serde_json::json!(
+        by.iter()
+            .filter(|h| !h.is_empty())
+            .map(|h| [
+                ms(h.value_at_quantile(0.5)),
+                ms(h.value_at_quantile(0.99)),
+                ms(h.max())
+            ])
+            .collect::<Vec<_>>()
+    )
 }
 
 fn parse_latency(s: &str) -> Result<std::ops::Range<Duration>, String> {
