@@ -200,7 +200,7 @@ pub fn start_amqp_adapter(
 /// `node` with the test packages of tests/node installed (tests/run.sh runs `npm ci`); under
 /// CI their absence is a failure.
 pub fn node_script(name: &str) -> Option<Command> {
-    let dir = format!("{}/node", env!("CARGO_MANIFEST_DIR"));
+    let dir = format!("{}/node", manifest_dir());
     let ready = have("node") && std::path::Path::new(&dir).join("node_modules").is_dir();
     assert!(
         ready || std::env::var_os("CI").is_none(),
@@ -288,5 +288,11 @@ pub fn user_hash(password: &str) -> String {
 
 /// Path of a script in tests/python.
 pub fn python_script(name: &str) -> String {
-    format!("{}/python/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!("{}/python/{name}", manifest_dir())
+}
+
+/// This package's directory at run time (cargo sets it), not the one it was built in: a
+/// shared target directory can hold a build made in another clone.
+pub fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
 }

@@ -35,7 +35,7 @@ fn pyarrow_reads_a_segment() {
         .collect();
     segments.sort();
     // One writer with concurrency 1 appends one record per segment: read the first one.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/read_segment.py");
+    let script = wharf_tests::python_script("read_segment.py");
     let out = Command::new(python)
         .arg(script)
         .arg(&segments[0])

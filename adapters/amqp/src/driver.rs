@@ -235,6 +235,8 @@ struct Batch {
 
 struct Conn {
     shared: Arc<Amqp>,
+    /// Counts this connection as a client of its tenant's log (see `wharf_log::Log::client`).
+    client: wharf_log::ClientGuard,
     engine: Connection,
     local: SocketAddr,
     container_id: String,
@@ -276,6 +278,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut stopping = shared.stopping.subscribe();
     let mut conn = Conn {
         engine: Connection::new(config),
+        client: shared.log.client(),
         shared,
         local,
         container_id: String::new(),
@@ -437,6 +440,7 @@ impl Conn {
                             let tenant = self.shared.auth.tenant_of(user.as_deref()).to_string();
                             match self.shared.tenancy.service(&self.shared, &tenant).await {
                                 Ok(service) => {
+                                    self.client = service.log.client();
                                     self.shared = service;
                                     Verdict::Allowed(user)
                                 }

@@ -115,6 +115,9 @@ impl Reach {
     }
 }
 
+/// How often the claims of a tenant with no client on this adapter are looked at.
+pub const IDLE_REFRESH: Duration = Duration::from_secs(30);
+
 /// Where a reader starts on `stream` when it follows it because a claim appeared after it
 /// subscribed: [`CLAIM_GRACE`] back from now (what was routed there while this adapter had
 /// not seen the claim yet), the stream's end if nothing is that recent.
@@ -201,7 +204,8 @@ impl Claims {
     }
 
     /// Load the claims of every Address in the catalog, then keep them current (one catalog
-    /// LIST every `every`) until the log closes.
+    /// LIST every `every` while the log has clients here, every [`IDLE_REFRESH`] and when the
+    /// first one connects while it has none) until the log closes.
     pub async fn follow(self: &Arc<Self>, log: &Log, every: Duration) -> wharf_log::Result<()> {
         let mut watch = log.catalog().watch("Address");
         let mut by_address = std::collections::BTreeMap::new();
@@ -240,9 +244,19 @@ impl Claims {
         };
         apply(watch.poll().await?, self);
         let claims = self.clone();
+        let mut clients = log.clients();
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(every).await;
+                // While no client of the tenant is connected here, nothing here routes by
+                // the claims: look every IDLE_REFRESH, and at once when a client arrives.
+                if *clients.borrow_and_update() > 0 {
+                    tokio::time::sleep(every).await;
+                } else {
+                    tokio::select! {
+                        () = tokio::time::sleep(IDLE_REFRESH.max(every)) => {}
+                        _ = clients.wait_for(|n| *n > 0) => {}
+                    }
+                }
                 match watch.poll().await {
                     Ok(events) => apply(events, &claims),
                     Err(e) if e.kind() == wharf_log::ErrorKind::Closed => return,

@@ -478,6 +478,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     );
     let mut conn = Conn {
         max_packet: shared.settings.session.max_packet_size as usize,
+        _client: shared.log.client(),
         shared,
         local,
         retained_queue: VecDeque::new(),
@@ -576,6 +577,8 @@ fn session_cursor_name(client_id: &str) -> Option<String> {
 /// The per-connection I/O state around a [`Session`].
 struct Conn {
     shared: Arc<Mqtt>,
+    /// Counts this connection as a client of its tenant's log (see `wharf_log::Log::client`).
+    _client: wharf_log::ClientGuard,
     /// The listener's address (anonymous access depends on it).
     local: SocketAddr,
     /// Retained messages owed to new subscriptions: (filter, message), sent as the in-flight
@@ -1054,6 +1057,7 @@ impl Conn {
                     match self.shared.tenancy.service(&self.shared, &tenant).await {
                         Ok(service) => {
                             session.use_settings(service.session_settings.clone());
+                            self._client = service.log.client();
                             self.shared = service;
                         }
                         Err(e) => {

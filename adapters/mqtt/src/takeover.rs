@@ -51,6 +51,8 @@ pub struct Takeover {
     run: String,
     next: AtomicU64,
     registry: Mutex<Registry>,
+    /// The offset of the next connect record the tail will apply.
+    applied: AtomicU64,
 }
 
 /// A registered connection; dropping it unregisters.
@@ -83,11 +85,15 @@ impl Takeover {
             run: uuid::Uuid::new_v4().simple().to_string(),
             next: AtomicU64::new(0),
             registry: Mutex::new(Registry::default()),
+            applied: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&t);
         let stream = connects_stream();
         let head = log.stream(&stream).map_or(0, |s| s.next_offset);
-        let mut tail = log.tail(&stream, Offset(head));
+        t.applied.store(head, Ordering::Release);
+        // In the background: only this adapter's clients can be taken over, and while it has
+        // some, the log counts them and the tail keeps the fast pace.
+        let mut tail = log.tail(&stream, Offset(head)).background();
         tokio::spawn(async move {
             loop {
                 let batch = match tail.next_batch(1024).await {
@@ -118,9 +124,23 @@ impl Takeover {
                         }
                     }
                 }
+                t.applied.store(tail.position().0, Ordering::Release);
             }
         });
         t
+    }
+
+    /// Wait (up to `within`) until every connect record the log knows of is applied: after a
+    /// [`Log::refresh`], this view is as current as the store. False if it took longer.
+    pub async fn caught_up(&self, within: std::time::Duration) -> bool {
+        caught_up(within, || {
+            let head = self
+                .log
+                .stream(&connects_stream())
+                .map_or(0, |s| s.next_offset);
+            self.applied.load(Ordering::Acquire) >= head
+        })
+        .await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -169,6 +189,18 @@ impl Takeover {
             .get(client_id)
             .is_some_and(|&o| o > offset)
     }
+}
+
+/// Wait (up to `within`) until `done` holds, looking every few milliseconds.
+pub(crate) async fn caught_up(within: std::time::Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while !done() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@
 //! about the size of the connections with wills, and a starting adapter reads that much.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -124,6 +123,10 @@ pub struct Wills {
     ttl: Duration,
     /// Unsettled wills of every adapter: (adapter, connection) -> record.
     pending: Mutex<Pending>,
+    /// A will is to be registered: take the adapter lease now (see [`keep_lease`]).
+    want_lease: Arc<tokio::sync::Notify>,
+    /// The adapter lease is held (it is taken once, then renewed).
+    lease_held: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(Debug, Default)]
@@ -143,19 +146,30 @@ impl Wills {
         ttl: Duration,
         takeover: Arc<Takeover>,
     ) -> Arc<Self> {
+        let (held_tx, lease_held) = tokio::sync::watch::channel(false);
+        let want_lease = Arc::new(tokio::sync::Notify::new());
         let w = Arc::new(Self {
             log: log.clone(),
             claims,
             run,
             ttl,
             pending: Mutex::new(Pending::default()),
+            want_lease: want_lease.clone(),
+            lease_held,
         });
-        tokio::spawn(keep_lease(log.clone(), w.run.clone(), ttl));
+        tokio::spawn(keep_lease(
+            log.clone(),
+            w.run.clone(),
+            ttl,
+            want_lease,
+            held_tx,
+        ));
         let weak = Arc::downgrade(&w);
         tokio::spawn(async move {
             let stream = wills_stream();
             let start = log.stream(&stream).map_or(0, |s| s.start_offset);
-            let mut tail = log.tail(&stream, Offset(start));
+            // In the background: a sweep that finds a dead adapter catches up first.
+            let mut tail = log.tail(&stream, Offset(start)).background();
             let mut sweep = tokio::time::interval(ttl / 2);
             loop {
                 tokio::select! {
@@ -212,6 +226,22 @@ impl Wills {
     }
 
     async fn append(&self, w: &WillRecord) -> wharf_log::Result<()> {
+        if !w.settled {
+            // A will is registered only under a held adapter lease: without one, the others
+            // would take this adapter for dead (or, not written yet, for starting for ever).
+            self.want_lease.notify_one();
+            let mut held = self.lease_held.clone();
+            match tokio::time::timeout(self.ttl, held.wait_for(|h| *h)).await {
+                Ok(Ok(_)) => {}
+                _ => {
+                    return Err(wharf_log::LogError::Batch {
+                        kind: wharf_log::ErrorKind::Unavailable,
+                        message: "the adapter lease could not be taken; the will is not registered"
+                            .into(),
+                    });
+                }
+            }
+        }
         self.log
             .append(&wills_stream(), self.record(w))
             .await
@@ -305,17 +335,17 @@ impl Wills {
 
     /// Publish the wills of adapters whose lease expired, if we win the right to.
     async fn sweep(&self, takeover: &Takeover) {
-        let mut by_adapter: HashMap<String, Vec<WillRecord>> = HashMap::new();
-        for ((adapter, _), w) in self.lock().wills.iter() {
-            if *adapter != self.run {
-                by_adapter
-                    .entry(adapter.clone())
-                    .or_default()
-                    .push(w.clone());
-            }
-        }
+        // The other adapters that have wills (each one's are read again once it is gone).
+        let adapters: std::collections::BTreeSet<String> = self
+            .lock()
+            .wills
+            .iter()
+            .map(|((adapter, _), _)| adapter.clone())
+            .filter(|a| *a != self.run)
+            .collect();
         let now = self.log.clock().now_ms();
-        for (adapter, wills) in by_adapter {
+        let mut caught_up = false;
+        for adapter in adapters {
             let name = lease_name(&adapter);
             let free = match self.log.lease_state(&name).await {
                 Ok(Some(l)) => l.is_free(now),
@@ -330,6 +360,32 @@ impl Wills {
             if !free {
                 continue;
             }
+            if !caught_up {
+                // The followers may be at the idle pace: read what the store has first, so
+                // that the dead adapter's newest wills and its clients' reconnections are
+                // known.
+                caught_up = true;
+                if let Err(e) = self.log.refresh().await {
+                    tracing::warn!(error = %e, "cannot catch up before publishing wills");
+                    return;
+                }
+                let stream = wills_stream();
+                let followed = crate::takeover::caught_up(CATCH_UP, || {
+                    let head = self.log.stream(&stream).map_or(0, |s| s.next_offset);
+                    self.lock().next >= head
+                });
+                if !(followed.await && takeover.caught_up(CATCH_UP).await) {
+                    tracing::warn!("wills or connections not caught up; publishing next sweep");
+                    return;
+                }
+            }
+            let wills: Vec<WillRecord> = self
+                .lock()
+                .wills
+                .iter()
+                .filter(|((a, _), _)| *a == adapter)
+                .map(|(_, w)| w.clone())
+                .collect();
             // Exactly one survivor gets the dead adapter's lease, and with it its wills.
             match self.log.acquire_lease(&name, &self.run, self.ttl).await {
                 Ok(Some(_lease)) => {}
@@ -401,8 +457,25 @@ impl Wills {
 }
 
 /// Hold `mqtt-adapter.<run>` for as long as this process lives.
-async fn keep_lease(log: Log, run: String, ttl: Duration) {
+/// How long a sweep waits for the followers to apply what a refresh found.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// Take this adapter's lease once it is needed — a client of the tenant connects here (the
+/// log counts it), or a will is to be registered — and renew it from then on. An adapter
+/// without clients in a tenant holds no lease there: idle tenants cost no renewals.
+async fn keep_lease(
+    log: Log,
+    run: String,
+    ttl: Duration,
+    wanted: Arc<tokio::sync::Notify>,
+    held: tokio::sync::watch::Sender<bool>,
+) {
     let name = lease_name(&run);
+    let mut clients = log.clients();
+    tokio::select! {
+        _ = clients.wait_for(|n| *n > 0) => {}
+        () = wanted.notified() => {}
+    }
     loop {
         let mut lease = match log.acquire_lease(&name, &run, ttl).await {
             Ok(Some(l)) => l,
@@ -417,6 +490,7 @@ async fn keep_lease(log: Log, run: String, ttl: Duration) {
                 continue;
             }
         };
+        held.send_replace(true);
         loop {
             tokio::time::sleep(ttl / 3).await;
             if let Err(e) = lease.renew(ttl).await {

@@ -19,7 +19,9 @@ use wharf_log_format::{
 };
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The directory at run time (cargo sets it), not the one this was built in: a shared
+    // target directory can hold a build made in another clone.
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or(env!("CARGO_MANIFEST_DIR").into()))
         .join("tests/fixtures")
         .join(name)
 }

@@ -48,7 +48,7 @@ pub use cursor::Cursor;
 pub use error::{ErrorKind, LogError, Result};
 pub use gc::GcReport;
 pub use lease::Lease;
-pub use log::{Log, Pending};
+pub use log::{ClientGuard, Log, Pending};
 pub use read::{Tail, Tails, pack_position, unpack_position};
 pub use sequencer::SEQUENCER_LEASE;
 pub use settings::LogSettings;

@@ -79,11 +79,28 @@ pub(crate) struct Shared {
     pub(crate) committer: String,
     /// When a reader last checked whether the log needs a sequencer (see [`Shared::poll`]).
     role_check: Mutex<Option<Instant>>,
+    /// Clients of this log connected to the process ([`Log::client`]).
+    clients: watch::Sender<usize>,
     /// Batch objects being read: readers of one segment's streams share one GET each.
     loading: Mutex<HashMap<(String, u64), Arc<BatchCell>>>,
 }
 
 type BatchCell = tokio::sync::OnceCell<Option<Arc<Segment>>>;
+
+/// A client of a log, counted until dropped (see [`Log::client`]).
+pub struct ClientGuard(Arc<Shared>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.clients.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl std::fmt::Debug for ClientGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientGuard")
+    }
+}
 
 /// An appender of a batch object, answered when the batch is committed.
 pub(crate) struct Waiter {
@@ -213,6 +230,7 @@ impl Log {
             committer: series_id(&writer_id),
             role_check: Mutex::new(None),
             loading: Mutex::new(HashMap::new()),
+            clients: watch::channel(0).0,
             found,
             state: Mutex::new(State {
                 index,
@@ -245,6 +263,19 @@ impl Log {
 
     pub fn settings(&self) -> &LogSettings {
         &self.shared.settings
+    }
+
+    /// Count a client of this log (an adapter's connection of its tenant) while the guard
+    /// lives. Background readers poll at `poll_interval` while there are clients, and at
+    /// `idle_poll_interval` while there are none.
+    pub fn client(&self) -> ClientGuard {
+        self.shared.clients.send_modify(|n| *n += 1);
+        ClientGuard(self.shared.clone())
+    }
+
+    /// How many clients are counted, and changes of it.
+    pub fn clients(&self) -> watch::Receiver<usize> {
+        self.shared.clients.subscribe()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -819,9 +850,12 @@ impl Shared {
     /// twice per interval, not once per reader per interval; a reader learns of a segment at
     /// most 1.5 intervals after it was written (a refresh that finds one wakes every reader).
     pub(crate) async fn poll(self: &Arc<Self>) -> Result<()> {
-        self.refresh_unless_within(self.settings.poll_interval / 2)
-            .await
-            .map(|_| ())?;
+        self.poll_every(self.settings.poll_interval).await
+    }
+
+    /// [`Shared::poll`] for a reader that polls every `interval`.
+    pub(crate) async fn poll_every(self: &Arc<Self>, interval: Duration) -> Result<()> {
+        self.refresh_unless_within(interval / 2).await.map(|_| ())?;
         self.check_role();
         Ok(())
     }

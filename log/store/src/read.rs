@@ -95,6 +95,7 @@ impl Log {
             streams: Vec::new(),
             next: 0,
             committed: self.shared.committed.subscribe(),
+            background: None,
         }
     }
 }
@@ -121,6 +122,8 @@ pub struct Tails {
     /// The stream read first next time (streams take turns).
     next: usize,
     committed: watch::Receiver<u64>,
+    /// A background reader: the log's client count, which sets its pace.
+    background: Option<watch::Receiver<usize>>,
 }
 
 impl fmt::Debug for Tails {
@@ -132,6 +135,15 @@ impl fmt::Debug for Tails {
 }
 
 impl Tails {
+    /// Make this a background reader: while the log has no clients in this process
+    /// ([`Log::client`]) it looks for other processes' segments every `idle_poll_interval`
+    /// instead of every `poll_interval` (records of this process still arrive at once, and a
+    /// client's arrival wakes it).
+    pub fn background(mut self) -> Self {
+        self.background = Some(self.log.clients());
+        self
+    }
+
     /// Follow `stream` from `from` too, and return its index (stable: streams are never
     /// removed). A stream already followed keeps its position.
     pub fn follow(&mut self, stream: &StreamId, from: Offset) -> usize {
@@ -178,15 +190,32 @@ impl Tails {
                     return Ok((i, records));
                 }
             }
+            let settings = self.log.settings();
+            let idle = self.background.as_ref().is_some_and(|c| *c.borrow() == 0);
+            let every = if idle {
+                settings.idle_poll_interval
+            } else {
+                settings.poll_interval
+            };
+            let clients = async {
+                match self.background.as_mut() {
+                    // A client arrived: go on at its pace.
+                    Some(c) if idle => {
+                        let _ = c.wait_for(|n| *n > 0).await;
+                    }
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = self.committed.changed() => {
                     if changed.is_err() {
                         return Err(crate::LogError::Closed);
                     }
                 }
-                _ = tokio::time::sleep(self.log.settings().poll_interval) => {
+                () = clients => {}
+                _ = tokio::time::sleep(every) => {
                     // A store hiccup must not end a long-lived tail: keep polling.
-                    match self.log.shared.poll().await {
+                    match self.log.shared.poll_every(every).await {
                         Err(e) if e.kind() == crate::ErrorKind::Unavailable => {
                             tracing::warn!(streams = ?self.streams, error = %e, "tail poll failed; retrying");
                         }
@@ -205,6 +234,11 @@ impl Tails {
 pub struct Tail(Tails);
 
 impl Tail {
+    /// See [`Tails::background`].
+    pub fn background(self) -> Self {
+        Self(self.0.background())
+    }
+
     /// The offset the next record will have.
     pub fn position(&self) -> Offset {
         // Always followed, at index 0 (see `Log::tail`).

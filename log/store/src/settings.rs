@@ -30,6 +30,10 @@ pub struct LogSettings {
     /// How often a reader looks for segments written by other processes.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// How often a background reader (an adapter's wills and takeover followers) looks while
+    /// no client of this log is connected to the process: what an idle tenant costs.
+    #[serde(with = "humantime_serde")]
+    pub idle_poll_interval: Duration,
     /// A checkpoint is written every this many segments.
     pub checkpoint_every: u64,
     /// Checkpoints kept (older ones are deleted).
@@ -84,6 +88,7 @@ impl Default for LogSettings {
             max_pending_appends: 65_536,
             max_pending_bytes: 32 << 20,
             poll_interval: Duration::from_millis(100),
+            idle_poll_interval: Duration::from_secs(10),
             checkpoint_every: 64,
             keep_checkpoints: 3,
             cache_bytes: 64 << 20,
@@ -142,6 +147,17 @@ impl LogSettings {
         }
         if self.poll_interval < Duration::from_millis(1) {
             return bad("log.poll_interval", "must be at least 1ms".into());
+        }
+        if self.idle_poll_interval < self.poll_interval
+            || self.idle_poll_interval > Duration::from_secs(300)
+        {
+            return bad(
+                "log.idle_poll_interval",
+                format!(
+                    "{:?} must be between poll_interval ({:?}) and 5m",
+                    self.idle_poll_interval, self.poll_interval
+                ),
+            );
         }
         if self.checkpoint_every == 0 {
             return bad("log.checkpoint_every", "must be at least 1".into());
