@@ -1,15 +1,18 @@
 //! Wills that survive their adapter: when an adapter process dies, another one publishes the
 //! wills of the clients that were connected to it.
 //!
-//! - Every adapter holds a lease `mqtt-adapter.<run id>`, renewed every third of its TTL
-//!   (`MqttSettings::adapter_lease`, 10 s by default).
+//! - Every adapter holds a lease `mqtt-adapter.<run id>` in each tenant where it has had a
+//!   client or registered a will, renewed every third of its TTL
+//!   (`MqttSettings::adapter_lease`, 10 s by default); a will is registered only once it is
+//!   held.
 //! - A connection with a will registers it in the stream `mqtt-wills` (key = client id,
 //!   payload = a JSON [`WillRecord`] naming the adapter and the connection) once its session
 //!   is resumed, and writes a tombstone when the will is settled: published, or discarded by a
 //!   clean DISCONNECT.
-//! - Every adapter follows `mqtt-wills` and keeps the unsettled wills of all adapters. Every
+//! - Every adapter follows `mqtt-wills` and keeps the unsettled wills of all adapters (in the
+//!   background: every `idle_poll_interval` while the tenant has no client here). Every
 //!   half TTL it looks at the leases of the adapters that have some: when one has expired,
-//!   it tries to take that lease; the one survivor that wins (lease epochs are exclusive)
+//!   it reads the store's newest wills and connections, then tries to take that lease; the one survivor that wins (lease epochs are exclusive)
 //!   publishes those wills — unless the client has connected again since, when the will had
 //!   a delay — and tombstones them.
 //!

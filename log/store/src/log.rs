@@ -525,12 +525,24 @@ impl Shared {
     }
 
     /// Batch `n` of `series`, from the cache or the store; `None` if it does not exist.
+    ///
+    /// Always asks the store when the batch is not cached: whoever looks for a batch that may
+    /// not exist yet (the sequencer's poller, a barrier) must not be answered by a look that
+    /// started before it was put.
     pub(crate) async fn load_batch(&self, series: &str, n: u64) -> Result<Option<Arc<Segment>>> {
+        if let Some(seg) = self.state().batches.map.get(&(series.to_string(), n)) {
+            return Ok(Some(seg.clone()));
+        }
+        self.read_batch(series, n).await
+    }
+
+    /// A batch a segment commits (so it exists): from the cache, or one GET however many
+    /// readers want it at once (each tail of a segment's streams).
+    async fn load_committed_batch(&self, series: &str, n: u64) -> Result<Option<Arc<Segment>>> {
         let key = (series.to_string(), n);
         if let Some(seg) = self.state().batches.map.get(&key) {
             return Ok(Some(seg.clone()));
         }
-        // One GET however many readers want it at once (each tail of a segment's streams).
         let cell = self
             .loading
             .lock()
@@ -586,7 +598,8 @@ impl Shared {
         }
         // The batch objects side by side: one request's latency, not one per writer.
         let batches = futures::future::try_join_all(
-            refs.iter().map(|(r, _)| self.load_batch(&r.writer, r.n)),
+            refs.iter()
+                .map(|(r, _)| self.load_committed_batch(&r.writer, r.n)),
         )
         .await?;
         let mut out = Vec::new();

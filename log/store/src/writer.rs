@@ -663,8 +663,16 @@ async fn commit_batches(
 /// an older one has nothing acknowledged that waits) and commits them with it. Whatever was
 /// acknowledged before the CONNECT is then ordered before whatever follows it.
 ///
+/// The writers are those of the index as of the store's newest segment: it is read first. A
+/// writer may answer before the commit once its own commit of an earlier batch was applied
+/// (while another process held the role), so a committer whose view is older than that commit
+/// would not know the writer at all.
+///
 /// [`WRITER_ACTIVE`]: crate::log::WRITER_ACTIVE
 async fn barrier(shared: &Arc<Shared>) -> Vec<Arc<Segment>> {
+    if let Err(e) = shared.refresh().await {
+        tracing::warn!(error = %e, "barrier could not read the newest segments");
+    }
     let own = shared.own_series();
     let since = shared.clock.now_ms() - crate::log::WRITER_ACTIVE.as_millis() as i64;
     let writers: Vec<(String, u64)> = shared.index_snapshot(|i| {
