@@ -8,7 +8,8 @@
 #   tools/load/writers.sh target/release/wharf-load 4 2000 --flush-interval 275ms
 #
 # Defaults follow the log issue's measurement: 4 producers per process, 15 s, 20-100 ms per
-# request. Compare two builds by interleaving their runs; one run proves little on a shared
+# request. OBSERVE=0 leaves the readers out (`--observe`: each writer also reads the others'
+# records, which costs 10 polls/s and a GET per batch; without it visibility is not measured). Compare two builds by interleaving their runs; one run proves little on a shared
 # machine.
 set -euo pipefail
 bin=$1
@@ -17,9 +18,11 @@ rate=${3:-2000}
 shift $(($# < 3 ? $# : 3))
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
+observe=--observe
+[ "${OBSERVE:-1}" = 0 ] && observe=
 for i in $(seq 1 "$n"); do
   "$bin" log --store "file://$dir/store" --producers 4 --duration 15s \
-    --store-latency 20ms..100ms --rate $((rate / n)) --observe "$@" \
+    --store-latency 20ms..100ms --rate $((rate / n)) $observe "$@" \
     >"$dir/out-$i.json" 2>"$dir/err-$i.log" &
 done
 wait

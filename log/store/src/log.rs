@@ -907,20 +907,40 @@ impl Shared {
             return Ok(self.next_seq() - 1);
         }
         *last = Some(std::time::Instant::now());
+        // Look for one segment, then for as many at once as were found so far (at most
+        // READ_AHEAD): a process behind by many segments catches up in a few request
+        // latencies, and one that is not asks once, as before. At the end it asks for at most
+        // READ_AHEAD - 1 segments more in vain than one at a time would, never more than it
+        // found.
+        let mut found = 0usize;
         loop {
             let next = self.next_seq();
-            match self.load_segment(next).await? {
-                Some(seg) => {
-                    self.apply(&seg)?;
-                }
-                None => {
-                    // A stale view may be missing a segment because garbage collection deleted
-                    // it, not because it was never written: catch up from a checkpoint first.
-                    if self.view_is_stale() && self.reload_from_checkpoint(next).await? {
-                        continue;
+            let window = found.clamp(1, crate::read::READ_AHEAD) as u64;
+            let looks =
+                futures::future::join_all((next..next + window).map(|s| self.load_segment(s)))
+                    .await;
+            for (i, look) in looks.into_iter().enumerate() {
+                match look? {
+                    Some(seg) => {
+                        self.apply(&seg)?;
+                        found += 1;
                     }
-                    self.mark_fresh();
-                    return Ok(next - 1);
+                    None if i == 0 => {
+                        // A stale view may be missing a segment because garbage collection
+                        // deleted it, not because it was never written: catch up from a
+                        // checkpoint first.
+                        if self.view_is_stale() && self.reload_from_checkpoint(next).await? {
+                            break;
+                        }
+                        self.mark_fresh();
+                        return Ok(next - 1);
+                    }
+                    // The newest segment; any found after it was written meanwhile (it is
+                    // cached: the next refresh applies it without asking).
+                    None => {
+                        self.mark_fresh();
+                        return Ok(self.next_seq() - 1);
+                    }
                 }
             }
         }

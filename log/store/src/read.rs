@@ -2,10 +2,14 @@
 
 use std::fmt;
 
+use futures::StreamExt;
 use tokio::sync::watch;
 use wharf_log_format::{Offset, StoredRecord, StreamId};
 
 use crate::{Log, Result};
+
+/// Segments a reader fetches side by side (a read, a refresh catching up).
+pub(crate) const READ_AHEAD: usize = 8;
 
 impl Log {
     /// Up to `max` records of `stream` from `from` on (or from the stream's start, if `from`
@@ -19,31 +23,71 @@ impl Log {
         let mut out = Vec::new();
         let mut pos = from.0;
         while out.len() < max {
-            let entry = self.shared.index_snapshot(|index| {
-                let idx = index.stream(stream)?;
+            // The next segments of the stream, as many as `max` records need (at most
+            // READ_AHEAD), fetched side by side and used in order: a reader behind by many
+            // small segments (one per batch another writer made) catches up in a few request
+            // latencies, not one per segment.
+            let entries = self.shared.index_snapshot(|index| {
+                let Some(idx) = index.stream(stream) else {
+                    return Vec::new();
+                };
                 pos = pos.max(idx.start_offset);
-                idx.locate(pos).copied()
+                let first = idx.entries.partition_point(|e| e.end_offset() <= pos);
+                let mut wanted = 0u64;
+                idx.entries[first..]
+                    .iter()
+                    .take(READ_AHEAD)
+                    .take_while(|e| {
+                        let more = wanted < (max - out.len()) as u64;
+                        wanted += e.end_offset().saturating_sub(pos.max(e.first_offset));
+                        more
+                    })
+                    .copied()
+                    .collect::<Vec<_>>()
             });
-            let Some(entry) = entry else { break };
-            match self.shared.load_segment(entry.seq).await? {
-                Some(seg) => {
+            if entries.is_empty() {
+                break;
+            }
+            // Owned futures (no borrow of `self` in a closure): a reader's future stays Send.
+            let mut fetched: futures::stream::FuturesOrdered<_> = entries
+                .iter()
+                .map(|e| {
+                    let (shared, stream, seq) = (self.shared.clone(), stream.clone(), e.seq);
+                    async move {
+                        match shared.load_segment(seq).await? {
+                            Some(seg) => shared
+                                .stream_records(&seg, &stream)
+                                .await
+                                .map(|r| Some(r.into_owned())),
+                            // Deleted by retention in another process since our index was built.
+                            None => {
+                                tracing::debug!(seq, "segment gone; records were trimmed");
+                                Ok(None)
+                            }
+                        }
+                    }
+                })
+                .collect();
+            for entry in &entries {
+                let Some(records) = fetched.next().await.transpose()? else {
+                    break;
+                };
+                if let Some(records) = records {
                     let start = self
                         .shared
                         .index_snapshot(|i| i.stream(stream).map_or(0, |s| s.start_offset));
                     out.extend(
-                        self.shared
-                            .stream_records(&seg, stream)
-                            .await?
-                            .iter()
+                        records
+                            .into_iter()
                             .filter(|r| r.offset.0 >= pos.max(start))
-                            .take(max - out.len())
-                            .cloned(),
+                            .take(max - out.len()),
                     );
                 }
-                // Deleted by retention in another process since our index was built.
-                None => tracing::debug!(seq = entry.seq, "segment gone; records were trimmed"),
+                pos = entry.end_offset();
+                if out.len() >= max {
+                    break;
+                }
             }
-            pos = entry.end_offset();
         }
         Ok(out)
     }
