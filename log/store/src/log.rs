@@ -907,21 +907,32 @@ impl Shared {
             return Ok(self.next_seq() - 1);
         }
         *last = Some(std::time::Instant::now());
-        // Look for one segment, then for as many at once as were found so far (at most
-        // READ_AHEAD): a process behind by many segments catches up in a few request
-        // latencies, and one that is not asks once, as before. At the end it asks for at most
-        // READ_AHEAD - 1 segments more in vain than one at a time would, never more than it
-        // found.
+        // Look for one segment, then — while the segments found are older than an interval,
+        // so that more are likely behind them — for as many at once as were found so far (at
+        // most READ_AHEAD): a process behind by many segments catches up in a few request
+        // latencies. Near the head (the newest found was written within the interval) it
+        // asks for one at a time, as a segment that does not exist yet costs a request too.
+        let near = self
+            .settings
+            .poll_interval
+            .max(self.flush_interval)
+            .as_millis() as i64;
         let mut found = 0usize;
+        let mut behind = false;
         loop {
             let next = self.next_seq();
-            let window = found.clamp(1, crate::read::READ_AHEAD) as u64;
+            let window = if behind {
+                found.clamp(1, crate::read::READ_AHEAD) as u64
+            } else {
+                1
+            };
             let looks =
                 futures::future::join_all((next..next + window).map(|s| self.load_segment(s)))
                     .await;
             for (i, look) in looks.into_iter().enumerate() {
                 match look? {
                     Some(seg) => {
+                        behind = self.clock.now_ms().saturating_sub(seg.header.created_ms) > near;
                         self.apply(&seg)?;
                         found += 1;
                     }

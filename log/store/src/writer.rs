@@ -229,15 +229,14 @@ pub(crate) async fn run(
         // Forget our batches the index says are committed (the apply hook answered them).
         own.retain(|o| o.n > shared.committed_of(&o.series));
         remote.retain(|(w, n), _| *n > shared.committed_of(w));
+        // At most one commit per flush interval, found batches included: the sequencer's
+        // segments are requests like any writer's flushes, and every other process reads each
+        // one. (Committing found batches at once, as soon as no commit was in flight, halved
+        // publish -> delivery through 4 adapters on ministack, but wrote a segment per found
+        // batch: ~25 % more requests per writer, growing with the writers; see log/README.md.)
+        let interval_ok = last_commit.is_none_or(|t| t.elapsed() >= shared.flush_interval);
         // Something to commit besides the inline batch: batches that continue their series.
         let continues = |w: &str, n: u64| n == shared.committed_of(w) + 1;
-        // Batches found for other writers are committed as soon as no commit is in flight:
-        // their writers already waited out a flush interval to make them, so waiting for our
-        // own rhythm as well would add up to one more (and the store's latency paces the
-        // commits, at most one segment per found batch). Everything else waits for the slot.
-        let found_waiting = sequencer && remote.keys().any(|(w, n)| continues(w, *n));
-        let interval_ok =
-            found_waiting || last_commit.is_none_or(|t| t.elapsed() >= shared.flush_interval);
         let commit_reason = commit.is_none()
             && if sequencer {
                 puts.is_empty()
