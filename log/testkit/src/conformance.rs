@@ -190,7 +190,11 @@ async fn reopen_sees_everything_via_checkpoint(store: &Store) {
         "a checkpoint is written every 4 segments"
     );
     // Count what a fresh open reads: one list of checkpoints, one checkpoint, and the few
-    // segments after it -- not the whole history.
+    // segments after it -- not the whole history (which would be more than 20 calls).
+    // Whether refresh reads ahead depends on how old the segments found are, that is on how
+    // fast this store answered: asked one at a time, segments 17..=20 and the miss after
+    // them are 5 GETs; read ahead (windows of 1, 1, 2 and 4) they are 8. Either way at most
+    // 10 calls.
     let counting = Arc::new(FaultStore::new(
         store.object_store.clone(),
         FaultConfig::default(),
@@ -201,7 +205,7 @@ async fn reopen_sees_everything_via_checkpoint(store: &Store) {
         .stats
         .calls
         .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(calls <= 8, "open made {calls} store calls for 20 segments");
+    assert!(calls <= 10, "open made {calls} store calls for 20 segments");
     assert_eq!(again.stream(&s).expect("stream").next_offset, 20);
     let got = again.read(&s, Offset(0), 100).await.expect("read");
     assert_eq!(got.len(), 20);

@@ -30,12 +30,33 @@ pub struct FaultConfig {
     pub seed: u64,
 }
 
-/// Counters of what was injected.
+/// Counters of what was injected, and of GETs at once.
 #[derive(Debug, Default)]
 pub struct FaultStats {
     pub calls: AtomicU64,
     pub failed_before: AtomicU64,
     pub failed_after: AtomicU64,
+    /// GETs in flight now (injected latency included).
+    pub gets_in_flight: AtomicU64,
+    /// The most GETs in flight at once so far (store 0 to start counting again).
+    pub max_gets_in_flight: AtomicU64,
+}
+
+/// One GET in flight, counted until dropped.
+struct InFlight<'a>(&'a FaultStats);
+
+impl<'a> InFlight<'a> {
+    fn enter(stats: &'a FaultStats) -> Self {
+        let now = stats.gets_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_gets_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(stats)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.gets_in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// An `ObjectStore` that injects faults into another one.
@@ -166,6 +187,7 @@ impl ObjectStore for FaultStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let _in_flight = InFlight::enter(&self.stats);
         self.before("get", Some(location)).await?;
         let r = self.inner.get_opts(location, options).await;
         self.after("get", Some(location), r)
