@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use mqttbytes::{QoS, v4, v5};
 use proptest::prelude::*;
 use wharf_mqtt::{
-    codec::{self, Peek, peek_connect},
+    codec::{self, Peek, Version, peek_connect},
     message::Message,
     session::{Action, Session, SessionSettings},
 };
@@ -67,6 +67,16 @@ fn drive(input: &[u8]) -> usize {
         }
     }
     decoded
+}
+
+/// Decode packets until the input is used up or a packet is refused; returns how many.
+fn decode_all(version: Version, input: &[u8]) -> usize {
+    let mut buf = BytesMut::from(input);
+    let mut n = 0;
+    while codec::read(version, &mut buf, 1 << 16).is_ok() {
+        n += 1;
+    }
+    n
 }
 
 fn connect_bytes(v5: bool) -> Vec<u8> {
@@ -143,9 +153,15 @@ proptest! {
         std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(2_000)
     ))]
 
+    /// Random bytes are almost never a CONNECT, so the connection path alone stops at
+    /// `peek_connect`: the same bytes also go straight into the decoder of each version, as
+    /// they would after a CONNECT (the next test puts them into a session behind one).
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         drive(&bytes);
+        for version in [Version::V311, Version::V5] {
+            decode_all(version, &bytes);
+        }
     }
 
     #[test]
