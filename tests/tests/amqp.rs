@@ -124,13 +124,33 @@ fn queue_shared_by_two_adapters_survives_kill_9_of_one() {
     }
 }
 
-/// Read until the peer closes (or 5 s pass).
+/// Read until the peer closes the socket; a peer that has not closed it within 5 s fails the
+/// test (a reset counts as closed: the server may close with our unread bytes pending).
 fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
-    got
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "the server did not close the socket within 5 s; read so far: {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            }
+            // Reset or the like: closed.
+            Err(_) => return got,
+        }
+    }
 }
 
 #[test]
