@@ -43,8 +43,12 @@ if mode == "crashing":
     os._exit(3)  # no close frame: the socket just goes
 c.close()
 """
-for mode in ("clean", "crashing"):
-    subprocess.run([sys.executable, "-c", CHILD, port, queue, mode], check=False, timeout=30)
+# Each child must get as far as its mode says: the clean one closes (exit 0), the crashing one
+# exits 3 without a close. Anything else (it failed to connect or to set its will) fails here,
+# not later as a missing or extra will.
+for mode, code in (("clean", 0), ("crashing", 3)):
+    done = subprocess.run([sys.executable, "-c", CHILD, port, queue, mode], timeout=30)
+    assert done.returncode == code, f"the {mode} client exited {done.returncode}, not {code}"
 
 c = BlockingConnection(f"amqp://127.0.0.1:{port}", timeout=10)
 r = c.create_receiver(queue, credit=5)
