@@ -230,7 +230,8 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill_9_of_the_adapter() {
         wharf_tests::signal(a.id(), "KILL");
         let _ = a.wait();
         acked.extend(lines.map_while(Result::ok));
-        let _ = publisher.wait();
+        let st = publisher.wait().expect("publisher");
+        assert!(st.success(), "{url} q{qos}: the publisher failed: {st}");
         assert!(
             acked.len() >= 300,
             "{url}: only {} acknowledged before the kill",
@@ -481,9 +482,9 @@ fn retained_stream_is_compacted() {
     }
 }
 
-/// Expired sessions are deleted: a session with a 1 s expiry is gone from the store a few
-/// seconds after its client left (`session_sweep_every = "1s"`), while one with an hour's
-/// expiry is kept with its subscription.
+/// Expired sessions are deleted: a session with a 5 s expiry, seen stored when its client
+/// left, is gone from the store a few seconds after its expiry (`session_sweep_every = "1s"`),
+/// while one with an hour's expiry is kept with its subscription.
 #[test]
 fn expired_sessions_are_deleted_from_the_store() {
     if !have("mosquitto_sub") {
@@ -512,8 +513,6 @@ fn expired_sessions_are_deleted_from_the_store() {
             assert!(out.stdout.is_empty(), "{url}: {out:?}");
         };
         let (short, long) = (format!("short-{run}"), format!("long-{run}"));
-        leave(&short, "1");
-        leave(&long, "3600");
         let cursor = |id: &str| {
             let hex: String = id.bytes().map(|b| format!("{b:02x}")).collect();
             let name = format!("mqtt-session.{hex}");
@@ -523,6 +522,15 @@ fn expired_sessions_are_deleted_from_the_store() {
                 .expect("wharf cursor");
             serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
         };
+        // Stored when it ends (so that "gone" below is the sweep, not a session never saved).
+        leave(&short, "5");
+        let stored = cursor(&short);
+        assert_eq!(stored["exists"], true, "{url}: {stored}");
+        assert_eq!(
+            stored["meta"]["subscriptions"][0]["filter"], "swept/#",
+            "{url}: {stored}"
+        );
+        leave(&long, "3600");
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while cursor(&short)["exists"] == true {
             assert!(
@@ -542,11 +550,14 @@ fn expired_sessions_are_deleted_from_the_store() {
         // A session resumed and idle longer than its expiry is not swept while connected
         // (its expiry counts from its next disconnect, not its previous one).
         let back = format!("back-{run}");
-        leave(&back, "2");
+        // Left with a long expiry, so the sweeper cannot take it before Paho is back; Paho
+        // resumes it with 2 s.
+        leave(&back, "30");
         // Paho resumes without subscribing again (mosquitto_sub always does, which saves the
         // session anyway).
         if let Some(py) = python() {
-            let code = "import sys, time\n\
+            // It stays connected until its stdin closes.
+            let code = "import sys\n\
                 import paho.mqtt.client as mqtt\n\
                 from paho.mqtt.properties import Properties\n\
                 from paho.mqtt.packettypes import PacketTypes\n\
@@ -555,15 +566,29 @@ fn expired_sessions_are_deleted_from_the_store() {
                 p.SessionExpiryInterval = 2\n\
                 c.connect('127.0.0.1', int(sys.argv[1]), clean_start=False, properties=p)\n\
                 c.loop_start()\n\
-                time.sleep(6)\n\
-                c.disconnect()\n";
+                sys.stdin.read()\n\
+                c.disconnect()\n\
+                c.loop_stop()\n";
             let mut resumed = wharf_tests::KillOnDrop(
                 Command::new(py)
                     .args(["-c", code, &port.to_string(), &back])
+                    .stdin(Stdio::piped())
                     .spawn()
                     .expect("paho"),
             );
-            std::thread::sleep(Duration::from_secs(4));
+            // Resumed: the session is saved as connected ...
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while !cursor(&back)["meta"]["disconnected_ms"].is_null() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{url}: the resumed session is not saved as connected: {}",
+                    cursor(&back)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            // ... and stays so for longer than its expiry, with sweeps every second (time
+            // passing is what is tested here).
+            std::thread::sleep(Duration::from_secs(3));
             let connected = cursor(&back);
             assert_eq!(connected["exists"], true, "{url}: {connected}");
             assert!(
@@ -574,7 +599,9 @@ fn expired_sessions_are_deleted_from_the_store() {
                 connected["meta"]["subscriptions"][0]["filter"], "swept/#",
                 "{url}: {connected}"
             );
-            let _ = resumed.wait();
+            drop(resumed.stdin.take());
+            let st = resumed.wait().expect("paho");
+            assert!(st.success(), "{url}: the resuming client failed: {st}");
         }
 
         // A session whose adapter is killed has no recorded end: the sweeper finds the
@@ -879,7 +906,8 @@ fn unacknowledged_deliveries_resent_with_dup_after_kill_9() {
             ],
             "{url}: {got:?}"
         );
-        let _ = client.wait();
+        let st = client.wait().expect("paho");
+        assert!(st.success(), "{url}: the client failed: {st}");
         eprintln!("{url}: 5 resent with DUP after kill -9, 2 new without");
     }
 }
@@ -939,8 +967,10 @@ fn persistent_session_moves_to_the_surviving_adapter_after_kill_9() {
             wait_for("got ", 300);
             wharf_tests::signal(a.id(), "KILL");
             let _ = a.wait();
-            let _ = publisher.wait();
-            let _ = mover.wait();
+            let st = publisher.wait().expect("publisher");
+            assert!(st.success(), "{url} q{qos}: the publisher failed: {st}");
+            let st = mover.wait().expect("mover");
+            assert!(st.success(), "{url} q{qos}: the session mover failed: {st}");
             std::thread::sleep(Duration::from_millis(100));
             let got = got.lock().expect("lines").clone();
             let acked = acked.lock().expect("lines").clone();
