@@ -11,27 +11,36 @@ const [port, user, password] = process.argv.slice(2).map((v, i) => (i === 0 ? Nu
 const run = crypto.randomBytes(4).toString('hex');
 const name = (base) => `${base}-${run}`;
 
+// Fail, rather than hang, when what a scenario waits for does not happen in time.
+function within(what, promise, ms = 15000) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 function connect(options = {}) {
-  return new Promise((resolve, reject) => {
+  return within('the connection to open', new Promise((resolve, reject) => {
     const c = rhea.create_container({ id: `rhea-${run}-${Math.random()}` });
     const conn = c.connect({ host: '127.0.0.1', port, reconnect: false, ...options });
     conn.once('connection_open', () => resolve(conn));
     conn.once('connection_error', (ctx) => reject(new Error(`connection error: ${JSON.stringify(ctx.connection.error)}`)));
     conn.once('disconnected', (ctx) => reject(new Error(`disconnected: ${ctx.error || ''}`)));
-  });
+  }));
 }
 
 function opened(link) {
-  return new Promise((resolve, reject) => {
+  return within(`link ${link.name} to open`, new Promise((resolve, reject) => {
     link.once(link.is_sender() ? 'sendable' : 'receiver_open', () => resolve(link));
     link.once(link.is_sender() ? 'sender_error' : 'receiver_error', (ctx) => reject(link.error || ctx));
     if (link.is_sender()) link.once('sender_open', () => link.sendable() && resolve(link));
-  });
+  }));
 }
 
 // Send and wait for the outcome; resolves with the outcome name.
 function send(sender, message) {
-  return new Promise((resolve) => {
+  return within('the outcome of a send', new Promise((resolve) => {
     const delivery = sender.send(message);
     const done = (ctx) => {
       if (ctx.delivery !== delivery) return;
@@ -49,7 +58,7 @@ function send(sender, message) {
     sender.on('rejected', onR);
     sender.on('released', onRel);
     sender.on('modified', onM);
-  });
+  }));
 }
 
 // Collect `n` messages from a receiver (auto-accept off; returns contexts).
@@ -127,14 +136,14 @@ async function drain() {
   await opened(receiver);
   const messages = [];
   receiver.on('message', (ctx) => messages.push(ctx.message.body));
-  const drained = new Promise((resolve) => receiver.once('receiver_drained', resolve));
+  const drained = within('the drain to complete', new Promise((resolve) => receiver.once('receiver_drained', resolve)));
   receiver.drain = true;
   receiver.add_credit(10);
   await drained;
   assert.deepStrictEqual(messages, [0, 1], 'messages sent before the drain completed');
   assert.strictEqual(receiver.credit, 0);
   // Empty queue: the drain completes with nothing.
-  const again = new Promise((resolve) => receiver.once('receiver_drained', resolve));
+  const again = within('the empty drain to complete', new Promise((resolve) => receiver.once('receiver_drained', resolve)));
   receiver.drain = true;
   receiver.add_credit(5);
   await again;
@@ -197,7 +206,7 @@ async function sasl() {
 async function unknownTerminus() {
   const conn = await connect();
   const receiver = conn.open_receiver({ source: 'bad address!' });
-  const error = await new Promise((resolve) => receiver.once('receiver_error', () => resolve(receiver.error)));
+  const error = await within('the link to be refused', new Promise((resolve) => receiver.once('receiver_error', () => resolve(receiver.error))));
   assert.strictEqual(error.condition, 'amqp:invalid-field', JSON.stringify(error));
   conn.close();
   console.log('ok invalid address refused with an error condition');
