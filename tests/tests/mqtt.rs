@@ -1415,12 +1415,17 @@ fn rumqttc_qos2_and_persistent_session() {
             }
         });
         // Let the subscription land before publishing.
-        loop {
-            match sub_events.poll().await.expect("subscriber") {
-                Event::Incoming(Packet::SubAck(_)) => break,
-                _ => continue,
+        tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                if let Event::Incoming(Packet::SubAck(_)) =
+                    sub_events.poll().await.expect("subscriber")
+                {
+                    break;
+                }
             }
-        }
+        })
+        .await
+        .expect("no SUBACK within 15 s");
         for i in 0..50 {
             pubr.publish("rq/a", QoS::ExactlyOnce, false, format!("q{i}"))
                 .await
@@ -1433,17 +1438,25 @@ fn rumqttc_qos2_and_persistent_session() {
         // has no memory of them, and errors on a PUBREL it does not know (the spec wants a
         // PUBCOMP) — which a resumed session sends for releases that were not completed.
         // (Packet ids come from the offsets: the last message, offset 49, is packet 50.)
-        loop {
-            if let Event::Outgoing(rumqttc::Outgoing::PubComp(50)) =
-                sub_events.poll().await.expect("subscriber")
-            {
-                break;
+        tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                if let Event::Outgoing(rumqttc::Outgoing::PubComp(50)) =
+                    sub_events.poll().await.expect("subscriber")
+                {
+                    break;
+                }
             }
-        }
+        })
+        .await
+        .expect("the last PUBCOMP was not sent within 15 s");
         // Away: disconnect, publish 5, come back.
         sub.disconnect().await.expect("disconnect");
         // Until the DISCONNECT is out (poll returns an error once the connection is closed).
-        while sub_events.poll().await.is_ok() {}
+        tokio::time::timeout(Duration::from_secs(15), async {
+            while sub_events.poll().await.is_ok() {}
+        })
+        .await
+        .expect("the connection did not close within 15 s of DISCONNECT");
         drop(sub_events);
         for i in 50..55 {
             pubr.publish("rq/b", QoS::AtLeastOnce, false, format!("q{i}"))
