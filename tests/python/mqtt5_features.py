@@ -174,6 +174,52 @@ def main():
     bad.c.loop_stop()
     print("ok DISCONNECT 0x94 for a topic alias over the maximum", flush=True)
 
+    # A payload that is not UTF-8 although its format indicator says so: PUBACK 0x99 at
+    # QoS 1 (and nothing delivered), DISCONNECT 0x99 at QoS 0.
+    liar = Client(f"liar-{RUN}")
+    info = liar.c.publish(f"{RUN}/data/liar", b"\xff\xfe not utf-8", qos=1,
+                          properties=pub_props(PayloadFormatIndicator=1))
+    mid, rc = liar.acks.get(timeout=10)
+    check(mid == info.mid and rc.value == 0x99, f"PUBACK for a non-UTF-8 payload: {rc}")
+    sub.no_message()
+    liar.c.publish(f"{RUN}/data/liar", b"\xc3\x28", qos=0,
+                   properties=pub_props(PayloadFormatIndicator=1))
+    rc, _ = liar.disconnects.get(timeout=10)
+    check(rc.value == 0x99, f"DISCONNECT for a non-UTF-8 payload at QoS 0: {rc}")
+    liar.c.loop_stop()
+    sub.no_message(wait=0.5)
+    print("ok payload format invalid: PUBACK 0x99, DISCONNECT 0x99", flush=True)
+
+    # Enhanced authentication is not supported: CONNACK 0x8C (bad authentication method).
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"auth-{RUN}",
+                    protocol=mqtt.MQTTv5)
+    codes = queue.Queue()
+    c.on_connect = lambda cl, u, f, rc, p: codes.put(rc)
+    cp = Properties(PacketTypes.CONNECT)
+    cp.AuthenticationMethod = "SCRAM-SHA-256"
+    cp.AuthenticationData = b"client-first"
+    c.connect(HOST, PORT, clean_start=True, properties=cp)
+    c.loop_start()
+    rc = codes.get(timeout=10)
+    c.loop_stop()
+    check(rc.value == 0x8C, f"CONNACK for enhanced authentication: {rc}")
+    print("ok enhanced authentication refused with CONNACK 0x8C", flush=True)
+
+    # A delivery larger than the client's Maximum Packet Size is not sent to it (it is
+    # dropped for that client only); smaller ones after it still are.
+    cp = Properties(PacketTypes.CONNECT)
+    cp.MaximumPacketSize = 256
+    small = Client(f"small-{RUN}", props=cp)
+    small.subscribe([(f"{RUN}/sized", SubscribeOptions(qos=1))])
+    big = b"x" * 1000
+    pub.c.publish(f"{RUN}/sized", big, qos=1).wait_for_publish(10)
+    pub.c.publish(f"{RUN}/sized", b"fits", qos=1).wait_for_publish(10)
+    m = small.message()
+    check(m.payload == b"fits", f"over the maximum packet size delivered: {len(m.payload)} B")
+    small.no_message(wait=0.5)
+    small.close()
+    print("ok deliveries over the client's maximum packet size dropped", flush=True)
+
     # Session expiry: kept while within its interval (session present), gone after it.
     def connect_expiring(clean):
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"exp-{RUN}",

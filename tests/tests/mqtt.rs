@@ -313,7 +313,7 @@ fn mqtt5_features_with_paho() {
         );
         assert_eq!(
             text.lines().filter(|l| l.starts_with("ok ")).count(),
-            8,
+            11,
             "{text}"
         );
         eprintln!("{url}:\n{text}");
