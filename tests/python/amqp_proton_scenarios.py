@@ -3,7 +3,7 @@
 Usage: amqp_proton_scenarios.py PORT USER PASSWORD STRICT_PORT
 
 PORT is a Wharf with auto-create on and USER/PASSWORD in its users file; STRICT_PORT is a
-Wharf with `[amqp] auto_create = false` whose catalog declares the queues `declared`, `orders`
+Wharf with `[amqp] auto_create = false` and `max_message_size = 65536` whose catalog declares the queues `declared`, `orders`
 (max_delivery 2, dead_letter `orders.dlq`) and `orders.dlq`.
 Prints `ok <scenario>` for each passing scenario and exits non-zero at the first failure.
 """
@@ -393,8 +393,32 @@ def strict():
     ok("unknown address refused with amqp:not-found, '~' in a name with amqp:invalid-field; declared address served; max_delivery and dead-letter")
 
 
+def message_size_exceeded():
+    """Over the strict adapter's max-message-size (64 KiB): the sending link is detached with
+    amqp:link:message-size-exceeded, the message is not stored, and a smaller one still is."""
+    c = BlockingConnection(f"amqp://127.0.0.1:{STRICT}", timeout=10)
+    s = c.create_sender("declared")
+    try:
+        s.send(Message(body=b"x" * 100_000))
+        raise AssertionError("a message over max-message-size was accepted")
+    except (LinkDetached, LinkException, SendException) as e:
+        assert "amqp:link:message-size-exceeded" in str(e), e
+    c.create_sender("declared").send(Message(body=b"y" * 1000))
+    r = c.create_receiver("declared", credit=5)
+    m = r.receive(timeout=10)
+    r.accept()
+    assert m.body == b"y" * 1000, len(m.body)
+    try:
+        extra = r.receive(timeout=1)
+        raise AssertionError(f"more was stored: {len(extra.body)} B")
+    except Exception as e:  # proton.utils.Timeout
+        assert "Timeout" in type(e).__name__, e
+    c.close()
+    ok("over max-message-size: link detached with amqp:link:message-size-exceeded, nothing stored")
+
+
 for scenario in (send_receive, competing_consumers, fan_out, request_response, outcomes,
                  credit_and_drain, large_messages, property_round_trip, ttl_expiry, settlement_modes,
-                 sasl, strict):
+                 sasl, strict, message_size_exceeded):
     scenario()
 print("all passed")

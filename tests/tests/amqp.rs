@@ -42,7 +42,11 @@ fn qpid_proton_and_rhea_scenarios() {
     let (urls, dir) = stores();
     let users = users_file(dir.path());
     let strict_config = dir.path().join("strict.toml");
-    std::fs::write(&strict_config, "[amqp]\nauto_create = false\n").expect("config");
+    std::fs::write(
+        &strict_config,
+        "[amqp]\nauto_create = false\nmax_message_size = 65536\n",
+    )
+    .expect("config");
     let declared = dir.path().join("addresses.json");
     std::fs::write(
         &declared,
@@ -82,7 +86,7 @@ fn qpid_proton_and_rhea_scenarios() {
         assert!(out.contains("all passed"), "{url}: {out}");
         assert_eq!(
             out.lines().filter(|l| l.starts_with("ok ")).count(),
-            12,
+            13,
             "{out}"
         );
         if url.starts_with("file://")
