@@ -558,12 +558,15 @@ impl QueueTask {
             Cmd::Leave(link) => {
                 self.consumers.retain(|m| m.link != link);
                 if let Some(s) = self.serving.as_mut() {
-                    let back: Vec<u64> = s
+                    let mut back: Vec<u64> = s
                         .inflight
                         .iter()
                         .filter(|(_, (l, _))| *l == link)
                         .map(|(o, _)| *o)
                         .collect();
+                    // Newest first onto the front, so they go out again in queue order
+                    // (`inflight` is a HashMap: its order is arbitrary).
+                    back.sort_unstable_by(|a, b| b.cmp(a));
                     for offset in back {
                         if let Some((_, mut r)) = s.inflight.remove(&offset) {
                             r.delivery_count += 1;
