@@ -285,8 +285,46 @@ def ttl_expiry():
     r = c.create_receiver(q, credit=5)
     assert r.receive(timeout=10).body == "long"
     r.accept()
+    r.close()  # a receiver with credit would get the next message before it expires
+    # absolute-expiry-time in the properties, without a ttl: the same.
+    s.send(Message(body="absolute", expiry_time=time.time() + 0.2))
+    s.send(Message(body="later", expiry_time=time.time() + 600))
+    time.sleep(0.5)
+    r = c.create_receiver(q, credit=5)
+    m = r.receive(timeout=10)
+    assert m.body == "later", m.body
+    r.accept()
     c.close()
-    ok("message ttl: an expired message is not delivered")
+    ok("message ttl and absolute-expiry-time: an expired message is not delivered")
+
+
+def detach_returns_unsettled():
+    """A consumer that detaches with deliveries unsettled gives them back: the next consumer
+    gets them (and what it settles is gone)."""
+    q = name("giveback")
+    c = connect()
+    s = c.create_sender(q)
+    for body in ("A", "B", "C"):
+        s.send(Message(body=body))
+    r = c.create_receiver(q, credit=3, name="leaver")
+    got = [r.receive(timeout=10).body for _ in range(3)]
+    assert got == ["A", "B", "C"], got
+    r.accept()  # settles A only (the oldest unsettled delivery)
+    # Attached before the other leaves, so the queue keeps being served (not restarted).
+    other = c.create_receiver(q, credit=0, name="stayer")
+    r.close()
+    back = []
+    for _ in range(2):
+        back.append(other.receive(timeout=10).body)
+        other.accept()
+    assert back == ["B", "C"], back
+    try:
+        extra = other.receive(timeout=1)
+        raise AssertionError(f"delivered again after accept: {extra.body}")
+    except Exception as e:  # proton.utils.Timeout
+        assert "Timeout" in type(e).__name__, e
+    c.close()
+    ok("a detaching consumer gives its unsettled deliveries back; accepted ones stay gone")
 
 
 class RcvSecond(LinkOption):
@@ -418,7 +456,8 @@ def message_size_exceeded():
 
 
 for scenario in (send_receive, competing_consumers, fan_out, request_response, outcomes,
-                 credit_and_drain, large_messages, property_round_trip, ttl_expiry, settlement_modes,
+                 credit_and_drain, large_messages, property_round_trip, ttl_expiry, detach_returns_unsettled,
+                 settlement_modes,
                  sasl, strict, message_size_exceeded):
     scenario()
 print("all passed")

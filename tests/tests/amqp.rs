@@ -86,7 +86,7 @@ fn qpid_proton_and_rhea_scenarios() {
         assert!(out.contains("all passed"), "{url}: {out}");
         assert_eq!(
             out.lines().filter(|l| l.starts_with("ok ")).count(),
-            13,
+            14,
             "{out}"
         );
         if url.starts_with("file://")

@@ -222,4 +222,18 @@ mod tests {
         assert!(Sections::parse(&[0xa1, 1, b'x']).is_err());
         assert!(Sections::parse(&[]).is_ok_and(|s| s.sections.is_empty()));
     }
+
+    /// As Qpid Proton encodes a message with only `expiry_time` set: an empty header
+    /// (list0) and properties whose first eight fields are null.
+    #[test]
+    fn absolute_expiry_time_as_proton_sends_it() {
+        let hex =
+            "00537045005373c01209404040404040404083000001a23cce9c41005377a1086162736f6c757465";
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect();
+        let r = record("q", Bytes::from(bytes), false, 1000);
+        assert_eq!(expires_ms(&r), Some(0x01a2_3cce_9c41));
+    }
 }
