@@ -1,5 +1,6 @@
 """A will for AMQP clients: a message sent to `$will` (with `to` saying where it goes) is
-published when the connection ends without the client's close, and not after a clean close;
+published when the connection ends without the client's close, and not after a clean close
+or once the client closed its `$will` link;
 and when the adapter itself dies, by another adapter.
 
 Usage: amqp_will.py PORT [PORT_B PID_A]   (the second form: PORT is adapter A, killed with
@@ -38,23 +39,31 @@ from proton import Message
 from proton.utils import BlockingConnection
 port, queue, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 c = BlockingConnection(f"amqp://127.0.0.1:{port}", timeout=10)
-c.create_sender("$will").send(Message(address=queue, body=f"will of the {mode} client"))
+will = c.create_sender("$will")
+will.send(Message(address=queue, body=f"will of the {mode} client"))
+if mode == "withdrawing":
+    will.close()  # closing the $will link withdraws the will
+    c.create_sender(queue).send(Message(body="withdrawn"))  # the detach was handled before this
+    os._exit(4)
 if mode == "crashing":
     os._exit(3)  # no close frame: the socket just goes
 c.close()
 """
-# Each child must get as far as its mode says: the clean one closes (exit 0), the crashing one
-# exits 3 without a close. Anything else (it failed to connect or to set its will) fails here,
-# not later as a missing or extra will.
-for mode, code in (("clean", 0), ("crashing", 3)):
+# Each child must get as far as its mode says: the clean one closes (exit 0), the withdrawing
+# one closes its `$will` link and then exits 4 without a close, the crashing one exits 3
+# without a close. Anything else (it failed to connect or to set its will) fails here, not
+# later as a missing or extra will.
+for mode, code in (("clean", 0), ("withdrawing", 4), ("crashing", 3)):
     done = subprocess.run([sys.executable, "-c", CHILD, port, queue, mode], timeout=30)
     assert done.returncode == code, f"the {mode} client exited {done.returncode}, not {code}"
 
 c = BlockingConnection(f"amqp://127.0.0.1:{port}", timeout=10)
 r = c.create_receiver(queue, credit=5)
-m = r.receive(timeout=10)
-r.accept()
-assert m.body == "will of the crashing client", m.body
+got = []
+for _ in range(2):
+    got.append(r.receive(timeout=10).body)
+    r.accept()
+assert got == ["withdrawn", "will of the crashing client"], got
 try:
     extra = r.receive(timeout=1)
     raise AssertionError(f"unexpected {extra.body}")
@@ -69,4 +78,4 @@ try:
 except SendException as e:
     assert e.state == Delivery.REJECTED, e.state
 c.close()
-print("ok AMQP will published after a crash, not after a clean close", flush=True)
+print("ok AMQP will published after a crash, not after a clean close or a closed $will link", flush=True)
