@@ -320,6 +320,38 @@ fn mqtt5_features_with_paho() {
     }
 }
 
+/// Will delay with Paho: a will comes after its delay, not at once; the session expiry caps
+/// the delay; reconnecting within the delay cancels it (`tests/python/mqtt_will_delay.py`).
+#[test]
+fn will_delay_with_paho() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", dir.path().display());
+    let port = free_port();
+    let mut adapter = start_adapter(&url, port);
+    let out = Command::new(&python)
+        .arg(python_script("mqtt_will_delay.py"))
+        .args(["127.0.0.1", &port.to_string()])
+        .output()
+        .expect("run paho");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = adapter.kill();
+    let _ = adapter.wait();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("ok ")).count(),
+        3,
+        "{text}"
+    );
+    eprintln!("{text}");
+}
+
 /// Retained messages with mosquitto clients on two adapters: set and replaced on A, cleared
 /// with an empty payload, delivered with the retain flag to a wildcard subscriber on B, and
 /// without it to a subscriber that was already there.
