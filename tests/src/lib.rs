@@ -291,6 +291,24 @@ pub fn python_script(name: &str) -> String {
     format!("{}/python/{name}", manifest_dir())
 }
 
+/// Run a client script or program to completion; panics with its output unless it succeeded,
+/// and returns its standard output.
+pub fn run_checked(mut cmd: Command, what: &str) -> String {
+    let out = cmd.output().expect(what);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{what} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// How many checks a scenario script reported passing (its lines starting with `ok `).
+pub fn ok_lines(out: &str) -> usize {
+    out.lines().filter(|l| l.starts_with("ok ")).count()
+}
+
 /// This package's directory at run time (cargo sets it), not the one it was built in: a
 /// shared target directory can hold a build made in another clone.
 pub fn manifest_dir() -> String {

@@ -10,7 +10,8 @@ use std::{
 };
 
 use wharf_tests::{
-    free_port, node_script, python, python_script, start_amqp_adapter, stores, wharf,
+    free_port, node_script, ok_lines, python, python_script, run_checked, start_amqp_adapter,
+    stores, wharf,
 };
 
 /// A users file with alice / secret (hashed by `wharf user hash`).
@@ -23,17 +24,6 @@ fn users_file(dir: &std::path::Path) -> std::path::PathBuf {
     )
     .expect("users file");
     path
-}
-
-fn run_checked(mut cmd: Command, what: &str) -> String {
-    let out = cmd.output().expect(what);
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 #[test]
@@ -84,22 +74,14 @@ fn qpid_proton_and_rhea_scenarios() {
         ]);
         let out = run_checked(proton, "Qpid Proton scenarios");
         assert!(out.contains("all passed"), "{url}: {out}");
-        assert_eq!(
-            out.lines().filter(|l| l.starts_with("ok ")).count(),
-            14,
-            "{out}"
-        );
+        assert_eq!(ok_lines(&out), 14, "{out}");
         if url.starts_with("file://")
             && let Some(mut rhea) = node_script("rhea_scenarios.js")
         {
             rhea.args([&port.to_string(), "alice", "secret"]);
             let out = run_checked(rhea, "rhea scenarios");
             assert!(out.contains("all passed"), "{out}");
-            assert_eq!(
-                out.lines().filter(|l| l.starts_with("ok ")).count(),
-                7,
-                "{out}"
-            );
+            assert_eq!(ok_lines(&out), 7, "{out}");
         }
     }
 }
@@ -338,11 +320,7 @@ fn one_topic_serves_mqtt_and_amqp_clients() {
             .arg(python_script("amqp_mqtt_bridge.py"))
             .args([&mqtt.to_string(), &amqp.to_string()]);
         let out = run_checked(check, "MQTT <-> AMQP");
-        assert_eq!(
-            out.lines().filter(|l| l.starts_with("ok ")).count(),
-            3,
-            "{url}: {out}"
-        );
+        assert_eq!(ok_lines(&out), 3, "{url}: {out}");
     }
 }
 

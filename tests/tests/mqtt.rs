@@ -9,7 +9,8 @@ use std::{
 };
 
 use wharf_tests::{
-    free_port, have, json_lines, mosquitto, python, python_script, start_adapter, stores, wharf,
+    free_port, have, json_lines, mosquitto, ok_lines, python, python_script, run_checked,
+    start_adapter, stores, wharf,
 };
 
 #[test]
@@ -297,25 +298,12 @@ fn mqtt5_features_with_paho() {
     // The features do not depend on the store; one local and one S3 store if there is one.
     for url in urls.iter().take(2) {
         let port = free_port();
-        let mut adapter = start_adapter(url, port);
-        let out = Command::new(&python)
-            .arg(python_script("mqtt5_features.py"))
-            .args(["127.0.0.1", &port.to_string()])
-            .output()
-            .expect("run paho");
-        let text = String::from_utf8_lossy(&out.stdout);
-        let _ = adapter.kill();
-        let _ = adapter.wait();
-        assert!(
-            out.status.success(),
-            "{url}: {text}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(
-            text.lines().filter(|l| l.starts_with("ok ")).count(),
-            11,
-            "{text}"
-        );
+        let _adapter = start_adapter(url, port);
+        let mut paho = Command::new(&python);
+        paho.arg(python_script("mqtt5_features.py"))
+            .args(["127.0.0.1", &port.to_string()]);
+        let text = run_checked(paho, &format!("Paho MQTT 5 features on {url}"));
+        assert_eq!(ok_lines(&text), 11, "{text}");
         eprintln!("{url}:\n{text}");
     }
 }
@@ -330,25 +318,12 @@ fn will_delay_with_paho() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("file://{}", dir.path().display());
     let port = free_port();
-    let mut adapter = start_adapter(&url, port);
-    let out = Command::new(&python)
-        .arg(python_script("mqtt_will_delay.py"))
-        .args(["127.0.0.1", &port.to_string()])
-        .output()
-        .expect("run paho");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let _ = adapter.kill();
-    let _ = adapter.wait();
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        text.lines().filter(|l| l.starts_with("ok ")).count(),
-        3,
-        "{text}"
-    );
+    let _adapter = start_adapter(&url, port);
+    let mut paho = Command::new(&python);
+    paho.arg(python_script("mqtt_will_delay.py"))
+        .args(["127.0.0.1", &port.to_string()]);
+    let text = run_checked(paho, "Paho will delay");
+    assert_eq!(ok_lines(&text), 3, "{text}");
     eprintln!("{text}");
 }
 
