@@ -14,18 +14,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from checks import check, fail
+
 HOST, PORT = sys.argv[1], int(sys.argv[2])
 RUN = uuid.uuid4().hex[:8]  # topics of this run only
-
-
-def fail(msg):
-    print(f"FAIL {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
 
 
 class Client:

@@ -21,6 +21,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from checks import check, fail
+
 HOST, PORT = sys.argv[1], int(sys.argv[2])
 RUN = uuid.uuid4().hex[:8]
 
@@ -47,14 +49,6 @@ os._exit(5)  # no DISCONNECT: the connection is lost
 """
 
 
-def fail(msg):
-    print(f"FAIL {msg}", flush=True)
-    sys.exit(1)
-
-
-def check(cond, msg):
-    if not cond:
-        fail(msg)
 
 
 def device(cid, topic, delay, expiry):

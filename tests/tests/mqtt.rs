@@ -327,6 +327,30 @@ fn will_delay_with_paho() {
     eprintln!("{text}");
 }
 
+/// Session takeover across two adapters (DISCONNECT 0x8E, MQTT 3.1.1 closed), keep-alive
+/// (raw bytes: a silent client is closed, MQTT 5 with 0x8D), receive maximum and outbound topic
+/// aliases, with Paho (`tests/python/mqtt_protocol_limits.py`).
+#[test]
+fn takeover_keep_alive_receive_maximum_and_aliases_with_paho() {
+    let Some(python) = python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("file://{}", dir.path().display());
+    let (pa, pb) = (free_port(), free_port());
+    let _a = start_adapter(&url, pa);
+    let _b = start_adapter(&url, pb);
+    let mut paho = Command::new(&python);
+    paho.arg(python_script("mqtt_protocol_limits.py")).args([
+        "127.0.0.1",
+        &pa.to_string(),
+        &pb.to_string(),
+    ]);
+    let text = run_checked(paho, "Paho protocol limits");
+    assert_eq!(ok_lines(&text), 6, "{text}");
+    eprintln!("{text}");
+}
+
 /// Retained messages with mosquitto clients on two adapters: set and replaced on A, cleared
 /// with an empty payload, delivered with the retain flag to a wildcard subscriber on B, and
 /// without it to a subscriber that was already there.
