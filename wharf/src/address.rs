@@ -67,7 +67,7 @@ fn validate(resource: &Value) -> Result<String> {
     {
         bail!("spec.retention_bytes {b} is not a whole number of bytes");
     }
-    wharf_mqtt::claims::parse(name, resource).map_err(anyhow::Error::msg)?;
+    wharf_adapter_core::claims::parse(name, resource).map_err(anyhow::Error::msg)?;
     Ok(name.to_string())
 }
 
@@ -127,13 +127,13 @@ async fn check_claims(
     let mut claims = Vec::new();
     for e in log.catalog().list("Address").await? {
         if !resources.iter().any(|(name, _)| *name == e.name) {
-            claims.extend(wharf_mqtt::claims::parse(&e.name, &e.body).unwrap_or_default());
+            claims.extend(wharf_adapter_core::claims::parse(&e.name, &e.body).unwrap_or_default());
         }
     }
     for (name, r) in resources {
-        claims.extend(wharf_mqtt::claims::parse(name, r).map_err(anyhow::Error::msg)?);
+        claims.extend(wharf_adapter_core::claims::parse(name, r).map_err(anyhow::Error::msg)?);
     }
-    if let Some((a, b)) = wharf_mqtt::claims::first_overlap(&claims) {
+    if let Some((a, b)) = wharf_adapter_core::claims::first_overlap(&claims) {
         bail!(
             "{}: spec.mqtt_topics of {} ({}) and of {} ({}) overlap in tenant {tenant}: a topic belongs to one address",
             file.display(),

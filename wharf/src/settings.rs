@@ -125,7 +125,7 @@ impl MqttSection {
             anyhow::bail!("mqtt.share_block must be at least 1");
         }
         for (i, f) in self.refused_filters.iter().enumerate() {
-            if !wharf_mqtt::topic::valid_filter(f) {
+            if !wharf_adapter_core::topic::valid_filter(f) {
                 anyhow::bail!("mqtt.refused_filters[{i}] = {f:?} is not a valid topic filter");
             }
         }

@@ -137,7 +137,7 @@ pub struct Addresses {
     tenant: String,
     auto_create: bool,
     /// Addresses claiming MQTT topics: `/topic/...` goes to them.
-    claims: Arc<wharf_mqtt::claims::Claims>,
+    claims: Arc<wharf_adapter_core::claims::Claims>,
     /// Resolved addresses, as of a generation of the catalog's Address resources (the claims'
     /// generation: it moves whenever any Address changes, so a changed spec is seen within
     /// the claims' refresh interval).
@@ -149,7 +149,7 @@ impl Addresses {
         log: Log,
         tenant: &str,
         auto_create: bool,
-        claims: Arc<wharf_mqtt::claims::Claims>,
+        claims: Arc<wharf_adapter_core::claims::Claims>,
     ) -> Self {
         Self {
             log,
@@ -161,7 +161,7 @@ impl Addresses {
     }
 
     /// The MQTT topic claims `/topic/...` addresses are resolved by.
-    pub fn claims(&self) -> &Arc<wharf_mqtt::claims::Claims> {
+    pub fn claims(&self) -> &Arc<wharf_adapter_core::claims::Claims> {
         &self.claims
     }
 
@@ -205,7 +205,7 @@ impl Addresses {
             // An MQTT topic (or filter): in the address that claims it, else in the default
             // topic address. A topic a queue claims is that queue; a filter spanning several
             // addresses reads each of them (the default one first).
-            if !wharf_mqtt::topic::valid_filter(topic) {
+            if !wharf_adapter_core::topic::valid_filter(topic) {
                 return Err(AddressError::Invalid(format!(
                     "{topic:?} is not an MQTT topic name or filter"
                 )));
@@ -220,7 +220,7 @@ impl Addresses {
             let mut streams = reach.all_streams().into_iter();
             let stream = streams
                 .next()
-                .unwrap_or_else(wharf_mqtt::driver::default_stream);
+                .unwrap_or_else(wharf_adapter_core::names::default_stream);
             return Ok(Address {
                 mqtt: Some(topic.into()),
                 also: streams.collect(),
@@ -804,7 +804,7 @@ pub struct Subscription {
 
 /// The cursor name of a durable subscription.
 pub fn durable_name(container_id: &str, link: &str) -> String {
-    let key = wharf_mqtt::shared::hex(&format!("{container_id}/{link}"));
+    let key = wharf_adapter_core::names::hex(&format!("{container_id}/{link}"));
     format!("amqp-sub.{key}")
 }
 
@@ -835,7 +835,7 @@ struct SubTask {
     mqtt_filter: Option<String>,
     /// For a `/topic/<filter>` receiver: the claims, to follow addresses that claim topics of
     /// the filter later; and their generation when the streams were worked out.
-    claims: Option<(Arc<wharf_mqtt::claims::Claims>, u64)>,
+    claims: Option<(Arc<wharf_adapter_core::claims::Claims>, u64)>,
     /// A durable subscription's cursor name (for streams it starts following later).
     durable: Option<String>,
 }
@@ -862,7 +862,7 @@ impl SubTask {
                 .key
                 .as_deref()
                 .and_then(|k| std::str::from_utf8(k).ok());
-            if !topic.is_some_and(|t| wharf_mqtt::topic::matches(filter, t)) {
+            if !topic.is_some_and(|t| wharf_adapter_core::topic::matches(filter, t)) {
                 return Offered::Skipped;
             }
         }
@@ -894,7 +894,7 @@ impl SubTask {
     }
 
     /// Addresses claim other topics now: follow the streams the filter reaches that are not
-    /// followed yet, from [`wharf_mqtt::claims::CLAIM_GRACE`] back.
+    /// followed yet, from [`wharf_adapter_core::claims::CLAIM_GRACE`] back.
     async fn follow_new_claims(&mut self, tails: &mut wharf_log::Tails) {
         let (Some((claims, seen)), Some(filter)) = (self.claims.as_mut(), &self.mqtt_filter) else {
             return;
@@ -909,7 +909,7 @@ impl SubTask {
             if self.streams.contains(&stream) {
                 continue;
             }
-            let from = wharf_mqtt::claims::late_start(&self.log, &stream).await;
+            let from = wharf_adapter_core::claims::late_start(&self.log, &stream).await;
             if let Some(name) = &self.durable {
                 match durable_cursor(&self.log, &stream, name).await {
                     Ok(c) => self.cursors.push(c),
@@ -1040,7 +1040,7 @@ impl Subscription {
         link: u64,
         tx: mpsc::UnboundedSender<ToLink>,
         cursors: Vec<Cursor>,
-        mqtt: Option<(String, Arc<wharf_mqtt::claims::Claims>)>,
+        mqtt: Option<(String, Arc<wharf_adapter_core::claims::Claims>)>,
         durable: Option<String>,
     ) -> Self {
         let (credit, credit_rx) = watch::channel((0u32, 0u64));

@@ -118,7 +118,7 @@ impl Amqp {
         mut settings: AmqpSettings,
         auth: Arc<Auth>,
         wills: Option<Arc<Wills>>,
-        claims: Arc<wharf_mqtt::claims::Claims>,
+        claims: Arc<wharf_adapter_core::claims::Claims>,
     ) -> Arc<Self> {
         let run = uuid::Uuid::new_v4().simple().to_string();
         settings.engine.container_id = format!("wharf-{run}");
@@ -771,7 +771,7 @@ impl Conn {
         if address
             .mqtt
             .as_deref()
-            .is_some_and(|t| !wharf_mqtt::topic::valid_topic_name(t))
+            .is_some_and(|t| !wharf_adapter_core::topic::valid_topic_name(t))
         {
             if !d.settled {
                 let e = err(

@@ -25,14 +25,15 @@ use wharf_auth::{
 // Positions the session sees: the followed stream's index in the top 16 bits, the offset in
 // the stream below (so the default stream's offsets are unchanged, and packet ids derived
 // from them stay stable across reconnects).
+use wharf_adapter_core::{claims::Claims, names::default_stream};
 use wharf_log::{Cursor, Log, Tails, pack_position as pack, unpack_position as unpack};
 use wharf_log_format::{Offset, StreamId, catalog::DEFAULT_TENANT};
 
 use crate::{
-    claims::{Claims, claim_of},
     codec::{self, Peek, ReadError, Version, peek_connect},
     message::Message,
-    retained::{Retained, retained_stream},
+    publish::store,
+    retained::Retained,
     session::{Action, FollowedStream, Login, Session, SessionSettings, StoredSession, Will},
     shared::{Membership, SharedDelivery, SharedGroups},
     takeover::{Registration, Takeover},
@@ -197,13 +198,6 @@ impl std::fmt::Debug for Transport {
             Transport::WebSocket(Some(_)) => "wss",
         })
     }
-}
-
-/// The stream that holds every MQTT publish of a tenant (its default topic address: each
-/// tenant's log has its own); records are laid out as [`crate::message`] describes.
-pub fn default_stream() -> StreamId {
-    // A constant, valid id.
-    StreamId::new("mqtt-default").unwrap_or_else(|_| unreachable!("valid stream id"))
 }
 
 /// One adapter's MQTT service: what all its listeners and connections share.
@@ -569,7 +563,7 @@ impl Follow {
 
 /// The name of the cursor that holds `client_id`'s session (hex, so any client id works).
 fn session_cursor_name(client_id: &str) -> Option<String> {
-    let name = format!("mqtt-session.{}", crate::shared::hex(client_id));
+    let name = format!("mqtt-session.{}", wharf_adapter_core::names::hex(client_id));
     // Cursor names are at most 200 characters: client ids up to 93 bytes.
     (name.len() <= 200).then_some(name)
 }
@@ -924,7 +918,7 @@ impl Conn {
     /// each topic address that claims topics one of its filters matches (from its head: a
     /// subscription gets what is published after it). A persistent session keeps a cursor on
     /// each, fenced like the first. `late`: the claims changed after the subscriptions were
-    /// made, so a newly reached stream is read from [`crate::claims::CLAIM_GRACE`] back (what
+    /// made, so a newly reached stream is read from [`wharf_adapter_core::claims::CLAIM_GRACE`] back (what
     /// was routed there while this adapter had not seen the claim yet).
     async fn follow_streams(&mut self, session: &Session, late: bool) -> Result<(), String> {
         let log = self.log().clone();
@@ -964,7 +958,7 @@ impl Conn {
         let name = session_cursor_name(session.client_id());
         for stream in wanted {
             let from = if late {
-                let from = crate::claims::late_start(&log, &stream).await;
+                let from = wharf_adapter_core::claims::late_start(&log, &stream).await;
                 tracing::info!(%stream, from, "following a newly claimed address");
                 from
             } else {
@@ -1425,62 +1419,11 @@ impl Conn {
 /// publish: idle subscribers do without).
 type PendingBatches = FuturesOrdered<futures::future::BoxFuture<'static, (Vec<u64>, bool)>>;
 
-/// Store one message like a client publish and wait until it is durable.
-pub(crate) async fn store_now(log: &Log, claims: &Claims, m: &Message) -> wharf_log::Result<()> {
-    store(log, claims, std::slice::from_ref(m)).await?.await
-}
-
 /// Buffer capacity an idle connection may keep.
 const IDLE_BUFFER: usize = 1024;
 
 /// Publishes from one connection being stored at once, at most (then it is not read).
 const MAX_PENDING_RECORDS: usize = 16_384;
-
-/// Submit messages for storage, in order: each to the stream of its topic's address (the
-/// default topic address unless one claims the topic), and those with the retain flag to the
-/// retained stream too. The future resolves when every copy is durable.
-async fn store(
-    log: &Log,
-    claims: &Claims,
-    messages: &[Message],
-) -> wharf_log::Result<impl std::future::Future<Output = wharf_log::Result<()>> + use<>> {
-    let now = log.clock().now_ms();
-    let records: Vec<_> = messages.iter().map(|m| m.to_record(now)).collect();
-    let retained: Vec<_> = messages
-        .iter()
-        .zip(&records)
-        .filter(|(m, _)| m.retain)
-        .map(|(_, r)| r.clone())
-        .collect();
-    let retained = if retained.is_empty() {
-        None
-    } else {
-        Some(log.submit(&retained_stream(), retained).await?)
-    };
-    // One snapshot of the claims for the batch; messages grouped by stream, in order.
-    let (default, claims) = (default_stream(), claims.current());
-    let mut by_stream: Vec<(&StreamId, Vec<_>)> = Vec::new();
-    for (m, r) in messages.iter().zip(records) {
-        let stream = claim_of(&claims, &m.topic).map_or(&default, |c| &c.stream);
-        match by_stream.iter_mut().find(|(s, _)| *s == stream) {
-            Some((_, rs)) => rs.push(r),
-            None => by_stream.push((stream, vec![r])),
-        }
-    }
-    let mut submitted = Vec::with_capacity(by_stream.len());
-    for (stream, records) in by_stream {
-        submitted.push(log.submit(stream, records).await?);
-    }
-    Ok(async move {
-        if let Some(r) = retained {
-            r.durable().await?;
-        }
-        for s in submitted {
-            s.durable().await?;
-        }
-        Ok(())
-    })
-}
 
 async fn flush<S: AsyncWrite + Unpin>(socket: &mut S, out: &mut BytesMut) {
     if !out.is_empty() {

@@ -1,9 +1,10 @@
 //! # wharf-mqtt
 //!
-//! Wharf's MQTT adapter (3.1.1 and 5.0 over TCP, TLS and WebSocket). In data-flow order:
+//! Wharf's MQTT adapter (3.1.1 and 5.0 over TCP, TLS and WebSocket), on the shared layer of
+//! `wharf-adapter-core` (addresses and topic claims, topic matching, names). In data-flow order:
 //! - [`codec`]: `mqttbytes` for both versions, read into the MQTT 5 shape;
-//! - [`topic`]: topic names and filters, matching with the `$` rule (pure);
 //! - [`message`]: a stored message and its record layout (a versioned contract);
+//! - [`publish`]: storing publishes, routed by the addresses' topic claims;
 //! - [`session`]: one connection's protocol state machine, without I/O — packets, durability
 //!   results and stored messages in, [`session::Action`]s out;
 //! - [`driver`]: listeners and the per-connection task that carries actions out against the
@@ -17,17 +18,16 @@
 //! other stored, and resumes any session. `adapters/README.md` lists what is stored where,
 //! what is measured and what is missing.
 
-pub mod claims;
 pub mod codec;
 pub mod driver;
 pub mod keyed;
 pub mod message;
+pub mod publish;
 pub mod retained;
 pub mod session;
 pub mod shared;
 pub mod strict;
 pub mod takeover;
-pub mod topic;
 pub mod wills;
 pub mod ws;
 

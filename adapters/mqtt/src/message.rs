@@ -265,7 +265,7 @@ mod tests {
 
     fn stored(r: Record) -> StoredRecord {
         StoredRecord {
-            stream: crate::driver::default_stream(),
+            stream: wharf_adapter_core::names::default_stream(),
             offset: Offset(7),
             record: r,
         }

@@ -18,13 +18,13 @@
 use std::time::Duration;
 
 use tokio::sync::Mutex;
+use wharf_adapter_core::topic::matches;
 use wharf_log::Log;
 use wharf_log_format::{Offset, StoredRecord, StreamId};
 
 use crate::{
     keyed::{Keyed, due, snapshot_and_trim},
     message::{Message, snapshot_of},
-    topic::matches,
 };
 
 /// The stream of retained messages of the default tenant.

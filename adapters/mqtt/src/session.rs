@@ -22,10 +22,9 @@ use mqttbytes::{
     },
 };
 
-use crate::{
-    message::{Message, Properties},
-    topic::{matches, valid_filter, valid_topic_name},
-};
+use wharf_adapter_core::topic::{matches, valid_filter, valid_topic_name};
+
+use crate::message::{Message, Properties};
 
 /// Limits of one session, announced to MQTT 5 clients in CONNACK.
 #[derive(Clone, Debug)]
@@ -48,7 +47,7 @@ pub struct SessionSettings {
     pub refused_filters: Vec<String>,
     /// Addresses claiming topics: a subscription within a queue's claim is refused (SUBACK
     /// 0x83 / 0x80), since a queue hands its messages to consumers, not subscribers.
-    pub claims: std::sync::Arc<crate::claims::Claims>,
+    pub claims: std::sync::Arc<wharf_adapter_core::claims::Claims>,
 }
 
 impl Default for SessionSettings {
@@ -1708,8 +1707,8 @@ mod tests {
 
     #[test]
     fn subscriptions_within_a_queues_claim_are_refused() {
-        let claims = crate::claims::Claims::from_claims(
-            crate::claims::parse(
+        let claims = wharf_adapter_core::claims::Claims::from_claims(
+            wharf_adapter_core::claims::parse(
                 "jobs",
                 &serde_json::json!({"spec": {"type": "queue", "mqtt_topics": ["jobs/+"]}}),
             )

@@ -2,7 +2,7 @@
 //! filter goes to exactly one member of the group, whichever adapters the members are on.
 //!
 //! A group reads every stream its filter reaches: the default topic address's, and those of
-//! topic addresses claiming topics it matches ([`crate::claims`]). Every adapter with members
+//! topic addresses claiming topics it matches ([`wharf_adapter_core::claims`]). Every adapter with members
 //! reads each of them competing with the others by blocks ([`wharf_log::Blocks`]): the
 //! stream's offsets are cut into blocks (`[mqtt] share_block`, 1,024 by default), an adapter
 //! takes one by lease (`mqtt-share.<hex key>.<n>` on the default stream,
@@ -31,7 +31,9 @@ use tokio::sync::mpsc;
 use wharf_log::{Blocks, Log, pack_position as pack, unpack_position as unpack};
 use wharf_log_format::{Offset, StreamId};
 
-use crate::{claims::Claims, message::Message, session::share_filter, topic::matches};
+use wharf_adapter_core::{claims::Claims, names::hex, topic::matches};
+
+use crate::{message::Message, session::share_filter};
 
 /// A message for one member of a shared subscription.
 #[derive(Debug)]
@@ -87,11 +89,6 @@ impl Drop for Membership {
     fn drop(&mut self) {
         let _ = self.cmd.send(Cmd::Leave(self.member));
     }
-}
-
-/// `s` in lower-case hex: any string as characters that stream, cursor and lease names allow.
-pub fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
 }
 
 impl SharedGroups {
@@ -284,7 +281,7 @@ impl Group {
         };
         let prefix = match i {
             // The default topic address's leases carry no stream name.
-            0 if *stream == crate::driver::default_stream() => self.name.clone(),
+            0 if *stream == wharf_adapter_core::names::default_stream() => self.name.clone(),
             _ => format!("{}.{}", self.name, stream.as_str().replace('~', "_")),
         };
         Some(log.blocks(
@@ -297,7 +294,7 @@ impl Group {
     }
 
     /// Addresses claim other topics now: read the streams the filter reaches that the group
-    /// does not read yet, from [`crate::claims::CLAIM_GRACE`] back (what was routed there
+    /// does not read yet, from [`wharf_adapter_core::claims::CLAIM_GRACE`] back (what was routed there
     /// while adapters had not all seen the claim).
     async fn follow_new_claims(&mut self) {
         let generation = self.shared.claims.generation();
@@ -310,7 +307,7 @@ impl Group {
             if self.streams.contains(&stream) {
                 continue;
             }
-            let start = crate::claims::late_start(&log, &stream).await;
+            let start = wharf_adapter_core::claims::late_start(&log, &stream).await;
             tracing::info!(share = self.share, %stream, start, "shared subscription follows a newly claimed address");
             self.streams.push(stream);
             let i = self.streams.len() - 1;

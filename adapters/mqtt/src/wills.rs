@@ -121,7 +121,7 @@ impl WillRecord {
 pub struct Wills {
     log: Log,
     /// Where an MQTT will is stored (the address claiming its topic, or the default one).
-    claims: Arc<crate::claims::Claims>,
+    claims: Arc<wharf_adapter_core::claims::Claims>,
     run: String,
     ttl: Duration,
     /// Unsettled wills of every adapter: (adapter, connection) -> record.
@@ -144,7 +144,7 @@ impl Wills {
     /// through `publish` (which stores a message like a client publish).
     pub fn start(
         log: Log,
-        claims: Arc<crate::claims::Claims>,
+        claims: Arc<wharf_adapter_core::claims::Claims>,
         run: String,
         ttl: Duration,
         takeover: Arc<Takeover>,
@@ -427,7 +427,7 @@ impl Wills {
         }
         match w.message() {
             Some(m) => {
-                crate::driver::store_now(&self.log, &self.claims, &m)
+                crate::publish::store_now(&self.log, &self.claims, &m)
                     .await
                     .map_err(|e| e.to_string())?;
                 tracing::info!(
@@ -517,7 +517,7 @@ mod tests {
     async fn compaction_keeps_the_unsettled_wills() {
         let store = wharf_log::Store::open("memory://").expect("store");
         let log = Log::open(store).await.expect("log");
-        let claims = Arc::new(crate::claims::Claims::default());
+        let claims = Arc::new(wharf_adapter_core::claims::Claims::default());
         let start = |run: &str| {
             let takeover = Takeover::start(log.clone());
             let hour = Duration::from_secs(3600);

@@ -108,7 +108,7 @@ impl Reach {
     /// addresses'.
     pub fn all_streams(self) -> Vec<StreamId> {
         self.default
-            .then(crate::driver::default_stream)
+            .then(crate::names::default_stream)
             .into_iter()
             .chain(self.streams)
             .collect()
