@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::Result;
+use wharf_adapter_core::names;
 use wharf_log::{Log, format::checkpoint::Retention};
 use wharf_log_format::StreamId;
 
@@ -55,9 +56,9 @@ fn policy_for(
         // The latest retained message of a topic, and the will registration of a connection
         // open for months, may sit anywhere in these: trimming them by age or size would lose
         // them (compaction by key is what they need).
-        "mqtt-retained" | "mqtt-wills" => Retention::default(),
+        names::RETAINED_STREAM | names::WILLS_STREAM => Retention::default(),
         // Connect records only order takeovers among connections open now.
-        "mqtt-connects" => Retention {
+        names::CONNECTS_STREAM => Retention {
             max_age_ms: Some(CONNECTS_KEPT.as_millis() as i64),
             max_bytes: None,
         },

@@ -26,6 +26,9 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
+use wharf_adapter_core::names::{
+    QUEUE_CURSOR, RESERVED_PREFIXES, block_lease_prefix, durable_subscription_cursor,
+};
 use wharf_log::{Blocks, Cursor, Log, pack_position, unpack_position};
 use wharf_log_format::{Offset, StoredRecord, StreamId};
 
@@ -81,9 +84,6 @@ pub enum AddressError {
     Invalid(String),
     Store(String),
 }
-
-/// Addresses reserved for Wharf's own streams.
-const RESERVED: [&str; 3] = ["mqtt-", "amqp-", "tmp."];
 
 /// The stream of an address: the name with `/` as `~`; other characters outside
 /// `A-Z a-z 0-9 . _ -` are refused.
@@ -237,7 +237,7 @@ impl Addresses {
             return Ok(a);
         }
         let stream = stream_of(name)?;
-        if RESERVED.iter().any(|p| name.starts_with(p)) {
+        if RESERVED_PREFIXES.iter().any(|p| name.starts_with(p)) {
             return Err(AddressError::Invalid(format!(
                 "address {name:?} is reserved for Wharf's own streams"
             )));
@@ -393,11 +393,8 @@ impl Queues {
             Some(sub) => format!("{}#{sub}", queue.name),
             None => queue.name.clone(),
         };
-        let stream = queue.stream.as_str().replace('~', "_");
-        let (cursor_name, lease_name) = match shared {
-            Some(sub) => (sub.clone(), format!("{sub}.{stream}")),
-            None => ("amqp-queue".to_string(), format!("amqp-queue.{stream}")),
-        };
+        let cursor_name = shared.unwrap_or_else(|| QUEUE_CURSOR.to_string());
+        let lease_name = block_lease_prefix(&cursor_name, &queue.stream);
         let cmd = queues
             .entry(key)
             .or_insert_with(|| {
@@ -405,7 +402,7 @@ impl Queues {
                 let task = QueueTask {
                     log: self.log.clone(),
                     block: self.block,
-                    start_at_end: cursor_name != "amqp-queue",
+                    start_at_end: cursor_name != QUEUE_CURSOR,
                     cursor_name,
                     lease_name,
                     address: queue.clone(),
@@ -804,8 +801,7 @@ pub struct Subscription {
 
 /// The cursor name of a durable subscription.
 pub fn durable_name(container_id: &str, link: &str) -> String {
-    let key = wharf_adapter_core::names::hex(&format!("{container_id}/{link}"));
-    format!("amqp-sub.{key}")
+    durable_subscription_cursor(container_id, link)
 }
 
 /// Open (or resume) a durable subscription on `stream`: new ones start at the stream's end.

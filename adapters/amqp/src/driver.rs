@@ -28,13 +28,13 @@ use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
 };
+use wharf_adapter_core::wills::Wills;
 use wharf_auth::{
     Auth, Router, Tenancy, Verdict,
     listen::{Active, Handshake, Handshakes, accept_connections},
 };
 use wharf_log::Log;
 use wharf_log_format::{Offset, Record, StreamId};
-use wharf_mqtt::wills::Wills;
 
 use crate::{
     broker::{

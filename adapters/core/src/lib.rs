@@ -8,8 +8,17 @@
 //!   catalog, and where a reader starts on a stream it begins to follow late.
 //! - [`topic`]: topic names and filters (MQTT syntax, which AMQP `/topic/...` addresses use
 //!   too) and matching.
-//! - [`names`]: the stream and cursor names the adapters write under, in one place.
+//! - [`names`]: every stream, cursor and lease name the adapters write under.
+//! - [`takeover`]: the newest connection of a client id wins, on any adapter (the
+//!   `mqtt-connects` stream).
+//! - [`wills`]: wills of every protocol, registered durably and published by a surviving
+//!   adapter when one dies; the adapter liveness lease that tells it.
+//! - [`keyed`]: latest-record-per-key state of a stream and its compaction by snapshot
+//!   (`mqtt-wills`, `mqtt-retained`).
 
 pub mod claims;
+pub mod keyed;
 pub mod names;
+pub mod takeover;
 pub mod topic;
+pub mod wills;

@@ -25,19 +25,22 @@ use wharf_auth::{
 // Positions the session sees: the followed stream's index in the top 16 bits, the offset in
 // the stream below (so the default stream's offsets are unchanged, and packet ids derived
 // from them stay stable across reconnects).
-use wharf_adapter_core::{claims::Claims, names::default_stream};
+use wharf_adapter_core::{
+    claims::Claims,
+    names::{self, default_stream},
+    takeover::{Registration, Takeover},
+    wills::Wills,
+};
 use wharf_log::{Cursor, Log, Tails, pack_position as pack, unpack_position as unpack};
 use wharf_log_format::{Offset, StreamId, catalog::DEFAULT_TENANT};
 
 use crate::{
     codec::{self, Peek, ReadError, Version, peek_connect},
     message::Message,
-    publish::store,
+    publish::{WillPublisher, store},
     retained::Retained,
     session::{Action, FollowedStream, Login, Session, SessionSettings, StoredSession, Will},
     shared::{Membership, SharedDelivery, SharedGroups},
-    takeover::{Registration, Takeover},
-    wills::Wills,
 };
 
 /// Settings of the MQTT adapter.
@@ -104,7 +107,10 @@ pub async fn sweep_expired_sessions(
     holder: &str,
     ttl: Duration,
 ) -> wharf_log::Result<usize> {
-    let Some(lease) = log.acquire_lease("mqtt-session-sweep", holder, ttl).await? else {
+    let Some(lease) = log
+        .acquire_lease(names::SESSION_SWEEP_LEASE, holder, ttl)
+        .await?
+    else {
         return Ok(0);
     };
     let default = default_stream();
@@ -112,7 +118,10 @@ pub async fn sweep_expired_sessions(
     // Whether each adapter named by a connected session is gone: one lease read per adapter
     // per sweep, however many sessions it serves.
     let mut gone: BTreeMap<String, bool> = BTreeMap::new();
-    for name in log.cursor_names(&default, "mqtt-session.").await? {
+    for name in log
+        .cursor_names(&default, names::SESSION_CURSOR_PREFIX)
+        .await?
+    {
         if !lease.is_valid() {
             break; // the next sweep goes on
         }
@@ -167,7 +176,7 @@ pub async fn sweep_expired_sessions(
 /// released, or was taken by another adapter (to publish its clients' wills). An adapter whose
 /// lease is not written yet is starting, not gone.
 async fn adapter_is_gone(log: &Log, run: &str, now_ms: i64) -> bool {
-    match log.lease_state(&crate::wills::lease_name(run)).await {
+    match log.lease_state(&names::adapter_lease(run)).await {
         Ok(Some(l)) => l.is_free(now_ms) || l.holder != run,
         Ok(None) => false,
         Err(e) => {
@@ -233,7 +242,7 @@ impl Mqtt {
         let claims = settings.session.claims.clone();
         let wills = Wills::start(
             log.clone(),
-            claims.clone(),
+            Arc::new(WillPublisher::new(log.clone(), claims.clone())),
             run.clone(),
             settings.adapter_lease,
             takeover.clone(),
@@ -559,13 +568,6 @@ impl Follow {
         self.dup_below = self.dup_below.max(head);
         self
     }
-}
-
-/// The name of the cursor that holds `client_id`'s session (hex, so any client id works).
-fn session_cursor_name(client_id: &str) -> Option<String> {
-    let name = format!("mqtt-session.{}", wharf_adapter_core::names::hex(client_id));
-    // Cursor names are at most 200 characters: client ids up to 93 bytes.
-    (name.len() <= 200).then_some(name)
 }
 
 /// The per-connection I/O state around a [`Session`].
@@ -955,7 +957,7 @@ impl Conn {
         if wanted.is_empty() {
             return Ok(());
         }
-        let name = session_cursor_name(session.client_id());
+        let name = names::session_cursor(session.client_id());
         for stream in wanted {
             let from = if late {
                 let from = wharf_adapter_core::claims::late_start(&log, &stream).await;
@@ -1168,7 +1170,12 @@ impl Conn {
         match self
             .shared
             .wills
-            .register(session.client_id(), reg.offset, will)
+            .register(
+                session.client_id(),
+                reg.offset,
+                will.delay,
+                &will.message.to_record(0),
+            )
             .await
         {
             Ok(()) => self.will_registered = true,
@@ -1188,7 +1195,7 @@ impl Conn {
         self.registration = Some(registration);
         self.kicked = Some(kicked);
         // Longer ids are refused persistent sessions at CONNECT: nothing can be stored.
-        let Some(name) = session_cursor_name(client_id) else {
+        let Some(name) = names::session_cursor(client_id) else {
             return Ok(None);
         };
         let log = self.log().clone();

@@ -8,10 +8,10 @@
 //! - [`session`]: one connection's protocol state machine, without I/O — packets, durability
 //!   results and stored messages in, [`session::Action`]s out;
 //! - [`driver`]: listeners and the per-connection task that carries actions out against the
-//!   log; with [`retained`], [`takeover`] (newest connection of a client id wins, on any
-//!   adapter), [`wills`] (published by another adapter when one dies), [`shared`]
-//!   (shared subscription groups) and [`ws`]; `mqtt-retained` and `mqtt-wills` are
-//!   compacted by snapshot ([`keyed`]).
+//!   log; with [`retained`], [`shared`] (shared subscription groups) and [`ws`]. Session
+//!   takeover across adapters, wills published by a survivor when an adapter dies and the
+//!   compaction of `mqtt-retained` are built on `wharf_adapter_core`'s `takeover`, `wills`
+//!   and `keyed`.
 //!
 //! Every publish is appended to the log before it is acknowledged; subscribers follow the log;
 //! persistent sessions are cursors on it. So any adapter on the same store delivers what any
@@ -20,15 +20,12 @@
 
 pub mod codec;
 pub mod driver;
-pub mod keyed;
 pub mod message;
 pub mod publish;
 pub mod retained;
 pub mod session;
 pub mod shared;
 pub mod strict;
-pub mod takeover;
-pub mod wills;
 pub mod ws;
 
 pub use driver::{Mqtt, MqttSettings, Transport, serve};

@@ -1,16 +1,18 @@
 //! Storing publishes: each message to the stream of its topic's address (the default topic
 //! address unless an address claims the topic), with a copy in the retained stream when it has
 //! the retain flag. Used by connections ([`crate::driver`]) and by the wills of dead adapters'
-//! clients ([`crate::wills`]), so a will is stored exactly as a publish would be.
+//! clients ([`WillPublisher`]), so a will is stored exactly as a publish would be.
 
-use std::future::Future;
+use std::{future::Future, sync::Arc};
 
+use futures::future::BoxFuture;
 use wharf_adapter_core::{
     claims::{Claims, claim_of},
-    names::default_stream,
+    names::{default_stream, wills_stream},
+    wills::PublishWill,
 };
 use wharf_log::Log;
-use wharf_log_format::StreamId;
+use wharf_log_format::{Offset, Record, StoredRecord, StreamId};
 
 use crate::{message::Message, retained::retained_stream};
 
@@ -63,4 +65,40 @@ pub async fn store(
         }
         Ok(())
     })
+}
+
+/// Publishes the MQTT wills of a dead adapter's clients for the shared wills registry
+/// (`wharf_adapter_core::wills`): decoded from their record and stored exactly as a client
+/// publish would be ([`store_now`]).
+#[derive(Debug)]
+pub struct WillPublisher {
+    log: Log,
+    claims: Arc<Claims>,
+}
+
+impl WillPublisher {
+    pub fn new(log: Log, claims: Arc<Claims>) -> Self {
+        Self { log, claims }
+    }
+}
+
+impl PublishWill for WillPublisher {
+    fn publish(&self, record: Record) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let stored = StoredRecord {
+                stream: wills_stream(),
+                offset: Offset(0),
+                record,
+            };
+            match Message::from_record(&stored) {
+                Ok(m) => store_now(&self.log, &self.claims, &m)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(why) => {
+                    tracing::warn!(why, "unreadable will record; dropped");
+                    Ok(())
+                }
+            }
+        })
+    }
 }

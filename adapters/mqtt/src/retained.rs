@@ -18,19 +18,16 @@
 use std::time::Duration;
 
 use tokio::sync::Mutex;
-use wharf_adapter_core::topic::matches;
-use wharf_log::Log;
-use wharf_log_format::{Offset, StoredRecord, StreamId};
-
-use crate::{
+pub use wharf_adapter_core::names::retained_stream;
+use wharf_adapter_core::{
     keyed::{Keyed, due, snapshot_and_trim},
-    message::{Message, snapshot_of},
+    names::RETAINED_COMPACT_LEASE,
+    topic::matches,
 };
+use wharf_log::Log;
+use wharf_log_format::{Offset, StoredRecord};
 
-/// The stream of retained messages of the default tenant.
-pub fn retained_stream() -> StreamId {
-    StreamId::new("mqtt-retained").unwrap_or_else(|_| unreachable!("valid stream id"))
-}
+use crate::message::{Message, snapshot_of};
 
 /// The retained messages an adapter knows of. Shared by its connections.
 #[derive(Debug, Default)]
@@ -138,7 +135,7 @@ impl Retained {
                 .collect();
             (as_of, copies)
         };
-        let lease = "mqtt-retained-compact";
+        let lease = RETAINED_COMPACT_LEASE;
         let done = snapshot_and_trim(log, &stream, lease, holder, ttl, as_of, copies).await?;
         Ok(done.then_some(as_of))
     }

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use wharf_log::{Blocks, Log, pack_position as pack, unpack_position as unpack};
 use wharf_log_format::{Offset, StreamId};
 
-use wharf_adapter_core::{claims::Claims, names::hex, topic::matches};
+use wharf_adapter_core::{claims::Claims, names::share_cursor, topic::matches};
 
 use crate::{message::Message, session::share_filter};
 
@@ -112,7 +112,7 @@ impl SharedGroups {
         tx: mpsc::Sender<SharedDelivery>,
     ) -> Option<Membership> {
         let (_, filter) = share_filter(share)?;
-        let name = format!("mqtt-share.{}", hex(&share["$share/".len()..]));
+        let name = share_cursor(&share["$share/".len()..]);
         // Room for the block number in lease names (`<name>.<n>`).
         if name.len() > 180 {
             return None;

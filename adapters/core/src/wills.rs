@@ -1,14 +1,16 @@
-//! Wills that survive their adapter: when an adapter process dies, another one publishes the
-//! wills of the clients that were connected to it.
+//! Wills that survive their adapter, for every protocol: when an adapter process dies, another
+//! one publishes the wills of the clients that were connected to it.
 //!
-//! - Every adapter holds a lease `mqtt-adapter.<run id>` in each tenant where it has had a
-//!   client or registered a will, renewed every third of its TTL
+//! - Every adapter holds a lease `mqtt-adapter.<run id>` ([`names::adapter_lease`]) in each
+//!   tenant where it has had a client or registered a will, renewed every third of its TTL
 //!   (`MqttSettings::adapter_lease`, 10 s by default); a will is registered only once it is
 //!   held.
 //! - A connection with a will registers it in the stream `mqtt-wills` (key = client id,
 //!   payload = a JSON [`WillRecord`] naming the adapter and the connection) once its session
 //!   is resumed, and writes a tombstone when the will is settled: published, or discarded by a
-//!   clean DISCONNECT.
+//!   clean DISCONNECT. A will names the stream it goes to (an AMQP `$will` link's), or none:
+//!   then it is a topic message published through the [`PublishWill`] the registry was started
+//!   with (MQTT's: routed by the topic claims and retained like a publish).
 //! - Every adapter follows `mqtt-wills` and keeps the unsettled wills of all adapters (in the
 //!   background: every `idle_poll_interval` while the tenant has no client here). Every
 //!   half TTL it looks at the leases of the adapters that have some: when one has expired,
@@ -30,24 +32,22 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use wharf_log::Log;
 use wharf_log_format::{Offset, Record, StoredRecord, StreamId};
 
 use crate::{
     keyed::{Keyed, due, snapshot_and_trim},
-    message::Message,
-    session::Will,
+    names::{self, adapter_lease, wills_stream},
     takeover::Takeover,
 };
 
-/// The stream of will registrations of the default tenant.
-pub fn wills_stream() -> StreamId {
-    StreamId::new("mqtt-wills").unwrap_or_else(|_| unreachable!("valid stream id"))
-}
-
-pub(crate) fn lease_name(adapter: &str) -> String {
-    format!("mqtt-adapter.{adapter}")
+/// Publishes a will that names no stream: a topic message in its protocol's record layout
+/// (`record.key` = topic, `timestamp_ms` 0). MQTT supplies it (`wharf_mqtt::publish`); it
+/// publishes the message exactly as a client publish would be stored.
+pub trait PublishWill: Send + Sync + std::fmt::Debug {
+    fn publish(&self, record: Record) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// One record of `mqtt-wills` (JSON payload; a persisted contract, version 1).
@@ -100,19 +100,17 @@ impl WillRecord {
         }
     }
 
-    fn message(&self) -> Option<Message> {
-        let record = Record {
+    /// The will's record as registered: key = topic, the headers and payload as they are,
+    /// timestamp 0 (set when it is published).
+    pub fn record(&self) -> Result<Record, String> {
+        Ok(Record {
             timestamp_ms: 0,
             key: Some(Bytes::from(self.topic.clone().into_bytes())),
-            headers: Some(Bytes::from(B64.decode(&self.headers).ok()?)),
-            payload: Bytes::from(B64.decode(&self.payload).ok()?),
-        };
-        Message::from_record(&StoredRecord {
-            stream: wills_stream(),
-            offset: Offset(0),
-            record,
+            headers: Some(Bytes::from(
+                B64.decode(&self.headers).map_err(|e| e.to_string())?,
+            )),
+            payload: Bytes::from(B64.decode(&self.payload).map_err(|e| e.to_string())?),
         })
-        .ok()
     }
 }
 
@@ -120,8 +118,8 @@ impl WillRecord {
 #[derive(Debug)]
 pub struct Wills {
     log: Log,
-    /// Where an MQTT will is stored (the address claiming its topic, or the default one).
-    claims: Arc<wharf_adapter_core::claims::Claims>,
+    /// Publishes the wills that name no stream (topic messages).
+    publish: Arc<dyn PublishWill>,
     run: String,
     ttl: Duration,
     /// Unsettled wills of every adapter: (adapter, connection) -> record.
@@ -140,11 +138,11 @@ struct Pending {
 }
 
 impl Wills {
-    /// Hold this adapter's lease, follow `mqtt-wills`, and publish dead adapters' wills
-    /// through `publish` (which stores a message like a client publish).
+    /// Hold this adapter's lease, follow `mqtt-wills`, and publish dead adapters' wills:
+    /// those naming a stream by appending their record to it, the others through `publish`.
     pub fn start(
         log: Log,
-        claims: Arc<wharf_adapter_core::claims::Claims>,
+        publish: Arc<dyn PublishWill>,
         run: String,
         ttl: Duration,
         takeover: Arc<Takeover>,
@@ -153,7 +151,7 @@ impl Wills {
         let want_lease = Arc::new(tokio::sync::Notify::new());
         let w = Arc::new(Self {
             log: log.clone(),
-            claims,
+            publish,
             run,
             ttl,
             pending: Mutex::new(Pending::default()),
@@ -273,28 +271,31 @@ impl Wills {
                 .collect();
             (p.next, copies)
         };
-        let lease = "mqtt-wills-compact";
+        let lease = names::WILLS_COMPACT_LEASE;
         snapshot_and_trim(&self.log, &stream, lease, &self.run, ttl, as_of, copies).await
     }
 
-    /// Register the will of a connection (durably, before it can be needed).
+    /// Register the will of a connection (durably, before it can be needed): a topic message
+    /// (`record.key` = topic) that [`PublishWill`] publishes `delay` after the connection is
+    /// lost, unless the client connected again by then.
     pub async fn register(
         &self,
         client_id: &str,
         connection: u64,
-        will: &Will,
+        delay: Duration,
+        record: &Record,
     ) -> wharf_log::Result<()> {
-        let r = will.message.to_record(0);
+        let key = record.key.as_deref().unwrap_or_default();
         self.append(&WillRecord {
             version: WillRecord::VERSION,
             adapter: self.run.clone(),
             connection,
             client_id: client_id.to_string(),
             settled: false,
-            delay_ms: will.delay.as_millis() as u64,
-            topic: will.message.topic.clone(),
-            headers: B64.encode(r.headers.unwrap_or_default()),
-            payload: B64.encode(&r.payload),
+            delay_ms: delay.as_millis() as u64,
+            topic: String::from_utf8_lossy(key).into_owned(),
+            headers: B64.encode(record.headers.clone().unwrap_or_default()),
+            payload: B64.encode(&record.payload),
             stream: String::new(),
             snapshot_of: None,
         })
@@ -349,7 +350,7 @@ impl Wills {
         let now = self.log.clock().now_ms();
         let mut caught_up = false;
         for adapter in adapters {
-            let name = lease_name(&adapter);
+            let name = adapter_lease(&adapter);
             let free = match self.log.lease_state(&name).await {
                 Ok(Some(l)) => l.is_free(now),
                 // Not written yet (an adapter takes its lease as it starts): wait. Taking it
@@ -413,58 +414,44 @@ impl Wills {
         }
     }
 
-    /// Publish a dead adapter's client's will: an MQTT will as a publish; another protocol's
-    /// (with a `stream`) as its record, appended as it is.
+    /// Publish a dead adapter's client's will: one naming a stream as its record, appended
+    /// as it is; a topic message through [`PublishWill`].
     async fn publish(&self, w: &WillRecord) -> Result<(), String> {
-        if !w.stream.is_empty() {
-            self.publish_record(w).await?;
+        if w.stream.is_empty() {
+            let Ok(record) = w.record() else {
+                tracing::warn!(client = w.client_id, "unreadable will record; dropped");
+                return Ok(());
+            };
+            self.publish.publish(record).await?;
             tracing::info!(
-                owner = w.client_id,
-                stream = w.stream,
+                client = w.client_id,
+                topic = w.topic,
                 "will of a dead adapter's client published"
             );
             return Ok(());
         }
-        match w.message() {
-            Some(m) => {
-                crate::publish::store_now(&self.log, &self.claims, &m)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tracing::info!(
-                    client = w.client_id,
-                    topic = m.topic,
-                    "will of a dead adapter's client published"
-                );
-            }
-            None => tracing::warn!(client = w.client_id, "unreadable will record; dropped"),
-        }
-        Ok(())
-    }
-
-    async fn publish_record(&self, w: &WillRecord) -> Result<(), String> {
         let stream = StreamId::new(w.stream.clone()).map_err(|e| e.to_string())?;
-        let record = Record {
-            timestamp_ms: self.log.clock().now_ms(),
-            key: Some(Bytes::from(w.topic.clone().into_bytes())),
-            headers: Some(Bytes::from(
-                B64.decode(&w.headers).map_err(|e| e.to_string())?,
-            )),
-            payload: Bytes::from(B64.decode(&w.payload).map_err(|e| e.to_string())?),
-        };
+        let mut record = w.record()?;
+        record.timestamp_ms = self.log.clock().now_ms();
         self.log
             .append(&stream, record)
             .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        tracing::info!(
+            owner = w.client_id,
+            stream = w.stream,
+            "will of a dead adapter's client published"
+        );
+        Ok(())
     }
 }
 
-/// Hold `mqtt-adapter.<run>` for as long as this process lives.
 /// How long a sweep waits for the followers to apply what a refresh found.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// Take this adapter's lease once it is needed — a client of the tenant connects here (the
-/// log counts it), or a will is to be registered — and renew it from then on. An adapter
+/// log counts it), or a will is to be registered — and renew it from then on, until the
+/// [`Wills`] it serves is dropped (its `lease_held` receiver closes the channel). An adapter
 /// without clients in a tenant holds no lease there: idle tenants cost no renewals.
 async fn keep_lease(
     log: Log,
@@ -473,11 +460,12 @@ async fn keep_lease(
     wanted: Arc<tokio::sync::Notify>,
     held: tokio::sync::watch::Sender<bool>,
 ) {
-    let name = lease_name(&run);
+    let name = adapter_lease(&run);
     let mut clients = log.clients();
     tokio::select! {
         _ = clients.wait_for(|n| *n > 0) => {}
         () = wanted.notified() => {}
+        () = held.closed() => return,
     }
     loop {
         let mut lease = match log.acquire_lease(&name, &run, ttl).await {
@@ -495,7 +483,12 @@ async fn keep_lease(
         };
         held.send_replace(true);
         loop {
-            tokio::time::sleep(ttl / 3).await;
+            tokio::select! {
+                () = tokio::time::sleep(ttl / 3) => {}
+                // The registry is gone: stop renewing (the lease expires; survivors then
+                // publish any will still registered).
+                () = held.closed() => return,
+            }
             if let Err(e) = lease.renew(ttl).await {
                 // Fenced: another adapter thought we were dead and took over our wills.
                 tracing::error!(error = %e, "lost the adapter lease; our clients' wills may be published twice");
@@ -507,9 +500,29 @@ async fn keep_lease(
 
 #[cfg(test)]
 mod tests {
-    use mqttbytes::QoS;
-
     use super::*;
+
+    #[derive(Debug, Default)]
+    struct Published(Mutex<Vec<Record>>);
+
+    impl PublishWill for Published {
+        fn publish(&self, record: Record) -> BoxFuture<'_, Result<(), String>> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(record);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    fn topic_record(topic: &str) -> Record {
+        Record {
+            timestamp_ms: 0,
+            key: Some(Bytes::from(topic.to_string().into_bytes())),
+            headers: Some(Bytes::from_static(&[2, 1, 0, 0, 0])),
+            payload: Bytes::from_static(b"bye"),
+        }
+    }
 
     /// Compaction keeps exactly the unsettled registrations: an adapter that starts after it
     /// knows the same wills as one that read every record.
@@ -517,19 +530,16 @@ mod tests {
     async fn compaction_keeps_the_unsettled_wills() {
         let store = wharf_log::Store::open("memory://").expect("store");
         let log = Log::open(store).await.expect("log");
-        let claims = Arc::new(wharf_adapter_core::claims::Claims::default());
         let start = |run: &str| {
             let takeover = Takeover::start(log.clone());
             let hour = Duration::from_secs(3600);
-            Wills::start(log.clone(), claims.clone(), run.into(), hour, takeover)
+            let publish = Arc::new(Published::default());
+            Wills::start(log.clone(), publish, run.into(), hour, takeover)
         };
         let a = start("a");
-        let will = Will {
-            message: Message::new("gone", QoS::AtLeastOnce, "bye"),
-            delay: Duration::ZERO,
-        };
+        let will = topic_record("gone");
         for c in 0..1100u64 {
-            a.register(&format!("dev-{c}"), c, &will)
+            a.register(&format!("dev-{c}"), c, Duration::ZERO, &will)
                 .await
                 .expect("register");
         }
@@ -570,13 +580,11 @@ mod tests {
         assert_eq!(applied(&b).1, applied(&a).1);
     }
 
+    /// A registration keeps the record byte for byte, and topic wills are written as before
+    /// stream wills existed (no `stream` field).
     #[test]
-    fn will_records_round_trip_the_message() {
-        let mut m = Message::new("status/dev", QoS::AtLeastOnce, "gone");
-        m.retain = true;
-        m.origin = "dev".into();
-        m.properties.content_type = Some("text/plain".into());
-        let r = m.to_record(0);
+    fn will_records_round_trip_the_record() {
+        let r = topic_record("status/dev");
         let w = WillRecord {
             version: 1,
             adapter: "a".into(),
@@ -584,8 +592,8 @@ mod tests {
             client_id: "dev".into(),
             settled: false,
             delay_ms: 0,
-            topic: m.topic.clone(),
-            headers: B64.encode(r.headers.unwrap_or_default()),
+            topic: "status/dev".into(),
+            headers: B64.encode(r.headers.clone().unwrap_or_default()),
             payload: B64.encode(&r.payload),
             stream: String::new(),
             snapshot_of: None,
@@ -593,9 +601,66 @@ mod tests {
         let json = serde_json::to_string(&w).expect("json");
         assert!(
             !json.contains("stream"),
-            "MQTT wills are written as before: {json}"
+            "topic wills are written as before: {json}"
         );
         let back: WillRecord = serde_json::from_str(&json).expect("parse");
-        assert_eq!(back.message(), Some(m));
+        assert_eq!(back.record(), Ok(r));
+    }
+
+    /// A dead adapter's wills are published by a survivor: the topic will through
+    /// `PublishWill`, the stream will appended to its stream; both tombstoned once.
+    #[tokio::test]
+    async fn a_survivor_publishes_a_dead_adapters_wills() {
+        let store = wharf_log::Store::open("memory://").expect("store");
+        let log = Log::open(store).await.expect("log");
+        let ttl = Duration::from_millis(300);
+        let dead_publish = Arc::new(Published::default());
+        let dead = Wills::start(
+            log.clone(),
+            dead_publish.clone(),
+            "dead".into(),
+            ttl,
+            Takeover::start(log.clone()),
+        );
+        dead.register("mq", 1, Duration::ZERO, &topic_record("status/mq"))
+            .await
+            .expect("register");
+        let target = StreamId::new("orders").expect("id");
+        let mut amqp = topic_record("ignored");
+        amqp.headers = Some(Bytes::from_static(&[0x81, 0]));
+        dead.register_record("container-1", 1 << 63, &target, &amqp)
+            .await
+            .expect("register");
+        // Dropped, the registry stops renewing its lease, as a killed process would.
+        drop(dead);
+        let survivor_publish = Arc::new(Published::default());
+        let _survivor = Wills::start(
+            log.clone(),
+            survivor_publish.clone(),
+            "survivor".into(),
+            ttl,
+            Takeover::start(log.clone()),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let topic = survivor_publish.0.lock().map(|v| v.len()).unwrap_or(0);
+            let stream = log.stream(&target).map_or(0, |s| s.next_offset);
+            if topic == 1 && stream == 1 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "survivor published (topic {topic}, stream {stream})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let published = survivor_publish.0.lock().expect("lock")[0].clone();
+        assert_eq!(published.key.as_deref(), Some(&b"status/mq"[..]));
+        assert_eq!(published.payload, Bytes::from_static(b"bye"));
+        assert!(dead_publish.0.lock().expect("lock").is_empty());
+        let mut tail = log.tail(&target, Offset(0));
+        let got = tail.next_batch(10).await.expect("read");
+        assert_eq!(got[0].record.headers, amqp.headers);
+        assert!(got[0].record.timestamp_ms > 0, "stamped when published");
     }
 }

@@ -22,12 +22,9 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use wharf_log::Log;
-use wharf_log_format::{Offset, Record, StreamId};
+use wharf_log_format::{Offset, Record};
 
-/// The stream of connect records of the default tenant.
-pub fn connects_stream() -> StreamId {
-    StreamId::new("mqtt-connects").unwrap_or_else(|_| unreachable!("valid stream id"))
-}
+pub use crate::names::connects_stream;
 
 #[derive(Debug)]
 struct Entry {
