@@ -98,8 +98,6 @@ pub async fn start(
     };
     let tenants = Tenants::start(log, settings, Arc::new(auth)).await?;
     let (mqtt, amqp) = (&tenants.default().mqtt, &tenants.default().amqp);
-    // MQTT subscribers get what AMQP clients send to `/topic/...` addresses.
-    wharf_amqp::bridge::register();
     let mut wanted = Vec::new();
     if args.mqtt != "off" {
         wanted.push(("mqtt", args.mqtt.clone(), Transport::Tcp));

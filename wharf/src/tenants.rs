@@ -12,6 +12,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
+use wharf_adapter_core::{bridge::Bridge, record::Protocol};
 use wharf_amqp::Amqp;
 use wharf_auth::{Auth, Router};
 use wharf_log::{Log, Store};
@@ -22,6 +23,15 @@ use crate::settings::Settings;
 
 /// How often the catalog is looked at for changed topic claims (one LIST per tenant).
 const CLAIMS_REFRESH: Duration = Duration::from_secs(2);
+
+/// Cross-protocol delivery: each adapter maps the other's records through their decoders
+/// (MQTT subscribers get what AMQP clients send to `/topic/...`, AMQP receivers what MQTT
+/// clients publish).
+fn bridge() -> Bridge {
+    Bridge::default()
+        .with(Protocol::Mqtt, wharf_mqtt::message::envelope)
+        .with(Protocol::Amqp, wharf_amqp::bridge::envelope)
+}
 
 /// One tenant's log and services.
 #[derive(Debug)]
@@ -34,7 +44,11 @@ pub struct Tenant {
 impl Tenant {
     /// Start the services of `name` on its `log`.
     async fn start(name: &str, log: Log, settings: &Settings, auth: Arc<Auth>) -> Result<Self> {
-        let mqtt = Mqtt::new(name, log.clone(), settings.mqtt.to_mqtt(), auth.clone());
+        let mut mqtt_settings = settings.mqtt.to_mqtt();
+        mqtt_settings.bridge = bridge();
+        let mut amqp_settings = settings.amqp.to_amqp();
+        amqp_settings.bridge = bridge();
+        let mqtt = Mqtt::new(name, log.clone(), mqtt_settings, auth.clone());
         // Addresses claiming MQTT topics, before the first client: every adapter routes alike.
         mqtt.follow_claims(CLAIMS_REFRESH).await.with_context(|| {
             format!("reading the MQTT topic claims of tenant {name:?} from the catalog")
@@ -42,7 +56,7 @@ impl Tenant {
         let amqp = Amqp::new(
             name,
             log.clone(),
-            settings.amqp.to_amqp(),
+            amqp_settings,
             auth,
             Some(mqtt.wills()),
             mqtt.claims(),

@@ -1,5 +1,7 @@
 //! Cross-protocol delivery between MQTT and AMQP, mapped at delivery (messages stay stored as
-//! their sender sent them).
+//! their sender sent them), through `wharf_adapter_core::bridge`'s protocol-neutral
+//! [`Envelope`]: [`envelope`] is AMQP's decoder (wired into the process's [`Bridge`]), and
+//! [`envelope_to_amqp`] maps an MQTT message's envelope to AMQP sections.
 //!
 //! MQTT topics live in the default topic address (the stream `mqtt-default`); AMQP clients
 //! reach them as the addresses `/topic/<topic>` (send) and `/topic/<filter>` (receive, MQTT
@@ -25,56 +27,51 @@ use fe2o3_amqp_types::{
     },
     primitives::{Binary, SimpleValue, Value},
 };
+use wharf_adapter_core::bridge::{Bridge, Envelope};
 use wharf_log_format::StoredRecord;
-use wharf_mqtt::message::{Message as MqttMessage, Properties as MqttProperties, QoS};
 
 use crate::message::{Sections, code};
 
 /// The AMQP address prefix of MQTT topics.
 pub const TOPIC_PREFIX: &str = "/topic/";
 
-/// Register [`amqp_to_mqtt`] with the MQTT adapter (once per process).
-pub fn register() {
-    wharf_mqtt::message::register_foreign(amqp_to_mqtt);
-}
-
-/// The AMQP message of a stored record: as stored if an AMQP client sent it, mapped if an MQTT
-/// client published it (topics claimed by an address, `/topic/...`), else its payload as is.
-pub fn amqp_payload(r: &StoredRecord) -> Bytes {
+/// The AMQP message of a stored record: as stored if an AMQP client sent it, mapped through
+/// `bridge` if an MQTT client published it (topics claimed by an address, `/topic/...`), else
+/// its payload as is.
+pub fn amqp_payload(r: &StoredRecord, bridge: &Bridge) -> Bytes {
     if crate::message::is_amqp(&r.record) {
         return r.record.payload.clone();
     }
-    match MqttMessage::from_record(r) {
-        Ok(m) => mqtt_to_amqp(&m),
-        Err(_) => r.record.payload.clone(),
+    match bridge.decode(r) {
+        Some(e) => envelope_to_amqp(&e),
+        None => r.record.payload.clone(),
     }
 }
 
-/// An MQTT message as AMQP message sections.
-pub fn mqtt_to_amqp(m: &MqttMessage) -> Bytes {
-    let p = &m.properties;
+/// Another protocol's message as AMQP message sections.
+pub fn envelope_to_amqp(m: &Envelope) -> Bytes {
     let header = Header {
-        durable: m.qos != QoS::AtMostOnce,
-        ttl: p.message_expiry_interval.map(|s| s.saturating_mul(1000)),
+        durable: !m.at_most_once,
+        ttl: m.expiry_s.map(|s| s.saturating_mul(1000)),
         ..Default::default()
     };
     let properties = Properties {
         to: Some(format!("{TOPIC_PREFIX}{}", m.topic)),
         subject: Some(m.topic.clone()),
-        content_type: p.content_type.clone().map(Into::into),
-        reply_to: p
+        content_type: m.content_type.clone().map(Into::into),
+        reply_to: m
             .response_topic
             .as_ref()
             .map(|t| format!("{TOPIC_PREFIX}{t}")),
-        correlation_id: p
-            .correlation_data
+        correlation_id: m
+            .correlation
             .as_ref()
             .map(|c| MessageId::Binary(Binary::from(c.to_vec()))),
         ..Default::default()
     };
-    let app = (!p.user_properties.is_empty()).then(|| {
+    let app = (!m.user_properties.is_empty()).then(|| {
         let mut map = ApplicationProperties::default();
-        for (k, v) in &p.user_properties {
+        for (k, v) in &m.user_properties {
             map.0.insert(k.clone(), SimpleValue::String(v.clone()));
         }
         map
@@ -114,8 +111,9 @@ fn text(v: &SimpleValue) -> String {
     }
 }
 
-/// A record the AMQP adapter stored under an MQTT topic, as an MQTT message.
-pub fn amqp_to_mqtt(r: &StoredRecord) -> Option<MqttMessage> {
+/// AMQP's decoder for the bridge: a record the AMQP adapter stored under an MQTT topic, as
+/// an envelope.
+pub fn envelope(r: &StoredRecord) -> Option<Envelope> {
     if !crate::message::is_amqp(&r.record) {
         return None;
     }
@@ -125,29 +123,24 @@ pub fn amqp_to_mqtt(r: &StoredRecord) -> Option<MqttMessage> {
     let raw = &r.record.payload;
     let sections = Sections::parse(raw).ok()?;
     let presettled = r.record.headers.as_ref().and_then(|h| h.get(1)) == Some(&1);
-    let mut m = MqttMessage::new(
+    let mut m = Envelope {
         topic,
-        if presettled {
-            QoS::AtMostOnce
-        } else {
-            QoS::AtLeastOnce
-        },
-        Bytes::new(),
-    );
-    m.timestamp_ms = r.record.timestamp_ms;
-    m.origin = "amqp".into();
-    let mut props = MqttProperties::default();
+        at_most_once: presettled,
+        timestamp_ms: r.record.timestamp_ms,
+        origin: "amqp".into(),
+        ..Default::default()
+    };
     if let Some(h) = sections.header(raw) {
-        props.message_expiry_interval = h.ttl.map(|ms| ms.div_ceil(1000));
+        m.expiry_s = h.ttl.map(|ms| ms.div_ceil(1000));
     }
     if let Some(p) = sections.properties(raw) {
-        props.content_type = p.content_type.map(|s| s.0);
-        props.response_topic = p.reply_to.map(|t| {
+        m.content_type = p.content_type.map(|s| s.0);
+        m.response_topic = p.reply_to.map(|t| {
             t.strip_prefix(TOPIC_PREFIX)
                 .map(str::to_string)
                 .unwrap_or(t)
         });
-        props.correlation_data = p.correlation_id.map(|c| match c {
+        m.correlation = p.correlation_id.map(|c| match c {
             MessageId::Binary(b) => Bytes::from(b.into_vec()),
             MessageId::String(s) => Bytes::from(s.into_bytes()),
             MessageId::Ulong(n) => Bytes::from(n.to_string().into_bytes()),
@@ -159,8 +152,7 @@ pub fn amqp_to_mqtt(r: &StoredRecord) -> Option<MqttMessage> {
         match *c {
             code::APPLICATION_PROPERTIES => {
                 if let Ok(app) = serde_amqp::from_slice::<ApplicationProperties>(section) {
-                    props.user_properties =
-                        app.0.iter().map(|(k, v)| (k.clone(), text(v))).collect();
+                    m.user_properties = app.0.iter().map(|(k, v)| (k.clone(), text(v))).collect();
                 }
             }
             code::DATA => {
@@ -185,7 +177,6 @@ pub fn amqp_to_mqtt(r: &StoredRecord) -> Option<MqttMessage> {
             _ => {}
         }
     }
-    m.properties = props;
     Some(m)
 }
 
@@ -197,16 +188,17 @@ mod tests {
 
     #[test]
     fn mqtt_to_amqp_and_back() {
-        let mut m = MqttMessage::new("sensors/t1", QoS::AtLeastOnce, "21.5");
-        m.properties = MqttProperties {
+        let m = Envelope {
+            topic: "sensors/t1".into(),
+            payload: Bytes::from_static(b"21.5"),
             content_type: Some("text/plain".into()),
             response_topic: Some("replies/1".into()),
-            correlation_data: Some(Bytes::from_static(b"\x00\x01corr")),
+            correlation: Some(Bytes::from_static(b"\x00\x01corr")),
             user_properties: vec![("unit".into(), "C".into()), ("site".into(), "7".into())],
-            message_expiry_interval: Some(30),
+            expiry_s: Some(30),
             ..Default::default()
         };
-        let amqp = mqtt_to_amqp(&m);
+        let amqp = envelope_to_amqp(&m);
         let s = Sections::parse(&amqp).expect("sections");
         let p = s.properties(&amqp).expect("properties");
         assert_eq!(p.to.as_deref(), Some("/topic/sensors/t1"));
@@ -215,7 +207,7 @@ mod tests {
         assert_eq!(s.header(&amqp).and_then(|h| h.ttl), Some(30_000));
         // Stored by the AMQP adapter under the topic, delivered to MQTT: the same message.
         let record = crate::message::record("sensors/t1", amqp, false, 5);
-        let back = amqp_to_mqtt(&StoredRecord {
+        let back = envelope(&StoredRecord {
             stream: StreamId::new("mqtt-default").expect("id"),
             offset: Offset(0),
             record,
@@ -223,18 +215,12 @@ mod tests {
         .expect("converts");
         assert_eq!(back.topic, "sensors/t1");
         assert_eq!(&back.payload[..], b"21.5");
-        assert_eq!(back.properties.content_type, m.properties.content_type);
-        assert_eq!(back.properties.response_topic.as_deref(), Some("replies/1"));
-        assert_eq!(
-            back.properties.correlation_data,
-            m.properties.correlation_data
-        );
-        assert_eq!(
-            back.properties.user_properties,
-            m.properties.user_properties
-        );
-        assert_eq!(back.properties.message_expiry_interval, Some(30));
-        assert_eq!(back.qos, QoS::AtLeastOnce);
+        assert_eq!(back.content_type, m.content_type);
+        assert_eq!(back.response_topic.as_deref(), Some("replies/1"));
+        assert_eq!(back.correlation, m.correlation);
+        assert_eq!(back.user_properties, m.user_properties);
+        assert_eq!(back.expiry_s, Some(30));
+        assert!(!back.at_most_once);
     }
 
     #[test]
@@ -244,12 +230,12 @@ mod tests {
             .build();
         let bytes = Bytes::from(serde_amqp::to_vec(&Serializable(message)).expect("encodes"));
         let record = crate::message::record("cmd/dev1", bytes, true, 0);
-        let m = amqp_to_mqtt(&StoredRecord {
+        let m = envelope(&StoredRecord {
             stream: StreamId::new("mqtt-default").expect("id"),
             offset: Offset(1),
             record,
         })
         .expect("converts");
-        assert_eq!((&m.payload[..], m.qos), (&b"hello"[..], QoS::AtMostOnce));
+        assert_eq!((&m.payload[..], m.at_most_once), (&b"hello"[..], true));
     }
 }

@@ -26,6 +26,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
+use wharf_adapter_core::bridge::Bridge;
 use wharf_adapter_core::names::{
     QUEUE_CURSOR, RESERVED_PREFIXES, block_lease_prefix, durable_subscription_cursor,
 };
@@ -142,6 +143,8 @@ pub struct Addresses {
     /// generation: it moves whenever any Address changes, so a changed spec is seen within
     /// the claims' refresh interval).
     cache: Mutex<(u64, HashMap<String, Address>)>,
+    /// Maps what MQTT clients published on those streams to AMQP messages.
+    bridge: Bridge,
 }
 
 impl Addresses {
@@ -150,6 +153,7 @@ impl Addresses {
         tenant: &str,
         auto_create: bool,
         claims: Arc<wharf_adapter_core::claims::Claims>,
+        bridge: Bridge,
     ) -> Self {
         Self {
             log,
@@ -157,7 +161,13 @@ impl Addresses {
             auto_create,
             claims,
             cache: Mutex::new((0, HashMap::new())),
+            bridge,
         }
+    }
+
+    /// How other protocols' records on these addresses' streams are delivered over AMQP.
+    pub fn bridge(&self) -> &Bridge {
+        &self.bridge
     }
 
     /// The MQTT topic claims `/topic/...` addresses are resolved by.
@@ -683,7 +693,7 @@ impl QueueTask {
                 link: m.link,
                 offset: r.record.offset.0,
                 payload: message::for_delivery(
-                    &crate::bridge::amqp_payload(&r.record),
+                    &crate::bridge::amqp_payload(&r.record, self.addresses.bridge()),
                     r.delivery_count,
                 ),
                 delivery_count: r.delivery_count,
@@ -834,6 +844,8 @@ struct SubTask {
     claims: Option<(Arc<wharf_adapter_core::claims::Claims>, u64)>,
     /// A durable subscription's cursor name (for streams it starts following later).
     durable: Option<String>,
+    /// Maps MQTT publishes to AMQP messages.
+    bridge: Bridge,
 }
 
 /// What became of a record offered to a subscription.
@@ -862,7 +874,7 @@ impl SubTask {
                 return Offered::Skipped;
             }
         }
-        let payload = crate::bridge::amqp_payload(&r);
+        let payload = crate::bridge::amqp_payload(&r, &self.bridge);
         let out = Outbound {
             link: self.link,
             offset: pack_position(i, r.offset.0),
@@ -1027,18 +1039,21 @@ impl Subscription {
     /// position instead, skipping what it acknowledged. Deliveries carry positions
     /// ([`wharf_log::pack_position`]: the stream's index and the offset).
     ///
-    /// `mqtt` (for `/topic/<filter>` receivers): the filter records must match, and the
-    /// claims, so that streams of addresses claiming topics of the filter later are followed
-    /// too; `durable` names the cursor to open on them.
+    /// `mqtt_filter` (for `/topic/<filter>` receivers): the filter records must match; the
+    /// streams of addresses claiming topics of the filter later (by `addresses`' claims) are
+    /// followed too; `durable` names the cursor to open on them. MQTT publishes are mapped
+    /// by `addresses`' bridge.
     pub fn start(
-        log: Log,
+        addresses: &Addresses,
         streams: Vec<(StreamId, Offset)>,
         link: u64,
         tx: mpsc::UnboundedSender<ToLink>,
         cursors: Vec<Cursor>,
-        mqtt: Option<(String, Arc<wharf_adapter_core::claims::Claims>)>,
+        mqtt_filter: Option<String>,
         durable: Option<String>,
     ) -> Self {
+        let (log, bridge) = (addresses.log.clone(), addresses.bridge);
+        let mqtt = mqtt_filter.map(|f| (f, addresses.claims.clone()));
         let (credit, credit_rx) = watch::channel((0u32, 0u64));
         let (settle, settle_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
@@ -1059,6 +1074,7 @@ impl Subscription {
             mqtt_filter,
             claims,
             durable,
+            bridge,
         };
         let task = tokio::spawn(sub.run(from, credit_rx, settle_rx, stop_rx));
         Self {

@@ -65,6 +65,9 @@ pub struct AmqpSettings {
     /// A connection that has not sent its open (after the protocol headers and SASL) within
     /// this is closed.
     pub handshake_timeout: Duration,
+    /// Maps other protocols' records to AMQP messages (cross-protocol delivery); wired by
+    /// the process. Empty: MQTT publishes reach AMQP receivers as their bare payload.
+    pub bridge: wharf_adapter_core::bridge::Bridge,
 }
 
 impl Default for AmqpSettings {
@@ -77,6 +80,7 @@ impl Default for AmqpSettings {
             max_connections: 10_000,
             max_handshakes: 256,
             handshake_timeout: Duration::from_secs(10),
+            bridge: wharf_adapter_core::bridge::Bridge::default(),
         }
     }
 }
@@ -127,6 +131,7 @@ impl Amqp {
             tenant,
             settings.auto_create,
             claims,
+            settings.bridge,
         ));
         let queues = Queues::new(
             log.clone(),
@@ -691,15 +696,12 @@ impl Conn {
                         LinkState::Topic {
                             id,
                             sub: Subscription::start(
-                                log.clone(),
+                                &self.shared.addresses,
                                 streams.iter().map(|s| (s.clone(), from(s))).collect(),
                                 id,
                                 self.tx.clone(),
                                 cursors,
-                                address
-                                    .mqtt
-                                    .clone()
-                                    .map(|filter| (filter, self.shared.addresses.claims().clone())),
+                                address.mqtt.clone(),
                                 cursor_name,
                             ),
                             presettled,

@@ -8,6 +8,9 @@
 //!   catalog, and where a reader starts on a stream it begins to follow late.
 //! - [`topic`]: topic names and filters (MQTT syntax, which AMQP `/topic/...` addresses use
 //!   too) and matching.
+//! - [`record`]: which protocol stored a record (the first header byte, one table);
+//!   [`bridge`]: a protocol-neutral message and the decoders that carry records across
+//!   protocols, wired by the process and passed to each adapter.
 //! - [`names`]: every stream, cursor and lease name the adapters write under.
 //! - [`takeover`]: the newest connection of a client id wins, on any adapter (the
 //!   `mqtt-connects` stream).
@@ -16,9 +19,11 @@
 //! - [`keyed`]: latest-record-per-key state of a stream and its compaction by snapshot
 //!   (`mqtt-wills`, `mqtt-retained`).
 
+pub mod bridge;
 pub mod claims;
 pub mod keyed;
 pub mod names;
+pub mod record;
 pub mod takeover;
 pub mod topic;
 pub mod wills;

@@ -26,6 +26,7 @@ use wharf_auth::{
 // the stream below (so the default stream's offsets are unchanged, and packet ids derived
 // from them stay stable across reconnects).
 use wharf_adapter_core::{
+    bridge::Bridge,
     claims::Claims,
     names::{self, default_stream},
     takeover::{Registration, Takeover},
@@ -53,16 +54,19 @@ pub struct MqttSettings {
     pub max_handshakes: usize,
     pub session: SessionSettings,
     /// TTL of the lease that says this adapter is alive; after it expires, another adapter
-    /// publishes the wills of this one's clients ([`crate::wills`]).
+    /// publishes the wills of this one's clients (`wharf_adapter_core::wills`).
     pub adapter_lease: Duration,
     /// Offsets per block of a shared subscription's stream: adapters with members take
     /// blocks by lease to share the group's messages ([`crate::shared`]).
     pub share_block: u64,
     /// How often the adapter checks whether `mqtt-retained` and `mqtt-wills` are due for
-    /// compaction ([`crate::keyed`]).
+    /// compaction (`wharf_adapter_core::keyed`).
     pub compact_every: Duration,
     /// How often one adapter deletes the stored sessions that expired.
     pub session_sweep_every: Duration,
+    /// Maps other protocols' records to MQTT messages (cross-protocol delivery); wired by the
+    /// process. Empty: what AMQP clients send to `/topic/...` is not delivered to MQTT.
+    pub bridge: Bridge,
 }
 
 impl Default for MqttSettings {
@@ -75,6 +79,7 @@ impl Default for MqttSettings {
             share_block: 1024,
             compact_every: Duration::from_secs(60),
             session_sweep_every: Duration::from_secs(3600),
+            bridge: Bridge::default(),
         }
     }
 }
@@ -253,6 +258,7 @@ impl Mqtt {
             run.clone(),
             settings.adapter_lease,
             settings.share_block,
+            settings.bridge,
         );
         let mqtt = Arc::new(Self {
             tenancy: Tenancy::new(tenant),
@@ -766,7 +772,7 @@ impl Conn {
                             continue; // done before this connection
                         }
                         let dup = offset < f.dup_below;
-                        match Message::from_record(&r) {
+                        match Message::decode(&r, &self.shared.settings.bridge) {
                             Ok(m) => {
                                 match session.deliver(&m, pack(i, offset), dup, now_ms) {
                                     Some(a) => self.carry_out_delivery(session, a)?,

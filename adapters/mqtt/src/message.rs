@@ -17,6 +17,10 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub use mqttbytes::QoS;
+use wharf_adapter_core::{
+    bridge::{Bridge, Envelope},
+    record::{Layout, Protocol},
+};
 use wharf_log_format::{Record, StoredRecord};
 
 /// The publish properties that travel with a message (MQTT 5 §3.3.2.3). MQTT 3.1.1 clients
@@ -107,16 +111,26 @@ impl Message {
         }
     }
 
-    /// A stored record as an MQTT message; `Err` says why it is not one. Records another
-    /// protocol stored (first header byte other than 1 or 2) go through the converter
-    /// registered with [`register_foreign`], if any.
+    /// A stored record as an MQTT message, mapped through `bridge` if another protocol
+    /// stored it (cross-protocol delivery); `Err` says why it is not one.
+    pub fn decode(r: &StoredRecord, bridge: &Bridge) -> Result<Self, &'static str> {
+        match Layout::of(&r.record).map(Layout::protocol) {
+            Some(Protocol::Amqp) => bridge
+                .decode(r)
+                .map(Self::from_envelope)
+                .ok_or("record of another protocol that does not convert"),
+            _ => Self::from_record(r),
+        }
+    }
+
+    /// A record MQTT stored as an MQTT message; `Err` says why it is not one (another
+    /// protocol's records included: [`Message::decode`] maps those).
     pub fn from_record(r: &StoredRecord) -> Result<Self, &'static str> {
         let key = r.record.key.as_ref().ok_or("no topic")?;
         let topic = std::str::from_utf8(key).map_err(|_| "topic not UTF-8")?;
         let mut h = r.record.headers.clone().ok_or("no headers")?;
-        if !matches!(h.first(), Some(&1 | &HEADER_VERSION)) {
-            let convert = FOREIGN.get().ok_or("record of another protocol")?;
-            return convert(r).ok_or("record of another protocol that does not convert");
+        if Layout::of(&r.record).map(Layout::protocol) != Some(Protocol::Mqtt) {
+            return Err("record of another protocol");
         }
         if h.len() < 3 {
             return Err("headers too short");
@@ -152,7 +166,56 @@ impl Message {
     }
 }
 
-const HEADER_VERSION: u8 = 2;
+impl Message {
+    /// The message as the other protocol sees it ([`wharf_adapter_core::bridge`]).
+    pub fn to_envelope(&self) -> Envelope {
+        let p = &self.properties;
+        Envelope {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            at_most_once: self.qos == QoS::AtMostOnce,
+            expiry_s: p.message_expiry_interval,
+            content_type: p.content_type.clone(),
+            response_topic: p.response_topic.clone(),
+            correlation: p.correlation_data.clone(),
+            user_properties: p.user_properties.clone(),
+            timestamp_ms: self.timestamp_ms,
+            origin: self.origin.clone(),
+        }
+    }
+
+    /// Another protocol's message, delivered to MQTT: QoS 0 if it was sent at most once,
+    /// else QoS 1 (capped by the subscription); never retained.
+    pub fn from_envelope(e: Envelope) -> Self {
+        Self {
+            topic: e.topic,
+            qos: if e.at_most_once {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            },
+            retain: false,
+            payload: e.payload,
+            properties: Properties {
+                payload_format_indicator: None,
+                message_expiry_interval: e.expiry_s,
+                content_type: e.content_type,
+                response_topic: e.response_topic,
+                correlation_data: e.correlation,
+                user_properties: e.user_properties,
+            },
+            origin: e.origin,
+            timestamp_ms: e.timestamp_ms,
+        }
+    }
+}
+
+/// MQTT's decoder for the bridge: a record MQTT stored, as an envelope.
+pub fn envelope(r: &StoredRecord) -> Option<Envelope> {
+    Message::from_record(r).ok().map(|m| m.to_envelope())
+}
+
+const HEADER_VERSION: u8 = Layout::MqttV2 as u8;
 /// Flags bit: a snapshot copy of a retained message, followed by the offset it is as of.
 const FLAG_SNAPSHOT: u8 = 0b10;
 
@@ -163,17 +226,6 @@ pub fn snapshot_of(r: &StoredRecord) -> Option<u64> {
         return None;
     }
     Some(u64::from_be_bytes(h[3..11].try_into().ok()?))
-}
-
-/// Turns a record another protocol stored into an MQTT message (cross-protocol delivery).
-pub type Foreign = fn(&StoredRecord) -> Option<Message>;
-
-static FOREIGN: std::sync::OnceLock<Foreign> = std::sync::OnceLock::new();
-
-/// Register the converter for other protocols' records (once per process; the AMQP adapter's
-/// `bridge::register` does it). Later registrations are ignored.
-pub fn register_foreign(convert: Foreign) {
-    let _ = FOREIGN.set(convert);
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
@@ -368,6 +420,52 @@ mod tests {
             payload: Bytes::new(),
         };
         assert!(Message::from_record(&stored(r)).is_err());
+    }
+
+    /// Across the bridge: every property AMQP can carry survives; QoS 1 and 2 are "not at
+    /// most once" and come back as QoS 1; retain and the payload format indicator stay MQTT's.
+    #[test]
+    fn envelopes_carry_the_properties() {
+        let m = full();
+        let e = m.to_envelope();
+        assert_eq!(
+            (e.topic.as_str(), e.at_most_once, e.expiry_s),
+            ("a/b", false, Some(30))
+        );
+        let back = Message::from_envelope(e);
+        assert_eq!(back.qos, QoS::AtLeastOnce);
+        assert!(!back.retain);
+        assert_eq!(back.properties.payload_format_indicator, None);
+        let mut expected = m.properties.clone();
+        expected.payload_format_indicator = None;
+        assert_eq!(back.properties, expected);
+        assert_eq!((&back.payload, &back.origin), (&m.payload, &m.origin));
+        let q0 = Message::new("t", QoS::AtMostOnce, "x");
+        assert!(q0.to_envelope().at_most_once);
+        assert_eq!(
+            Message::from_envelope(q0.to_envelope()).qos,
+            QoS::AtMostOnce
+        );
+        // MQTT's decoder reads only MQTT records; decode() sends others through the bridge.
+        let mut amqp = stored(m.to_record(0));
+        amqp.record.headers = Some(Bytes::from_static(&[0x81, 0]));
+        assert!(envelope(&amqp).is_none());
+        assert!(Message::decode(&amqp, &Bridge::default()).is_err());
+        fn fixed(_: &StoredRecord) -> Option<Envelope> {
+            Some(Envelope {
+                topic: "from/amqp".into(),
+                ..Default::default()
+            })
+        }
+        let bridge = Bridge::default().with(Protocol::Amqp, fixed);
+        assert_eq!(
+            Message::decode(&amqp, &bridge).map(|m| m.topic),
+            Ok("from/amqp".to_string())
+        );
+        assert_eq!(
+            Message::decode(&stored(m.to_record(m.timestamp_ms)), &bridge),
+            Ok(m)
+        );
     }
 
     #[test]

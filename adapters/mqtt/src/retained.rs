@@ -7,7 +7,7 @@
 //! SUBSCRIBE it reads what other adapters stored since (one store refresh), so a client sees
 //! every retained message acknowledged before it subscribed, whichever adapter it is on.
 //!
-//! **Compaction** ([`crate::keyed`]): when `mqtt-retained` holds more than twice as many
+//! **Compaction** (`wharf_adapter_core::keyed`): when `mqtt-retained` holds more than twice as many
 //! records as there are retained topics (and at least 1,024), the adapter holding the lease
 //! `mqtt-retained-compact` appends a snapshot — a copy of every retained message as of the
 //! offset it has read to (flag bit 1 of the record headers, with that offset) — and trims the

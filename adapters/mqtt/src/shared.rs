@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use wharf_log::{Blocks, Log, pack_position as pack, unpack_position as unpack};
 use wharf_log_format::{Offset, StreamId};
 
-use wharf_adapter_core::{claims::Claims, names::share_cursor, topic::matches};
+use wharf_adapter_core::{bridge::Bridge, claims::Claims, names::share_cursor, topic::matches};
 
 use crate::{message::Message, session::share_filter};
 
@@ -66,6 +66,8 @@ pub struct SharedGroups {
     block: u64,
     groups: Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>,
     next_member: std::sync::atomic::AtomicU64,
+    /// Maps what other protocols stored under matching topics to MQTT messages.
+    bridge: Bridge,
 }
 
 /// One connection's membership of a group; dropping it leaves the group.
@@ -92,8 +94,16 @@ impl Drop for Membership {
 }
 
 impl SharedGroups {
-    pub fn new(log: Log, claims: Arc<Claims>, run: String, ttl: Duration, block: u64) -> Arc<Self> {
+    pub fn new(
+        log: Log,
+        claims: Arc<Claims>,
+        run: String,
+        ttl: Duration,
+        block: u64,
+        bridge: Bridge,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            bridge,
             log,
             claims,
             run,
@@ -374,7 +384,7 @@ impl Group {
             let want = READ_AHEAD.saturating_sub(queue.len()).max(1);
             let records = b.read(want, have).await;
             for r in records {
-                match Message::from_record(&r) {
+                match Message::decode(&r, &self.shared.bridge) {
                     Ok(m) if matches(&self.filter, &m.topic) => {
                         self.queue.push_back((pack(i, r.offset.0), m))
                     }
