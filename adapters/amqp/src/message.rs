@@ -11,16 +11,18 @@
 //!   the sender settled it before sending (at most once).
 //!
 //! MQTT records (`adapters/mqtt/src/message.rs`) start their headers with 1 or 2, so the
-//! first byte tells the two apart.
+//! first byte tells the two apart (`wharf_adapter_core::record`).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fe2o3_amqp_types::messaging::{Header, Properties};
+use wharf_adapter_core::record::Layout;
 use wharf_log_format::Record;
 
 use crate::frame::{descriptor_code, value_len};
 
-/// First header byte of an AMQP record.
-pub const RECORD_V1: u8 = 0x81;
+/// First header byte of an AMQP record (the table of every layout is
+/// `wharf_adapter_core::record::Layout`).
+pub const RECORD_V1: u8 = Layout::AmqpV1 as u8;
 
 /// Section descriptor codes (spec part 3.2).
 pub mod code {
