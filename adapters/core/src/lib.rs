@@ -11,6 +11,7 @@
 //! - [`record`]: which protocol stored a record (the first header byte, one table);
 //!   [`bridge`]: a protocol-neutral message and the decoders that carry records across
 //!   protocols, wired by the process and passed to each adapter.
+//! - [`errors`]: the log's error kinds as what a client is told (reason strings, codes).
 //! - [`names`]: every stream, cursor and lease name the adapters write under.
 //! - [`takeover`]: the newest connection of a client id wins, on any adapter (the
 //!   `mqtt-connects` stream).
@@ -21,6 +22,7 @@
 
 pub mod bridge;
 pub mod claims;
+pub mod errors;
 pub mod keyed;
 pub mod names;
 pub mod record;

@@ -28,6 +28,7 @@ use wharf_auth::{
 use wharf_adapter_core::{
     bridge::Bridge,
     claims::Claims,
+    errors::StoreFailure,
     names::{self, default_stream},
     takeover::{Registration, Takeover},
     wills::Wills,
@@ -753,9 +754,9 @@ impl Conn {
                         return Err(format!("read from {peer}: {e}"));
                     }
                 },
-                Some((tokens, ok)) = async { match self.pending.as_mut() { Some(p) => p.next().await, None => None } }, if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
+                Some((tokens, result)) = async { match self.pending.as_mut() { Some(p) => p.next().await, None => None } }, if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
                     self.pending_records -= tokens.len();
-                    let a: Vec<Action> = tokens.into_iter().flat_map(|t| session.appended(t, ok)).collect();
+                    let a: Vec<Action> = tokens.into_iter().flat_map(|t| session.appended(t, result)).collect();
                     if let Some(end) = Box::pin(self.carry_out(session, a)).await? {
                         return Ok(end);
                     }
@@ -1024,12 +1025,16 @@ impl Conn {
                             self.pending_records += tokens.len();
                             self.pending
                                 .get_or_insert_with(Default::default)
-                                .push_back(Box::pin(async move { (tokens, durable.await.is_ok()) }))
+                                .push_back(Box::pin(async move {
+                                    let result = durable.await.map_err(|e| StoreFailure::from(&e));
+                                    (tokens, result)
+                                }))
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "append failed");
+                            let failure = StoreFailure::from(&e);
                             for t in tokens {
-                                queue.extend(session.appended(t, false));
+                                queue.extend(session.appended(t, Err(failure)));
                             }
                         }
                     }
@@ -1430,7 +1435,8 @@ impl Conn {
 
 /// Publishes of one connection being stored, in order (allocated on a connection's first
 /// publish: idle subscribers do without).
-type PendingBatches = FuturesOrdered<futures::future::BoxFuture<'static, (Vec<u64>, bool)>>;
+type PendingBatches =
+    FuturesOrdered<futures::future::BoxFuture<'static, (Vec<u64>, Result<(), StoreFailure>)>>;
 
 /// Buffer capacity an idle connection may keep.
 const IDLE_BUFFER: usize = 1024;

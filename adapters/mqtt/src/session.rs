@@ -22,7 +22,10 @@ use mqttbytes::{
     },
 };
 
-use wharf_adapter_core::topic::{matches, valid_filter, valid_topic_name};
+use wharf_adapter_core::{
+    errors::StoreFailure,
+    topic::{matches, valid_filter, valid_topic_name},
+};
 
 use crate::message::{Message, Properties};
 
@@ -966,8 +969,9 @@ impl Session {
         }]
     }
 
-    /// A stored publish is durable (`ok`) or could not be stored.
-    pub fn appended(&mut self, token: u64, ok: bool) -> Vec<Action> {
+    /// A stored publish is durable (`Ok`) or could not be stored (why: the reason string;
+    /// the code is 0x80 whatever the failure, [`StoreFailure::mqtt5_publish_reason`]).
+    pub fn appended(&mut self, token: u64, result: Result<(), StoreFailure>) -> Vec<Action> {
         let Some((qos, pkid)) = self.pending.remove(&token) else {
             return Vec::new();
         };
@@ -975,7 +979,7 @@ impl Session {
         if self.state != State::Connected {
             return Vec::new();
         }
-        if !ok {
+        if let Err(failure) = result {
             if !self.v5() {
                 // MQTT 3.1.1 has no negative acknowledgement: close; the client will resend.
                 return self.fail(
@@ -983,7 +987,7 @@ impl Session {
                     "could not store a message",
                 );
             }
-            let why = "the store is unavailable; publish again";
+            let why = failure.reason();
             return match qos {
                 QoS::AtLeastOnce => vec![Action::Send(Packet::PubAck(PubAck {
                     pkid,
@@ -1578,7 +1582,7 @@ mod tests {
         };
         assert_eq!(message.origin, "c1");
         assert_eq!(
-            s.appended(token, true),
+            s.appended(token, Ok(())),
             vec![Action::Send(Packet::PubAck(PubAck::new(7)))]
         );
 
@@ -1587,7 +1591,7 @@ mod tests {
             panic!("{a:?}")
         };
         assert_eq!(
-            s.appended(token, true),
+            s.appended(token, Ok(())),
             vec![Action::Send(Packet::PubRec(PubRec::new(8)))]
         );
         // The client resends before PUBREL: acknowledged again, not stored twice.
@@ -1610,7 +1614,10 @@ mod tests {
             panic!("{a:?}")
         };
         assert!(
-            matches!(s.appended(token, false)[..], [Action::Close { .. }]),
+            matches!(
+                s.appended(token, Err(StoreFailure::Unavailable))[..],
+                [Action::Close { .. }]
+            ),
             "3.1.1 store failure: no PUBACK, close"
         );
     }
@@ -1622,13 +1629,34 @@ mod tests {
         let [Action::Append { token, .. }] = a[..] else {
             panic!("{a:?}")
         };
-        let a = s.appended(token, false);
+        let a = s.appended(token, Err(StoreFailure::Unavailable));
         assert!(matches!(&a[..], [Action::Send(Packet::PubAck(ack))]
             if ack.pkid == 3 && ack.reason == PubAckReason::UnspecifiedError));
         assert_eq!(
             s.handle(now, Packet::PingReq),
             vec![Action::Send(Packet::PingResp)]
         );
+        // The reason string says which failure it was (when the client asked for reasons).
+        let (mut s, now) = connected_v5(None);
+        for (pkid, failure) in [(4, StoreFailure::Closed), (5, StoreFailure::Refused)] {
+            let a = s.handle(now, publish("a", QoS::AtLeastOnce, pkid));
+            let [Action::Append { token, .. }] = a[..] else {
+                panic!("{a:?}")
+            };
+            let a = s.appended(token, Err(failure));
+            let [Action::Send(Packet::PubAck(ack))] = &a[..] else {
+                panic!("{a:?}")
+            };
+            assert_eq!(
+                (ack.pkid, ack.reason),
+                (pkid, PubAckReason::UnspecifiedError)
+            );
+            let reason = ack
+                .properties
+                .as_ref()
+                .and_then(|p| p.reason_string.as_deref());
+            assert_eq!(reason, Some(failure.reason()), "{failure:?}");
+        }
     }
 
     #[test]

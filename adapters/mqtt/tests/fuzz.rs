@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use mqttbytes::{QoS, v4, v5};
 use proptest::prelude::*;
+use wharf_adapter_core::errors::StoreFailure;
 use wharf_mqtt::{
     codec::{self, Peek, Version, peek_connect},
     message::Message,
@@ -37,7 +38,18 @@ fn drive(input: &[u8]) -> usize {
         while i < actions.len() {
             let more = match &actions[i] {
                 Action::Resume { .. } => s.resumed(None),
-                Action::Append { token, .. } => s.appended(*token, !offset.is_multiple_of(3)),
+                Action::Append { token, .. } => {
+                    let failures = [
+                        StoreFailure::Unavailable,
+                        StoreFailure::Closed,
+                        StoreFailure::Refused,
+                    ];
+                    let result = match offset % 6 {
+                        0 | 3 => Err(failures[(offset / 3 % 3) as usize]),
+                        _ => Ok(()),
+                    };
+                    s.appended(*token, result)
+                }
                 Action::Close { .. } | Action::Disconnected { .. } => {
                     closed = true;
                     Vec::new()

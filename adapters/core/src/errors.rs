@@ -1,0 +1,87 @@
+//! One table from the log's error kinds to what an adapter tells its client when the store
+//! did not take a message.
+//!
+//! The protocols' codes stay what they were: MQTT 5 has no "try again" reason code for
+//! PUBACK/PUBREC, so every failure is 0x80 (unspecified error) and the reason string says
+//! what happened and whether publishing again helps; MQTT 3.1.1 has no negative
+//! acknowledgement, so the connection is closed and the client resends.
+
+use wharf_log::ErrorKind;
+
+/// Why the store did not take a message, as a client is told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Slow, unreachable or raced (`Unavailable`, `Conflict`): publishing again may work.
+    Unavailable,
+    /// The log is closing (the adapter shuts down): publish again, to another adapter.
+    Closed,
+    /// The store refused the request itself (`Invalid`, `NotFound`, `Fenced`).
+    Refused,
+    /// Stored data could not be read: an operator must look.
+    Corrupt,
+}
+
+impl From<ErrorKind> for StoreFailure {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Unavailable | ErrorKind::Conflict => Self::Unavailable,
+            ErrorKind::Closed => Self::Closed,
+            ErrorKind::Invalid | ErrorKind::NotFound | ErrorKind::Fenced => Self::Refused,
+            ErrorKind::Corrupt => Self::Corrupt,
+        }
+    }
+}
+
+impl From<&wharf_log::LogError> for StoreFailure {
+    fn from(e: &wharf_log::LogError) -> Self {
+        e.kind().into()
+    }
+}
+
+impl StoreFailure {
+    /// The reason string for the client (MQTT 5 reason string, AMQP error description).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Unavailable => "the store is unavailable; publish again",
+            Self::Closed => "the server is shutting down; publish again",
+            Self::Refused => "the store refused the message",
+            Self::Corrupt => "stored data is damaged; the operator has been told",
+        }
+    }
+
+    /// Whether the same publish may succeed if sent again.
+    pub fn retry(self) -> bool {
+        matches!(self, Self::Unavailable | Self::Closed)
+    }
+
+    /// The MQTT 5 PUBACK / PUBREC reason code: 0x80 (unspecified error) for all — the only
+    /// code of the spec's list (§3.4.2.1) that fits a server-side store failure.
+    pub fn mqtt5_publish_reason(self) -> u8 {
+        0x80
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_a_row() {
+        use ErrorKind::*;
+        let rows = [
+            (Unavailable, StoreFailure::Unavailable, true),
+            (Conflict, StoreFailure::Unavailable, true),
+            (Closed, StoreFailure::Closed, true),
+            (Invalid, StoreFailure::Refused, false),
+            (NotFound, StoreFailure::Refused, false),
+            (Fenced, StoreFailure::Refused, false),
+            (Corrupt, StoreFailure::Corrupt, false),
+        ];
+        for (kind, failure, retry) in rows {
+            let f = StoreFailure::from(kind);
+            assert_eq!((f, f.retry()), (failure, retry), "{kind:?}");
+            assert_eq!(f.mqtt5_publish_reason(), 0x80);
+            assert!(!f.reason().is_empty());
+        }
+    }
+}
