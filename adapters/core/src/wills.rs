@@ -285,21 +285,8 @@ impl Wills {
         delay: Duration,
         record: &Record,
     ) -> wharf_log::Result<()> {
-        let key = record.key.as_deref().unwrap_or_default();
-        self.append(&WillRecord {
-            version: WillRecord::VERSION,
-            adapter: self.run.clone(),
-            connection,
-            client_id: client_id.to_string(),
-            settled: false,
-            delay_ms: delay.as_millis() as u64,
-            topic: String::from_utf8_lossy(key).into_owned(),
-            headers: B64.encode(record.headers.clone().unwrap_or_default()),
-            payload: B64.encode(&record.payload),
-            stream: String::new(),
-            snapshot_of: None,
-        })
-        .await
+        self.append(&self.registration(client_id, connection, delay, None, record))
+            .await
     }
 
     /// Register another protocol's will: `record` is appended to `stream` as it is if the
@@ -312,21 +299,34 @@ impl Wills {
         stream: &StreamId,
         record: &Record,
     ) -> wharf_log::Result<()> {
+        let w = self.registration(owner, connection, Duration::ZERO, Some(stream), record);
+        self.append(&w).await
+    }
+
+    /// The registration of `record` as a connection's will (`stream`: appended there as it
+    /// is; `None`: a topic message for [`PublishWill`]).
+    fn registration(
+        &self,
+        client_id: &str,
+        connection: u64,
+        delay: Duration,
+        stream: Option<&StreamId>,
+        record: &Record,
+    ) -> WillRecord {
         let key = record.key.as_deref().unwrap_or_default();
-        self.append(&WillRecord {
+        WillRecord {
             version: WillRecord::VERSION,
             adapter: self.run.clone(),
             connection,
-            client_id: owner.to_string(),
+            client_id: client_id.to_string(),
             settled: false,
-            delay_ms: 0,
+            delay_ms: delay.as_millis() as u64,
             topic: String::from_utf8_lossy(key).into_owned(),
             headers: B64.encode(record.headers.clone().unwrap_or_default()),
             payload: B64.encode(&record.payload),
-            stream: stream.as_str().to_string(),
+            stream: stream.map(|s| s.as_str().to_string()).unwrap_or_default(),
             snapshot_of: None,
-        })
-        .await
+        }
     }
 
     /// The connection's will is settled (published, or discarded).
