@@ -12,6 +12,8 @@
 //! - [`acks::AckSet`] and [`cursor::CursorState`]: a durable consumer position with
 //!   per-message acknowledgement.
 //! - [`lease::LeaseRecord`], [`catalog::CatalogEntry`]: leases and configuration objects.
+//! - [`journal`]: the local filesystem's journal, where segments and batch objects are appended
+//!   to a shared file instead of written as a file each.
 //!
 //! What it is not: it does no I/O, knows nothing of tokio or `object_store`, and has no
 //! protocol (MQTT/AMQP) types; records carry protocol headers as opaque bytes.
@@ -22,6 +24,7 @@ pub mod checkpoint;
 pub mod cursor;
 mod error;
 mod ids;
+pub mod journal;
 pub mod json;
 pub mod lease;
 mod record;

@@ -13,6 +13,7 @@ use wharf_log_format::{
     catalog::CatalogEntry,
     checkpoint::Checkpoint,
     cursor::CursorState,
+    journal::{self, EntryKind, External, FileHeader, FileIndex, Parsed},
     json::{self, Versioned},
     lease::LeaseRecord,
     segment::{self, BatchRef, RefStream, SegmentHeader},
@@ -353,4 +354,96 @@ fn batch_and_segment_v2_decode_and_checkpoint_v2_round_trips() {
     assert_eq!(cp.writers["adapter-b.0123456789ab"].committed, 1);
     assert!(cp.batch_is_live("adapter-b.0123456789ab", 1));
     check_json_with("checkpoint-v2.json", cp, json::encode_compact);
+}
+
+/// A journal file of version 1: header, two segments, an external one, a void later claim of
+/// segment 1, a seal; and the index of that file.
+#[test]
+fn journal_v1_decodes() {
+    let magic = 0x0123_4567_89ab_cdef;
+    let header = FileHeader {
+        number: 7,
+        entry_magic: magic,
+        created_ms: 1_795_000_000_000,
+    };
+    let external = External::new("00000000000000000003.00ff.arrow".into(), b"large segment");
+    let entries: Vec<(EntryKind, &str, Vec<u8>)> = vec![
+        (
+            EntryKind::Object,
+            "segments/00000000000000000001.arrow",
+            b"segment one".to_vec(),
+        ),
+        (
+            EntryKind::Object,
+            "segments/00000000000000000002.arrow",
+            b"segment two".to_vec(),
+        ),
+        (
+            EntryKind::External,
+            "segments/00000000000000000003.arrow",
+            external.encode(),
+        ),
+        (
+            EntryKind::Object,
+            "segments/00000000000000000001.arrow",
+            b"late claim".to_vec(),
+        ),
+        (EntryKind::Seal, "", Vec::new()),
+    ];
+    let mut expected = header.encode().to_vec();
+    let mut index = Vec::new();
+    for (i, (kind, key, body)) in entries.iter().enumerate() {
+        let at = expected.len() as u64;
+        let e =
+            journal::encode(magic, *kind, key, body, 1_795_000_000_001 + i as i64).expect("encode");
+        if i < 3 {
+            index.push((
+                key.to_string(),
+                *kind as u8,
+                at + (journal::ENTRY_HEADER_LEN + key.len()) as u64,
+                body.len() as u32,
+                journal::checksum(body),
+                1_795_000_000_001 + i as i64,
+            ));
+        }
+        expected.extend_from_slice(&e);
+    }
+    let idx = FileIndex {
+        version: journal::VERSION,
+        file: 7,
+        entry_magic: magic,
+        entries: index,
+    };
+    if bless() {
+        std::fs::write(fixture("journal-v1.wal"), &expected).expect("bless");
+        std::fs::write(fixture("journal-v1.idx"), idx.encode()).expect("bless");
+    }
+    let file = std::fs::read(fixture("journal-v1.wal")).expect("fixture");
+    assert_eq!(file, expected, "the journal encoding changed");
+    assert_eq!(
+        FileHeader::decode(&file[..journal::FILE_HEADER_LEN]).expect("header"),
+        header
+    );
+    let mut at = journal::FILE_HEADER_LEN;
+    let mut found = Vec::new();
+    while at < file.len() {
+        match journal::parse(&file[at..], magic, true) {
+            Parsed::Entry(e) => {
+                let body = file[at + e.body_offset..at + e.body_offset + e.body_len].to_vec();
+                found.push((e.kind, e.key.clone(), body));
+                at += e.len;
+            }
+            other => panic!("at {at}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        found,
+        entries
+            .iter()
+            .map(|(k, key, b)| (*k, key.to_string(), b.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(External::decode(&found[2].2).expect("external"), external);
+    let idx_bytes = std::fs::read(fixture("journal-v1.idx")).expect("fixture");
+    assert_eq!(FileIndex::decode(&idx_bytes).expect("index"), idx);
 }

@@ -5,8 +5,9 @@ use std::{fmt, sync::Arc, time::Duration};
 use bytes::Bytes;
 use object_store::{
     ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, aws::AmazonS3Builder,
-    local::LocalFileSystem, memory::InMemory, path::Path, prefix::PrefixStore,
+    memory::InMemory, path::Path, prefix::PrefixStore,
 };
+use wharf_log_fs::{FsOptions, FsStore};
 
 use wharf_log_format::catalog::{DEFAULT_TENANT, TENANT_RULE, valid_tenant};
 
@@ -50,7 +51,8 @@ impl Store {
     }
 
     /// Open a store from a URL:
-    /// - `file://DIR` or a plain path: the local filesystem, created if missing, fsync on;
+    /// - `file://DIR`: the local filesystem, created if missing, fsync on, the log's segments
+    ///   appended to a journal (`wharf-log-fs`);
     /// - `s3://bucket/prefix`: S3 or an S3-compatible server, configured by the standard `AWS_*`
     ///   variables (`AWS_ENDPOINT_URL` for a custom endpoint, `AWS_ALLOW_HTTP=true` for http),
     ///   or `s3://bucket/prefix?endpoint=http://host:port` (http allowed for that endpoint);
@@ -141,9 +143,9 @@ impl Store {
             )));
         }
         std::fs::create_dir_all(dir).map_err(|e| invalid(format!("cannot create {dir}: {e}")))?;
-        let fs = LocalFileSystem::new_with_prefix(dir)
-            .map_err(|e| invalid(e.to_string()))?
-            .with_fsync(true);
+        // Segments go to a journal (one append and one fdatasync per commit, not a file and two
+        // fsyncs); everything else is a file, written with fsync (`wharf-log-fs`).
+        let fs = FsStore::new(dir, FsOptions::default()).map_err(|e| invalid(e.to_string()))?;
         Ok(Self::new(Arc::new(fs), StoreKind::File, url))
     }
 
