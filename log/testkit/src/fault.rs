@@ -40,6 +40,35 @@ pub struct FaultStats {
     pub gets_in_flight: AtomicU64,
     /// The most GETs in flight at once so far (store 0 to start counting again).
     pub max_gets_in_flight: AtomicU64,
+    /// Calls by operation and the folder of the log they went to ("get segments",
+    /// "put batches", "list batches", ...), for request budgets.
+    pub by_kind: Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl FaultStats {
+    /// A copy of [`FaultStats::by_kind`].
+    pub fn kinds(&self) -> std::collections::BTreeMap<String, u64> {
+        self.by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn count(&self, op: &str, path: Option<&Path>) {
+        // The log's folder: the first part, or the third under tenants/<name>/.
+        let parts: Vec<_> = path.map(|p| p.parts().collect()).unwrap_or_default();
+        let folder = match parts.as_slice() {
+            [t, _, f, ..] if t.as_ref() == "tenants" => f.as_ref().to_string(),
+            [f, ..] => f.as_ref().to_string(),
+            [] => String::new(),
+        };
+        *self
+            .by_kind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(format!("{op} {folder}"))
+            .or_default() += 1;
+    }
 }
 
 /// One GET in flight, counted until dropped.
@@ -106,6 +135,7 @@ impl FaultStore {
         let mut frozen = self.frozen.subscribe();
         let _ = frozen.wait_for(|f| !*f).await;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.count(op, path);
         let config = self
             .config
             .lock()
@@ -208,6 +238,7 @@ impl ObjectStore for FaultStore {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
         use futures::StreamExt;
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.count("list", prefix);
         let fail = self.random()
             < self
                 .config

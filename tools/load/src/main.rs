@@ -145,6 +145,10 @@ fn stream_of(args: &LogArgs, p: usize) -> Result<StreamId> {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
         .init();
     let args = match Cli::parse().command {
         Command::Log(args) => args,
@@ -268,6 +272,7 @@ async fn main() -> Result<()> {
     }
     let payload = Bytes::from(vec![b'x'; args.size]);
     let calls_before = counting.stats.calls.load(Ordering::Relaxed);
+    let kinds_before = counting.stats.kinds();
     let start = stats.start;
     let end = start + args.duration;
     let mut tasks = Vec::new();
@@ -297,6 +302,15 @@ async fn main() -> Result<()> {
     }
     let elapsed = start.elapsed().as_secs_f64();
     let calls_during = counting.stats.calls.load(Ordering::Relaxed);
+    let kinds: serde_json::Map<String, serde_json::Value> = counting
+        .stats
+        .kinds()
+        .into_iter()
+        .map(|(k, n)| {
+            let per_s = (n - kinds_before.get(&k).copied().unwrap_or(0)) as f64 / elapsed;
+            (k, serde_json::json!((per_s * 100.0).round() / 100.0))
+        })
+        .collect();
     if args.tail {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for t in &tails {
@@ -333,6 +347,7 @@ async fn main() -> Result<()> {
                     "n": th.len(), "tail_first": tail_first.load(Ordering::Relaxed)})
             } else { serde_json::Value::Null },
             "store_requests_per_s": ((calls as f64 / elapsed) * 10.0).round() / 10.0,
+            "store_requests_per_s_by_kind": kinds,
             "timeline_ms": if args.timeline { timeline(&stats.by_second) } else { serde_json::Value::Null },
             "visible_timeline_ms": if args.timeline && args.observe {
                 timeline(&stats.seen_by_second)
@@ -418,13 +433,20 @@ async fn produce(
             let (stats, done) = (stats.clone(), done_tx.clone());
             let s = stream.clone();
             tokio::spawn(async move {
-                let (durable, committed) = pending.split();
-                let ok = durable.await.is_ok();
-                // The ack is the durable answer; the tail measurement needs the offset.
-                let offset = if ok && stats.track_acks {
-                    committed.await.ok()
+                // The ack is the durable answer; the tail measurement needs the offset (asking
+                // for it makes a writer follow the log for its commits).
+                let offset = if stats.track_acks {
+                    let (durable, committed) = pending.split();
+                    match durable.await {
+                        Ok(()) => committed.await.ok(),
+                        Err(_) => None,
+                    }
                 } else {
-                    ok.then_some(wharf_log_format::Offset(0))
+                    pending
+                        .durable()
+                        .await
+                        .ok()
+                        .map(|()| wharf_log_format::Offset(0))
                 };
                 stats.record(t, offset.map(|o| (&s, o.0))).await;
                 let _ = done.send(());
