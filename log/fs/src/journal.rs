@@ -448,6 +448,10 @@ impl Journal {
             self.load(st)?;
             st.loaded = true;
         }
+        if st.files.is_empty() {
+            // No journal yet when we last looked: another process may have started it.
+            self.load(st)?;
+        }
         loop {
             let Some((&last, _)) = st.files.iter().next_back() else {
                 return Ok(());

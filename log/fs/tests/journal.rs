@@ -233,6 +233,21 @@ fn newest_magic(dir: &FsPath) -> u64 {
 }
 
 #[tokio::test]
+async fn a_reader_that_looked_before_the_journal_existed_finds_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let reader = open(dir.path(), FsOptions::default());
+    // The reader looks first: no journal at all.
+    assert_eq!(get(reader.as_ref(), &seg(1)).await, None);
+    assert!(listed(reader.as_ref(), "segments").await.is_empty());
+    // Another process starts the journal.
+    let writer = open(dir.path(), FsOptions::default());
+    create(writer.as_ref(), &seg(1), body("w", 1, 10))
+        .await
+        .expect("1");
+    assert_eq!(get(reader.as_ref(), &seg(1)).await, Some(body("w", 1, 10)));
+}
+
+#[tokio::test]
 async fn torn_appends_are_skipped_by_every_reader() {
     let dir = tempfile::tempdir().expect("dir");
     let a = open(dir.path(), FsOptions::default());
