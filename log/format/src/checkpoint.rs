@@ -228,6 +228,10 @@ impl Checkpoint {
             let w = self.writers.entry(r.writer.clone()).or_default();
             w.committed = r.n;
             w.last_ms = segment.header.created_ms;
+            if segment.header.inline {
+                // The segment holds the batch's rows: nobody reads the batch object again.
+                continue;
+            }
             match w.segments.last_mut() {
                 Some(last) if last[0] == seq => last[2] = r.n,
                 _ => w.segments.push([seq, r.n, r.n]),

@@ -26,6 +26,12 @@
 //! - `wharf.format` = `batch`: a batch object (`batches/<writer>/<n>.arrow`), the same columns,
 //!   with each stream's offsets counted from 0 (the committing segment's `wharf.batches` entry
 //!   says where they start); `wharf.seq` is the batch's number in its writer's series.
+//!
+//! Format version 3 adds `wharf.inline` = `true` on a segment with `wharf.batches`: the rows of
+//! the batch objects it commits are in this file too, with their offsets (per stream, the
+//! referenced batches' records in reference order, then the segment's own), so a reader never
+//! needs the batch objects; `wharf.batches` still says which batches were committed where (the
+//! writers' bookkeeping). A version-2 reader refuses it rather than count those rows twice.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -45,7 +51,7 @@ use uuid::Uuid;
 use crate::{FormatError, Offset, Record, StoredRecord, StreamId};
 
 /// The newest segment format version this build writes and reads (see the module docs).
-pub const SEGMENT_VERSION: u32 = 2;
+pub const SEGMENT_VERSION: u32 = 3;
 
 /// A batch object committed by a segment: writer `writer`'s batch number `n`. Per stream,
 /// what the index needs without reading the batch: the offset its records start at here,
@@ -130,6 +136,9 @@ pub struct SegmentHeader {
     /// A batch object an appender waits on for its offset (`wharf.barrier` = `true`): whoever
     /// commits it first commits every batch other writers made durable before it.
     pub barrier: bool,
+    /// The rows of the batches in `refs` are in this segment too (`wharf.inline` = `true`,
+    /// version 3).
+    pub inline: bool,
 }
 
 /// A decoded segment.
@@ -184,7 +193,7 @@ impl Segment {
     /// consecutive: batches in reference order, then the segment's own rows). `Err` names a
     /// stream whose pieces do not follow each other.
     pub fn committed_summaries(&self) -> Result<Vec<StreamSummary>, FormatError> {
-        if self.header.refs.is_empty() {
+        if self.header.refs.is_empty() || self.header.inline {
             return Ok(self.summaries().collect());
         }
         let mut pieces: BTreeMap<StreamId, Vec<StreamSummary>> = BTreeMap::new();
@@ -288,7 +297,9 @@ where
         .iter()
         .map(|(s, o)| (s.as_str(), o.0))
         .collect();
-    let version = if header.batch || !header.refs.is_empty() {
+    let version = if header.inline {
+        3
+    } else if header.batch || !header.refs.is_empty() {
         2
     } else {
         1
@@ -312,6 +323,15 @@ where
     let mut metadata = metadata;
     if header.barrier {
         metadata.insert("wharf.barrier".to_string(), "true".to_string());
+    }
+    if header.inline {
+        if header.batch || header.refs.is_empty() {
+            return Err(FormatError::Invalid {
+                what: WHAT,
+                detail: "inline rows without batch references".into(),
+            });
+        }
+        metadata.insert("wharf.inline".to_string(), "true".to_string());
     }
     if !header.refs.is_empty() {
         metadata.insert(
@@ -418,8 +438,16 @@ pub fn decode(bytes: Bytes) -> Result<Segment, FormatError> {
         Some(s) => serde_json::from_str(s).map_err(|e| FormatError::corrupt(WHAT, e))?,
         None => Vec::new(),
     };
+    let inline = meta.get("wharf.inline").is_some_and(|v| v == "true");
+    if inline && (version < 3 || batch || refs.is_empty()) {
+        return Err(FormatError::corrupt(
+            WHAT,
+            "wharf.inline on an object that is not a version-3 segment with batches",
+        ));
+    }
     let header = SegmentHeader {
         barrier: meta.get("wharf.barrier").is_some_and(|v| v == "true"),
+        inline,
         refs,
         batch,
         compacts: compact_firsts.keys().cloned().collect(),
@@ -484,6 +512,27 @@ pub fn decode(bytes: Bytes) -> Result<Segment, FormatError> {
             }
         }
     }
+    if inline {
+        // Every committed batch's rows are here, where its reference says.
+        for r in &header.refs {
+            for (s, part) in &r.streams {
+                let rows = streams.get(s).map(|range| &records[range.clone()]);
+                let first = rows
+                    .and_then(|r| r.first())
+                    .map_or(u64::MAX, |r| r.offset.0);
+                let end = rows.and_then(|r| r.last()).map_or(0, |r| r.offset.0 + 1);
+                if part.first_offset < first || part.first_offset + part.count > end {
+                    return Err(FormatError::corrupt(
+                        WHAT,
+                        format!(
+                            "stream {s}: batch {} of {} is not among the rows",
+                            r.n, r.writer
+                        ),
+                    ));
+                }
+            }
+        }
+    }
     for (s, first) in &compact_firsts {
         let recs = streams.get(s).map(|r| &records[r.clone()]);
         if recs.and_then(|r| r.first()).map(|r| r.offset) != Some(*first) {
@@ -518,6 +567,7 @@ mod tests {
             refs: Vec::new(),
             batch: false,
             barrier: false,
+            inline: false,
         }
     }
 

@@ -356,6 +356,46 @@ fn batch_and_segment_v2_decode_and_checkpoint_v2_round_trips() {
     check_json_with("checkpoint-v2.json", cp, json::encode_compact);
 }
 
+/// A segment of version 3: it commits batch 1 of `adapter-b` (the batch of `batch_v2`) and
+/// holds its rows, then its own record.
+#[test]
+fn segment_v3_holds_the_rows_of_the_batches_it_commits() {
+    let stream = sid("mqtt-default");
+    let (mut header, own) = segment_v2();
+    header.inline = true;
+    header.commit_id = Uuid::from_u128(0x44);
+    let (_, batch_records) = batch_v2();
+    let mut rows = batch_records.clone();
+    rows.extend(own);
+    check_arrow("segment-v3.arrow", &header, &stream, 0, &rows);
+    let seg = segment::decode(Bytes::from(
+        std::fs::read(fixture("segment-v3.arrow")).expect("fixture present"),
+    ))
+    .expect("decode");
+    let mut cp = Checkpoint::default();
+    cp.apply(&seg).expect("apply");
+    let idx = cp.stream(&stream).expect("indexed");
+    assert_eq!(
+        (idx.next_offset, idx.entries.len(), idx.entries[0].count),
+        (3, 1, 3),
+        "the rows are counted once"
+    );
+    assert_eq!(cp.writers["adapter-b.0123456789ab"].committed, 1);
+    assert!(
+        !cp.batch_is_live("adapter-b.0123456789ab", 1),
+        "nobody reads the batch object again"
+    );
+    // A version-3 segment whose reference points outside its rows is refused.
+    let mut bad = header.clone();
+    bad.refs[0]
+        .streams
+        .get_mut(&stream)
+        .expect("part")
+        .first_offset = 5;
+    let bytes = segment::encode(&bad, [(&stream, Offset(0), rows.as_slice())]).expect("encode");
+    assert!(segment::decode(bytes).is_err());
+}
+
 /// A journal file of version 1: header, two segments, an external one, a void later claim of
 /// segment 1, a seal; and the index of that file.
 #[test]

@@ -83,6 +83,10 @@ pub(crate) struct Shared {
     clients: watch::Sender<usize>,
     /// Batch objects being read: readers of one segment's streams share one GET each.
     loading: Mutex<HashMap<(String, u64), Arc<BatchCell>>>,
+    /// When a segment someone else committed was last applied here.
+    others_committed: Mutex<Option<Instant>>,
+    /// Callers of [`Log::settle`] waiting now (the writer follows the log for them).
+    settling: std::sync::atomic::AtomicUsize,
 }
 
 type BatchCell = tokio::sync::OnceCell<Option<Arc<Segment>>>;
@@ -118,6 +122,8 @@ pub(crate) struct OwnSeries {
     pub next: u64,
     /// When a commit of one of the series' batches was last applied here.
     pub last_commit_seen: Option<Instant>,
+    /// When the series' first batch was numbered.
+    pub started: Instant,
     /// When the series' newest batch was numbered.
     pub last_batch: Option<Instant>,
 }
@@ -126,6 +132,12 @@ pub(crate) struct OwnSeries {
 /// writer that has seen no commit of its batches for half of this waits for the commit before
 /// it answers its appenders (the sequencer may have stopped looking).
 pub(crate) const WRITER_ACTIVE: Duration = Duration::from_secs(60);
+
+/// A series the index does not know whose first batch is older than this is not committed by
+/// the sequencer or a barrier: checkpoints forget writers idle for a day, and such a series'
+/// batches were committed long ago (or abandoned after a failed PUT). A new writer's first
+/// batch is committed within seconds — or, with no sequencer at all, by the writer itself.
+pub(crate) const UNKNOWN_WRITER_MAX_AGE: Duration = Duration::from_secs(20 * 3600);
 
 pub(crate) struct State {
     index: Checkpoint,
@@ -223,6 +235,7 @@ impl Log {
                 id: series_id(&writer_id),
                 next: 1,
                 last_commit_seen: None,
+                started: Instant::now(),
                 last_batch: None,
             }),
             awaiting: Mutex::new(HashMap::new()),
@@ -230,6 +243,8 @@ impl Log {
             committer: series_id(&writer_id),
             role_check: Mutex::new(None),
             loading: Mutex::new(HashMap::new()),
+            others_committed: Mutex::new(None),
+            settling: Default::default(),
             clients: watch::channel(0).0,
             found,
             state: Mutex::new(State {
@@ -407,6 +422,10 @@ impl Log {
     pub async fn settle(&self) {
         let deadline = tokio::time::Instant::now() + 2 * self.shared.settings.commit_timeout;
         let mut seen = self.shared.committed.subscribe();
+        self.shared.prune_awaiting();
+        // The writer follows the log while someone settles.
+        self.shared.settling.fetch_add(1, Ordering::AcqRel);
+        let _done = SettleGuard(&self.shared.settling);
         while self.shared.has_uncommitted() {
             if tokio::time::timeout_at(deadline, seen.changed())
                 .await
@@ -445,6 +464,15 @@ impl Log {
     }
 }
 
+/// Counts a caller of [`Log::settle`] until dropped.
+struct SettleGuard<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for SettleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Records queued by [`Log::submit`], not yet known to be durable.
 #[derive(Debug)]
 pub struct Pending {
@@ -456,7 +484,10 @@ impl Pending {
     /// Wait until the records are durable: they will be readable, in submission order, and
     /// are never lost. Their offsets may not be settled yet (see [`Pending::committed`]).
     pub async fn durable(self) -> Result<()> {
-        self.durable.await.map_err(|_| LogError::Closed)?
+        // Nobody will ask for the offset: the writer need not keep a waiter for it.
+        let Pending { durable, offset } = self;
+        drop(offset);
+        durable.await.map_err(|_| LogError::Closed)?
     }
 
     /// The two answers apart: durable, then committed (with the first offset).
@@ -581,12 +612,16 @@ impl Shared {
     }
 
     /// The records of `stream` that segment `seg` commits, in offset order: its own rows, or
-    /// those of the batch objects it references (read, and given their offsets).
+    /// those of the batch objects it references (read, and given their offsets) when it does
+    /// not hold their rows itself (format version 2).
     pub(crate) async fn stream_records<'a>(
         &self,
         seg: &'a Segment,
         stream: &StreamId,
     ) -> Result<Cow<'a, [StoredRecord]>> {
+        if seg.header.inline {
+            return Ok(Cow::Borrowed(seg.stream(stream)));
+        }
         let refs: Vec<_> = seg
             .header
             .refs
@@ -639,6 +674,16 @@ impl Shared {
         Ok(Cow::Owned(out))
     }
 
+    /// Whether a segment someone else committed was applied here within `within`: someone is
+    /// committing (the sequencer, normally), so a batch of ours it has not committed yet is
+    /// more likely not found yet than forgotten.
+    pub(crate) fn others_committed_within(&self, within: Duration) -> bool {
+        self.others_committed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < within)
+    }
+
     /// Whether batches this handle answered are still waiting for their commit.
     pub(crate) fn has_uncommitted(&self) -> bool {
         !self
@@ -669,6 +714,9 @@ impl Shared {
             own.next = 1;
             own.last_commit_seen = None;
         }
+        if own.next == 1 {
+            own.started = Instant::now();
+        }
         own.last_batch = Some(Instant::now());
         let n = own.next;
         own.next += 1;
@@ -683,16 +731,26 @@ impl Shared {
             own.id = series_id(&self.writer_id);
             own.next = 1;
             own.last_commit_seen = None;
+            own.started = Instant::now();
             own.last_batch = None;
         }
     }
 
-    /// Whether the sequencer is known to be committing this writer's batches (one was
-    /// committed recently, so it polls this writer).
-    pub(crate) fn registered(&self) -> bool {
-        self.own_lock()
-            .last_commit_seen
-            .is_some_and(|t| t.elapsed() < WRITER_ACTIVE / 2)
+    /// Whether a caller of [`Log::settle`] is waiting.
+    pub(crate) fn settling(&self) -> bool {
+        self.settling.load(Ordering::Acquire) > 0
+    }
+
+    /// Forget offset waiters nobody waits for any more (a writer that does not follow the log
+    /// would keep them until it learns of their commit).
+    pub(crate) fn prune_awaiting(&self) {
+        self.awaiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, waiters| {
+                waiters.retain(|w| !w.offset.is_closed() || w.durable.is_some());
+                !waiters.is_empty()
+            });
     }
 
     /// How far the index says `series` is committed.
@@ -847,6 +905,12 @@ impl Shared {
             .map_err(|e| LogError::format(&paths::segment(seq), e))?;
         st.cache.insert(seq, seg.clone());
         drop(st);
+        if seg.header.writer != self.committer {
+            *self
+                .others_committed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
         self.answer_refs(seg);
         self.committed.send_replace(seq);
         Ok(true)
@@ -959,6 +1023,15 @@ impl Shared {
 
     pub(crate) fn mark_fresh(&self) {
         *self.fresh_at.lock().unwrap_or_else(|p| p.into_inner()) = std::time::Instant::now();
+    }
+
+    /// Whether the index was confirmed at the head of the log within `within`.
+    pub(crate) fn fresh_within(&self, within: Duration) -> bool {
+        self.fresh_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed()
+            < within
     }
 
     pub(crate) fn view_is_stale(&self) -> bool {

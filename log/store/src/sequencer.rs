@@ -39,6 +39,11 @@ pub const SEQUENCER_LEASE: &str = "log-sequencer";
 /// with 1 s: 87 ms). One LIST per second, on the sequencer only.
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
 
+/// After a listing found a new writer, the next few come this soon: writers tend to arrive
+/// together (a deployment, a scale-out), and each waits for the listing that finds it.
+const DISCOVERY_SOON: Duration = Duration::from_millis(250);
+const DISCOVERY_SOON_ROUNDS: u32 = 4;
+
 #[derive(Default)]
 pub(crate) struct Role {
     /// This process holds the lease (by its own clock).
@@ -191,6 +196,9 @@ struct Watched {
     last_found: Instant,
     /// `created_ms` of the last batch found.
     last_created: Option<i64>,
+    /// The writer's time between batches lately (ms, smoothed): a writer that makes one now
+    /// and then (a trickle) is looked at less often than once per interval.
+    gap_ms: i64,
     /// A look is in flight.
     looking: bool,
 }
@@ -203,6 +211,7 @@ impl Watched {
             due,
             last_found,
             last_created: None,
+            gap_ms: 0,
             looking: false,
         }
     }
@@ -229,6 +238,11 @@ async fn poll_writers(shared: Arc<Shared>) {
     let mut looks: FuturesUnordered<Look> = FuturesUnordered::new();
     let mut discovery: Option<BoxFuture<'static, Vec<String>>> = None;
     let mut last_discovery: Option<Instant> = None;
+    // Taking the role: the other writers' first batches may be landing right now.
+    let mut soon_rounds = DISCOVERY_SOON_ROUNDS;
+    // Every writer a listing has shown (a writer dropped as quiet is listed again while its
+    // batches exist: that is not a new writer).
+    let mut listed_before: std::collections::HashSet<String> = Default::default();
     while shared.is_sequencer() && !shared.found.is_closed() {
         let now = Instant::now();
         let own = shared.own_series();
@@ -248,7 +262,13 @@ async fn poll_writers(shared: Arc<Shared>) {
                 .or_insert_with(|| Watched::new(min, now, at));
             e.last_found = e.last_found.max(at);
         }
-        if discovery.is_none() && last_discovery.is_none_or(|t| t.elapsed() >= DISCOVERY_INTERVAL) {
+        let discovery_every = if soon_rounds > 0 {
+            DISCOVERY_SOON
+        } else {
+            DISCOVERY_INTERVAL
+        };
+        if discovery.is_none() && last_discovery.is_none_or(|t| t.elapsed() >= discovery_every) {
+            soon_rounds = soon_rounds.saturating_sub(1);
             last_discovery = Some(now);
             let store = shared.store.object_store.clone();
             discovery = Some(async move { discover(store.as_ref()).await }.boxed());
@@ -283,16 +303,38 @@ async fn poll_writers(shared: Arc<Shared>) {
                     continue;
                 };
                 w.looking = false;
+                let forgotten = crate::log::UNKNOWN_WRITER_MAX_AGE.as_millis() as i64;
                 match result {
+                    Ok(Some(seg)) if n == 1 && seg.header.created_ms < shared.clock.now_ms() - forgotten => {
+                        // A series checkpoints forgot (see UNKNOWN_WRITER_MAX_AGE): not ours to
+                        // commit again.
+                        watched.remove(&name);
+                    }
                     Ok(Some(seg)) => {
                         w.next = n + 1;
                         let created = seg.header.created_ms;
+                        tracing::trace!(writer = %name, n, found_after_ms = shared.clock.now_ms() - created, "batch found");
+                        // A backlog: batches made less than ¾ of an interval apart (the writer
+                        // filled them), or one made more than an interval ago — the next is
+                        // there already (at start-up a writer is found with a second of
+                        // batches waiting: looking once per interval never caught up with it).
+                        let interval_ms = min.as_millis() as i64;
                         let backlog = w.last_created.is_none_or(|prev| {
-                            created.saturating_sub(prev) < (min.as_millis() as i64) * 3 / 4
-                        });
+                            created.saturating_sub(prev) < interval_ms * 3 / 4
+                        }) || shared.clock.now_ms().saturating_sub(created) > interval_ms;
+                        if let Some(prev) = w.last_created {
+                            let gap = created.saturating_sub(prev).clamp(0, 60_000);
+                            w.gap_ms = (w.gap_ms + gap) / 2;
+                        }
                         w.last_created = Some(created);
-                        w.delay = retry;
-                        w.due = if backlog { Instant::now() } else { started + min - retry };
+                        // A writer that makes a batch per interval is looked at once per
+                        // interval, in its rhythm; one whose batches come further apart (at
+                        // random, a trickle) after half its usual gap, then ever less often:
+                        // each look is a request, found or not.
+                        let gap = Duration::from_millis(w.gap_ms.max(0) as u64);
+                        let wait = if gap > min * 2 { (gap / 2).min(max) } else { min };
+                        w.delay = if gap > min * 2 { (gap / 8).max(retry) } else { retry };
+                        w.due = if backlog { Instant::now() } else { started + wait - retry };
                         w.last_found = Instant::now();
                         if shared.found.send(seg).is_err() {
                             return;
@@ -315,12 +357,17 @@ async fn poll_writers(shared: Arc<Shared>) {
             listed = async { match discovery.as_mut() { Some(d) => d.await, None => std::future::pending().await } }, if discovery.is_some() => {
                 discovery = None;
                 let at = Instant::now();
+                let mut new = false;
                 for w in listed {
                     if w != own && !watched.contains_key(&w) {
                         // Looked at a few times, then dropped unless it has batches.
                         let quiet = at.checked_sub(WRITER_ACTIVE).unwrap_or(at);
-                        watched.insert(w, Watched::new(max, at, quiet));
+                        new |= listed_before.insert(w.clone());
+                        watched.insert(w, Watched::new(retry, at, quiet));
                     }
+                }
+                if new {
+                    soon_rounds = DISCOVERY_SOON_ROUNDS;
                 }
             }
             () = tokio::time::sleep_until(next_due.into()) => {}
@@ -329,7 +376,7 @@ async fn poll_writers(shared: Arc<Shared>) {
 }
 
 /// The writers that have batch objects in the store.
-async fn discover(store: &dyn ObjectStore) -> Vec<String> {
+pub(crate) async fn discover(store: &dyn ObjectStore) -> Vec<String> {
     match store.list_with_delimiter(Some(&paths::batches_dir())).await {
         Ok(listed) => listed
             .common_prefixes

@@ -35,7 +35,7 @@ use wharf_log_format::{
 
 use crate::{
     LogError, Result,
-    log::{Shared, Waiter},
+    log::{Shared, WRITER_ACTIVE, Waiter},
     paths,
     store::{Created, create},
 };
@@ -217,6 +217,9 @@ pub(crate) async fn run(
     // Batch objects found by the sequencer's poller (other writers'), by writer and number.
     let mut remote: BTreeMap<(String, u64), Arc<Segment>> = BTreeMap::new();
     let mut own: VecDeque<Own> = VecDeque::new();
+    // The highest batch of each of our series that is durable: whatever of it is not known to
+    // be committed is pending, whether or not `own` still holds it (see the tick).
+    let mut durable_upto: BTreeMap<String, u64> = BTreeMap::new();
     // A PUT failed: the in-flight batches after it may not be acknowledged (order), and the
     // series continues under a new name (its number may or may not exist).
     let mut broken_series: Option<String> = None;
@@ -224,30 +227,59 @@ pub(crate) async fn run(
     let mut tick = tokio::time::interval(settings.poll_interval.max(shared.flush_interval));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tried_role = false;
+    let mut ticks = 0u64;
     loop {
         let sequencer = shared.is_sequencer();
         // Forget our batches the index says are committed (the apply hook answered them).
         own.retain(|o| o.n > shared.committed_of(&o.series));
+        durable_upto.retain(|series, n| *n > shared.committed_of(series));
         remote.retain(|(w, n), _| *n > shared.committed_of(w));
-        // At most one commit per flush interval, found batches included: the sequencer's
-        // segments are requests like any writer's flushes, and every other process reads each
-        // one. (Committing found batches at once, as soon as no commit was in flight, halved
-        // publish -> delivery through 4 adapters on ministack, but wrote a segment per found
-        // batch: ~25 % more requests per writer, growing with the writers; see log/README.md.)
-        let interval_ok = last_commit.is_none_or(|t| t.elapsed() >= shared.flush_interval);
+        // At most one commit per half flush interval: the sequencer's segments are requests
+        // like any writer's flushes (and every other process reads each one), and a found batch
+        // waits for the next slot — half an interval at most, a quarter on average (with a
+        // whole interval, the slot was the largest part of making another writer's records
+        // visible). Committing every found batch at once cost ~25 % more requests per writer
+        // when readers also fetched each batch object (see log/README.md); segments now carry
+        // the batches' rows.
+        // Half an interval while batches of two writers or more wait (under load); a whole one
+        // for a lone found batch (a trickle), so that a trickle is not a segment per batch.
+        let waiting = remote
+            .keys()
+            .filter(|(w, n)| *n == shared.committed_of(w) + 1)
+            .count();
+        let slot = if waiting >= 2 {
+            shared.flush_interval / 2
+        } else {
+            shared.flush_interval
+        };
+        let interval_ok = last_commit.is_none_or(|t| t.elapsed() >= slot);
         // Something to commit besides the inline batch: batches that continue their series.
         let continues = |w: &str, n: u64| n == shared.committed_of(w) + 1;
+        // Someone else sequences this log: we found the lease held lately, or applied their
+        // segments lately. Our pending batches are theirs to commit.
+        // An appender waiting for an offset (`Pending::committed`) wants the commit itself,
+        // not a promise of it: a lease held by a process that has exited holds until it
+        // expires. Only commits applied lately count then.
+        shared.prune_awaiting();
+        let waited_on = shared.has_uncommitted();
+        let trusted = open
+            && (shared.others_committed_within(settings.commit_timeout)
+                || (!waited_on && shared.role.other_holder_within(settings.sequencer_ttl)));
         let commit_reason = commit.is_none()
             && if sequencer {
                 puts.is_empty()
-                    && (remote.keys().any(|(w, n)| continues(w, *n))
-                        || own.iter().any(|o| continues(&o.series, o.n)))
+                    && (remote.keys().any(|(w, n)| continues(w, *n)) || !durable_upto.is_empty())
             } else {
-                !own.is_empty()
-                    && (own
-                        .iter()
-                        .any(|o| o.durable_at.elapsed() >= settings.commit_timeout)
-                        || !shared.registered())
+                // A batch an appender waits on the offset of is committed at once. Any other
+                // is left to the sequencer while someone sequences (a new writer is found by a
+                // listing of `batches/`, then in its rhythm); otherwise one that waited
+                // `commit_timeout` is committed by us.
+                let timeout = settings.commit_timeout;
+                own.iter().any(|o| o.urgent)
+                    || pending_age(&own, &durable_upto, &shared)
+                        .into_iter()
+                        // `None`: forgotten here because someone was sequencing.
+                        .any(|waited| !trusted && waited.is_none_or(|w| w >= timeout))
             };
         let wants_commit = commit_reason && interval_ok;
         let deadline = match batch.first_enqueued {
@@ -289,6 +321,8 @@ pub(crate) async fn run(
                 };
                 let mut barrier = inline.urgent || own.iter().any(|o| o.urgent);
                 let mut candidates: Vec<Arc<Segment>> = own.iter().map(|o| o.seg.clone()).collect();
+                let pending: Vec<(String, u64)> =
+                    durable_upto.iter().map(|(s, n)| (s.clone(), *n)).collect();
                 if sequencer {
                     candidates.extend(remote.values().cloned());
                     barrier |= remote.values().any(|r| r.header.barrier);
@@ -297,7 +331,17 @@ pub(crate) async fn run(
                     shared.clone().try_become_sequencer_soon();
                 }
                 inline_in_flight = !inline.groups.is_empty();
-                commit = Some(commit_batches(shared.clone(), inline, candidates, barrier).boxed());
+                tracing::trace!(
+                    sequencer,
+                    trusted,
+                    waited_on,
+                    barrier,
+                    own = own.len(),
+                    "commit"
+                );
+                commit = Some(
+                    commit_batches(shared.clone(), inline, candidates, pending, barrier).boxed(),
+                );
             }
             continue;
         }
@@ -305,28 +349,22 @@ pub(crate) async fn run(
             .filter(|_| can_put || inline_ok)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         let wait_interval = last_commit
-            .map(|t| t + shared.flush_interval)
+            .map(|t| t + slot)
             .filter(|_| commit_reason && !interval_ok);
         tokio::select! {
             Some((put, result)) = puts.next(), if !puts.is_empty() => {
                 match result {
                     Ok(()) if broken_series.as_ref() != Some(&put.series) => {
-                        let registered = shared.registered() || sequencer;
-                        let urgent = put.batch.urgent || !registered;
-                        let now = Instant::now();
-                        let durable_at = if urgent {
-                            now.checked_sub(settings.commit_timeout).unwrap_or(now)
-                        } else {
-                            now
-                        };
+                        let upto = durable_upto.entry(put.series.clone()).or_default();
+                        *upto = (*upto).max(put.n);
                         own.push_back(Own {
                             series: put.series.clone(),
                             n: put.n,
                             seg: put.seg.clone(),
-                            durable_at,
+                            durable_at: Instant::now(),
                             urgent: put.batch.urgent,
                         });
-                        answer_durable_batch(&shared, put, registered);
+                        answer_durable_batch(&shared, put);
                     }
                     Ok(()) => put.batch.fail(&LogError::Batch {
                         kind: crate::ErrorKind::Unavailable,
@@ -385,8 +423,21 @@ pub(crate) async fn run(
                 refresh = None;
             }
             _ = tick.tick() => {
-                // Learn of commits of our batches (and of role changes) while any wait.
-                if refresh.is_none() && !own.is_empty() {
+                // Learning that our batches were committed means reading every segment, a
+                // request each: done while something needs it — an appender waits on an offset,
+                // a reader settles (`Log::settle`), `own` grows large (a busy writer: the cost is
+                // spread over many records), nobody is known to sequence, or the handle closes.
+                // A writer that only writes, at a trickle, asks the store for its puts and, every
+                // half lease TTL, for the sequencer's lease.
+                ticks += 1;
+                let own_bytes: usize = own.iter().map(|o| o.seg.size).sum();
+                let due = own.iter().any(|o| o.urgent)
+                    || waited_on
+                    || shared.settling()
+                    || own_bytes > OWN_MEMORY
+                    || (!trusted && ticks.is_multiple_of(2));
+                if refresh.is_none() && !durable_upto.is_empty() && due {
+                    tracing::trace!(waited_on, trusted, settling = shared.settling(), own_bytes, "writer follows the log");
                     let shared = shared.clone();
                     refresh = Some(async move {
                         if let Err(e) = shared.poll().await {
@@ -394,16 +445,52 @@ pub(crate) async fn run(
                         }
                     }.boxed());
                 }
-                if own.iter().any(|o| o.durable_at.elapsed() >= settings.commit_timeout * 4) {
+                if trusted {
+                    // The store has them; whoever commits them reads them there.
+                    own.retain(|o| o.urgent || o.durable_at.elapsed() < 2 * WRITER_ACTIVE);
+                }
+                let waiting = pending_age(&own, &durable_upto, &shared)
+                    .into_iter()
+                    .any(|w| w.is_none_or(|w| w >= settings.commit_timeout));
+                if !sequencer && waiting {
+                    // Keeps `trusted` true while a sequencer holds the lease, and takes the
+                    // role when nobody does (at most once per half lease TTL).
                     shared.clone().try_become_sequencer_soon();
                 }
             }
         }
-        if !open && batch.is_empty() && puts.is_empty() && commit.is_none() && own.is_empty() {
+        if !open
+            && batch.is_empty()
+            && puts.is_empty()
+            && commit.is_none()
+            && durable_upto.is_empty()
+        {
             break;
         }
     }
     shared.step_down();
+}
+
+/// Data of our pending batches kept in memory (for committing them ourselves without reading
+/// them back) before the writer reads the segments to learn which are committed.
+const OWN_MEMORY: usize = 16 << 20;
+
+/// For each of our series with pending batches: how long its first pending batch has waited
+/// (`None`: `own` no longer holds it, it waited long).
+fn pending_age(
+    own: &VecDeque<Own>,
+    durable_upto: &BTreeMap<String, u64>,
+    shared: &Shared,
+) -> Vec<Option<Duration>> {
+    durable_upto
+        .keys()
+        .map(|series| {
+            let first = shared.committed_of(series) + 1;
+            own.iter()
+                .find(|o| o.series == *series && o.n == first)
+                .map(|o| o.durable_at.elapsed())
+        })
+        .collect()
 }
 
 /// Encode a flush as a batch object of this writer's series and put it.
@@ -480,9 +567,9 @@ fn put_batch(shared: Arc<Shared>, batch: Batch) -> PutFuture {
     .boxed()
 }
 
-/// A batch object is durable: answer its appenders now (if the sequencer knows this writer)
-/// or once it is committed, and have its offsets answered when it is.
-fn answer_durable_batch(shared: &Shared, put: Put, registered: bool) {
+/// A batch object is durable: answer its appenders now, and their offsets once it is committed
+/// (for those who still wait for them).
+fn answer_durable_batch(shared: &Shared, put: Put) {
     let Put {
         series, n, batch, ..
     } = put;
@@ -495,22 +582,21 @@ fn answer_durable_batch(shared: &Shared, put: Put, registered: bool) {
             offset,
         } = r
         {
-            let durable = if registered {
-                let _ = durable.send(Ok(()));
-                None
-            } else {
-                Some(durable)
-            };
-            waiters.push(Waiter {
-                stream,
-                pos,
-                durable,
-                offset,
-            });
+            let _ = durable.send(Ok(()));
+            if !offset.is_closed() {
+                waiters.push(Waiter {
+                    stream,
+                    pos,
+                    durable: None,
+                    offset,
+                });
+            }
         }
     }
     drop(batch.budget);
-    shared.await_commit(&series, n, waiters);
+    if !waiters.is_empty() {
+        shared.await_commit(&series, n, waiters);
+    }
 }
 
 fn answer_inline(batch: Batch, seq: u64, firsts: &BTreeMap<StreamId, Offset>) {
@@ -542,10 +628,40 @@ async fn commit_batches(
     shared: Arc<Shared>,
     batch: Batch,
     mut candidates: Vec<Arc<Segment>>,
+    pending: Vec<(String, u64)>,
     barrier: bool,
 ) -> Committed {
     if barrier {
         candidates.extend(self::barrier(&shared).await);
+    }
+    // Our pending batches that memory no longer holds: read back, after catching up with the
+    // log (those committed meanwhile are not read).
+    let held = |series: &str, n: u64, c: &[Arc<Segment>]| {
+        c.iter()
+            .any(|s| s.header.writer == series && s.header.seq == n)
+    };
+    if pending.iter().any(|(series, upto)| {
+        (shared.committed_of(series) + 1..=*upto).any(|n| !held(series, n, &candidates))
+    }) {
+        if let Err(e) = shared.refresh().await {
+            tracing::debug!(error = %e, "could not catch up before committing our batches");
+        }
+        for (series, upto) in &pending {
+            let first = shared.committed_of(series) + 1;
+            for n in first..=*upto {
+                if held(series, n, &candidates) {
+                    continue;
+                }
+                match shared.load_batch(series, n).await {
+                    Ok(Some(seg)) => candidates.push(seg),
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(%series, n, error = %e, "could not read back a batch of ours");
+                        break;
+                    }
+                }
+            }
+        }
     }
     let commit_id = Uuid::new_v4();
     let mut last = None;
@@ -568,6 +684,14 @@ async fn commit_batches(
         });
         let mut heads = view.heads.clone();
         let mut refs = Vec::new();
+        // The committed batches' rows go into the segment too (format version 3): readers
+        // never fetch a batch object. Up to `max_segment_bytes` of them; a writer's batches
+        // that do not fit wait for the next commit (with every later one of that writer).
+        let mut rows: BTreeMap<StreamId, Vec<Record>> = BTreeMap::new();
+        let mut room = shared
+            .settings
+            .max_segment_bytes
+            .saturating_sub(batch.bytes);
         for c in sorted {
             let w = c.header.writer.as_str();
             let want = next
@@ -576,12 +700,23 @@ async fn commit_batches(
             if c.header.seq != *want {
                 continue;
             }
+            let size: usize = c.records.iter().map(|r| r.record.size()).sum();
+            if size > room && !refs.is_empty() {
+                *want = u64::MAX;
+                continue;
+            }
+            room = room.saturating_sub(size);
             *want += 1;
             let mut streams = BTreeMap::new();
             for summary in c.summaries() {
                 let head = heads.entry(summary.stream.clone()).or_insert(0);
                 streams.insert(summary.stream.clone(), RefStream::at(*head, &summary));
                 *head += summary.count;
+            }
+            for (stream, range) in &c.streams {
+                rows.entry(stream.clone())
+                    .or_default()
+                    .extend(c.records[range.clone()].iter().map(|r| r.record.clone()));
             }
             refs.push(BatchRef {
                 writer: c.header.writer.clone(),
@@ -593,33 +728,42 @@ async fn commit_batches(
             // Nothing (left) to commit: a barrier that found everything committed already.
             return Ok(None);
         }
+        // Where each stream starts in this segment, and where our own records start.
+        let starts: BTreeMap<StreamId, Offset> = rows
+            .keys()
+            .chain(batch.groups.keys())
+            .map(|s| (s.clone(), Offset(view.heads.get(s).copied().unwrap_or(0))))
+            .collect();
         let firsts: BTreeMap<StreamId, Offset> = batch
             .groups
             .keys()
             .map(|s| (s.clone(), Offset(heads.get(s).copied().unwrap_or(0))))
             .collect();
+        for (s, recs) in &batch.groups {
+            rows.entry(s.clone())
+                .or_default()
+                .extend(recs.iter().cloned());
+        }
         let header = SegmentHeader {
             seq,
             commit_id,
             writer: shared.committer.clone(),
             created_ms: shared.clock.now_ms(),
             trims: batch.trims.clone(),
+            inline: !refs.is_empty(),
             refs,
             ..Default::default()
         };
         let bytes = segment::encode(
             &header,
-            batch
-                .groups
-                .iter()
-                .map(|(s, recs)| (s, firsts[s], recs.as_slice())),
+            rows.iter().map(|(s, recs)| (s, starts[s], recs.as_slice())),
         )
         .map_err(|e| LogError::format(&paths::segment(seq), e))?;
-        last = Some((header, firsts, bytes.len()));
+        last = Some((header, firsts, bytes.len(), rows, starts));
         Ok(Some(bytes))
     })
     .await;
-    let (seq, (header, firsts, size)) = match (created, last) {
+    let (seq, (header, firsts, size, rows, starts)) = match (created, last) {
         (Ok(Some(seq)), Some(last)) => (seq, last),
         (Ok(None), _) => {
             return Committed {
@@ -640,7 +784,15 @@ async fn commit_batches(
             };
         }
     };
-    let seg = Arc::new(into_segment(header, &batch.groups, &firsts, size));
+    for r in &header.refs {
+        if let Some(c) = candidates
+            .iter()
+            .find(|c| c.header.writer == r.writer && c.header.seq == r.n)
+        {
+            tracing::trace!(seq, writer = %r.writer, n = r.n, committed_after_ms = header.created_ms - c.header.created_ms, "batch committed");
+        }
+    }
+    let seg = Arc::new(into_segment(header, &rows, &starts, size));
     if let Err(e) = shared.apply(&seg) {
         // Our own segment does not follow the index: someone broke the protocol.
         tracing::error!(seq, error = %e, "own segment does not apply");
@@ -679,14 +831,31 @@ async fn barrier(shared: &Arc<Shared>) -> Vec<Arc<Segment>> {
         tracing::warn!(error = %e, "barrier could not read the newest segments");
     }
     let own = shared.own_series();
-    let since = shared.clock.now_ms() - crate::log::WRITER_ACTIVE.as_millis() as i64;
-    let writers: Vec<(String, u64)> = shared.index_snapshot(|i| {
-        i.writers
-            .iter()
-            .filter(|(w, idx)| **w != own && idx.last_ms >= since)
-            .map(|(w, idx)| (w.clone(), idx.committed + 1))
-            .collect()
-    });
+    let now = shared.clock.now_ms();
+    // A writer acknowledges its batches before they are committed whenever it writes; a
+    // series idle for an hour is never written again (its writer starts a new one), so the
+    // writers committed within two hours are all that may have acknowledged something.
+    let since = now - 2 * 3600 * 1000;
+    let (mut writers, known): (Vec<(String, u64)>, std::collections::HashSet<String>) = shared
+        .index_snapshot(|i| {
+            (
+                i.writers
+                    .iter()
+                    .filter(|(w, idx)| **w != own && idx.last_ms >= since)
+                    .map(|(w, idx)| (w.clone(), idx.committed + 1))
+                    .collect(),
+                i.writers.keys().cloned().collect(),
+            )
+        });
+    // New series answer their first batches before any is committed (`Shared::answerable`):
+    // the index does not know them, a listing of `batches/` does (it lists every batch PUT
+    // that returned before it started, so everything acknowledged before this barrier).
+    for w in crate::sequencer::discover(shared.store.object_store.as_ref()).await {
+        if w != own && !known.contains(&w) {
+            writers.push((w, 1));
+        }
+    }
+    let too_old = now - crate::log::UNKNOWN_WRITER_MAX_AGE.as_millis() as i64;
     let looks = writers.into_iter().map(|(w, first)| {
         let shared = shared.clone();
         async move {
@@ -694,6 +863,10 @@ async fn barrier(shared: &Arc<Shared>) -> Vec<Arc<Segment>> {
             let mut n = first;
             loop {
                 match shared.load_batch(&w, n).await {
+                    Ok(Some(seg)) if n == 1 && seg.header.created_ms < too_old => {
+                        tracing::debug!(writer = %w, "barrier skips a long-forgotten series");
+                        break;
+                    }
                     Ok(Some(seg)) => {
                         found.push(seg);
                         n += 1;
@@ -733,8 +906,11 @@ pub(crate) async fn create_next(
     writers: &[String],
     mut encode: impl FnMut(u64, &View) -> Result<Option<Bytes>>,
 ) -> Result<Option<u64>> {
-    // Never pick a segment number from a view that garbage collection may have overtaken.
-    if shared.view_is_stale() {
+    // Never pick a segment number from a view that garbage collection may have overtaken;
+    // and catch up (reading ahead) with a view that is merely old — a writer that only writes
+    // does not follow the log — rather than lose the race for each number on the way.
+    let recent = 4 * shared.settings.poll_interval.max(shared.flush_interval);
+    if shared.view_is_stale() || !shared.fresh_within(recent) {
         shared.refresh().await?;
     }
     loop {
