@@ -87,6 +87,9 @@ pub(crate) struct Shared {
     others_committed: Mutex<Option<Instant>>,
     /// Callers of [`Log::settle`] waiting now (the writer follows the log for them).
     settling: std::sync::atomic::AtomicUsize,
+    /// The highest batch of each of our series that is durable and was not known to be
+    /// committed when the writer last looked (the writer's own copy, for [`Log::settle`]).
+    pending: Mutex<BTreeMap<String, u64>>,
 }
 
 type BatchCell = tokio::sync::OnceCell<Option<Arc<Segment>>>;
@@ -245,6 +248,7 @@ impl Log {
             loading: Mutex::new(HashMap::new()),
             others_committed: Mutex::new(None),
             settling: Default::default(),
+            pending: Mutex::new(BTreeMap::new()),
             clients: watch::channel(0).0,
             found,
             state: Mutex::new(State {
@@ -407,6 +411,23 @@ impl Log {
         Ok(plan)
     }
 
+    /// The bytes of segment `seq` as stored (an Arrow IPC file, `log/README.md`), or `None`
+    /// if there is no such segment (never written, or garbage collected).
+    pub async fn segment_bytes(&self, seq: u64) -> Result<Option<bytes::Bytes>> {
+        let path = paths::segment(seq);
+        match get_bytes(
+            self.shared.store.object_store.as_ref(),
+            &self.shared.settings,
+            &path,
+        )
+        .await
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(LogError::store(&path, e)),
+        }
+    }
+
     /// Look for segments written by other processes and apply them. Returns the highest
     /// applied segment number.
     pub async fn refresh(&self) -> Result<u64> {
@@ -426,7 +447,7 @@ impl Log {
         // The writer follows the log while someone settles.
         self.shared.settling.fetch_add(1, Ordering::AcqRel);
         let _done = SettleGuard(&self.shared.settling);
-        while self.shared.has_uncommitted() {
+        while self.shared.has_unordered() || self.shared.has_uncommitted() {
             if tokio::time::timeout_at(deadline, seen.changed())
                 .await
                 .is_err()
@@ -684,13 +705,34 @@ impl Shared {
             .is_some_and(|t| t.elapsed() < within)
     }
 
-    /// Whether batches this handle answered are still waiting for their commit.
+    /// Whether an appender waits for the offset of a batch of ours.
     pub(crate) fn has_uncommitted(&self) -> bool {
         !self
             .awaiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .is_empty()
+    }
+
+    /// The writer's record of our durable batches not known to be committed.
+    pub(crate) fn set_pending(&self, pending: &BTreeMap<String, u64>) {
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if *p != *pending {
+            p.clone_from(pending);
+        }
+    }
+
+    /// Whether a batch this handle acknowledged as durable is not committed yet (as far as
+    /// the index knows).
+    pub(crate) fn has_unordered(&self) -> bool {
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        pending
+            .iter()
+            .any(|(series, n)| *n > self.committed_of(series))
     }
 
     /// This handle's batch series.

@@ -37,7 +37,7 @@ use crate::{
     LogError, Result,
     log::{Shared, WRITER_ACTIVE, Waiter},
     paths,
-    store::{Created, create},
+    store::{Created, create, create_as},
 };
 
 pub(crate) enum Request {
@@ -219,6 +219,7 @@ pub(crate) async fn run(
     let mut own: VecDeque<Own> = VecDeque::new();
     // The highest batch of each of our series that is durable: whatever of it is not known to
     // be committed is pending, whether or not `own` still holds it (see the tick).
+    // (Shared with `Log::settle`, which waits for them to be committed.)
     let mut durable_upto: BTreeMap<String, u64> = BTreeMap::new();
     // A PUT failed: the in-flight batches after it may not be acknowledged (order), and the
     // series continues under a new name (its number may or may not exist).
@@ -233,6 +234,7 @@ pub(crate) async fn run(
         // Forget our batches the index says are committed (the apply hook answered them).
         own.retain(|o| o.n > shared.committed_of(&o.series));
         durable_upto.retain(|series, n| *n > shared.committed_of(series));
+        shared.set_pending(&durable_upto);
         remote.retain(|(w, n), _| *n > shared.committed_of(w));
         // At most one commit per half flush interval: the sequencer's segments are requests
         // like any writer's flushes (and every other process reads each one), and a found batch
@@ -255,16 +257,20 @@ pub(crate) async fn run(
         let interval_ok = last_commit.is_none_or(|t| t.elapsed() >= slot);
         // Something to commit besides the inline batch: batches that continue their series.
         let continues = |w: &str, n: u64| n == shared.committed_of(w) + 1;
-        // Someone else sequences this log: we found the lease held lately, or applied their
-        // segments lately. Our pending batches are theirs to commit.
-        // An appender waiting for an offset (`Pending::committed`) wants the commit itself,
-        // not a promise of it: a lease held by a process that has exited holds until it
-        // expires. Only commits applied lately count then.
+        // Someone else sequences this log: we applied their segments lately, or — when this
+        // process does not follow the log, so it cannot tell — we found the lease held lately.
+        // Our pending batches are then theirs to commit. Not a lease alone when an appender
+        // waits for an offset (`Pending::committed`: it wants the commit, not a promise of it)
+        // or when this process follows the log and sees no commits (a killed holder's lease
+        // holds until it expires).
         shared.prune_awaiting();
         let waited_on = shared.has_uncommitted();
+        let following = shared.fresh_within(settings.commit_timeout);
         let trusted = open
             && (shared.others_committed_within(settings.commit_timeout)
-                || (!waited_on && shared.role.other_holder_within(settings.sequencer_ttl)));
+                || (!waited_on
+                    && !following
+                    && shared.role.other_holder_within(settings.sequencer_ttl)));
         let commit_reason = commit.is_none()
             && if sequencer {
                 puts.is_empty()
@@ -357,6 +363,7 @@ pub(crate) async fn run(
                     Ok(()) if broken_series.as_ref() != Some(&put.series) => {
                         let upto = durable_upto.entry(put.series.clone()).or_default();
                         *upto = (*upto).max(put.n);
+                        shared.set_pending(&durable_upto);
                         own.push_back(Own {
                             series: put.series.clone(),
                             n: put.n,
@@ -437,7 +444,13 @@ pub(crate) async fn run(
                     || own_bytes > OWN_MEMORY
                     || (!trusted && ticks.is_multiple_of(2));
                 if refresh.is_none() && !durable_upto.is_empty() && due {
-                    tracing::trace!(waited_on, trusted, settling = shared.settling(), own_bytes, "writer follows the log");
+                    tracing::trace!(
+                        waited_on,
+                        trusted,
+                        settling = shared.settling(),
+                        own_bytes,
+                        "writer follows the log"
+                    );
                     let shared = shared.clone();
                     refresh = Some(async move {
                         if let Err(e) = shared.poll().await {
@@ -784,12 +797,16 @@ async fn commit_batches(
             };
         }
     };
-    for r in &header.refs {
-        if let Some(c) = candidates
-            .iter()
-            .find(|c| c.header.writer == r.writer && c.header.seq == r.n)
-        {
-            tracing::trace!(seq, writer = %r.writer, n = r.n, committed_after_ms = header.created_ms - c.header.created_ms, "batch committed");
+    if tracing::enabled!(tracing::Level::TRACE) {
+        for r in &header.refs {
+            if let Some(c) = candidates
+                .iter()
+                .find(|c| c.header.writer == r.writer && c.header.seq == r.n)
+            {
+                // Clocks of different processes: a difference, not a duration.
+                let after_ms = header.created_ms - c.header.created_ms;
+                tracing::trace!(seq, writer = %r.writer, n = r.n, after_ms, "batch committed");
+            }
         }
     }
     let seg = Arc::new(into_segment(header, &rows, &starts, size));
@@ -904,6 +921,18 @@ pub(crate) async fn create_next(
     shared: &Shared,
     streams: &[StreamId],
     writers: &[String],
+    encode: impl FnMut(u64, &View) -> Result<Option<Bytes>>,
+) -> Result<Option<u64>> {
+    create_next_as(shared, streams, writers, false, encode).await
+}
+
+/// [`create_next`] for a segment that should be a file of its own on the local filesystem
+/// (see [`crate::store::create_as`]).
+pub(crate) async fn create_next_as(
+    shared: &Shared,
+    streams: &[StreamId],
+    writers: &[String],
+    own_file: bool,
     mut encode: impl FnMut(u64, &View) -> Result<Option<Bytes>>,
 ) -> Result<Option<u64>> {
     // Never pick a segment number from a view that garbage collection may have overtaken;
@@ -929,11 +958,12 @@ pub(crate) async fn create_next(
             return Ok(None);
         };
         let path = paths::segment(seq);
-        match create(
+        match create_as(
             shared.store.object_store.as_ref(),
             &shared.settings,
             &path,
             bytes,
+            own_file,
         )
         .await
         {
