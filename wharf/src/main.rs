@@ -129,6 +129,13 @@ enum StoreCommand {
     },
     /// Delete segments no stream needs (see gc_grace in log/README.md).
     Gc,
+    /// Write segment N (an Arrow IPC file: `pyarrow.ipc.open_file`, DuckDB, Polars) to
+    /// standard output, wherever the store keeps it (on the local filesystem, most segments
+    /// are entries of the log's journal rather than files).
+    Segment {
+        /// The segment's number (`wharf streams` shows how many there are).
+        seq: u64,
+    },
 }
 
 /// jemalloc rather than glibc's malloc: under a publishing load glibc's per-thread arenas kept
@@ -261,6 +268,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 StoreCommand::Gc => {
                     let log = open_log(store, &settings).await?;
                     println!("{:?}", log.collect_garbage().await?);
+                }
+                StoreCommand::Segment { seq } => {
+                    let log = open_log(store, &settings).await?;
+                    let Some(bytes) = log.segment_bytes(seq).await? else {
+                        eprintln!("wharf: no segment {seq} in {}", log.store().url);
+                        return Ok(ExitCode::FAILURE);
+                    };
+                    use std::io::Write;
+                    std::io::stdout().lock().write_all(&bytes)?;
                 }
             }
             Ok(ExitCode::SUCCESS)

@@ -46,6 +46,12 @@ use wharf_log_format::journal::External;
 
 use journal::{Appended, Journal, Lookup, segment_key, segment_of};
 
+/// A hint in `PutOptions::extensions` for a segment: keep it in a file of its own (named by
+/// a journal entry, like a large one), not in the journal — for segments that live long and
+/// that others read directly (compactions: `pyarrow.ipc.open_file` on the file).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OwnFile;
+
 /// Tuning of the journal.
 #[derive(Clone, Copy, Debug)]
 pub struct FsOptions {
@@ -249,10 +255,14 @@ impl ObjectStore for FsStore {
         }
         let journal = self.0.journal(&root);
         let bytes = Bytes::from(payload);
-        let inline_max = self.0.opts.inline_max;
+        let inline_max = if opts.extensions.get::<OwnFile>().is_some() {
+            0
+        } else {
+            self.0.opts.inline_max
+        };
         let segments = self.0.root.join(&root).join("segments");
         let appended = blocking(move || {
-            if bytes.len() <= inline_max {
+            if bytes.len() <= inline_max && inline_max > 0 {
                 return journal.append(seq, &bytes, false);
             }
             // Too large to copy into the journal: a file of its own, durable before the

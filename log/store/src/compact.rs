@@ -16,7 +16,7 @@ use wharf_log_format::{
     segment::{self, SegmentHeader},
 };
 
-use crate::{Log, LogError, Result, paths, writer::create_next};
+use crate::{Log, LogError, Result, paths, writer::create_next_as};
 
 /// What one compaction run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -188,7 +188,9 @@ impl Log {
         let bytes: u64 = batch.runs.values().flatten().map(|e| e.bytes).sum();
         let commit_id = Uuid::new_v4();
         let shared = &self.shared;
-        create_next(shared, &[], &[], |seq, _| {
+        // A compaction is the long-lived form others read (pyarrow, DuckDB): a file of its own
+        // on the local filesystem, not a journal entry.
+        create_next_as(shared, &[], &[], true, |seq, _| {
             let header = SegmentHeader {
                 seq,
                 commit_id,

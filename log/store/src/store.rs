@@ -314,14 +314,27 @@ pub(crate) async fn create(
     path: &Path,
     bytes: Bytes,
 ) -> Result<Created> {
+    create_as(store, settings, path, bytes, false).await
+}
+
+/// [`create`], for a segment that should be a file of its own on the local filesystem
+/// (`own_file`: a compaction, which lives long and which others read; see
+/// `wharf_log_fs::OwnFile`). Other stores ignore the hint.
+pub(crate) async fn create_as(
+    store: &dyn ObjectStore,
+    settings: &LogSettings,
+    path: &Path,
+    bytes: Bytes,
+    own_file: bool,
+) -> Result<Created> {
     let mut conflicts_without_object = 0;
     loop {
         let put = retry(settings, path, || {
-            store.put_opts(
-                path,
-                PutPayload::from_bytes(bytes.clone()),
-                PutOptions::from(PutMode::Create),
-            )
+            let mut opts = PutOptions::from(PutMode::Create);
+            if own_file {
+                opts.extensions.insert(wharf_log_fs::OwnFile);
+            }
+            store.put_opts(path, PutPayload::from_bytes(bytes.clone()), opts)
         })
         .await;
         match put {
