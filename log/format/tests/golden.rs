@@ -332,6 +332,17 @@ fn check_arrow(
     assert_eq!(got, want, "{name}");
 }
 
+/// The checkpoint after applying the segment fixture `name` to an empty one.
+fn checkpoint_after(name: &str) -> Checkpoint {
+    let seg = segment::decode(Bytes::from(
+        std::fs::read(fixture(name)).expect("fixture present"),
+    ))
+    .expect("decode");
+    let mut cp = Checkpoint::default();
+    cp.apply(&seg).expect("apply");
+    cp
+}
+
 #[test]
 fn batch_and_segment_v2_decode_and_checkpoint_v2_round_trips() {
     let stream = sid("mqtt-default");
@@ -340,12 +351,7 @@ fn batch_and_segment_v2_decode_and_checkpoint_v2_round_trips() {
     let (sh, srecs) = segment_v2();
     check_arrow("segment-v2.arrow", &sh, &stream, 2, &srecs);
     // The checkpoint after the segment: the batch's records are offsets 0 and 1, ours 2.
-    let seg = segment::decode(Bytes::from(
-        std::fs::read(fixture("segment-v2.arrow")).expect("fixture present"),
-    ))
-    .expect("decode");
-    let mut cp = Checkpoint::default();
-    cp.apply(&seg).expect("apply");
+    let cp = checkpoint_after("segment-v2.arrow");
     let idx = cp.stream(&stream).expect("indexed");
     assert_eq!(
         (idx.next_offset, idx.entries.len(), idx.entries[0].count),
@@ -368,12 +374,7 @@ fn segment_v3_holds_the_rows_of_the_batches_it_commits() {
     let mut rows = batch_records.clone();
     rows.extend(own);
     check_arrow("segment-v3.arrow", &header, &stream, 0, &rows);
-    let seg = segment::decode(Bytes::from(
-        std::fs::read(fixture("segment-v3.arrow")).expect("fixture present"),
-    ))
-    .expect("decode");
-    let mut cp = Checkpoint::default();
-    cp.apply(&seg).expect("apply");
+    let cp = checkpoint_after("segment-v3.arrow");
     let idx = cp.stream(&stream).expect("indexed");
     assert_eq!(
         (idx.next_offset, idx.entries.len(), idx.entries[0].count),
