@@ -252,6 +252,93 @@ pub fn mosquitto(tool: &str, port: u16) -> Command {
     cmd
 }
 
+/// A `mosquitto_sub` whose subscription the broker has acknowledged. [`Subscriber::start`]
+/// runs it with `-d` and returns once it printed that it received its SUBACK, so a test
+/// publishes after the subscription exists instead of sleeping and hoping. Its output is
+/// collected without the `-d` lines (`Client <id> sending|received ...`, `Subscribed (mid: ...`).
+#[derive(Debug)]
+pub struct Subscriber {
+    child: KillOnDrop,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscriber {
+    /// Start `cmd` (a `mosquitto_sub` command, see [`mosquitto`]) and wait up to 20 s for its
+    /// SUBACK; panics, naming the command, if it exits or the SUBACK does not come.
+    pub fn start(cmd: Command) -> Subscriber {
+        let what = format!("{cmd:?}");
+        // Line-buffered: mosquitto_sub flushes after each message but not after its `-d`
+        // lines, which a pipe would hold back until exit.
+        let mut line_buffered = Command::new("stdbuf");
+        line_buffered
+            .arg("-oL")
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .arg("-d");
+        let mut child = KillOnDrop(
+            line_buffered
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn stdbuf mosquitto_sub"),
+        );
+        let out = child.stdout.take().expect("stdout piped");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (acked, subscribed) = std::sync::mpsc::channel();
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let debug = (l.starts_with("Client ")
+                    && (l.contains(" sending ") || l.contains(" received ")))
+                    || l.starts_with("Subscribed (mid: ");
+                if debug {
+                    if l.contains(" received SUBACK") {
+                        let _ = acked.send(());
+                    }
+                } else {
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push(l);
+                }
+            }
+        });
+        if subscribed
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .is_err()
+        {
+            panic!("no SUBACK for {what} within 20 s");
+        }
+        Subscriber {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// What it printed so far (messages, with the `-d` lines left out).
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Wait for it to exit (`-C`, `-W`): its status and everything it printed.
+    pub fn wait(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().expect("wait for mosquitto_sub");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status, self.lines())
+    }
+
+    /// Stop it and return everything it printed.
+    pub fn stop(mut self) -> Vec<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.lines()
+    }
+}
+
 /// The Python with the test requirements (`WHARF_PYTHON`, set by tests/run.sh); under CI its
 /// absence is a failure.
 pub fn python() -> Option<std::ffi::OsString> {

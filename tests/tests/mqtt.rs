@@ -24,13 +24,10 @@ fn publish_on_one_adapter_subscribe_on_another() {
         let mut a = start_adapter(&url, pa);
         let mut b = start_adapter(&url, pb);
         // Subscriber on B: wildcard, QoS 1, exits after 4 messages.
-        let sub = mosquitto("mosquitto_sub", pb)
-            .args(["-t", "site/+/temp", "-t", "alerts/#"])
-            .args(["-q", "1", "-v", "-C", "4", "-W", "30", "-i", "sub-b"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_sub");
-        std::thread::sleep(Duration::from_millis(500)); // let it subscribe
+        let mut cmd = mosquitto("mosquitto_sub", pb);
+        cmd.args(["-t", "site/+/temp", "-t", "alerts/#"])
+            .args(["-q", "1", "-v", "-C", "4", "-W", "30", "-i", "sub-b"]);
+        let sub = wharf_tests::Subscriber::start(cmd);
         for (topic, qos, msg) in [
             ("site/1/temp", "0", "21.5"),
             ("site/2/temp", "1", "22.0"),
@@ -44,10 +41,8 @@ fn publish_on_one_adapter_subscribe_on_another() {
                 .expect("mosquitto_pub");
             assert!(st.success(), "{url}: publish {topic} at QoS {qos}");
         }
-        let out = sub.wait_with_output().expect("sub");
-        let got = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{url}: subscriber got {got:?}");
-        let lines: Vec<&str> = got.lines().collect();
+        let (status, lines) = sub.wait();
+        assert!(status.success(), "{url}: subscriber got {lines:?}");
         assert_eq!(
             lines,
             vec![
@@ -202,15 +197,9 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill_9_of_the_adapter() {
         let (pa, pb) = (free_port(), free_port());
         let mut a = start_adapter(&url, pa);
         let mut b = start_adapter(&url, pb);
-        let mut sub = wharf_tests::KillOnDrop(
-            mosquitto("mosquitto_sub", pb)
-                .args(["-t", "stream/k9", "-q", qos, "-i", "k9-sub"])
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("mosquitto_sub"),
-        );
-        let sub_lines = collect_lines(&mut sub);
-        std::thread::sleep(Duration::from_millis(500));
+        let mut cmd = mosquitto("mosquitto_sub", pb);
+        cmd.args(["-t", "stream/k9", "-q", qos, "-i", "k9-sub"]);
+        let sub = wharf_tests::Subscriber::start(cmd);
         let script = python_script("mqtt_acked_publisher.py");
         let mut publisher = Command::new(&python)
             .arg(&script)
@@ -246,16 +235,14 @@ fn acknowledged_qos1_and_qos2_messages_survive_kill_9_of_the_adapter() {
             .collect();
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
-            let have: std::collections::HashSet<String> =
-                sub_lines.lock().expect("lines").iter().cloned().collect();
+            let have: std::collections::HashSet<String> = sub.lines().into_iter().collect();
             if have.is_superset(&want) || std::time::Instant::now() > deadline {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(500));
-        let _ = sub.kill();
-        let lines: Vec<String> = sub_lines.lock().expect("lines").clone();
+        let lines: Vec<String> = sub.stop();
         let received: std::collections::HashSet<String> = lines.iter().cloned().collect();
         if qos == "2" {
             assert_eq!(
@@ -401,20 +388,13 @@ fn retained_messages_are_shared_by_adapters() {
             "{url}: {out:?}"
         );
         // An established subscription gets new retained publishes with retain 0 [MQTT-3.3.1-9].
-        let live = mosquitto("mosquitto_sub", pb)
-            .args(["-t", "live/+", "-q", "1", "-C", "1", "-W", "10"])
-            .args(["-F", "%r %t %p"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("mosquitto_sub");
-        std::thread::sleep(Duration::from_millis(500));
+        let mut cmd = mosquitto("mosquitto_sub", pb);
+        cmd.args(["-t", "live/+", "-q", "1", "-C", "1", "-W", "10"])
+            .args(["-F", "%r %t %p"]);
+        let live = wharf_tests::Subscriber::start(cmd);
         publish(pa, &["-r", "-t", "live/x", "-m", "now"]);
-        let out = live.wait_with_output().expect("sub");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "0 live/x now",
-            "{url}"
-        );
+        let (_, lines) = live.wait();
+        assert_eq!(lines, vec!["0 live/x now".to_string()], "{url}");
         let _ = (a.kill(), b.kill());
         let _ = (a.wait(), b.wait());
         eprintln!("{url}: retained set/replace/clear on A seen on B");
@@ -1207,12 +1187,9 @@ fn adapters_share_a_port_with_reuse_port() {
     assert!(b.try_wait().expect("status").is_none(), "B shares the port");
     let c_port = free_port();
     let _c = start_adapter(&store, c_port);
-    let sub = mosquitto("mosquitto_sub", c_port)
-        .args(["-t", "shared/port", "-q", "1", "-C", "20", "-W", "30"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sub");
-    std::thread::sleep(Duration::from_millis(500));
+    let mut cmd = mosquitto("mosquitto_sub", c_port);
+    cmd.args(["-t", "shared/port", "-q", "1", "-C", "20", "-W", "30"]);
+    let sub = wharf_tests::Subscriber::start(cmd);
     for i in 0..20 {
         if i == 10 {
             wharf_tests::signal(a.id(), "KILL");
@@ -1227,12 +1204,8 @@ fn adapters_share_a_port_with_reuse_port() {
         });
         assert!(ok, "publish m{i} on the shared port");
     }
-    let out = sub.wait_with_output().expect("sub");
-    assert!(out.status.success(), "{out:?}");
-    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let (status, got) = sub.wait();
+    assert!(status.success(), "{status:?} {got:?}");
     let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
     assert_eq!(got, want);
 }
@@ -1337,15 +1310,12 @@ fn shared_subscriptions_across_adapters() {
         // being written; then a member joins on B and A is killed: B takes A's blocks once
         // their leases (2 s) expire and delivers o10..o19.
         let member = |port: u16| {
-            mosquitto("mosquitto_sub", port)
-                .args(["-t", "$share/fo/orders/+", "-q", "1", "-c", "-i"])
-                .arg(format!("fo-{port}"))
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("member")
+            let mut cmd = mosquitto("mosquitto_sub", port);
+            cmd.args(["-t", "$share/fo/orders/+", "-q", "1", "-c", "-i"])
+                .arg(format!("fo-{port}"));
+            wharf_tests::Subscriber::start(cmd)
         };
-        let mut on_a = wharf_tests::KillOnDrop(member(pa));
-        std::thread::sleep(Duration::from_millis(500));
+        let on_a = member(pa);
         let publish = |i: usize| {
             let st = mosquitto("mosquitto_pub", pb)
                 .args(["-t", "orders/x", "-q", "1", "-m", &format!("o{i}")])
@@ -1356,24 +1326,25 @@ fn shared_subscriptions_across_adapters() {
         for i in 0..10 {
             publish(i);
         }
-        let mut on_b = wharf_tests::KillOnDrop(member(pb));
-        std::thread::sleep(Duration::from_millis(500));
+        let on_b = member(pb);
         wharf_tests::signal(a.id(), "KILL");
         let _ = a.wait();
         for i in 10..20 {
             publish(i);
         }
-        // B takes A's blocks once their leases (2 s) have expired.
-        std::thread::sleep(Duration::from_secs(6));
-        let _ = (on_a.kill(), on_b.kill());
-        let read = |c: &mut wharf_tests::KillOnDrop| {
-            let mut s = String::new();
-            if let Some(mut out) = c.stdout.take() {
-                let _ = out.read_to_string(&mut s);
+        // B takes A's blocks once their leases (2 s) have expired: wait for every order (or
+        // 30 s), then a moment for anything more to show.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let all: std::collections::HashSet<String> =
+                on_a.lines().into_iter().chain(on_b.lines()).collect();
+            if all.len() >= 20 {
+                break;
             }
-            s.lines().map(str::to_string).collect::<Vec<_>>()
-        };
-        let (got_a, got_b) = (read(&mut on_a), read(&mut on_b));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let (got_a, got_b) = (on_a.stop(), on_b.stop());
         let all: std::collections::HashSet<&String> = got_a.iter().chain(&got_b).collect();
         for i in 10..20 {
             assert!(
