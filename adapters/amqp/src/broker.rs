@@ -614,6 +614,16 @@ impl QueueTask {
                 .cursor(&self.address.stream, &self.cursor_name)
                 .await
         };
+        // A new subscription starts at this adapter's end for every adapter: persisted before
+        // serving, so that one that dies before its first commit does not leave the next
+        // adapter to start it again at its own end (skipping what was sent in between).
+        let opened = match opened {
+            Ok(mut cursor) if self.start_at_end && !cursor.exists() => {
+                cursor.set_meta(None);
+                cursor.commit().await.map(|()| cursor)
+            }
+            other => other,
+        };
         match opened {
             Ok(cursor) => {
                 tracing::debug!(queue = %self.address.name, from = cursor.committed().0, "serving queue");
