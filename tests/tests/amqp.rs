@@ -110,6 +110,34 @@ fn queue_shared_by_two_adapters_survives_kill_9_of_one() {
     }
 }
 
+/// A shared durable subscription's start is the same for every adapter: the adapter that
+/// started it is killed before acknowledging anything, and a receiver on the other adapter
+/// gets everything sent since (tests/python/amqp_shared_failover.py).
+#[test]
+fn shared_subscription_survives_kill_9_of_the_adapter_that_started_it() {
+    let Some(py) = python() else { return };
+    let (urls, dir) = stores();
+    let config = dir.path().join("lease.toml");
+    std::fs::write(&config, "[amqp]\nqueue_lease = \"2s\"\n").expect("config");
+    for url in urls.iter().take(2) {
+        let (pa, pb) = (free_port(), free_port());
+        let a = start_amqp_adapter(url, pa, Some(&config), &[]);
+        let _b = start_amqp_adapter(url, pb, Some(&config), &[]);
+        let mut check = Command::new(&py);
+        check.arg(python_script("amqp_shared_failover.py")).args([
+            &pa.to_string(),
+            &pb.to_string(),
+            &a.id().to_string(),
+        ]);
+        let out = run_checked(check, "shared subscription failover");
+        assert!(
+            out.contains("ok shared subscription failover"),
+            "{url}: {out}"
+        );
+        eprintln!("{url}: {}", out.trim());
+    }
+}
+
 /// Read until the peer closes the socket; a peer that has not closed it within 5 s fails the
 /// test (a reset counts as closed: the server may close with our unread bytes pending).
 fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
