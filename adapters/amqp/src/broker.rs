@@ -606,23 +606,15 @@ impl QueueTask {
                 .log
                 .stream(&self.address.stream)
                 .map_or(0, |s| s.next_offset);
+            // Persisted at once: every adapter starts the subscription here (one that dies
+            // before its first commit must not leave the next to start at its own end).
             self.log
-                .cursor_from(&self.address.stream, &self.cursor_name, Offset(end))
+                .cursor_starting_at(&self.address.stream, &self.cursor_name, Offset(end))
                 .await
         } else {
             self.log
                 .cursor(&self.address.stream, &self.cursor_name)
                 .await
-        };
-        // A new subscription starts at this adapter's end for every adapter: persisted before
-        // serving, so that one that dies before its first commit does not leave the next
-        // adapter to start it again at its own end (skipping what was sent in between).
-        let opened = match opened {
-            Ok(mut cursor) if self.start_at_end && !cursor.exists() => {
-                cursor.set_meta(None);
-                cursor.commit().await.map(|()| cursor)
-            }
-            other => other,
         };
         match opened {
             Ok(cursor) => {

@@ -282,25 +282,15 @@ impl Group {
     async fn blocks_of(&self, i: usize, start: u64) -> Option<Blocks> {
         let log = &self.shared.log;
         let stream = &self.streams[i];
-        let mut cursor = match log.cursor_from(stream, &self.name, Offset(start)).await {
+        // A new group starts here for every adapter (if this one dies before its first
+        // commit, a member joining elsewhere must not start it at that adapter's head).
+        let cursor = match log.cursor_starting_at(stream, &self.name, Offset(start)).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(share = self.share, %stream, error = %e, "shared subscription cursor");
                 return None;
             }
         };
-        if !cursor.exists() {
-            // A new group starts here for every adapter, not at whatever head the next
-            // adapter to serve it sees: persist the start before serving. Otherwise, if this
-            // adapter dies before its first commit, a member joining on another adapter
-            // starts the group at that adapter's head, and what was published in between,
-            // after this member's SUBACK, is never delivered.
-            cursor.set_meta(None);
-            if let Err(e) = cursor.commit().await {
-                tracing::warn!(share = self.share, %stream, error = %e, "shared subscription cursor");
-                return None;
-            }
-        }
         let prefix = match i {
             // The default topic address's leases carry no stream name.
             0 if *stream == wharf_adapter_core::names::default_stream() => self.name.clone(),

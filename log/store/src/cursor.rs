@@ -87,6 +87,24 @@ impl Log {
         }
         Ok(cursor)
     }
+
+    /// [`Log::cursor_from`] for a cursor that readers on other processes may resume: one that
+    /// does not exist yet is committed at `start` before it is returned, so every process
+    /// starts it there — not at whatever head the next one to open it sees, had this process
+    /// died before its first commit.
+    pub async fn cursor_starting_at(
+        &self,
+        stream: &StreamId,
+        name: &str,
+        start: Offset,
+    ) -> Result<Cursor> {
+        let mut cursor = self.cursor_from(stream, name, start).await?;
+        if !cursor.exists() {
+            cursor.dirty = true;
+            cursor.commit().await?;
+        }
+        Ok(cursor)
+    }
 }
 
 impl Log {
