@@ -255,14 +255,11 @@ impl ObjectStore for FsStore {
         }
         let journal = self.0.journal(&root);
         let bytes = Bytes::from(payload);
-        let inline_max = if opts.extensions.get::<OwnFile>().is_some() {
-            0
-        } else {
-            self.0.opts.inline_max
-        };
+        let in_journal = opts.extensions.get::<OwnFile>().is_none();
+        let inline_max = self.0.opts.inline_max;
         let segments = self.0.root.join(&root).join("segments");
         let appended = blocking(move || {
-            if bytes.len() <= inline_max && inline_max > 0 {
+            if in_journal && bytes.len() <= inline_max {
                 return journal.append(seq, &bytes, false);
             }
             // Too large to copy into the journal: a file of its own, durable before the

@@ -16,7 +16,7 @@ use wharf_log_format::{
     segment::{self, SegmentHeader},
 };
 
-use crate::{Log, LogError, Result, paths, writer::create_next_as};
+use crate::{Log, LogError, Result, paths, writer::create_next};
 
 /// What one compaction run did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -190,7 +190,7 @@ impl Log {
         let shared = &self.shared;
         // A compaction is the long-lived form others read (pyarrow, DuckDB): a file of its own
         // on the local filesystem, not a journal entry.
-        create_next_as(shared, &[], &[], true, |seq, _| {
+        create_next(shared, &[], &[], true, |seq, _| {
             let header = SegmentHeader {
                 seq,
                 commit_id,

@@ -125,8 +125,6 @@ pub(crate) struct OwnSeries {
     pub next: u64,
     /// When a commit of one of the series' batches was last applied here.
     pub last_commit_seen: Option<Instant>,
-    /// When the series' first batch was numbered.
-    pub started: Instant,
     /// When the series' newest batch was numbered.
     pub last_batch: Option<Instant>,
 }
@@ -238,7 +236,6 @@ impl Log {
                 id: series_id(&writer_id),
                 next: 1,
                 last_commit_seen: None,
-                started: Instant::now(),
                 last_batch: None,
             }),
             awaiting: Mutex::new(HashMap::new()),
@@ -756,9 +753,6 @@ impl Shared {
             own.next = 1;
             own.last_commit_seen = None;
         }
-        if own.next == 1 {
-            own.started = Instant::now();
-        }
         own.last_batch = Some(Instant::now());
         let n = own.next;
         own.next += 1;
@@ -773,7 +767,6 @@ impl Shared {
             own.id = series_id(&self.writer_id);
             own.next = 1;
             own.last_commit_seen = None;
-            own.started = Instant::now();
             own.last_batch = None;
         }
     }

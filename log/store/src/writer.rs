@@ -245,18 +245,15 @@ pub(crate) async fn run(
         // the batches' rows.
         // Half an interval while batches of two writers or more wait (under load); a whole one
         // for a lone found batch (a trickle), so that a trickle is not a segment per batch.
-        let waiting = remote
-            .keys()
-            .filter(|(w, n)| *n == shared.committed_of(w) + 1)
-            .count();
+        // Something to commit besides the inline batch: batches that continue their series.
+        let continues = |w: &str, n: u64| n == shared.committed_of(w) + 1;
+        let waiting = remote.keys().filter(|(w, n)| continues(w, *n)).count();
         let slot = if waiting >= 2 {
             shared.flush_interval / 2
         } else {
             shared.flush_interval
         };
         let interval_ok = last_commit.is_none_or(|t| t.elapsed() >= slot);
-        // Something to commit besides the inline batch: batches that continue their series.
-        let continues = |w: &str, n: u64| n == shared.committed_of(w) + 1;
         // Someone else sequences this log: we applied their segments lately, or — when this
         // process does not follow the log, so it cannot tell — we found the lease held lately.
         // Our pending batches are then theirs to commit. Not a lease alone when an appender
@@ -688,7 +685,7 @@ async fn commit_batches(
     }
     streams.sort();
     streams.dedup();
-    let created = create_next(&shared, &streams, &writers, |seq, view| {
+    let created = create_next(&shared, &streams, &writers, false, |seq, view| {
         // The candidates each writer's series continues with, in order.
         let mut next: BTreeMap<&str, u64> = BTreeMap::new();
         let mut sorted: Vec<&Arc<Segment>> = candidates.iter().collect();
@@ -864,8 +861,8 @@ async fn barrier(shared: &Arc<Shared>) -> Vec<Arc<Segment>> {
                 i.writers.keys().cloned().collect(),
             )
         });
-    // New series answer their first batches before any is committed (`Shared::answerable`):
-    // the index does not know them, a listing of `batches/` does (it lists every batch PUT
+    // Writers answer their batches as soon as they are durable, so a new series has answered
+    // batches before any is committed: the index does not know it, a listing of `batches/` does (it lists every batch PUT
     // that returned before it started, so everything acknowledged before this barrier).
     for w in crate::sequencer::discover(shared.store.object_store.as_ref()).await {
         if w != own && !known.contains(&w) {
@@ -917,18 +914,10 @@ pub(crate) struct View {
 /// as of segment `seq - 1`, or returns `None` when there is nothing (left) to commit. If
 /// another writer took the number, its segment is applied and `encode` is called again for
 /// the following one. Returns the number of the segment created; the caller applies it.
+///
+/// `own_file`: the segment should be a file of its own on the local filesystem (a compaction;
+/// see [`crate::store::create_as`]).
 pub(crate) async fn create_next(
-    shared: &Shared,
-    streams: &[StreamId],
-    writers: &[String],
-    encode: impl FnMut(u64, &View) -> Result<Option<Bytes>>,
-) -> Result<Option<u64>> {
-    create_next_as(shared, streams, writers, false, encode).await
-}
-
-/// [`create_next`] for a segment that should be a file of its own on the local filesystem
-/// (see [`crate::store::create_as`]).
-pub(crate) async fn create_next_as(
     shared: &Shared,
     streams: &[StreamId],
     writers: &[String],
