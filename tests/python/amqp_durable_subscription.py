@@ -12,22 +12,15 @@ detaching it) ends the subscription.
 import os
 import sys
 
-from proton import Data, Message, symbol
-from proton.reactor import Container, DurableSubscription, LinkOption
+from proton import Message
+from proton.reactor import Container, DurableSubscription
 from proton.utils import BlockingConnection
+
+from proton_options import Caps
 
 port_a, port_b = sys.argv[1], sys.argv[2]
 topic = f"events-{os.getpid()}"
 cid = f"durable-{os.getpid()}"
-
-
-class Topic(LinkOption):
-    def apply(self, link):
-        term = link.source if link.is_receiver else link.target
-        term.capabilities.put_array(False, Data.SYMBOL)
-        term.capabilities.enter()
-        term.capabilities.put_symbol(symbol("topic"))
-        term.capabilities.exit()
 
 
 def connect(port, container_id=None):
@@ -37,7 +30,7 @@ def connect(port, container_id=None):
 
 def send(port, bodies):
     c = connect(port)
-    s = c.create_sender(topic, options=Topic())
+    s = c.create_sender(topic, options=Caps("topic"))
     for b in bodies:
         s.send(Message(body=b))
     c.close()
@@ -52,8 +45,8 @@ def take(receiver, n):
 
 
 a = connect(port_a, cid)
-sub = a.create_receiver(topic, name="sub", credit=10, options=[DurableSubscription(), Topic()])
-plain = a.create_receiver(topic, name="plain", credit=10, options=Topic())
+sub = a.create_receiver(topic, name="sub", credit=10, options=[DurableSubscription(), Caps("topic")])
+plain = a.create_receiver(topic, name="plain", credit=10, options=Caps("topic"))
 send(port_a, ["m1", "m2", "m3"])
 assert take(sub, 3) == ["m1", "m2", "m3"]
 assert take(plain, 3) == ["m1", "m2", "m3"]
@@ -63,10 +56,10 @@ a.close()
 send(port_b, ["m4", "m5", "m6", "m7"])
 
 b = connect(port_b, cid)
-sub = b.create_receiver(topic, name="sub", credit=10, options=[DurableSubscription(), Topic()])
+sub = b.create_receiver(topic, name="sub", credit=10, options=[DurableSubscription(), Caps("topic")])
 got = take(sub, 4)
 assert got == ["m4", "m5", "m6", "m7"], got
-plain = b.create_receiver(topic, name="plain", credit=10, options=Topic())
+plain = b.create_receiver(topic, name="plain", credit=10, options=Caps("topic"))
 try:
     m = plain.receive(timeout=1)
     raise AssertionError(f"a non-durable receiver got {m.body} sent while it was away")
@@ -78,7 +71,7 @@ except Exception:
 # subscription starts afresh (nothing from while it was gone).
 sub.close()
 send(port_b, ["m8"])
-sub = b.create_receiver(topic, name="sub", credit=10, options=[DurableSubscription(), Topic()])
+sub = b.create_receiver(topic, name="sub", credit=10, options=[DurableSubscription(), Caps("topic")])
 try:
     m = sub.receive(timeout=1)
     raise AssertionError(f"a closed durable subscription kept {m.body}")

@@ -14,25 +14,14 @@ import os
 import sys
 import time
 
-from proton import Data, Message, symbol
-from proton.reactor import DurableSubscription, LinkOption
+from proton import Message
+from proton.reactor import DurableSubscription
 from proton.utils import BlockingConnection
+
+from proton_options import Caps
 
 port_a, port_b = sys.argv[1], sys.argv[2]
 topic = f"jobs-{os.getpid()}"
-
-
-class Caps(LinkOption):
-    def __init__(self, *caps):
-        self.caps = caps
-
-    def apply(self, link):
-        term = link.source if link.is_receiver else link.target
-        term.capabilities.put_array(False, Data.SYMBOL)
-        term.capabilities.enter()
-        for c in self.caps:
-            term.capabilities.put_symbol(symbol(c))
-        term.capabilities.exit()
 
 
 shared = [DurableSubscription(), Caps("shared", "global", "topic")]
