@@ -284,7 +284,10 @@ impl Group {
         let stream = &self.streams[i];
         // A new group starts here for every adapter (if this one dies before its first
         // commit, a member joining elsewhere must not start it at that adapter's head).
-        let cursor = match log.cursor_starting_at(stream, &self.name, Offset(start)).await {
+        let cursor = match log
+            .cursor_starting_at(stream, &self.name, Offset(start))
+            .await
+        {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(share = self.share, %stream, error = %e, "shared subscription cursor");
