@@ -2,7 +2,8 @@
 //! gets them.
 //!
 //! - Every address is a stream named like the address (`/` becomes `~`).
-//! - A **queue** is served on each adapter by one queue task per address ([`Queues`]), competing with
+//! - A **queue** is served on each adapter by one [`wharf_adapter_core::competing`] consumer
+//!   per address ([`Queues`]; the AMQP rules are [`Queue`]'s), competing with
 //!   the other adapters by **blocks** ([`wharf_log::Blocks`]): the queue's offsets are cut into blocks (`[amqp] queue_block`, 8,192 offsets by default);
 //!   an adapter whose consumers have credit takes the lease `amqp-queue.<stream>.<n>` of the
 //!   next block with messages not yet acknowledged (at most 2 at once), hands its
@@ -19,7 +20,7 @@
 //!   declared; they live as long as their link (the stream is left to retention).
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -27,10 +28,12 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use wharf_adapter_core::bridge::Bridge;
+use wharf_adapter_core::competing::{self, Competing, Pending, Rules, Source, Start};
+use wharf_adapter_core::following::Following;
 use wharf_adapter_core::names::{
     QUEUE_CURSOR, RESERVED_PREFIXES, block_lease_prefix, durable_subscription_cursor,
 };
-use wharf_log::{Blocks, Cursor, Log, pack_position, unpack_position};
+use wharf_log::{Cursor, Log, pack_position};
 use wharf_log_format::{Offset, StoredRecord, StreamId};
 
 use crate::message;
@@ -305,62 +308,23 @@ pub enum ToLink {
     Drained(u64),
 }
 
-/// How a consumer settled a message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Settle {
-    Accepted,
-    Rejected,
-    Released,
-    Modified {
-        delivery_failed: bool,
-        undeliverable_here: bool,
-    },
-}
+/// Where a connection's queues and subscriptions send to it.
+type Outlet = mpsc::UnboundedSender<ToLink>;
 
-#[derive(Debug)]
-enum Cmd {
-    Join(u64, mpsc::UnboundedSender<ToLink>),
-    Credit { link: u64, credit: u32, drain: bool },
-    Settle(u64, u64, Settle),
-    Leave(u64),
-}
+/// One consumer link's place in a queue (credit, outcomes); dropping it leaves (unsettled
+/// messages go back).
+pub type Consumer = competing::Member<Outlet>;
 
-/// The queues this adapter has consumers on.
+/// Records read ahead of the consumers' credit.
+const READ_AHEAD: usize = 256;
+
+/// The queues this adapter has consumers on: each a [`competing`] consumer of the queue's
+/// stream (the one MQTT shared subscriptions are), with the AMQP rules of [`Queue`].
 #[derive(Debug)]
 pub struct Queues {
     log: Log,
-    block: u64,
-    run: String,
-    lease_ttl: Duration,
     addresses: Arc<Addresses>,
-    queues: Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>,
-}
-
-/// One consumer link's place in a queue; dropping it leaves (unsettled messages go back).
-#[derive(Debug)]
-pub struct Consumer {
-    cmd: mpsc::UnboundedSender<Cmd>,
-    link: u64,
-}
-
-impl Consumer {
-    pub fn credit(&self, credit: u32, drain: bool) {
-        let _ = self.cmd.send(Cmd::Credit {
-            link: self.link,
-            credit,
-            drain,
-        });
-    }
-
-    pub fn settle(&self, offset: u64, how: Settle) {
-        let _ = self.cmd.send(Cmd::Settle(self.link, offset, how));
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        let _ = self.cmd.send(Cmd::Leave(self.link));
-    }
+    queues: Competing<String, Queue, Outlet>,
 }
 
 impl Queues {
@@ -372,13 +336,17 @@ impl Queues {
         block: u64,
         addresses: Arc<Addresses>,
     ) -> Self {
-        Self {
-            log,
-            block: block.max(1),
-            run,
+        let settings = competing::Settings {
+            holder: run,
             lease_ttl,
+            block,
+            read_ahead: READ_AHEAD,
+            commit_every: Duration::from_millis(20),
+        };
+        Self {
+            queues: Competing::new(log.clone(), settings),
+            log,
             addresses,
-            queues: Mutex::new(HashMap::new()),
         }
     }
 
@@ -388,361 +356,103 @@ impl Queues {
     /// `shared`: the cursor name of a shared durable subscription on a topic, whose links
     /// compete for the topic's messages as a queue's consumers do (starting at the topic's end
     /// when the subscription is new).
-    pub fn join(
-        &self,
-        queue: &Address,
-        shared: Option<String>,
-        link: u64,
-        tx: mpsc::UnboundedSender<ToLink>,
-    ) -> Consumer {
-        let mut queues = self
-            .queues
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn join(&self, queue: &Address, shared: Option<String>, link: u64, tx: Outlet) -> Consumer {
         let key = match &shared {
             Some(sub) => format!("{}#{sub}", queue.name),
             None => queue.name.clone(),
         };
-        let cursor_name = shared.unwrap_or_else(|| QUEUE_CURSOR.to_string());
-        let lease_name = block_lease_prefix(&cursor_name, &queue.stream);
-        let cmd = queues
-            .entry(key)
-            .or_insert_with(|| {
-                let (cmd, rx) = mpsc::unbounded_channel();
-                let task = QueueTask {
-                    log: self.log.clone(),
-                    block: self.block,
-                    start_at_end: cursor_name != QUEUE_CURSOR,
-                    cursor_name,
-                    lease_name,
-                    address: queue.clone(),
-                    spec_seen: self.addresses.generation(),
-                    addresses: self.addresses.clone(),
-                    run: self.run.clone(),
-                    ttl: self.lease_ttl,
-                    consumers: Vec::new(),
-                    next: 0,
-                    serving: None,
-                };
-                tokio::spawn(task.run(rx));
-                cmd
-            })
-            .clone();
-        let _ = cmd.send(Cmd::Join(link, tx));
-        Consumer { cmd, link }
+        let start = match shared {
+            Some(_) => Start::End,
+            None => Start::First,
+        };
+        let cursor = shared.unwrap_or_else(|| QUEUE_CURSOR.to_string());
+        // Credit comes with the link's first flow.
+        self.queues.join(key, link, 0, tx, || {
+            let source = Source {
+                stream: queue.stream.clone(),
+                lease_prefix: block_lease_prefix(&cursor, &queue.stream),
+                cursor,
+                start,
+            };
+            let rules = Queue {
+                log: self.log.clone(),
+                address: queue.clone(),
+                spec_seen: self.addresses.generation(),
+                addresses: self.addresses.clone(),
+            };
+            (rules, vec![source])
+        })
     }
 }
 
-#[derive(Debug)]
-struct Member {
-    link: u64,
-    tx: mpsc::UnboundedSender<ToLink>,
-    credit: u32,
-}
-
-#[derive(Debug)]
-struct Ready {
-    record: StoredRecord,
-    delivery_count: u32,
-    /// Consumers that said undeliverable-here.
-    avoid: Vec<u64>,
-}
-
-struct Serving {
-    /// The blocks of the queue this adapter holds, and the acknowledgements shared by every
-    /// adapter.
-    blocks: Blocks,
-    ready: VecDeque<Ready>,
-    inflight: HashMap<u64, (u64, Ready)>,
-}
-
-struct QueueTask {
+/// A queue's AMQP rules: every record is for it; expired messages, rejected ones and those
+/// over `max_delivery` go to its dead-letter address.
+struct Queue {
     log: Log,
-    /// Offsets per block: the unit an adapter takes (by lease) to serve the queue.
-    block: u64,
-    /// `amqp-queue`, or a shared subscription's `amqp-sub.<hex>`.
-    cursor_name: String,
-    lease_name: String,
-    /// A new cursor starts at the stream's end (subscriptions) rather than its start (queues).
-    start_at_end: bool,
     address: Address,
     /// The catalog generation `address`'s spec is as of.
     spec_seen: u64,
     addresses: Arc<Addresses>,
-    run: String,
-    ttl: Duration,
-    consumers: Vec<Member>,
-    next: usize,
-    serving: Option<Serving>,
 }
 
-/// Records read ahead of the consumers' credit.
-const READ_AHEAD: usize = 256;
+impl Rules for Queue {
+    type Item = StoredRecord;
+    type Out = ToLink;
 
-impl QueueTask {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        let mut renew = tokio::time::interval(self.ttl / 3);
-        let mut commit = tokio::time::interval(Duration::from_millis(20));
-        loop {
-            let want_read = self.serving.as_ref().is_some_and(|s| {
-                s.ready.len() < READ_AHEAD && self.consumers.iter().any(|c| c.credit > 0)
-            });
-            if want_read && self.serving.as_ref().is_some_and(|s| !s.blocks.at_end()) {
-                // A backlog: read on without waiting.
-                self.read().await;
-                self.dispatch().await;
-                continue;
-            }
-            tokio::select! {
-                cmd = rx.recv() => {
-                    let Some(cmd) = cmd else { return };
-                    self.command(cmd).await;
-                    while let Ok(cmd) = rx.try_recv() {
-                        self.command(cmd).await;
-                    }
-                }
-                _ = renew.tick() => self.keep_lease().await,
-                _ = commit.tick() => self.commit().await,
-                _ = async { match self.serving.as_mut() { Some(s) => s.blocks.wait().await, None => std::future::pending().await } }, if want_read => {
-                    self.read().await;
-                }
-            }
-            self.dispatch().await;
-        }
+    fn accept(&self, _stream: usize, r: StoredRecord) -> Option<StoredRecord> {
+        Some(r)
     }
 
-    async fn command(&mut self, cmd: Cmd) {
-        match cmd {
-            Cmd::Join(link, tx) => {
-                self.consumers.push(Member {
-                    link,
-                    tx,
-                    credit: 0,
-                });
-                if self.serving.is_none() {
-                    self.keep_lease().await;
-                }
-            }
-            Cmd::Credit {
-                link,
-                credit,
-                drain,
-            } => {
-                if let Some(m) = self.consumers.iter_mut().find(|m| m.link == link) {
-                    m.credit = credit;
-                }
-                if drain {
-                    // Send what is there first: what is in the store now (others may have
-                    // stored it: look), read until the credit is used or nothing is left.
-                    if let Some(s) = self.serving.as_mut() {
-                        if let Err(e) = self.log.refresh().await {
-                            tracing::warn!(queue = %self.address.name, error = %e, "log refresh before a drain failed");
-                        }
-                        s.blocks.rearm();
-                    }
-                    loop {
-                        self.dispatch().await;
-                        let wants = self
-                            .consumers
-                            .iter()
-                            .any(|m| m.link == link && m.credit > 0);
-                        match self.serving.as_ref() {
-                            Some(s)
-                                if wants && !s.blocks.at_end() && s.ready.len() < READ_AHEAD =>
-                            {
-                                self.read().await
-                            }
-                            _ => break,
-                        }
-                    }
-                    if let Some(m) = self.consumers.iter_mut().find(|m| m.link == link) {
-                        m.credit = 0;
-                        let _ = m.tx.send(ToLink::Drained(link));
-                    }
-                }
-            }
-            Cmd::Settle(link, offset, how) => self.settle(link, offset, how).await,
-            Cmd::Leave(link) => {
-                self.consumers.retain(|m| m.link != link);
-                if let Some(s) = self.serving.as_mut() {
-                    let mut back: Vec<u64> = s
-                        .inflight
-                        .iter()
-                        .filter(|(_, (l, _))| *l == link)
-                        .map(|(o, _)| *o)
-                        .collect();
-                    // Newest first onto the front, so they go out again in queue order
-                    // (`inflight` is a HashMap: its order is arbitrary).
-                    back.sort_unstable_by(|a, b| b.cmp(a));
-                    for offset in back {
-                        if let Some((_, mut r)) = s.inflight.remove(&offset) {
-                            r.delivery_count += 1;
-                            s.ready.push_front(r);
-                        }
-                    }
-                }
-                if self.consumers.is_empty() {
-                    self.stop_serving().await;
-                }
-            }
-        }
+    fn deliver(&self, member: u64, position: u64, pending: &Pending<StoredRecord>) -> ToLink {
+        ToLink::Deliver(Outbound {
+            link: member,
+            offset: position,
+            payload: message::for_delivery(
+                &crate::bridge::amqp_payload(&pending.item, self.addresses.bridge()),
+                pending.delivery_count,
+            ),
+            delivery_count: pending.delivery_count,
+        })
     }
 
-    /// Open the queue's cursor when the first consumer joins; renew held block leases.
-    async fn keep_lease(&mut self) {
-        if self.consumers.is_empty() {
-            return;
-        }
-        if let Some(s) = self.serving.as_mut() {
-            for lost in s.blocks.renew().await {
-                // Another adapter delivers these now.
-                s.ready.retain(|r| !lost.contains(&r.record.offset.0));
-            }
-            return;
-        }
-        let opened = if self.start_at_end {
-            self.log.settle().await;
-            let end = self
-                .log
-                .stream(&self.address.stream)
-                .map_or(0, |s| s.next_offset);
-            // Persisted at once: every adapter starts the subscription here (one that dies
-            // before its first commit must not leave the next to start at its own end).
-            self.log
-                .cursor_starting_at(&self.address.stream, &self.cursor_name, Offset(end))
-                .await
-        } else {
-            self.log
-                .cursor(&self.address.stream, &self.cursor_name)
-                .await
+    fn drained(&self, member: u64) -> Option<ToLink> {
+        Some(ToLink::Drained(member))
+    }
+
+    fn expired(&self, item: &StoredRecord, now_ms: i64) -> bool {
+        message::expires_ms(&item.record).is_some_and(|t| t <= now_ms)
+    }
+
+    async fn max_delivery(&mut self) -> Option<u32> {
+        self.refresh_spec().await;
+        self.address.max_delivery
+    }
+
+    /// Append a copy to the dead-letter address, if there is one (without one, the message
+    /// is dropped).
+    async fn dead_letter(&mut self, pending: &Pending<StoredRecord>) -> bool {
+        self.refresh_spec().await;
+        let Some(dlq) = self.address.dead_letter.clone() else {
+            return true;
         };
-        match opened {
-            Ok(cursor) => {
-                tracing::debug!(queue = %self.address.name, from = cursor.committed().0, "serving queue");
-                self.serving = Some(Serving {
-                    blocks: self.log.blocks(
-                        cursor,
-                        &self.lease_name,
-                        &self.run,
-                        self.ttl,
-                        self.block,
-                    ),
-                    ready: VecDeque::new(),
-                    inflight: HashMap::new(),
-                });
-            }
-            Err(e) => tracing::warn!(queue = %self.address.name, error = %e, "queue cursor"),
-        }
-    }
-
-    /// No consumers left here: give the messages back (to the store) and the blocks up.
-    async fn stop_serving(&mut self) {
-        if let Some(s) = self.serving.take() {
-            s.blocks.close().await;
-        }
-    }
-
-    /// Fill `ready`: read on in the held blocks, taking the next free block with messages
-    /// not yet acknowledged when they run dry.
-    async fn read(&mut self) {
-        let Some(s) = self.serving.as_mut() else {
-            return;
-        };
-        let want = READ_AHEAD.saturating_sub(s.ready.len());
-        if want == 0 {
-            return;
-        }
-        let inflight = &s.inflight;
-        let records = s.blocks.read(want, |o| inflight.contains_key(&o.0)).await;
-        s.ready.extend(records.into_iter().map(|record| Ready {
-            record,
-            delivery_count: 0,
-            avoid: Vec::new(),
-        }));
-    }
-
-    async fn dispatch(&mut self) {
-        let now = self.log.clock().now_ms();
-        loop {
-            let Some(s) = self.serving.as_mut() else {
-                return;
-            };
-            let Some(front) = s.ready.front() else {
-                return;
-            };
-            if message::expires_ms(&front.record.record).is_some_and(|t| t <= now) {
-                let Some(r) = s.ready.pop_front() else {
-                    return;
-                };
-                tracing::debug!(queue = %self.address.name, offset = r.record.offset.0, "message expired");
-                self.dead_letter(r).await;
-                continue;
-            }
-            let n = self.consumers.len();
-            let pick = (0..n).map(|i| (self.next + i) % n).find(|&i| {
-                self.consumers[i].credit > 0 && !front.avoid.contains(&self.consumers[i].link)
-            });
-            let Some(i) = pick else {
-                return;
-            };
-            self.next = (i + 1) % n;
-            let Some(r) = s.ready.pop_front() else {
-                return;
-            };
-            let m = &mut self.consumers[i];
-            m.credit -= 1;
-            let out = Outbound {
-                link: m.link,
-                offset: r.record.offset.0,
-                payload: message::for_delivery(
-                    &crate::bridge::amqp_payload(&r.record, self.addresses.bridge()),
-                    r.delivery_count,
-                ),
-                delivery_count: r.delivery_count,
-            };
-            if m.tx.send(ToLink::Deliver(out)).is_ok() {
-                s.inflight.insert(r.record.offset.0, (m.link, r));
-            } else {
-                s.ready.push_front(r);
-                m.credit = 0;
-            }
-        }
-    }
-
-    async fn settle(&mut self, link: u64, offset: u64, how: Settle) {
-        let Some(s) = self.serving.as_mut() else {
-            return;
-        };
-        let Some((_, mut r)) = s.inflight.remove(&offset) else {
-            return;
-        };
-        match how {
-            Settle::Accepted => {
-                s.blocks.ack(Offset(offset));
-            }
-            Settle::Rejected => self.dead_letter(r).await,
-            Settle::Released => s.ready.push_front(r),
-            Settle::Modified {
-                delivery_failed,
-                undeliverable_here,
-            } => {
-                if delivery_failed {
-                    r.delivery_count += 1;
-                }
-                if undeliverable_here {
-                    r.avoid.push(link);
-                }
-                self.refresh_spec().await;
-                let limit = self.address.max_delivery;
-                if limit.is_some_and(|max| r.delivery_count >= max) {
-                    self.dead_letter(r).await;
-                } else if let Some(s) = self.serving.as_mut() {
-                    s.ready.push_front(r);
+        match self.addresses.resolve(&dlq, Some(Kind::Queue)).await {
+            Ok(target) => {
+                let mut record = pending.item.record.clone();
+                record.key = Some(Bytes::copy_from_slice(target.name.as_bytes()));
+                if let Err(e) = self.log.append(&target.stream, record).await {
+                    tracing::warn!(queue = %self.address.name, error = %e, "dead-letter append failed; message stays");
+                    return false;
                 }
             }
+            Err(e) => {
+                tracing::warn!(queue = %self.address.name, dead_letter = dlq, error = ?e, "dead-letter address unusable; message dropped")
+            }
         }
+        true
     }
+}
 
+impl Queue {
     /// Take up a changed `max_delivery` / `dead_letter` of the address (its stream and kind
     /// stay: the queue is that stream).
     async fn refresh_spec(&mut self) {
@@ -759,41 +469,6 @@ impl QueueTask {
             Err(e) => {
                 tracing::debug!(queue = %self.address.name, error = ?e, "address spec not refreshed")
             }
-        }
-    }
-
-    /// Move a message to the dead-letter address (if there is one) and acknowledge it here.
-    async fn dead_letter(&mut self, r: Ready) {
-        self.refresh_spec().await;
-        if let Some(dlq) = self.address.dead_letter.clone() {
-            match self.addresses.resolve(&dlq, Some(Kind::Queue)).await {
-                Ok(target) => {
-                    let mut record = r.record.record.clone();
-                    record.key = Some(Bytes::copy_from_slice(target.name.as_bytes()));
-                    if let Err(e) = self.log.append(&target.stream, record).await {
-                        tracing::warn!(queue = %self.address.name, error = %e, "dead-letter append failed; message stays");
-                        if let Some(s) = self.serving.as_mut() {
-                            s.ready.push_back(r);
-                        }
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(queue = %self.address.name, dead_letter = dlq, error = ?e, "dead-letter address unusable; message dropped")
-                }
-            }
-        }
-        if let Some(s) = self.serving.as_mut() {
-            s.blocks.ack(r.record.offset);
-        }
-    }
-
-    async fn commit(&mut self) {
-        let Some(s) = self.serving.as_mut() else {
-            return;
-        };
-        if let Err(e) = s.blocks.commit().await {
-            tracing::warn!(queue = %self.address.name, error = %e, "queue cursor commit failed");
         }
     }
 }
@@ -832,18 +507,15 @@ pub async fn durable_cursor(log: &Log, stream: &StreamId, name: &str) -> wharf_l
 }
 
 struct SubTask {
-    log: Log,
-    /// The streams followed: the address's, then any others a `/topic/<filter>` reaches.
-    streams: Vec<StreamId>,
     link: u64,
     tx: mpsc::UnboundedSender<ToLink>,
-    /// A durable subscription's cursor on each stream (empty for others).
-    cursors: Vec<Cursor>,
+    /// The streams followed: the address's, then any others a `/topic/<filter>` reaches; a
+    /// durable subscription's cursor on each.
+    following: Following<()>,
     /// Receiving from the default topic address: only records whose topic matches.
     mqtt_filter: Option<String>,
-    /// For a `/topic/<filter>` receiver: the claims, to follow addresses that claim topics of
-    /// the filter later; and their generation when the streams were worked out.
-    claims: Option<(Arc<wharf_adapter_core::claims::Claims>, u64)>,
+    /// A `/topic/<filter>` receiver follows addresses that claim topics of the filter later.
+    follows_claims: bool,
     /// A durable subscription's cursor name (for streams it starts following later).
     durable: Option<String>,
     /// Maps MQTT publishes to AMQP messages.
@@ -863,7 +535,7 @@ enum Offered {
 impl SubTask {
     /// Offer record `r` of stream `i`; its delivery carries the packed position.
     fn deliver(&self, i: usize, r: StoredRecord) -> Offered {
-        if self.cursors.get(i).is_some_and(|c| c.is_acked(r.offset)) {
+        if self.following.is_acked(i, r.offset) {
             return Offered::Skipped;
         }
         if let Some(filter) = &self.mqtt_filter {
@@ -891,83 +563,58 @@ impl SubTask {
     }
 
     async fn commit(&mut self) {
-        for c in self.cursors.iter_mut().filter(|c| c.is_dirty()) {
-            if let Err(e) = c.commit().await {
-                tracing::warn!(stream = %c.stream(), error = %e, "durable subscription commit failed");
-                if e.kind() == wharf_log::ErrorKind::Fenced {
-                    // Taken over by a newer connection: stop acknowledging here.
-                    self.cursors.clear();
-                    return;
-                }
-            }
+        if self.following.commit().await.is_err() {
+            // Taken over by a newer connection: acknowledged there from now on.
+            tracing::info!(
+                link = self.link,
+                "durable subscription taken over; no longer acknowledged here"
+            );
         }
     }
 
     /// Addresses claim other topics now: follow the streams the filter reaches that are not
     /// followed yet, from [`wharf_adapter_core::claims::CLAIM_GRACE`] back.
-    async fn follow_new_claims(&mut self, tails: &mut wharf_log::Tails) {
-        let (Some((claims, seen)), Some(filter)) = (self.claims.as_mut(), &self.mqtt_filter) else {
+    async fn follow_new_claims(&mut self) {
+        let Some(filter) = self.mqtt_filter.as_deref() else {
             return;
         };
-        let generation = claims.generation();
-        if generation == *seen {
+        if !self.follows_claims || !self.following.claims_changed() {
             return;
         }
-        *seen = generation;
-        let reach = claims.reach(filter);
-        for stream in reach.streams {
-            if self.streams.contains(&stream) {
-                continue;
-            }
-            let from = wharf_adapter_core::claims::late_start(&self.log, &stream).await;
-            if let Some(name) = &self.durable {
-                match durable_cursor(&self.log, &stream, name).await {
-                    Ok(c) => self.cursors.push(c),
+        let log = self.following.log().clone();
+        for (stream, from) in self.following.newly_reached([filter], true).await {
+            let cursor = match &self.durable {
+                Some(name) => match durable_cursor(&log, &stream, name).await {
+                    Ok(c) => Some(c),
                     Err(e) => {
                         tracing::warn!(%stream, error = %e, "durable subscription cursor; trying again later");
-                        if let Some((_, seen)) = self.claims.as_mut() {
-                            *seen = u64::MAX;
-                        }
+                        self.following.recheck_claims();
                         return;
                     }
-                }
-            }
-            tracing::info!(%stream, from, "receiver follows a newly claimed address");
-            tails.follow(&stream, Offset(from));
-            self.streams.push(stream);
-        }
-    }
-
-    fn settled(&mut self, position: u64) {
-        let (i, offset) = unpack_position(position);
-        if let Some(c) = self.cursors.get_mut(i) {
-            c.ack(Offset(offset));
+                },
+                None => None,
+            };
+            self.following.follow(stream, from, cursor, ());
         }
     }
 
     async fn run(
         mut self,
-        from: Vec<Offset>,
         mut credit_rx: watch::Receiver<(u32, u64)>,
         mut settle_rx: mpsc::UnboundedReceiver<u64>,
         mut stop: tokio::sync::oneshot::Receiver<bool>,
     ) {
         let mut closed = false;
-        let mut tails = self.log.tails();
-        for (i, stream) in self.streams.iter().enumerate() {
-            let start = self.cursors.get(i).map(|c| c.committed());
-            tails.follow(stream, start.or(from.get(i).copied()).unwrap_or(Offset(0)));
-        }
         let mut credit = 0u32;
         let mut drains = 0u64;
         let mut commit = tokio::time::interval(Duration::from_millis(100));
         let mut recheck = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = recheck.tick(), if self.claims.is_some() => {
-                    self.follow_new_claims(&mut tails).await;
+                _ = recheck.tick(), if self.follows_claims => {
+                    self.follow_new_claims().await;
                 }
-                batch = tails.next_batch(credit.max(1) as usize), if credit > 0 => {
+                batch = self.following.next_batch(credit.max(1) as usize), if credit > 0 => {
                     let Ok((i, batch)) = batch else { return };
                     for r in batch {
                         match self.deliver(i, r) {
@@ -984,34 +631,17 @@ impl SubTask {
                     credit = c;
                     if d != drains {
                         drains = d;
-                        // Send what is in the store now (others may have stored it: look),
-                        // then report the drain.
-                        if let Err(e) = self.log.refresh().await {
-                            tracing::warn!(error = %e, "log refresh before a drain failed");
-                        }
-                        for i in 0..self.streams.len() {
-                            while credit > 0 {
-                                let Some(pos) = tails.position(i) else { break };
-                                let Ok(batch) = self.log.read(&self.streams[i], pos, credit as usize).await else { break };
-                                let Some(last) = batch.last() else { break };
-                                tails.seek(i, last.offset.next());
-                                for r in batch {
-                                    match self.deliver(i, r) {
-                                        Offered::Sent => credit = credit.saturating_sub(1),
-                                        Offered::Skipped => {}
-                                        Offered::Closed => return,
-                                    }
-                                }
-                            }
+                        if !self.drain(&mut credit).await {
+                            return;
                         }
                         let _ = self.tx.send(ToLink::Drained(self.link));
                         credit = 0;
                     }
                 }
-                Some(position) = settle_rx.recv() => self.settled(position),
+                Some(position) = settle_rx.recv() => self.following.ack(position),
                 // Only while there is something to commit: a tick restarts `next_batch`,
                 // whose store poll would never complete under a steady tick.
-                _ = commit.tick(), if self.cursors.iter().any(|c| c.is_dirty()) => {
+                _ = commit.tick(), if self.following.is_dirty() => {
                     self.commit().await
                 }
                 how = &mut stop => {
@@ -1022,16 +652,48 @@ impl SubTask {
         }
         // Ending: acknowledge what was settled before the link went, then commit.
         while let Ok(position) = settle_rx.try_recv() {
-            self.settled(position);
+            self.following.ack(position);
         }
         if closed {
             // Closing a durable link ends the subscription (spec 3.5.3 with expiry never):
             // marked ended; the next attach of that name starts afresh.
-            for c in &mut self.cursors {
-                c.set_meta(Some(serde_json::json!({"ended": true})));
+            for i in 0..self.following.streams().len() {
+                if let Some(c) = self.following.get_mut(i).and_then(|f| f.cursor.as_mut()) {
+                    c.set_meta(Some(serde_json::json!({"ended": true})));
+                }
             }
         }
         self.commit().await;
+    }
+
+    /// Send what is in the store now (others may have stored it: look), as far as `credit`
+    /// goes. `false`: the connection is gone.
+    async fn drain(&mut self, credit: &mut u32) -> bool {
+        let log = self.following.log().clone();
+        if let Err(e) = log.refresh().await {
+            tracing::warn!(error = %e, "log refresh before a drain failed");
+        }
+        for i in 0..self.following.streams().len() {
+            let stream = self.following.streams()[i].stream.clone();
+            while *credit > 0 {
+                let Some(pos) = self.following.position(i) else {
+                    break;
+                };
+                let Ok(batch) = log.read(&stream, pos, *credit as usize).await else {
+                    break;
+                };
+                let Some(last) = batch.last() else { break };
+                self.following.seek(i, last.offset.next());
+                for r in batch {
+                    match self.deliver(i, r) {
+                        Offered::Sent => *credit = credit.saturating_sub(1),
+                        Offered::Skipped => {}
+                        Offered::Closed => return false,
+                    }
+                }
+            }
+        }
+        true
     }
 }
 
@@ -1054,31 +716,24 @@ impl Subscription {
         mqtt_filter: Option<String>,
         durable: Option<String>,
     ) -> Self {
-        let (log, bridge) = (addresses.log.clone(), addresses.bridge);
-        let mqtt = mqtt_filter.map(|f| (f, addresses.claims.clone()));
+        let mut following = Following::new(&addresses.log, addresses.claims.clone());
+        let mut cursors = cursors.into_iter();
+        for (stream, from) in streams {
+            following.follow(stream, from, cursors.next(), ());
+        }
         let (credit, credit_rx) = watch::channel((0u32, 0u64));
         let (settle, settle_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
-        let (streams, from) = streams.into_iter().unzip();
-        let (mqtt_filter, claims) = match mqtt {
-            Some((filter, claims)) => {
-                let generation = claims.generation();
-                (Some(filter), Some((claims, generation)))
-            }
-            None => (None, None),
-        };
         let sub = SubTask {
-            log,
-            streams,
+            follows_claims: mqtt_filter.is_some(),
             link,
             tx,
-            cursors,
+            following,
             mqtt_filter,
-            claims,
             durable,
-            bridge,
+            bridge: addresses.bridge,
         };
-        let task = tokio::spawn(sub.run(from, credit_rx, settle_rx, stop_rx));
+        let task = tokio::spawn(sub.run(credit_rx, settle_rx, stop_rx));
         Self {
             credit,
             settle,

@@ -28,6 +28,7 @@ use tokio::{
     net::TcpListener,
     sync::{mpsc, watch},
 };
+use wharf_adapter_core::competing::Outcome;
 use wharf_adapter_core::wills::Wills;
 use wharf_auth::{
     Auth, Router, Tenancy, Verdict,
@@ -38,7 +39,7 @@ use wharf_log_format::{Offset, Record, StreamId};
 
 use crate::{
     broker::{
-        Address, AddressError, Addresses, Consumer, Kind, Queues, Settle, Subscription, ToLink,
+        Address, AddressError, Addresses, Consumer, Kind, Queues, Subscription, ToLink,
         durable_cursor, durable_name,
     },
     engine::{self, Connection, Delivery, Event, LinkId, SendError},
@@ -908,14 +909,14 @@ impl Conn {
                         if !presettled {
                             self.unsettled.insert((link, delivery_id), o.offset);
                         } else if let Some(c) = consumer {
-                            c.settle(o.offset, Settle::Accepted);
+                            c.ack(o.offset);
                         } else if let Some(s) = sub {
                             s.settle(o.offset);
                         }
                     }
                     Err(SendError::NoCredit | SendError::UnknownLink) => {
                         if let Some(c) = consumer {
-                            c.settle(o.offset, Settle::Released);
+                            c.give_back(o.offset);
                         }
                     }
                 }
@@ -924,16 +925,20 @@ impl Conn {
     }
 }
 
-/// What a consumer's outcome means for the queue.
-fn outcome(state: Option<&DeliveryState>) -> Settle {
+/// What a consumer's outcome means for the queue: accepted is done, rejected goes to the
+/// dead-letter address, released and modified go back (modified may count as a failed
+/// delivery, and keep it from this link).
+fn outcome(state: Option<&DeliveryState>) -> Outcome {
     match state {
-        Some(DeliveryState::Accepted(_)) | None => Settle::Accepted,
-        Some(DeliveryState::Rejected(_)) => Settle::Rejected,
-        Some(DeliveryState::Released(_)) => Settle::Released,
-        Some(DeliveryState::Modified(m)) => Settle::Modified {
-            delivery_failed: m.delivery_failed.unwrap_or(false),
-            undeliverable_here: m.undeliverable_here.unwrap_or(false),
+        Some(DeliveryState::Accepted(_)) | None => Outcome::Done,
+        Some(DeliveryState::Rejected(_)) => Outcome::Refused,
+        Some(DeliveryState::Modified(m)) => Outcome::Again {
+            failed: m.delivery_failed.unwrap_or(false),
+            elsewhere: m.undeliverable_here.unwrap_or(false),
         },
-        Some(_) => Settle::Released,
+        Some(_) => Outcome::Again {
+            failed: false,
+            elsewhere: false,
+        },
     }
 }

@@ -17,12 +17,19 @@
 //!   `mqtt-connects` stream).
 //! - [`wills`]: wills of every protocol, registered durably and published by a surviving
 //!   adapter when one dies; the adapter liveness lease that tells it.
+//! - [`competing`]: competing consumers of streams across adapters (AMQP queues, MQTT shared
+//!   subscriptions): a dispatcher without I/O and one task around it per consumer.
+//! - [`following`]: one subscriber's reader of the streams its filters reach, following
+//!   claims as they change, with a durable subscriber's cursors (MQTT sessions, AMQP topic
+//!   receivers).
 //! - [`keyed`]: latest-record-per-key state of a stream and its compaction by snapshot
 //!   (`mqtt-wills`, `mqtt-retained`).
 
 pub mod bridge;
 pub mod claims;
+pub mod competing;
 pub mod errors;
+pub mod following;
 pub mod keyed;
 pub mod names;
 pub mod record;

@@ -29,11 +29,12 @@ use wharf_adapter_core::{
     bridge::Bridge,
     claims::Claims,
     errors::StoreFailure,
+    following::Following,
     names::{self, default_stream},
     takeover::{Registration, Takeover},
     wills::Wills,
 };
-use wharf_log::{Cursor, Log, Tails, pack_position as pack, unpack_position as unpack};
+use wharf_log::{Log, pack_position as pack, unpack_position as unpack};
 use wharf_log_format::{Offset, StreamId, catalog::DEFAULT_TENANT};
 
 use crate::{
@@ -496,11 +497,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         output: BytesMut::new(),
         pending: None,
         pending_records: 0,
-        tails: None,
-        follows: Vec::new(),
+        following: None,
+        reading: false,
         released: BTreeSet::new(),
         held: None,
-        claims_seen: 0,
         registration: None,
         kicked: None,
         will_registered: false,
@@ -541,13 +541,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     end.map(|_| ())
 }
 
-/// A stream a subscriber follows: the default topic address (always the first), and the
-/// addresses claiming topics its filters reach.
-struct Follow {
-    stream: StreamId,
-    /// A persistent session's cursor on the stream (`mqtt-session.<hex id>`): its acks are the
-    /// session's position; the first one's meta is the [`StoredSession`].
-    cursor: Option<Cursor>,
+/// What a session keeps per followed stream besides its cursor (the default topic address is
+/// always the first stream; a persistent session's cursor there, `mqtt-session.<hex id>`,
+/// holds the [`StoredSession`] as its meta).
+struct Marks {
     /// Offsets below this are resent to a resumed session with DUP set.
     dup_below: u64,
     /// Offsets below this were offered to the client (saved with the session).
@@ -556,11 +553,9 @@ struct Follow {
     saved_sent_upto: u64,
 }
 
-impl Follow {
-    fn new(stream: StreamId, cursor: Option<Cursor>, sent: u64) -> Self {
+impl Marks {
+    fn new(sent: u64) -> Self {
         Self {
-            stream,
-            cursor,
             dup_below: sent,
             sent_upto: sent,
             saved_sent_upto: sent,
@@ -593,17 +588,16 @@ struct Conn {
     pending: Option<Box<PendingBatches>>,
     /// Publishes in `pending`.
     pending_records: usize,
-    /// Reads every followed stream (from the first subscription on).
-    tails: Option<Box<Tails>>,
-    /// The followed streams, in the order of `tails`.
-    follows: Vec<Follow>,
+    /// The followed streams (a resumed session's from its resumption, others' from the
+    /// first subscription on).
+    following: Option<Box<Following<Marks>>>,
+    /// Reading them (from the first subscription on).
+    reading: bool,
     /// QoS 2 packet ids released but not completed (persistent sessions).
     released: BTreeSet<u16>,
     /// A stored message read but not yet deliverable (its packet id is in flight), at its
     /// packed position.
     held: Option<Box<(u64, Message)>>,
-    /// The claims' generation when the followed streams were last worked out.
-    claims_seen: u64,
     registration: Option<Registration>,
     kicked: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The will is registered in `mqtt-wills` and must be settled when the connection ends.
@@ -627,13 +621,13 @@ impl Conn {
 
     /// A persistent session (its position is stored).
     fn persistent(&self) -> bool {
-        self.follows.first().is_some_and(|f| f.cursor.is_some())
+        self.following.as_ref().is_some_and(|f| f.is_durable())
     }
 
     /// Forget the stored session (another connection owns it now).
     fn drop_cursors(&mut self) {
-        for f in &mut self.follows {
-            f.cursor = None;
+        if let Some(f) = self.following.as_mut() {
+            f.drop_cursors();
         }
     }
 
@@ -732,11 +726,11 @@ impl Conn {
                 input = BytesMut::new();
             }
             if input.capacity() - input.len() < 64 {
-                let busy = !input.is_empty() || self.tails.is_some();
+                let busy = !input.is_empty() || self.reading;
                 input.reserve(if busy { 8 * 1024 } else { 64 });
             }
             let room = session.delivery_room();
-            let deliver = self.tails.is_some() && self.held.is_none() && room > 0;
+            let deliver = self.reading && self.held.is_none() && room > 0;
             // Backpressure: a client publishing faster than the store takes it waits (its TCP
             // window fills) instead of growing our memory.
             // Counted in records, above any QoS 1/2 window (receive maximum), so that a whole
@@ -761,18 +755,18 @@ impl Conn {
                         return Ok(end);
                     }
                 }
-                batch = async { match self.tails.as_mut() { Some(t) => Box::pin(t.next_batch(room)).await, None => std::future::pending().await } }, if deliver => {
+                batch = async { match self.following.as_mut() { Some(f) => Box::pin(f.next_batch(room)).await, None => std::future::pending().await } }, if deliver => {
                     let (i, batch) = batch.map_err(|e| format!("reading the log: {e}"))?;
                     let mut batch = batch.into_iter();
                     let now_ms = self.log().clock().now_ms();
                     for r in batch.by_ref() {
                         let offset = r.offset.0;
-                        let Some(f) = self.follows.get_mut(i) else { break };
-                        f.sent_upto = f.sent_upto.max(offset + 1);
+                        let Some(f) = self.following.as_mut().and_then(|f| f.get_mut(i)) else { break };
+                        f.extra.sent_upto = f.extra.sent_upto.max(offset + 1);
                         if f.cursor.as_ref().is_some_and(|c| c.is_acked(r.offset)) {
                             continue; // done before this connection
                         }
-                        let dup = offset < f.dup_below;
+                        let dup = offset < f.extra.dup_below;
                         match Message::decode(&r, &self.shared.settings.bridge) {
                             Ok(m) => {
                                 match session.deliver(&m, pack(i, offset), dup, now_ms) {
@@ -790,7 +784,7 @@ impl Conn {
                         }
                     }
                     if batch.len() > 0
-                        && let (Some(h), Some(t)) = (self.held.as_ref(), self.tails.as_mut())
+                        && let (Some(h), Some(t)) = (self.held.as_ref(), self.following.as_mut())
                     {
                         // Held back behind a packet id in flight: read the rest again later.
                         t.seek(i, Offset(unpack(h.0).1 + 1));
@@ -802,7 +796,7 @@ impl Conn {
                         Some(a) => { Box::pin(self.carry_out(session, a)).await?; }
                         None => {
                             if let Some(m) = self.shares.get(&d.share) {
-                                m.nack(d.offset);
+                                m.give_back(d.offset);
                             }
                         }
                     }
@@ -830,13 +824,13 @@ impl Conn {
                     if let Some(a) = session.timed_out(Instant::now().into_std()) {
                         Box::pin(self.carry_out(session, a)).await?;
                     }
-                    if self.tails.is_some() && self.shared.claims.generation() != self.claims_seen {
+                    if self.reading && self.following.as_ref().is_some_and(|f| f.claims_changed()) {
                         // Addresses claim other topics now: follow what the filters reach.
                         Box::pin(self.follow_streams(session, true)).await?;
                     }
-                    let moved = self.follows.iter().any(|f| {
-                        f.cursor.as_ref().is_some_and(|c| c.is_dirty()) || f.sent_upto != f.saved_sent_upto
-                    });
+                    let moved = self.following.as_ref().is_some_and(|f| f.streams().iter().any(|f| {
+                        f.cursor.as_ref().is_some_and(|c| c.is_dirty()) || f.extra.sent_upto != f.extra.saved_sent_upto
+                    }));
                     if moved {
                         Box::pin(self.save(session, None)).await?;
                     }
@@ -850,7 +844,11 @@ impl Conn {
         let now_ms = self.log().clock().now_ms();
         if let Some((position, m)) = self.held.take().map(|h| *h) {
             let (i, offset) = unpack(position);
-            let dup = self.follows.get(i).is_some_and(|f| offset < f.dup_below);
+            let dup = self
+                .following
+                .as_ref()
+                .and_then(|f| f.streams().get(i))
+                .is_some_and(|f| offset < f.extra.dup_below);
             match session.deliver(&m, position, dup, now_ms) {
                 Some(a) => self.carry_out_delivery(session, a)?,
                 None => self.held = Some(Box::new((position, m))),
@@ -898,29 +896,21 @@ impl Conn {
         if position == u64::MAX {
             return; // a retained message: not from a followed stream
         }
-        let (i, offset) = unpack(position);
-        if let Some(c) = self.follows.get_mut(i).and_then(|f| f.cursor.as_mut()) {
-            c.ack(Offset(offset));
+        if let Some(f) = self.following.as_mut() {
+            f.ack(position);
         }
     }
 
     /// Persist the session's position if it changed; a fenced cursor means another
     /// connection took the session over.
     async fn commit(&mut self) -> Result<(), String> {
-        for f in &mut self.follows {
-            let Some(c) = f.cursor.as_mut() else { continue };
-            match c.commit().await {
-                Ok(()) => {}
-                Err(e) if e.kind() == wharf_log::ErrorKind::Fenced => {
-                    self.drop_cursors();
-                    return Err("session taken over (cursor fenced)".into());
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not save the session position; will retry");
-                }
-            }
+        match self.following.as_mut() {
+            Some(f) => f
+                .commit()
+                .await
+                .map_err(|_| "session taken over (cursor fenced)".to_string()),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Follow the streams the session's subscriptions reach: the default topic address, and
@@ -935,64 +925,41 @@ impl Conn {
             // From the head after everything this adapter acknowledged (see `Log::settle`).
             log.settle().await;
         }
-        let head = |stream: &StreamId| log.stream(stream).map_or(0, |s| s.next_offset);
-        self.claims_seen = self.shared.claims.generation();
-        if self.follows.is_empty() {
-            self.follows.push(Follow::new(default_stream(), None, 0));
-        }
-        if self.tails.is_none() {
-            // The first subscription: read what the session follows (a resumed one from its
-            // positions), in the same order.
-            let mut tails = log.tails();
-            for f in &self.follows {
-                let from = match &f.cursor {
-                    Some(c) => c.committed().0,
-                    None => head(&f.stream),
-                };
-                tails.follow(&f.stream, Offset(from));
-            }
-            self.tails = Some(Box::new(tails));
-        }
-        let mut wanted: Vec<StreamId> = Vec::new();
-        for filter in session.filters() {
-            for s in self.shared.claims.reach(filter).streams {
-                if !wanted.contains(&s) && !self.follows.iter().any(|f| f.stream == s) {
-                    wanted.push(s);
-                }
-            }
-        }
+        let persistent = self.persistent();
+        let claims = &self.shared.claims;
+        // The first subscription of a session with nothing stored: the default topic address
+        // from its head (a resumed session follows what it followed, from its positions).
+        let following = self.following.get_or_insert_with(|| {
+            let mut f = Following::new(&log, claims.clone());
+            let default = default_stream();
+            let head = log.stream(&default).map_or(0, |s| s.next_offset);
+            f.follow(default, Offset(head), None, Marks::new(0));
+            Box::new(f)
+        });
+        self.reading = true;
+        let wanted = following.newly_reached(session.filters(), late).await;
         if wanted.is_empty() {
             return Ok(());
         }
         let name = names::session_cursor(session.client_id());
-        for stream in wanted {
-            let from = if late {
-                let from = wharf_adapter_core::claims::late_start(&log, &stream).await;
-                tracing::info!(%stream, from, "following a newly claimed address");
-                from
-            } else {
-                head(&stream)
-            };
-            let cursor = match (&name, self.persistent()) {
+        for (stream, from) in wanted {
+            let cursor = match (&name, persistent) {
                 (Some(name), true) => {
                     let mut c = log
-                        .cursor_from(&stream, name, Offset(from))
+                        .cursor_from(&stream, name, from)
                         .await
                         .map_err(|e| format!("opening the session's cursor on {stream}: {e}"))?;
                     c.take_over()
                         .await
                         .map_err(|e| format!("taking the session's cursor on {stream}: {e}"))?;
-                    c.ack_below(Offset(from));
+                    c.ack_below(from);
                     Some(c)
                 }
                 _ => None,
             };
-            if let Some(t) = self.tails.as_mut() {
-                t.follow(&stream, Offset(from));
-            }
-            self.follows.push(Follow::new(stream, cursor, from));
+            following.follow(stream, from, cursor, Marks::new(from.0));
         }
-        if self.persistent() {
+        if persistent {
             self.save(session, None).await?;
         }
         Ok(())
@@ -1277,7 +1244,13 @@ impl Conn {
             .map(|s| s.released.iter().copied().collect())
             .unwrap_or_default();
         let dup = dup_head(&default);
-        self.follows = vec![Follow::new(default, Some(cursor), sent).unclean(dup)];
+        let mut following = Following::new(&log, self.shared.claims.clone());
+        following.follow(
+            default,
+            Offset(head),
+            Some(cursor),
+            Marks::new(sent).unclean(dup),
+        );
         // The other addresses it followed, in the same order (packet ids depend on it).
         for f in stored.iter().flat_map(|s| &s.streams) {
             let Ok(stream) = StreamId::new(f.stream.clone()) else {
@@ -1287,9 +1260,10 @@ impl Conn {
             let mut c = log.cursor_from(&stream, &name, Offset(head)).await?;
             c.take_over().await?;
             let dup = dup_head(&stream);
-            self.follows
-                .push(Follow::new(stream, Some(c), f.sent_upto).unclean(dup));
+            let marks = Marks::new(f.sent_upto).unclean(dup);
+            following.follow(stream, Offset(head), Some(c), marks);
         }
+        self.following = Some(Box::new(following));
         Ok(stored)
     }
 
@@ -1304,20 +1278,23 @@ impl Conn {
             if disconnected_ms.is_none() {
                 meta.adapter = Some(self.shared.run.clone());
             }
-            meta.sent_upto = self.follows[0].sent_upto;
-            meta.streams = self.follows[1..]
-                .iter()
-                .map(|f| FollowedStream {
-                    stream: f.stream.as_str().to_string(),
-                    sent_upto: f.sent_upto,
-                })
-                .collect();
-            let meta = serde_json::to_value(meta).ok();
-            for f in &mut self.follows {
-                f.saved_sent_upto = f.sent_upto;
-            }
-            if let Some(c) = self.follows[0].cursor.as_mut() {
-                c.set_meta(meta);
+            if let Some(following) = self.following.as_mut() {
+                let streams = following.streams();
+                meta.sent_upto = streams[0].extra.sent_upto;
+                meta.streams = streams[1..]
+                    .iter()
+                    .map(|f| FollowedStream {
+                        stream: f.stream.as_str().to_string(),
+                        sent_upto: f.extra.sent_upto,
+                    })
+                    .collect();
+                let meta = serde_json::to_value(meta).ok();
+                for f in following.streams_mut() {
+                    f.extra.saved_sent_upto = f.extra.sent_upto;
+                }
+                if let Some(c) = following.get_mut(0).and_then(|f| f.cursor.as_mut()) {
+                    c.set_meta(meta);
+                }
             }
         }
         self.commit().await
@@ -1328,7 +1305,8 @@ impl Conn {
     /// deleted from the store (every stream it followed).
     async fn save_on_close(&mut self, session: &Session) {
         if self.persistent() && !session.persistent() {
-            for f in &mut self.follows {
+            let following = self.following.as_mut();
+            for f in following.into_iter().flat_map(|f| f.streams_mut()) {
                 if let Some(c) = f.cursor.take() {
                     c.delete().await;
                 }
