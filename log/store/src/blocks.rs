@@ -261,6 +261,22 @@ impl Blocks {
             .collect()
     }
 
+    /// Whether a block held is fully written and fully acknowledged: [`Blocks::commit`]
+    /// would retire it and make room for the next (call it now rather than at the next tick
+    /// when the readers wait for more).
+    pub fn has_finished_block(&self) -> bool {
+        let next = self.next_offset();
+        self.held.keys().any(|&n| {
+            let Range { start, end } = self.range(n);
+            next >= end
+                && self
+                    .cursor
+                    .acks()
+                    .unacked(Offset(start), Offset(end), 1)
+                    .is_empty()
+        })
+    }
+
     /// Commit the acknowledgements (if any are new) and retire the blocks fully written and
     /// fully acknowledged.
     pub async fn commit(&mut self) -> Result<()> {

@@ -316,6 +316,15 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
                 self.read().await;
                 continue;
             }
+            if want
+                && self.blocks.iter().flatten().any(Blocks::has_finished_block)
+                && self.commit().await
+            {
+                // The blocks held are read and a finished one was retired: take the next
+                // now, not at the next commit tick (with a backlog the tick would cap the
+                // rate at two blocks per tick).
+                continue;
+            }
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else {
@@ -341,7 +350,9 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
                     self.follow_new_sources().await;
                     self.renew().await;
                 }
-                _ = commit.tick() => self.commit().await,
+                _ = commit.tick() => {
+                    self.commit().await;
+                }
                 _ = async {
                     match self.blocks.as_mut() {
                         Some(bs) if !bs.is_empty() => {
@@ -508,12 +519,17 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
         }
     }
 
-    async fn commit(&mut self) {
+    /// Commit every source's acknowledgements (retiring finished blocks). `false` if one
+    /// failed.
+    async fn commit(&mut self) -> bool {
+        let mut ok = true;
         for (i, b) in self.blocks.iter_mut().flatten().enumerate() {
             if let Err(e) = b.commit().await {
                 tracing::warn!(cursor = self.sources[i].cursor, error = %e, "competing consumer commit failed");
+                ok = false;
             }
         }
+        ok
     }
 
     /// No members left here: commit, give the blocks up to the other adapters at once, and
