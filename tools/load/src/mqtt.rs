@@ -3,7 +3,8 @@
 //! allows; one subscriber on `load/#` counts what arrives and measures end-to-end latency
 //! from a send timestamp carried in the payload. `--sub-port` puts the subscriber on another
 //! listener (another adapter: cross-adapter fan-out); `--rate` paces the publishers (latency
-//! below saturation).
+//! below saturation); `--subscribers N --share GROUP` makes the subscribers members of the
+//! shared subscription `$share/GROUP/load/#` (each message to one of them).
 
 use std::{
     sync::{
@@ -40,6 +41,12 @@ pub struct MqttArgs {
     /// The subscriber's port, if not `--port` (another adapter on the same store).
     #[arg(long)]
     sub_port: Option<u16>,
+    /// Subscribers (each counts what it receives; without `--share` each gets everything).
+    #[arg(long, default_value_t = 1)]
+    subscribers: usize,
+    /// Subscribe as members of the shared subscription `$share/<GROUP>/load/#`.
+    #[arg(long)]
+    share: Option<String>,
     /// Publishes per second per publisher (0: as fast as the in-flight window allows).
     #[arg(long, default_value_t = 0)]
     rate: u32,
@@ -75,34 +82,47 @@ pub async fn run(args: MqttArgs) -> Result<()> {
         1, 60_000_000, 3,
     )?));
 
-    // Subscriber first, so that it sees everything.
+    // Subscribers first, so that they see everything.
     let sub_port = args.sub_port.unwrap_or(args.port);
-    let (sub, mut sub_loop) = AsyncClient::new(options("wharf-load-sub", &args, sub_port), 1000);
-    sub.subscribe("load/#", qos).await?;
-    let (r, l) = (received.clone(), latency.clone());
-    let subscriber = tokio::spawn(async move {
-        loop {
-            match sub_loop.poll().await {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    r.fetch_add(1, Ordering::Relaxed);
-                    if p.payload.len() >= 8 {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&p.payload[..8]);
-                        let sent_us = u64::from_le_bytes(b);
-                        let now_us = start.elapsed().as_micros() as u64;
-                        if let Ok(mut h) = l.lock() {
-                            let _ = h.record(now_us.saturating_sub(sent_us).max(1));
+    let filter = match &args.share {
+        Some(group) => format!("$share/{group}/load/#"),
+        None => "load/#".to_string(),
+    };
+    let mut subscribers = Vec::new();
+    for i in 0..args.subscribers.max(1) {
+        let id = match i {
+            0 => "wharf-load-sub".to_string(),
+            _ => format!("wharf-load-sub-{i}"),
+        };
+        let (sub, mut sub_loop) = AsyncClient::new(options(&id, &args, sub_port), 1000);
+        sub.subscribe(filter.as_str(), qos).await?;
+        let (r, l) = (received.clone(), latency.clone());
+        subscribers.push(tokio::spawn(async move {
+            // Keeps the client (and so its event loop) alive with the task.
+            let _sub = sub;
+            loop {
+                match sub_loop.poll().await {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        r.fetch_add(1, Ordering::Relaxed);
+                        if p.payload.len() >= 8 {
+                            let mut b = [0u8; 8];
+                            b.copy_from_slice(&p.payload[..8]);
+                            let sent_us = u64::from_le_bytes(b);
+                            let now_us = start.elapsed().as_micros() as u64;
+                            if let Ok(mut h) = l.lock() {
+                                let _ = h.record(now_us.saturating_sub(sent_us).max(1));
+                            }
                         }
                     }
-                }
-                Ok(Event::Incoming(Packet::SubAck(_))) | Ok(_) => {}
-                Err(e) => {
-                    eprintln!("subscriber: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(Event::Incoming(Packet::SubAck(_))) | Ok(_) => {}
+                    Err(e) => {
+                        eprintln!("subscriber: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
             }
-        }
-    });
+        }));
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let measure_from = Instant::now();
@@ -159,13 +179,16 @@ pub async fn run(args: MqttArgs) -> Result<()> {
     // Let in-flight messages arrive, but count throughput over the publishing window.
     let got_in_window = received.load(Ordering::Relaxed) - received_before;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    subscriber.abort();
+    for s in subscribers {
+        s.abort();
+    }
     let h = latency.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{}",
         serde_json::json!({
             "broker": format!("{}:{}", args.host, args.port), "subscriber_port": sub_port,
+            "subscribers": args.subscribers.max(1), "filter": filter,
             "publishers": args.publishers, "rate": args.rate,
             "qos": args.qos, "size": args.size, "seconds": (elapsed * 100.0).round() / 100.0,
             "sent": sent.load(Ordering::Relaxed), "acked": acked.load(Ordering::Relaxed),
