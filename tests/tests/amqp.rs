@@ -5,13 +5,13 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    process::Command,
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use wharf_tests::{
-    free_port, node_script, ok_lines, python, python_script, run_checked, start_amqp_adapter,
-    stores, wharf,
+    KillOnDrop, free_port, node_script, ok_lines, python, python_script, run_checked,
+    start_amqp_adapter, stores, wait_for_port, wharf,
 };
 
 /// A users file with alice / secret (hashed by `wharf user hash`).
@@ -417,4 +417,57 @@ fn address_spec_changes_reach_a_running_adapter() {
             "{url}"
         );
     }
+}
+
+/// A store outage: the adapter's own S3-compatible server (moto, started here so killing it
+/// disturbs no other test) is killed under it; a send the store did not take is *released*
+/// to the Proton sender (send again), not rejected, and the adapter lives on
+/// (tests/python/amqp_store_outage.py; the table is `adapters/core/src/errors.rs`).
+#[test]
+fn store_outage_releases_sends_and_the_adapter_lives_on() {
+    let Some(py) = python() else { return };
+    let moto_server = std::path::Path::new(&py)
+        .parent()
+        .map(|bin| bin.join("moto_server"))
+        .expect("the virtualenv's bin directory");
+    let port = free_port();
+    let moto = KillOnDrop(
+        Command::new(&moto_server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server"),
+    );
+    wait_for_port(port);
+    // An unsigned PUT /<bucket> creates the bucket (as tests/run.sh does).
+    let create = format!(
+        "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{port}/outage', method='PUT'), timeout=10).read()"
+    );
+    run_checked(
+        {
+            let mut c = Command::new(&py);
+            c.args(["-c", &create]);
+            c
+        },
+        "create the bucket",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("retries.toml");
+    // Give up on the store after a few quick retries rather than the defaults' ~10 s.
+    std::fs::write(&config, "[log]\nretry_attempts = 3\n").expect("config");
+    let url = format!("s3://outage?endpoint=http://127.0.0.1:{port}");
+    let ap = free_port();
+    let mut adapter = start_amqp_adapter(&url, ap, Some(&config), &[]);
+    let mut check = Command::new(&py);
+    check
+        .arg(python_script("amqp_store_outage.py"))
+        .args([&ap.to_string(), &moto.id().to_string()]);
+    let out = run_checked(check, "store outage");
+    assert!(out.contains("ok store outage: released"), "{out}");
+    assert!(
+        adapter.try_wait().expect("adapter status").is_none(),
+        "the adapter exited during the outage"
+    );
+    eprintln!("{}", out.trim());
 }

@@ -14,9 +14,12 @@ use std::{
 
 use bytes::Bytes;
 use fe2o3_amqp_types::{
-    definitions::{AmqpError, ConnectionError, Error, ReceiverSettleMode, Role, SenderSettleMode},
+    definitions::{
+        AmqpError, ConnectionError, Error, ErrorCondition, ReceiverSettleMode, Role,
+        SenderSettleMode,
+    },
     messaging::{
-        Accepted, DeliveryState, Rejected, Target, TargetArchetype, TerminusDurability,
+        Accepted, DeliveryState, Rejected, Released, Target, TargetArchetype, TerminusDurability,
         TerminusExpiryPolicy,
     },
     performatives::Attach,
@@ -29,6 +32,7 @@ use tokio::{
     sync::{mpsc, watch},
 };
 use wharf_adapter_core::competing::Outcome;
+use wharf_adapter_core::errors::StoreFailure;
 use wharf_adapter_core::wills::Wills;
 use wharf_auth::{
     Auth, Router, Tenancy, Verdict,
@@ -401,6 +405,21 @@ fn shared_global(source: &fe2o3_amqp_types::messaging::Source) -> Option<bool> {
     let durable = source.durable != TerminusDurability::None
         && source.expiry_policy == TerminusExpiryPolicy::Never;
     (durable && has("shared")).then(|| has("global"))
+}
+
+/// The outcome of a transfer the store did not take (`core::errors`' table): released when
+/// sending again may work, else rejected with the reason.
+fn not_stored(e: &wharf_log::LogError) -> DeliveryState {
+    let failure = StoreFailure::from(e);
+    match failure.amqp_rejection() {
+        None => DeliveryState::Released(Released {}),
+        Some(condition) => DeliveryState::Rejected(Rejected {
+            error: Some(err(
+                ErrorCondition::Custom(Symbol::from(condition)),
+                format!("{}: {e}", failure.reason()),
+            )),
+        }),
+    }
 }
 
 /// The subscription name of a shared subscription's link: the link name up to `|` (qpid-jms
@@ -864,10 +883,8 @@ impl Conn {
                 let state = match state {
                     Ok(()) => DeliveryState::Accepted(Accepted {}),
                     Err(e) => {
-                        tracing::warn!(error = %e, "append failed; messages rejected");
-                        DeliveryState::Rejected(Rejected {
-                            error: Some(err(AmqpError::InternalError, format!("not stored: {e}"))),
-                        })
+                        tracing::warn!(error = %e, "append failed; messages not accepted");
+                        not_stored(&e)
                     }
                 };
                 let settled = senders

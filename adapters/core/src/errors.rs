@@ -1,10 +1,20 @@
 //! One table from the log's error kinds to what an adapter tells its client when the store
 //! did not take a message.
 //!
-//! The protocols' codes stay what they were: MQTT 5 has no "try again" reason code for
-//! PUBACK/PUBREC, so every failure is 0x80 (unspecified error) and the reason string says
-//! what happened and whether publishing again helps; MQTT 3.1.1 has no negative
-//! acknowledgement, so the connection is closed and the client resends.
+//! | log error kind | failure | MQTT 5 PUBACK/PUBREC | MQTT 3.1.1 | AMQP transfer outcome |
+//! | --- | --- | --- | --- | --- |
+//! | `Unavailable`, `Conflict` | [`StoreFailure::Unavailable`] | 0x80 + reason string | connection closed (the client resends) | `released` |
+//! | `Closed` | [`StoreFailure::Closed`] | 0x80 + reason string | connection closed | `released` |
+//! | `Invalid`, `NotFound`, `Fenced` | [`StoreFailure::Refused`] | 0x80 + reason string | connection closed | `rejected`, `amqp:internal-error` + reason |
+//! | `Corrupt` | [`StoreFailure::Corrupt`] | 0x80 + reason string | connection closed | `rejected`, `amqp:internal-error` + reason |
+//!
+//! MQTT 5 has no "try again" reason code for PUBACK/PUBREC, so every failure is 0x80
+//! (unspecified error) and the reason string says what happened and whether publishing again
+//! helps; MQTT 3.1.1 has no negative acknowledgement, so the connection is closed and the
+//! client resends. AMQP has the distinction: `released` says the message was not acted upon
+//! and may be sent again (AMQP 1.0 §3.4.5; Proton's `on_released`, rhea's `released`), so
+//! failures that sending again may cure are released, and the others rejected with an error
+//! whose description is the reason string.
 
 use wharf_log::ErrorKind;
 
@@ -54,6 +64,13 @@ impl StoreFailure {
         matches!(self, Self::Unavailable | Self::Closed)
     }
 
+    /// What an AMQP sender is told for an unsettled transfer that was not stored: `None`:
+    /// `released` (send again); `Some(condition)`: `rejected` with that error condition and
+    /// [`StoreFailure::reason`] as its description.
+    pub fn amqp_rejection(self) -> Option<&'static str> {
+        (!self.retry()).then_some("amqp:internal-error")
+    }
+
     /// The MQTT 5 PUBACK / PUBREC reason code: 0x80 (unspecified error) for all — the only
     /// code of the spec's list (§3.4.2.1) that fits a server-side store failure.
     pub fn mqtt5_publish_reason(self) -> u8 {
@@ -81,6 +98,11 @@ mod tests {
             let f = StoreFailure::from(kind);
             assert_eq!((f, f.retry()), (failure, retry), "{kind:?}");
             assert_eq!(f.mqtt5_publish_reason(), 0x80);
+            assert_eq!(
+                f.amqp_rejection().is_none(),
+                retry,
+                "{kind:?}: released iff retry"
+            );
             assert!(!f.reason().is_empty());
         }
     }
