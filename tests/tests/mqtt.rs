@@ -1755,3 +1755,41 @@ fn tenants_are_isolated_across_adapters() {
         eprintln!("{url}: tenants isolated");
     }
 }
+
+/// Shutdown order (`adapters/core/src/runtime.rs`): an adapter stopped with SIGTERM ends its
+/// connections, and their shared groups commit and release their blocks before it exits, so
+/// another adapter's member gets what the stopped adapter's member held unacknowledged at once
+/// — not after the blocks' leases (60 s here) expire (tests/python/mqtt_shared_sigterm.py).
+/// Fails (taker served after 60 s) when a group that stops serving drops its blocks without
+/// releasing them.
+#[test]
+fn sigterm_hands_shared_subscription_blocks_over_at_once() {
+    let Some(python) = python() else {
+        return;
+    };
+    let (urls, dir) = stores();
+    let settings = dir.path().join("share.toml");
+    std::fs::write(&settings, "[mqtt]\nadapter_lease = \"60s\"\n").expect("settings");
+    for url in urls.iter().take(2) {
+        let start = |port: u16| wharf_tests::start_adapter_with_config(url, port, &settings);
+        let (pa, pb) = (free_port(), free_port());
+        let mut a = start(pa);
+        let _b = start(pb);
+        let mut check = Command::new(&python);
+        check.arg(python_script("mqtt_shared_sigterm.py")).args([
+            &pa.to_string(),
+            &pb.to_string(),
+            &a.id().to_string(),
+            "20",
+            "60",
+        ]);
+        let out = run_checked(check, "shared subscription at SIGTERM");
+        assert!(
+            out.contains("ok shared subscription handed over at shutdown"),
+            "{url}: {out}"
+        );
+        let status = a.wait().expect("adapter A exits");
+        assert!(status.success(), "{url}: adapter A exited with {status}");
+        eprintln!("{url}: {}", out.lines().next().unwrap_or_default());
+    }
+}

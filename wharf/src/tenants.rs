@@ -12,7 +12,7 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
-use wharf_adapter_core::{bridge::Bridge, record::Protocol};
+use wharf_adapter_core::{bridge::Bridge, record::Protocol, runtime::Background};
 use wharf_amqp::Amqp;
 use wharf_auth::{Auth, Router};
 use wharf_log::{Log, Store};
@@ -43,11 +43,19 @@ pub struct Tenant {
 
 impl Tenant {
     /// Start the services of `name` on its `log`.
-    async fn start(name: &str, log: Log, settings: &Settings, auth: Arc<Auth>) -> Result<Self> {
+    async fn start(
+        name: &str,
+        log: Log,
+        settings: &Settings,
+        auth: Arc<Auth>,
+        background: &Background,
+    ) -> Result<Self> {
         let mut mqtt_settings = settings.mqtt.to_mqtt();
         mqtt_settings.bridge = bridge();
+        mqtt_settings.background = background.clone();
         let mut amqp_settings = settings.amqp.to_amqp();
         amqp_settings.bridge = bridge();
+        amqp_settings.background = background.clone();
         let mqtt = Mqtt::new(name, log.clone(), mqtt_settings, auth.clone());
         // Addresses claiming MQTT topics, before the first client: every adapter routes alike.
         mqtt.follow_claims(CLAIMS_REFRESH).await.with_context(|| {
@@ -74,6 +82,8 @@ pub async fn open_log(root: &Store, name: &str, settings: &Settings) -> Result<L
 #[derive(Debug)]
 pub struct Tenants {
     served: BTreeMap<String, Tenant>,
+    /// Every tenant's background tasks, shut down after the connections.
+    background: Background,
 }
 
 /// A router to one kind of service (`pick`) of the tenants served. It holds them weakly: the
@@ -97,13 +107,15 @@ impl Tenants {
     /// in; the default tenant's services hand other tenants' clients over.
     pub async fn start(log: &Log, settings: &Settings, auth: Arc<Auth>) -> Result<Arc<Self>> {
         let mut served = BTreeMap::new();
+        let background = Background::new();
         for name in auth.tenants() {
             let tenant_log = if name == DEFAULT_TENANT {
                 log.clone()
             } else {
                 open_log(log.store(), &name, settings).await?
             };
-            let tenant = Tenant::start(&name, tenant_log, settings, auth.clone()).await?;
+            let tenant =
+                Tenant::start(&name, tenant_log, settings, auth.clone(), &background).await?;
             served.insert(name, tenant);
         }
         if served.len() > 1 {
@@ -112,7 +124,7 @@ impl Tenants {
                 "serving several tenants"
             );
         }
-        let tenants = Arc::new(Self { served });
+        let tenants = Arc::new(Self { served, background });
         let default = tenants.default();
         default.mqtt.route_tenants(router(&tenants, |t| &t.mqtt));
         default.amqp.route_tenants(router(&tenants, |t| &t.amqp));
@@ -135,10 +147,13 @@ impl Tenants {
         self.served.iter()
     }
 
-    /// End every connection (all are counted by the default tenant's services, which
-    /// accepted them) and wait up to `grace`.
+    /// Shut down in order (see `wharf_adapter_core::runtime`): the listeners have stopped
+    /// accepting; end every connection (all are counted by the default tenant's services,
+    /// which accepted them) and wait up to `grace`; then cancel the background tasks of every
+    /// tenant and wait up to `grace` for their last steps (commits, released leases).
     pub async fn shutdown(&self, grace: Duration) {
         let d = self.default();
         tokio::join!(d.mqtt.shutdown(grace), d.amqp.shutdown(grace));
+        self.background.shutdown(grace).await;
     }
 }

@@ -335,6 +335,7 @@ impl Queues {
         lease_ttl: Duration,
         block: u64,
         addresses: Arc<Addresses>,
+        background: wharf_adapter_core::runtime::Background,
     ) -> Self {
         let settings = competing::Settings {
             holder: run,
@@ -342,6 +343,7 @@ impl Queues {
             block,
             read_ahead: READ_AHEAD,
             commit_every: Duration::from_millis(20),
+            background,
         };
         Self {
             queues: Competing::new(log.clone(), settings),

@@ -73,6 +73,9 @@ pub struct AmqpSettings {
     /// Maps other protocols' records to AMQP messages (cross-protocol delivery); wired by
     /// the process. Empty: MQTT publishes reach AMQP receivers as their bare payload.
     pub bridge: wharf_adapter_core::bridge::Bridge,
+    /// The process's background tasks (queue consumers), cancelled and awaited at shutdown
+    /// after the connections ended.
+    pub background: wharf_adapter_core::runtime::Background,
 }
 
 impl Default for AmqpSettings {
@@ -86,6 +89,7 @@ impl Default for AmqpSettings {
             max_handshakes: 256,
             handshake_timeout: Duration::from_secs(10),
             bridge: wharf_adapter_core::bridge::Bridge::default(),
+            background: wharf_adapter_core::runtime::Background::new(),
         }
     }
 }
@@ -144,6 +148,7 @@ impl Amqp {
             settings.queue_lease,
             settings.queue_block,
             addresses.clone(),
+            settings.background.clone(),
         );
         Arc::new(Self {
             tenancy: Tenancy::new(tenant),

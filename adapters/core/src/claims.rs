@@ -13,6 +13,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use crate::runtime::Background;
 use serde_json::Value;
 use wharf_log::{CatalogEvent, Log};
 use wharf_log_format::StreamId;
@@ -206,7 +207,12 @@ impl Claims {
     /// Load the claims of every Address in the catalog, then keep them current (one catalog
     /// LIST every `every` while the log has clients here, every [`IDLE_REFRESH`] and when the
     /// first one connects while it has none) until the log closes.
-    pub async fn follow(self: &Arc<Self>, log: &Log, every: Duration) -> wharf_log::Result<()> {
+    pub async fn follow(
+        self: &Arc<Self>,
+        log: &Log,
+        every: Duration,
+        background: &Background,
+    ) -> wharf_log::Result<()> {
         let mut watch = log.catalog().watch("Address");
         let mut by_address = std::collections::BTreeMap::new();
         let mut apply = move |events: Vec<CatalogEvent>, claims: &Claims| {
@@ -245,17 +251,18 @@ impl Claims {
         apply(watch.poll().await?, self);
         let claims = self.clone();
         let mut clients = log.clients();
-        tokio::spawn(async move {
+        let cancelled = background.cancelled_owned();
+        background.spawn(async move {
+            tokio::pin!(cancelled);
             loop {
                 // While no client of the tenant is connected here, nothing here routes by
                 // the claims: look every IDLE_REFRESH, and at once when a client arrives.
-                if *clients.borrow_and_update() > 0 {
-                    tokio::time::sleep(every).await;
-                } else {
-                    tokio::select! {
-                        () = tokio::time::sleep(IDLE_REFRESH.max(every)) => {}
-                        _ = clients.wait_for(|n| *n > 0) => {}
-                    }
+                let idle = *clients.borrow_and_update() == 0;
+                let pause = if idle { IDLE_REFRESH.max(every) } else { every };
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = clients.wait_for(|n| *n > 0), if idle => {}
+                    () = &mut cancelled => return,
                 }
                 match watch.poll().await {
                     Ok(events) => apply(events, &claims),

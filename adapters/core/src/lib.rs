@@ -22,6 +22,8 @@
 //! - [`following`]: one subscriber's reader of the streams its filters reach, following
 //!   claims as they change, with a durable subscriber's cursors (MQTT sessions, AMQP topic
 //!   receivers).
+//! - [`runtime`]: the process's background tasks under one cancellation token, and the
+//!   shutdown order they obey.
 //! - [`keyed`]: latest-record-per-key state of a stream and its compaction by snapshot
 //!   (`mqtt-wills`, `mqtt-retained`).
 
@@ -33,6 +35,7 @@ pub mod following;
 pub mod keyed;
 pub mod names;
 pub mod record;
+pub mod runtime;
 pub mod takeover;
 pub mod topic;
 pub mod wills;

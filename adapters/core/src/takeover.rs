@@ -19,6 +19,7 @@ use std::{
     },
 };
 
+use crate::runtime::Background;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use wharf_log::Log;
@@ -76,7 +77,7 @@ impl Drop for Registration {
 
 impl Takeover {
     /// Start following `mqtt-connects` from its current end.
-    pub fn start(log: Log) -> Arc<Self> {
+    pub fn start(log: Log, background: &Background) -> Arc<Self> {
         let t = Arc::new(Self {
             log: log.clone(),
             run: uuid::Uuid::new_v4().simple().to_string(),
@@ -91,9 +92,15 @@ impl Takeover {
         // In the background: only this adapter's clients can be taken over, and while it has
         // some, the log counts them and the tail keeps the fast pace.
         let mut tail = log.tail(&stream, Offset(head)).background();
-        tokio::spawn(async move {
+        let cancelled = background.cancelled_owned();
+        background.spawn(async move {
+            tokio::pin!(cancelled);
             loop {
-                let batch = match tail.next_batch(1024).await {
+                let next = tokio::select! {
+                    next = tail.next_batch(1024) => next,
+                    () = &mut cancelled => return,
+                };
+                let batch = match next {
                     Ok(b) => b,
                     Err(e) => {
                         tracing::warn!(error = %e, "following mqtt-connects failed; retrying");
@@ -214,8 +221,8 @@ mod tests {
             .await
             .expect("log");
         // Two adapters on one store (here: one log, two registries).
-        let a = Takeover::start(log.clone());
-        let b = Takeover::start(log.clone());
+        let a = Takeover::start(log.clone(), &Background::new());
+        let b = Takeover::start(log.clone(), &Background::new());
         let (first, mut kicked_first) = a.announce("dev-1").await.expect("announce");
         let (_other, mut other_kicked) = a.announce("dev-2").await.expect("announce");
         let (second, mut kicked_second) = b.announce("dev-1").await.expect("announce");

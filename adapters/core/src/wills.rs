@@ -30,6 +30,7 @@ use std::{
     time::Duration,
 };
 
+use crate::runtime::Background;
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -146,6 +147,7 @@ impl Wills {
         run: String,
         ttl: Duration,
         takeover: Arc<Takeover>,
+        background: &Background,
     ) -> Arc<Self> {
         let (held_tx, lease_held) = tokio::sync::watch::channel(false);
         let want_lease = Arc::new(tokio::sync::Notify::new());
@@ -158,15 +160,18 @@ impl Wills {
             want_lease: want_lease.clone(),
             lease_held,
         });
-        tokio::spawn(keep_lease(
+        background.spawn(keep_lease(
             log.clone(),
             w.run.clone(),
             ttl,
             want_lease,
             held_tx,
+            background.cancelled_owned(),
         ));
         let weak = Arc::downgrade(&w);
-        tokio::spawn(async move {
+        let cancelled = background.cancelled_owned();
+        background.spawn(async move {
+            tokio::pin!(cancelled);
             let stream = wills_stream();
             let start = log.stream(&stream).map_or(0, |s| s.start_offset);
             // In the background: a sweep that finds a dead adapter catches up first.
@@ -188,6 +193,7 @@ impl Wills {
                         let Some(w) = weak.upgrade() else { return };
                         w.sweep(&takeover).await;
                     }
+                    () = &mut cancelled => return,
                 }
             }
         });
@@ -459,13 +465,16 @@ async fn keep_lease(
     ttl: Duration,
     wanted: Arc<tokio::sync::Notify>,
     held: tokio::sync::watch::Sender<bool>,
+    cancelled: tokio_util::sync::WaitForCancellationFutureOwned,
 ) {
+    tokio::pin!(cancelled);
     let name = adapter_lease(&run);
     let mut clients = log.clients();
     tokio::select! {
         _ = clients.wait_for(|n| *n > 0) => {}
         () = wanted.notified() => {}
         () = held.closed() => return,
+        () = &mut cancelled => return,
     }
     loop {
         let mut lease = match log.acquire_lease(&name, &run, ttl).await {
@@ -488,6 +497,14 @@ async fn keep_lease(
                 // The registry is gone: stop renewing (the lease expires; survivors then
                 // publish any will still registered).
                 () = held.closed() => return,
+                // Shutting down, connections ended: release the lease, so that survivors
+                // publish at once any will still registered (delayed ones too).
+                () = &mut cancelled => {
+                    if let Err(e) = lease.release().await {
+                        tracing::warn!(error = %e, "could not release the adapter lease");
+                    }
+                    return;
+                }
             }
             if let Err(e) = lease.renew(ttl).await {
                 // Fenced: another adapter thought we were dead and took over our wills.
@@ -531,10 +548,17 @@ mod tests {
         let store = wharf_log::Store::open("memory://").expect("store");
         let log = Log::open(store).await.expect("log");
         let start = |run: &str| {
-            let takeover = Takeover::start(log.clone());
+            let takeover = Takeover::start(log.clone(), &Background::new());
             let hour = Duration::from_secs(3600);
             let publish = Arc::new(Published::default());
-            Wills::start(log.clone(), publish, run.into(), hour, takeover)
+            Wills::start(
+                log.clone(),
+                publish,
+                run.into(),
+                hour,
+                takeover,
+                &Background::new(),
+            )
         };
         let a = start("a");
         let will = topic_record("gone");
@@ -620,7 +644,8 @@ mod tests {
             dead_publish.clone(),
             "dead".into(),
             ttl,
-            Takeover::start(log.clone()),
+            Takeover::start(log.clone(), &Background::new()),
+            &Background::new(),
         );
         dead.register("mq", 1, Duration::ZERO, &topic_record("status/mq"))
             .await
@@ -639,7 +664,8 @@ mod tests {
             survivor_publish.clone(),
             "survivor".into(),
             ttl,
-            Takeover::start(log.clone()),
+            Takeover::start(log.clone(), &Background::new()),
+            &Background::new(),
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -662,5 +688,45 @@ mod tests {
         let got = tail.next_batch(10).await.expect("read");
         assert_eq!(got[0].record.headers, amqp.headers);
         assert!(got[0].record.timestamp_ms > 0, "stamped when published");
+    }
+
+    /// At shutdown the adapter lease is released, so a survivor publishes the wills still
+    /// registered at once rather than after the lease's time-to-live (30 s here).
+    #[tokio::test]
+    async fn a_shut_down_adapter_releases_its_lease() {
+        let store = wharf_log::Store::open("memory://").expect("store");
+        let log = Log::open(store).await.expect("log");
+        let ttl = Duration::from_secs(30);
+        let background = Background::new();
+        let leaving = Wills::start(
+            log.clone(),
+            Arc::new(Published::default()),
+            "leaving".into(),
+            ttl,
+            Takeover::start(log.clone(), &background),
+            &background,
+        );
+        leaving
+            .register("mq", 1, Duration::ZERO, &topic_record("status/mq"))
+            .await
+            .expect("register");
+        assert!(background.shutdown(Duration::from_secs(10)).await);
+        let survivor_publish = Arc::new(Published::default());
+        let _survivor = Wills::start(
+            log.clone(),
+            survivor_publish.clone(),
+            "survivor".into(),
+            ttl,
+            Takeover::start(log.clone(), &Background::new()),
+            &Background::new(),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while survivor_publish.0.lock().map(|v| v.len()).unwrap_or(0) == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the survivor did not publish the will: the lease was not released"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

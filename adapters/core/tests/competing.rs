@@ -10,6 +10,7 @@ use std::{
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use wharf_adapter_core::competing::{Competing, Outcome, Pending, Rules, Settings, Source, Start};
+use wharf_adapter_core::runtime::Background;
 use wharf_log::{Log, Store};
 use wharf_log_format::{Offset, Record, StoredRecord, StreamId};
 
@@ -71,6 +72,7 @@ fn adapter(log: &Log, holder: &str) -> Consumers {
             block: 10,
             read_ahead: 16,
             commit_every: Duration::from_millis(20),
+            background: Background::new(),
         },
     )
 }

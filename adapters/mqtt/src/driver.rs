@@ -31,6 +31,7 @@ use wharf_adapter_core::{
     errors::StoreFailure,
     following::Following,
     names::{self, default_stream},
+    runtime::Background,
     takeover::{Registration, Takeover},
     wills::Wills,
 };
@@ -69,6 +70,9 @@ pub struct MqttSettings {
     /// Maps other protocols' records to MQTT messages (cross-protocol delivery); wired by the
     /// process. Empty: what AMQP clients send to `/topic/...` is not delivered to MQTT.
     pub bridge: Bridge,
+    /// The process's background tasks (shared groups, the adapter lease, followers, upkeep),
+    /// cancelled and awaited at shutdown after the connections ended.
+    pub background: Background,
 }
 
 impl Default for MqttSettings {
@@ -82,6 +86,7 @@ impl Default for MqttSettings {
             compact_every: Duration::from_secs(60),
             session_sweep_every: Duration::from_secs(3600),
             bridge: Bridge::default(),
+            background: Background::new(),
         }
     }
 }
@@ -93,9 +98,14 @@ where
     Fut: std::future::Future<Output = ()> + Send,
 {
     let weak = Arc::downgrade(mqtt);
-    tokio::spawn(async move {
+    let cancelled = mqtt.settings.background.cancelled_owned();
+    mqtt.settings.background.spawn(async move {
+        tokio::pin!(cancelled);
         loop {
-            tokio::time::sleep(period).await;
+            tokio::select! {
+                () = tokio::time::sleep(period) => {}
+                () = &mut cancelled => return,
+            }
             let Some(m) = weak.upgrade() else { return };
             job(m).await;
         }
@@ -245,7 +255,7 @@ impl Mqtt {
     /// on).
     pub fn new(tenant: &str, log: Log, settings: MqttSettings, auth: Arc<Auth>) -> Arc<Self> {
         let run = uuid::Uuid::new_v4().simple().to_string();
-        let takeover = Takeover::start(log.clone());
+        let takeover = Takeover::start(log.clone(), &settings.background);
         let claims = settings.session.claims.clone();
         let wills = Wills::start(
             log.clone(),
@@ -253,6 +263,7 @@ impl Mqtt {
             run.clone(),
             settings.adapter_lease,
             takeover.clone(),
+            &settings.background,
         );
         let shared_groups = SharedGroups::new(
             log.clone(),
@@ -261,6 +272,7 @@ impl Mqtt {
             settings.adapter_lease,
             settings.share_block,
             settings.bridge,
+            settings.background.clone(),
         );
         let mqtt = Arc::new(Self {
             tenancy: Tenancy::new(tenant),
@@ -314,7 +326,9 @@ impl Mqtt {
     /// Load the topic claims of the catalog's addresses and keep them current (every
     /// `every`); call before serving.
     pub async fn follow_claims(&self, every: Duration) -> wharf_log::Result<()> {
-        self.claims.follow(&self.log, every).await
+        self.claims
+            .follow(&self.log, every, &self.settings.background)
+            .await
     }
 
     /// The addresses claiming MQTT topics (the AMQP adapter routes `/topic/...` by them).

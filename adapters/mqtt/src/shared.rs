@@ -42,6 +42,7 @@ use wharf_adapter_core::{
     claims::Claims,
     competing::{self, Competing, Pending, Rules, Source, Start},
     names::{block_lease_prefix, default_stream, share_cursor},
+    runtime::Background,
     topic::matches,
 };
 
@@ -86,6 +87,7 @@ impl SharedGroups {
         ttl: Duration,
         block: u64,
         bridge: Bridge,
+        background: Background,
     ) -> Arc<Self> {
         let settings = competing::Settings {
             holder: run,
@@ -93,6 +95,7 @@ impl SharedGroups {
             block,
             read_ahead: READ_AHEAD,
             commit_every: Duration::from_millis(100),
+            background,
         };
         Arc::new(Self {
             groups: Competing::new(log.clone(), settings),

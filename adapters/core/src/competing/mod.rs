@@ -26,6 +26,8 @@ use std::{
 };
 
 use tokio::sync::mpsc;
+
+use crate::runtime::Background;
 use wharf_log::{Blocks, Log, pack_position as pack, unpack_position as unpack};
 use wharf_log_format::{Offset, StoredRecord, StreamId};
 
@@ -110,6 +112,9 @@ pub struct Settings {
     pub read_ahead: usize,
     /// How often acknowledgements are committed.
     pub commit_every: Duration,
+    /// The process's background tasks: a consumer's task is one, and at shutdown commits
+    /// and releases its blocks.
+    pub background: Background,
 }
 
 /// An outlet a member is sent on: room, and a send that gives the value back when it fails.
@@ -274,7 +279,9 @@ where
                     dispatcher: Dispatcher::default(),
                     outlets: HashMap::new(),
                 };
-                tokio::spawn(task.run(key, self.running.clone(), rx));
+                self.settings
+                    .background
+                    .spawn(task.run(key, self.running.clone(), rx));
                 tx
             })
             .clone();
@@ -305,6 +312,8 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
     ) {
         let mut renew = tokio::time::interval(self.settings.lease_ttl / 3);
         let mut commit = tokio::time::interval(self.settings.commit_every);
+        let cancelled = self.settings.background.cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
             if self.blocks.is_none() && self.dispatcher.has_members() {
                 self.open().await;
@@ -352,6 +361,12 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
                 }
                 _ = commit.tick() => {
                     self.commit().await;
+                }
+                () = &mut cancelled => {
+                    // Shutting down: commit, and give the blocks to the other adapters now.
+                    self.close().await;
+                    running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&key);
+                    return;
                 }
                 _ = async {
                     match self.blocks.as_mut() {

@@ -1,0 +1,96 @@
+//! The background work of an adapter process, owned: every task that outlives a request —
+//! competing consumers, the adapter lease, the wills and takeover followers, periodic upkeep —
+//! is spawned through one [`Background`] and watches its cancellation token.
+//!
+//! Shutdown order (`wharf/src/tenants.rs` `Tenants::shutdown`):
+//! 1. stop accepting (the listeners' shutdown future);
+//! 2. tell the clients and end their connections (MQTT 5 DISCONNECT 0x8B, AMQP close), each
+//!    connection saving its session, settling or publishing its will;
+//! 3. [`Background::shutdown`]: cancel; each task does its last step — a competing consumer
+//!    commits its acknowledgements and releases its blocks (other adapters take them at once,
+//!    not after the lease expires), the adapter lease is released (survivors publish any will
+//!    still registered, delayed ones included), followers stop — and the process waits for
+//!    them, up to a grace period;
+//! 4. exit.
+
+use std::{future::Future, time::Duration};
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+/// See the module docs. Clones share the token and the tasks.
+#[derive(Clone, Debug, Default)]
+pub struct Background {
+    token: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Background {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spawn a task that ends, after its last step, once [`Background::cancelled`] resolves.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(task);
+    }
+
+    /// Resolves when the process shuts down.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.token.cancelled()
+    }
+
+    /// [`Background::cancelled`] as an owned future (for tasks that hold no `Background`).
+    pub fn cancelled_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.token.clone().cancelled_owned()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Cancel every task and wait up to `grace` for them to finish. `false`: some had not.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        self.token.cancel();
+        self.tracker.close();
+        let done = tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok();
+        if !done {
+            tracing::warn!(
+                left = self.tracker.len(),
+                "background tasks still running at the end of the shutdown grace period"
+            );
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    };
+
+    #[tokio::test]
+    async fn shutdown_waits_for_the_last_step() {
+        let bg = Background::new();
+        let last_step = Arc::new(AtomicBool::new(false));
+        let (b, done) = (bg.clone(), last_step.clone());
+        bg.spawn(async move {
+            b.cancelled().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            done.store(true, Ordering::SeqCst);
+        });
+        assert!(bg.shutdown(Duration::from_secs(5)).await);
+        assert!(last_step.load(Ordering::SeqCst));
+        // A task that ignores the token is waited for only up to the grace period.
+        let stuck = Background::new();
+        stuck.spawn(std::future::pending());
+        assert!(!stuck.shutdown(Duration::from_millis(20)).await);
+    }
+}
