@@ -710,20 +710,16 @@ fn addresses_declared_later_reach_existing_subscribers() {
             let lines = collect_lines(&mut child);
             (child, lines)
         });
+        // Each returns once its SUBACK came.
         let subscriber = |filter: &str| {
-            wharf_tests::KillOnDrop(
-                mosquitto("mosquitto_sub", pb)
-                    .args([
-                        "-t", filter, "-q", "1", "-C", "2", "-W", "30", "-F", "%t %p",
-                    ])
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .expect("mosquitto_sub"),
-            )
+            let mut cmd = mosquitto("mosquitto_sub", pb);
+            cmd.args([
+                "-t", filter, "-q", "1", "-C", "2", "-W", "30", "-F", "%t %p",
+            ]);
+            wharf_tests::Subscriber::start(cmd)
         };
-        let mut plain = subscriber("late/#");
-        let mut shared = subscriber("$share/g/late/#");
-        std::thread::sleep(Duration::from_millis(800));
+        let plain = subscriber("late/#");
+        let shared = subscriber("$share/g/late/#");
         if let Some((_, lines)) = &amqp {
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
             while !lines.lock().expect("lines").iter().any(|l| l == "attached") {
@@ -752,13 +748,8 @@ fn addresses_declared_later_reach_existing_subscribers() {
         // the shared group at its lease renewal (a third of 10 s).
         std::thread::sleep(Duration::from_secs(5));
         publish("late/1", "after");
-        let read = |c: &mut wharf_tests::KillOnDrop| {
-            let out = c.stdout.take().expect("stdout");
-            let mut text = String::new();
-            let _ = std::io::BufReader::new(out).read_to_string(&mut text);
-            text.lines().map(str::to_string).collect::<Vec<_>>()
-        };
-        let (got_plain, got_shared) = (read(&mut plain), read(&mut shared));
+        let (_, got_plain) = plain.wait();
+        let (_, got_shared) = shared.wait();
         assert_eq!(got_plain, ["late/0 before", "late/1 after"], "{url}: plain");
         assert_eq!(
             got_shared,
