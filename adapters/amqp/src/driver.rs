@@ -18,12 +18,9 @@ use fe2o3_amqp_types::{
         AmqpError, ConnectionError, Error, ErrorCondition, ReceiverSettleMode, Role,
         SenderSettleMode,
     },
-    messaging::{
-        Accepted, DeliveryState, Rejected, Released, Target, TargetArchetype, TerminusDurability,
-        TerminusExpiryPolicy,
-    },
+    messaging::{Accepted, DeliveryState, Rejected, Released, TargetArchetype},
     performatives::Attach,
-    primitives::{Array, Symbol},
+    primitives::Symbol,
 };
 use futures::{StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use tokio::{
@@ -42,9 +39,9 @@ use wharf_log::Log;
 use wharf_log_format::{Offset, Record, StreamId};
 
 use crate::{
+    attach::{ReceiverPlan, SenderPlan, SourcePlan, plan_receiver, plan_sender, plan_source},
     broker::{
-        Address, AddressError, Addresses, Consumer, Kind, Queues, Subscription, ToLink,
-        durable_cursor, durable_name,
+        Address, AddressError, Addresses, Consumer, Queues, Subscription, ToLink, durable_cursor,
     },
     engine::{self, Connection, Delivery, Event, LinkId, SendError},
     message::{self, Sections},
@@ -391,27 +388,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     result
 }
 
-fn capability(caps: Option<&Array<Symbol>>) -> Option<Kind> {
-    let caps = caps?;
-    if caps.0.iter().any(|c| c.0 == "topic") {
-        Some(Kind::Topic)
-    } else if caps.0.iter().any(|c| c.0 == "queue") {
-        Some(Kind::Queue)
-    } else {
-        None
-    }
-}
-
-/// For a shared durable subscription (capability `shared`, durable, never expiring): whether
-/// it is `global` (shared across container-ids).
-fn shared_global(source: &fe2o3_amqp_types::messaging::Source) -> Option<bool> {
-    let caps = source.capabilities.as_ref()?;
-    let has = |c: &str| caps.0.iter().any(|s| s.0 == c);
-    let durable = source.durable != TerminusDurability::None
-        && source.expiry_policy == TerminusExpiryPolicy::Never;
-    (durable && has("shared")).then(|| has("global"))
-}
-
 /// The outcome of a transfer the store did not take (`core::errors`' table): released when
 /// sending again may work, else rejected with the reason.
 fn not_stored(e: &wharf_log::LogError) -> DeliveryState {
@@ -425,12 +401,6 @@ fn not_stored(e: &wharf_log::LogError) -> DeliveryState {
             )),
         }),
     }
-}
-
-/// The subscription name of a shared subscription's link: the link name up to `|` (qpid-jms
-/// names the links of one subscription `name`, `name|2`, … or `name|global`, …).
-fn base_name(link: &str) -> String {
-    link.split('|').next().unwrap_or(link).to_string()
 }
 
 fn address_error(e: AddressError) -> Error {
@@ -576,31 +546,30 @@ impl Conn {
                     Some(TargetArchetype::Target(t)) => Some(t.clone()),
                     _ => None,
                 };
-                if target.as_ref().and_then(|t| t.address.as_deref()) == Some(WILL_ADDRESS) {
-                    self.engine.accept_attach(
-                        link,
-                        name,
-                        a.source.map(|s| *s),
-                        target,
-                        a.snd_settle_mode,
-                        ReceiverSettleMode::First,
-                    );
-                    self.links.insert(link, LinkState::Will);
-                    return;
-                }
-                let address = match &target {
-                    Some(t) if t.dynamic => Ok(Some(self.shared.addresses.temporary())),
-                    Some(Target {
-                        address: Some(addr),
-                        capabilities,
-                        ..
-                    }) => self
+                let address = match plan_sender(target.as_ref(), WILL_ADDRESS) {
+                    SenderPlan::Will => {
+                        self.engine.accept_attach(
+                            link,
+                            name,
+                            a.source.map(|s| *s),
+                            target,
+                            a.snd_settle_mode,
+                            ReceiverSettleMode::First,
+                        );
+                        self.links.insert(link, LinkState::Will);
+                        return;
+                    }
+                    SenderPlan::Temporary => Ok(Some(self.shared.addresses.temporary())),
+                    SenderPlan::Named {
+                        address,
+                        capability,
+                    } => self
                         .shared
                         .addresses
-                        .resolve(addr, capability(capabilities.as_ref()))
+                        .resolve(&address, capability)
                         .await
                         .map(Some),
-                    _ => Ok(None), // anonymous relay
+                    SenderPlan::AnonymousRelay => Ok(None),
                 };
                 if address.is_ok() {
                     // The sender may have sent on another adapter a moment ago: what it had
@@ -638,17 +607,13 @@ impl Conn {
                         err(AmqpError::InvalidField, "a receiver needs a source".into()),
                     );
                 };
-                let address = if source.dynamic {
-                    Ok(self.shared.addresses.temporary())
-                } else if let Some(addr) = &source.address {
-                    self.shared
-                        .addresses
-                        .resolve(addr, capability(source.capabilities.as_ref()))
-                        .await
-                } else {
-                    Err(AddressError::Invalid(
-                        "a receiver needs a source address (or dynamic)".into(),
-                    ))
+                let address = match plan_source(&source) {
+                    Ok(SourcePlan::Temporary) => Ok(self.shared.addresses.temporary()),
+                    Ok(SourcePlan::Named {
+                        address,
+                        capability,
+                    }) => self.shared.addresses.resolve(&address, capability).await,
+                    Err(why) => Err(AddressError::Invalid(why.into())),
                 };
                 let address = match address {
                     Ok(a) => a,
@@ -657,35 +622,35 @@ impl Conn {
                 source.address = Some(address.name.clone());
                 let presettled = a.snd_settle_mode == SenderSettleMode::Settled;
                 let id = self.shared.links.fetch_add(1, Ordering::Relaxed);
-                let state = match address.kind {
-                    Kind::Queue => LinkState::Queue {
+                let plan = plan_receiver(
+                    &source,
+                    address.kind,
+                    address.mqtt.is_some(),
+                    &self.container_id,
+                    &name,
+                );
+                let state = match plan {
+                    ReceiverPlan::Queue => LinkState::Queue {
                         id,
                         consumer: self.shared.queues.join(&address, None, id, self.tx.clone()),
                         presettled,
                     },
-                    Kind::Topic if shared_global(&source).is_some() && address.mqtt.is_none() => {
-                        // Links of one shared durable subscription compete for its messages.
-                        let global = shared_global(&source).unwrap_or(false);
-                        let base = base_name(&name);
-                        let owner = if global {
-                            ""
-                        } else {
-                            self.container_id.as_str()
-                        };
-                        LinkState::Queue {
+                    ReceiverPlan::SharedSubscription { cursor } => LinkState::Queue {
+                        id,
+                        consumer: self.shared.queues.join(
+                            &address,
+                            Some(cursor),
                             id,
-                            consumer: self.shared.queues.join(
-                                &address,
-                                Some(durable_name(owner, &base)),
-                                id,
-                                self.tx.clone(),
-                            ),
-                            presettled,
-                        }
-                    }
-                    Kind::Topic => {
+                            self.tx.clone(),
+                        ),
+                        presettled,
+                    },
+                    ReceiverPlan::Topic {
+                        durable,
+                        from_start,
+                    } => {
                         let log = &self.shared.log;
-                        if !source.dynamic {
+                        if !from_start {
                             // From the head after what this adapter acknowledged.
                             log.settle().await;
                         }
@@ -693,20 +658,15 @@ impl Conn {
                             .chain(address.also.iter().cloned())
                             .collect();
                         let from = |stream: &StreamId| {
-                            if source.dynamic {
+                            if from_start {
                                 Offset(0)
                             } else {
                                 Offset(log.stream(stream).map_or(0, |s| s.next_offset))
                             }
                         };
-                        // A durable subscription: durable terminus that never expires, keyed
-                        // by container-id and link name (a cursor on each stream it reads).
-                        let durable = source.durable != TerminusDurability::None
-                            && source.expiry_policy == TerminusExpiryPolicy::Never
-                            && !source.dynamic;
+                        // A durable subscription has a cursor on each stream it reads.
                         let mut cursors = Vec::new();
-                        let cursor_name = durable.then(|| durable_name(&self.container_id, &name));
-                        if let Some(cursor_name) = &cursor_name {
+                        if let Some(cursor_name) = &durable {
                             for stream in &streams {
                                 match durable_cursor(log, stream, cursor_name).await {
                                     Ok(c) => cursors.push(c),
@@ -727,7 +687,7 @@ impl Conn {
                                 self.tx.clone(),
                                 cursors,
                                 address.mqtt.clone(),
-                                cursor_name,
+                                durable,
                             ),
                             presettled,
                         }

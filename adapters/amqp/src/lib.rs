@@ -8,6 +8,8 @@
 //!   contract);
 //! - [`bridge`]: MQTT ↔ AMQP mapping at delivery (`/topic/<topic>` addresses reach MQTT
 //!   topics);
+//! - [`attach`]: what an attach asks for (which address, how a receiver reads it), decided
+//!   without I/O;
 //! - [`broker`]: addresses (queues, topics, temporary reply addresses) over the log: queue
 //!   dispatch to links with credit, outcomes, redelivery, dead letters;
 //! - [`driver`]: listeners and the per-connection task that feeds the engine from the socket
@@ -17,6 +19,7 @@
 //! receivers read from the log; queue acknowledgements are a cursor in the store, so another
 //! adapter on the same store redelivers what a dead one had not settled.
 
+pub mod attach;
 pub mod bridge;
 pub mod broker;
 pub mod driver;
