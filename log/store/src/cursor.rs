@@ -99,10 +99,7 @@ impl Log {
         start: Offset,
     ) -> Result<Cursor> {
         let mut cursor = self.cursor_from(stream, name, start).await?;
-        if !cursor.exists() {
-            cursor.dirty = true;
-            cursor.commit().await?;
-        }
+        cursor.create().await?;
         Ok(cursor)
     }
 }
@@ -292,6 +289,28 @@ impl Cursor {
         self.epoch = self.epoch.max(lease.epoch());
         self.dirty = true;
         self.commit().await
+    }
+
+    /// Store a cursor that does not exist yet as it is (its first generation). If another
+    /// process created it first, take theirs instead: two readers starting the same cursor at
+    /// once must not merge their starts (the later start would win, and what lies between
+    /// the two would be skipped by both). Nothing to do for a cursor that exists.
+    pub async fn create(&mut self) -> Result<()> {
+        if self.exists() {
+            return Ok(());
+        }
+        match self.series().write(1, &self.state(1)).await? {
+            Write::Done => self.committed_as(1).await,
+            Write::Lost(theirs) => {
+                let theirs: CursorState = theirs;
+                self.epoch = theirs.epoch;
+                self.acks = theirs.acks;
+                self.meta = theirs.meta;
+                self.generation = 1;
+                self.dirty = false;
+            }
+        }
+        Ok(())
     }
 
     /// Persist the acks. Concurrent commits from other processes are merged.

@@ -83,6 +83,7 @@ pub async fn run(name: &str, fresh: &dyn Fn() -> Store) {
     case!(readers_share_one_poll);
     case!(read_from_time);
     case!(cursors_merge_and_survive_reopen);
+    case!(a_cursor_created_twice_at_once_keeps_the_first_start);
     case!(cursor_take_over_fences_the_previous_holder);
     case!(cursors_are_listed_and_deleted);
     case!(leases_expire_and_fence);
@@ -453,6 +454,41 @@ async fn cursors_merge_and_survive_reopen(store: &Store) {
     ca.reload().await.expect("reload");
     assert!(ca.is_acked(Offset(7)));
     assert!(matches!(a.cursor(&s, "bad/name").await, Err(e) if e.kind() == ErrorKind::Invalid));
+}
+
+/// Two processes start the same new cursor at once (a shared subscription's first members on
+/// two adapters), each at its own head: the first creation wins and the other takes its start,
+/// rather than merging the two (the later start would win, and the records between the two
+/// starts would be skipped by both).
+async fn a_cursor_created_twice_at_once_keeps_the_first_start(store: &Store) {
+    let a = open(store).await;
+    let b = open(store).await;
+    let s = sid("shared");
+    for n in 0..10 {
+        a.append(&s, rec(format!("{n}"))).await.expect("append");
+    }
+    // a looked (nothing there) with its head at 10 ...
+    let mut late = a
+        .cursor_from(&s, "group", Offset(10))
+        .await
+        .expect("cursor");
+    assert!(!late.exists());
+    // ... while b created it at 4 ...
+    let first = b
+        .cursor_starting_at(&s, "group", Offset(4))
+        .await
+        .expect("create");
+    assert_eq!(first.committed(), Offset(4));
+    // ... so a's creation loses and takes b's start.
+    late.create().await.expect("create loses");
+    assert!(late.exists());
+    assert_eq!(late.committed(), Offset(4));
+    assert!(!late.is_acked(Offset(4)) && late.is_acked(Offset(3)));
+    late.ack(Offset(4));
+    late.commit().await.expect("commit");
+    let reopened = open(store).await.cursor(&s, "group").await.expect("reopen");
+    assert_eq!(reopened.committed(), Offset(5));
+    assert!(!reopened.is_acked(Offset(9)));
 }
 
 /// The newest claimant of a cursor wins at once (an MQTT session taken over by a reconnect):
