@@ -1784,3 +1784,33 @@ fn sigterm_hands_shared_subscription_blocks_over_at_once() {
         eprintln!("{url}: {}", out.lines().next().unwrap_or_default());
     }
 }
+
+/// SIGTERM keeps MQTT's promises: the disconnected client's will is published and its
+/// persistent session's position saved, so it resumes on another adapter with m5..m9 and
+/// none of the m0..m4 it had acknowledged (tests/python/mqtt_sigterm_session.py, paho).
+#[test]
+fn sigterm_publishes_wills_and_saves_session_positions() {
+    let Some(python) = python() else {
+        return;
+    };
+    let (urls, _dir) = stores();
+    for url in urls.iter().take(2) {
+        let (pa, pb) = (free_port(), free_port());
+        let mut a = start_adapter(url, pa);
+        let _b = start_adapter(url, pb);
+        let mut check = Command::new(&python);
+        check.arg(python_script("mqtt_sigterm_session.py")).args([
+            &pa.to_string(),
+            &pb.to_string(),
+            &a.id().to_string(),
+        ]);
+        let out = run_checked(check, "SIGTERM, wills and sessions");
+        assert!(
+            out.contains("ok sigterm kept the will and the session position"),
+            "{url}: {out}"
+        );
+        let status = a.wait().expect("adapter A exits");
+        assert!(status.success(), "{url}: adapter A exited with {status}");
+        eprintln!("{url}: {}", out.lines().next().unwrap_or_default());
+    }
+}
