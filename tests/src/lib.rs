@@ -260,6 +260,8 @@ pub fn mosquitto(tool: &str, port: u16) -> Command {
 pub struct Subscriber {
     child: KillOnDrop,
     lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The `-d` lines (packets sent and received).
+    debug: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -284,8 +286,9 @@ impl Subscriber {
         );
         let out = child.stdout.take().expect("stdout piped");
         let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let debug = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (acked, subscribed) = std::sync::mpsc::channel();
-        let sink = lines.clone();
+        let (sink, debug_sink) = (lines.clone(), debug.clone());
         let reader = std::thread::spawn(move || {
             use std::io::BufRead;
             for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
@@ -296,6 +299,7 @@ impl Subscriber {
                     if l.contains(" received SUBACK") {
                         let _ = acked.send(());
                     }
+                    debug_sink.lock().unwrap_or_else(|p| p.into_inner()).push(l);
                 } else {
                     sink.lock().unwrap_or_else(|p| p.into_inner()).push(l);
                 }
@@ -310,8 +314,14 @@ impl Subscriber {
         Subscriber {
             child,
             lines,
+            debug,
             reader: Some(reader),
         }
+    }
+
+    /// The `-d` lines so far (`Client <id> received DISCONNECT (139)`, ...).
+    pub fn debug_lines(&self) -> Vec<String> {
+        self.debug.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// What it printed so far (messages, with the `-d` lines left out).
@@ -326,6 +336,15 @@ impl Subscriber {
             let _ = r.join();
         }
         (status, self.lines())
+    }
+
+    /// [`Subscriber::wait`], with the `-d` lines too.
+    pub fn wait_all(mut self) -> (std::process::ExitStatus, Vec<String>, Vec<String>) {
+        let status = self.child.wait().expect("wait for mosquitto_sub");
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        (status, self.lines(), self.debug_lines())
     }
 
     /// Stop it and return everything it printed.

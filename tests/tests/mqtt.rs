@@ -1477,18 +1477,21 @@ fn sigterm_disconnects_mqtt5_clients_with_server_shutting_down() {
     let url = format!("file://{}", dir.path().display());
     let port = free_port();
     let mut adapter = start_adapter(&url, port);
-    let sub = mosquitto("mosquitto_sub", port)
-        .args(["-V", "mqttv5", "-t", "a", "-d", "-W", "10"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sub");
-    std::thread::sleep(Duration::from_millis(700));
+    // Returns once subscribed (no sleep): the connection is established and served.
+    let mut cmd = mosquitto("mosquitto_sub", port);
+    cmd.args(["-V", "mqttv5", "-t", "a", "-W", "10"]);
+    let sub = wharf_tests::Subscriber::start(cmd);
     wharf_tests::signal(adapter.id(), "TERM");
     let status = adapter.wait().expect("adapter");
     assert!(status.success(), "{status:?}");
-    let out = sub.wait_with_output().expect("sub");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Received DISCONNECT (139)"), "{text}");
+    let (_, lines, debug) = sub.wait_all();
+    assert!(
+        lines
+            .iter()
+            .chain(&debug)
+            .any(|l| l.contains("eceived DISCONNECT (139)")),
+        "{lines:?} {debug:?}"
+    );
 }
 
 /// Addresses declared with `mqtt_topics` claim those topics: publishes are stored in their
