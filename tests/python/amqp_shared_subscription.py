@@ -28,8 +28,9 @@ shared = [DurableSubscription(), Caps("shared", "global", "topic")]
 a = BlockingConnection(f"amqp://127.0.0.1:{port_a}", timeout=15)
 a2 = BlockingConnection(f"amqp://127.0.0.1:{port_a}", timeout=15)
 b = BlockingConnection(f"amqp://127.0.0.1:{port_b}", timeout=15)
+# The attach is answered once the subscription's start (the topic's end) is stored: what is
+# sent from now on reaches it.
 ra = a.create_receiver(topic, name="jobs|global", credit=10, options=shared)
-time.sleep(0.3)  # the subscription exists (starting at the topic's end) before messages come
 rb = a2.create_receiver(topic, name="jobs|global2", credit=10, options=shared)
 everything = a.create_receiver(topic, name="audit", credit=50, options=Caps("topic"))
 s = b.create_sender(topic, options=Caps("topic"))

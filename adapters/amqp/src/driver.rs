@@ -635,16 +635,22 @@ impl Conn {
                         consumer: self.shared.queues.join(&address, None, id, self.tx.clone()),
                         presettled,
                     },
-                    ReceiverPlan::SharedSubscription { cursor } => LinkState::Queue {
-                        id,
-                        consumer: self.shared.queues.join(
-                            &address,
-                            Some(cursor),
+                    ReceiverPlan::SharedSubscription { cursor } => {
+                        let mut consumer =
+                            self.shared
+                                .queues
+                                .join(&address, Some(cursor), id, self.tx.clone());
+                        // Attached once the subscription's start is stored: what is sent
+                        // after the attach reaches it.
+                        if !consumer.serving(Duration::from_secs(5)).await {
+                            tracing::warn!(address = %address.name, "shared subscription not serving yet after 5 s; attached anyway");
+                        }
+                        LinkState::Queue {
                             id,
-                            self.tx.clone(),
-                        ),
-                        presettled,
-                    },
+                            consumer,
+                            presettled,
+                        }
+                    }
                     ReceiverPlan::Topic {
                         durable,
                         from_start,

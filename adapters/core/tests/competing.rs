@@ -261,3 +261,46 @@ async fn dead_letter_after_max_delivery_and_drain() {
     m.credit(10, true);
     assert_eq!(recv(&mut rx).await, Some(Out::Drained(8)));
 }
+
+/// A new subscription (starting at the stream's end) serves its member once its start is
+/// stored: `serving` returns after that, so what is appended next reaches the member, and an
+/// adapter opening it later starts at the same place.
+#[tokio::test]
+async fn serving_means_the_start_is_stored() {
+    let log = log_with((0..5).map(|i| format!("old{i}"))).await;
+    let dead = Arc::new(Mutex::new(Vec::new()));
+    let a = adapter(&log, "a");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start_at_end = {
+        let dead = dead.clone();
+        move || {
+            let source = Source {
+                stream: stream(),
+                cursor: "sub".into(),
+                lease_prefix: "sub.jobs".into(),
+                start: Start::End,
+            };
+            (Test { dead }, vec![source])
+        }
+    };
+    let mut m = a.join("sub", 1, 10, tx, start_at_end);
+    assert!(m.serving(Duration::from_secs(10)).await);
+    assert!(
+        m.serving(Duration::from_secs(1)).await,
+        "asking again is fine"
+    );
+    let stored = log.cursor(&stream(), "sub").await.expect("cursor");
+    assert!(stored.exists(), "the start is stored before serving");
+    assert_eq!(stored.committed(), Offset(5));
+    log.append(&stream(), Record::new(1, Bytes::from("new")))
+        .await
+        .expect("append");
+    match recv(&mut rx).await {
+        Some(Out::Msg {
+            position: 5,
+            payload,
+            ..
+        }) => assert_eq!(payload, Bytes::from("new")),
+        other => panic!("{other:?}"),
+    }
+}

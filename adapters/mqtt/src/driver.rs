@@ -1118,7 +1118,16 @@ impl Conn {
                         }
                     };
                     match self.shared.shared_groups.join(&share, tx) {
-                        Some(m) => {
+                        Some(mut m) => {
+                            // The SUBACK (already in the output buffer) goes out after this:
+                            // once the client has it, the group's start is stored and what
+                            // is published next reaches it.
+                            if !m.serving(Duration::from_secs(5)).await {
+                                tracing::warn!(
+                                    share,
+                                    "shared subscription not serving yet after 5 s; acknowledged anyway"
+                                );
+                            }
                             self.shares.insert(share, m);
                         }
                         None => tracing::warn!(

@@ -25,7 +25,7 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::runtime::Background;
 use wharf_log::{Blocks, Log, pack_position as pack, unpack_position as unpack};
@@ -148,7 +148,8 @@ impl<T: Send + 'static> Outlet<T> for mpsc::UnboundedSender<T> {
 }
 
 enum Cmd<O> {
-    Join(u64, u32, O),
+    /// A member, its credit and outlet, and who to tell once the consumer serves.
+    Join(u64, u32, O, oneshot::Sender<()>),
     Credit {
         member: u64,
         credit: u32,
@@ -181,6 +182,7 @@ impl<K, R: Rules, O> std::fmt::Debug for Competing<K, R, O> {
 pub struct Member<O> {
     cmd: mpsc::UnboundedSender<Cmd<O>>,
     id: u64,
+    serving: Option<oneshot::Receiver<()>>,
 }
 
 impl<O> std::fmt::Debug for Member<O> {
@@ -207,6 +209,17 @@ impl<O> Member<O> {
 
     pub fn settle(&self, position: u64, outcome: Outcome) {
         let _ = self.cmd.send(Cmd::Settle(self.id, position, outcome));
+    }
+
+    /// Wait (up to `timeout`) until the consumer serves this member: its cursors are open,
+    /// so a new subscription's start is stored and what is sent from now on reaches it. Answer
+    /// the subscribe or attach after this. `false` if it did not within `timeout` (the store
+    /// is slow or failing; the consumer keeps trying).
+    pub async fn serving(&mut self, timeout: Duration) -> bool {
+        let Some(rx) = self.serving.take() else {
+            return true;
+        };
+        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
     }
 
     /// Handled: acknowledged for every adapter.
@@ -278,6 +291,7 @@ where
                     blocks: None,
                     dispatcher: Dispatcher::default(),
                     outlets: HashMap::new(),
+                    not_serving_yet: Vec::new(),
                 };
                 self.settings
                     .background
@@ -286,8 +300,13 @@ where
             })
             .clone();
         // Sent under the lock: a task that finds its channel empty under it may end.
-        let _ = cmd.send(Cmd::Join(id, credit, outlet));
-        Member { cmd, id }
+        let (serving_tx, serving) = oneshot::channel();
+        let _ = cmd.send(Cmd::Join(id, credit, outlet, serving_tx));
+        Member {
+            cmd,
+            id,
+            serving: Some(serving),
+        }
     }
 }
 
@@ -301,6 +320,9 @@ struct Task<R: Rules, O> {
     blocks: Option<Vec<Blocks>>,
     dispatcher: Dispatcher<R::Item>,
     outlets: HashMap<u64, O>,
+    /// Members waiting for the consumer to serve (its cursors open: a new subscription's
+    /// start is stored).
+    not_serving_yet: Vec<oneshot::Sender<()>>,
 }
 
 impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
@@ -387,12 +409,17 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
 
     async fn command(&mut self, cmd: Cmd<O>) {
         match cmd {
-            Cmd::Join(id, credit, outlet) => {
+            Cmd::Join(id, credit, outlet, serving) => {
                 self.dispatcher.join(id, credit);
                 self.outlets.insert(id, outlet);
-                // At once: a drain may be next in line.
+                // At once: a drain may be next in line, and the member waits for it.
                 if self.blocks.is_none() {
                     self.open().await;
+                }
+                if self.blocks.is_some() {
+                    let _ = serving.send(());
+                } else {
+                    self.not_serving_yet.push(serving);
                 }
             }
             Cmd::Credit {
@@ -468,6 +495,9 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
         }
         tracing::debug!(sources = ?self.sources, "serving a competing consumer");
         self.blocks = Some(blocks);
+        for waiting in self.not_serving_yet.drain(..) {
+            let _ = waiting.send(());
+        }
     }
 
     async fn open_source(&self, s: &Source) -> Option<Blocks> {
