@@ -1750,6 +1750,34 @@ fn tenants_are_isolated_across_adapters() {
     }
 }
 
+/// Two adapters on each store; `script` (tests/python) gets both ports, A's pid and `args`,
+/// sends A SIGTERM itself and must print `ok`; A must then exit with success.
+fn sigterm_check(script: &str, args: &[&str], ok: &str, settings: Option<&std::path::Path>) {
+    let Some(python) = python() else {
+        return;
+    };
+    let (urls, _dir) = stores();
+    for url in urls.iter().take(2) {
+        let start = |port: u16| match settings {
+            Some(s) => wharf_tests::start_adapter_with_config(url, port, s),
+            None => start_adapter(url, port),
+        };
+        let (pa, pb) = (free_port(), free_port());
+        let mut a = start(pa);
+        let _b = start(pb);
+        let mut check = Command::new(&python);
+        check
+            .arg(python_script(script))
+            .args([&pa.to_string(), &pb.to_string(), &a.id().to_string()])
+            .args(args);
+        let out = run_checked(check, script);
+        assert!(out.contains(ok), "{url}: {out}");
+        let status = a.wait().expect("adapter A exits");
+        assert!(status.success(), "{url}: adapter A exited with {status}");
+        eprintln!("{url}: {}", out.lines().next().unwrap_or_default());
+    }
+}
+
 /// Shutdown order (`adapters/core/src/runtime.rs`): an adapter stopped with SIGTERM ends its
 /// connections, and their shared groups commit and release their blocks before it exits, so
 /// another adapter's member gets what the stopped adapter's member held unacknowledged at once
@@ -1758,34 +1786,15 @@ fn tenants_are_isolated_across_adapters() {
 /// releasing them.
 #[test]
 fn sigterm_hands_shared_subscription_blocks_over_at_once() {
-    let Some(python) = python() else {
-        return;
-    };
-    let (urls, dir) = stores();
+    let dir = tempfile::tempdir().expect("tempdir");
     let settings = dir.path().join("share.toml");
     std::fs::write(&settings, "[mqtt]\nadapter_lease = \"60s\"\n").expect("settings");
-    for url in urls.iter().take(2) {
-        let start = |port: u16| wharf_tests::start_adapter_with_config(url, port, &settings);
-        let (pa, pb) = (free_port(), free_port());
-        let mut a = start(pa);
-        let _b = start(pb);
-        let mut check = Command::new(&python);
-        check.arg(python_script("mqtt_shared_sigterm.py")).args([
-            &pa.to_string(),
-            &pb.to_string(),
-            &a.id().to_string(),
-            "20",
-            "60",
-        ]);
-        let out = run_checked(check, "shared subscription at SIGTERM");
-        assert!(
-            out.contains("ok shared subscription handed over at shutdown"),
-            "{url}: {out}"
-        );
-        let status = a.wait().expect("adapter A exits");
-        assert!(status.success(), "{url}: adapter A exited with {status}");
-        eprintln!("{url}: {}", out.lines().next().unwrap_or_default());
-    }
+    sigterm_check(
+        "mqtt_shared_sigterm.py",
+        &["20", "60"],
+        "ok shared subscription handed over at shutdown",
+        Some(&settings),
+    );
 }
 
 /// SIGTERM keeps MQTT's promises: the disconnected client's will is published and its
@@ -1793,27 +1802,10 @@ fn sigterm_hands_shared_subscription_blocks_over_at_once() {
 /// none of the m0..m4 it had acknowledged (tests/python/mqtt_sigterm_session.py, paho).
 #[test]
 fn sigterm_publishes_wills_and_saves_session_positions() {
-    let Some(python) = python() else {
-        return;
-    };
-    let (urls, _dir) = stores();
-    for url in urls.iter().take(2) {
-        let (pa, pb) = (free_port(), free_port());
-        let mut a = start_adapter(url, pa);
-        let _b = start_adapter(url, pb);
-        let mut check = Command::new(&python);
-        check.arg(python_script("mqtt_sigterm_session.py")).args([
-            &pa.to_string(),
-            &pb.to_string(),
-            &a.id().to_string(),
-        ]);
-        let out = run_checked(check, "SIGTERM, wills and sessions");
-        assert!(
-            out.contains("ok sigterm kept the will and the session position"),
-            "{url}: {out}"
-        );
-        let status = a.wait().expect("adapter A exits");
-        assert!(status.success(), "{url}: adapter A exited with {status}");
-        eprintln!("{url}: {}", out.lines().next().unwrap_or_default());
-    }
+    sigterm_check(
+        "mqtt_sigterm_session.py",
+        &[],
+        "ok sigterm kept the will and the session position",
+        None,
+    );
 }

@@ -659,10 +659,12 @@ impl SubTask {
         if closed {
             // Closing a durable link ends the subscription (spec 3.5.3 with expiry never):
             // marked ended; the next attach of that name starts afresh.
-            for i in 0..self.following.streams().len() {
-                if let Some(c) = self.following.get_mut(i).and_then(|f| f.cursor.as_mut()) {
-                    c.set_meta(Some(serde_json::json!({"ended": true})));
-                }
+            for c in self
+                .following
+                .streams_mut()
+                .filter_map(|f| f.cursor.as_mut())
+            {
+                c.set_meta(Some(serde_json::json!({"ended": true})));
             }
         }
         self.commit().await;

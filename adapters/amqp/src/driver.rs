@@ -547,57 +547,47 @@ impl Conn {
                     _ => None,
                 };
                 let address = match plan_sender(target.as_ref(), WILL_ADDRESS) {
-                    SenderPlan::Will => {
-                        self.engine.accept_attach(
-                            link,
-                            name,
-                            a.source.map(|s| *s),
-                            target,
-                            a.snd_settle_mode,
-                            ReceiverSettleMode::First,
-                        );
-                        self.links.insert(link, LinkState::Will);
-                        return;
-                    }
-                    SenderPlan::Temporary => Ok(Some(self.shared.addresses.temporary())),
+                    SenderPlan::Will => None,
+                    SenderPlan::Temporary => Some(Ok(Some(self.shared.addresses.temporary()))),
                     SenderPlan::Named {
                         address,
                         capability,
-                    } => self
-                        .shared
-                        .addresses
-                        .resolve(&address, capability)
-                        .await
-                        .map(Some),
-                    SenderPlan::AnonymousRelay => Ok(None),
+                    } => Some(
+                        self.shared
+                            .addresses
+                            .resolve(&address, capability)
+                            .await
+                            .map(Some),
+                    ),
+                    SenderPlan::AnonymousRelay => Some(Ok(None)),
                 };
-                if address.is_ok() {
-                    // The sender may have sent on another adapter a moment ago: what it had
-                    // acknowledged there is ordered before anything it sends here.
-                    if let Err(e) = self.shared.log.barrier().await {
-                        tracing::warn!(error = %e, "could not order earlier acknowledgements");
-                    }
-                }
-                match address {
-                    Ok(address) => {
+                let (state, target) = match address {
+                    None => (LinkState::Will, target),
+                    Some(Ok(address)) => {
+                        // The sender may have sent on another adapter a moment ago: what it
+                        // had acknowledged there is ordered before anything it sends here.
+                        if let Err(e) = self.shared.log.barrier().await {
+                            tracing::warn!(error = %e, "could not order earlier acknowledgements");
+                        }
                         let target = target.map(|mut t| {
                             if let Some(a) = &address {
                                 t.address = Some(a.name.clone());
                             }
                             t
                         });
-                        self.engine.accept_attach(
-                            link,
-                            name,
-                            a.source.map(|s| *s),
-                            target,
-                            a.snd_settle_mode,
-                            ReceiverSettleMode::First,
-                        );
-                        self.links.insert(link, LinkState::In { address });
+                        (LinkState::In { address }, target)
                     }
-                    Err(e) => self.engine.refuse_attach(link, name, address_error(e)),
-                }
+                    Some(Err(e)) => return self.engine.refuse_attach(link, name, address_error(e)),
+                };
+                self.engine.accept_attach(
+                    link,
+                    name,
+                    a.source.map(|s| *s),
+                    target,
+                    a.snd_settle_mode,
+                    ReceiverSettleMode::First,
+                );
+                self.links.insert(link, state);
             }
             Role::Receiver => {
                 let Some(mut source) = a.source.map(|s| *s) else {

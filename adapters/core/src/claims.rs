@@ -251,7 +251,7 @@ impl Claims {
         apply(watch.poll().await?, self);
         let claims = self.clone();
         let mut clients = log.clients();
-        let cancelled = background.cancelled_owned();
+        let cancelled = background.cancelled();
         background.spawn(async move {
             tokio::pin!(cancelled);
             loop {

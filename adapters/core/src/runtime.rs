@@ -37,18 +37,9 @@ impl Background {
         self.tracker.spawn(task);
     }
 
-    /// Resolves when the process shuts down.
-    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.token.cancelled()
-    }
-
-    /// [`Background::cancelled`] as an owned future (for tasks that hold no `Background`).
-    pub fn cancelled_owned(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+    /// Resolves when the process shuts down (owned: a task keeps it across its loop).
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
         self.token.clone().cancelled_owned()
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
     }
 
     /// Cancel every task and wait up to `grace` for them to finish. `false`: some had not.

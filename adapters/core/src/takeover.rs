@@ -92,7 +92,7 @@ impl Takeover {
         // In the background: only this adapter's clients can be taken over, and while it has
         // some, the log counts them and the tail keeps the fast pace.
         let mut tail = log.tail(&stream, Offset(head)).background();
-        let cancelled = background.cancelled_owned();
+        let cancelled = background.cancelled();
         background.spawn(async move {
             tokio::pin!(cancelled);
             loop {

@@ -166,10 +166,10 @@ impl Wills {
             ttl,
             want_lease,
             held_tx,
-            background.cancelled_owned(),
+            background.cancelled(),
         ));
         let weak = Arc::downgrade(&w);
-        let cancelled = background.cancelled_owned();
+        let cancelled = background.cancelled();
         background.spawn(async move {
             tokio::pin!(cancelled);
             let stream = wills_stream();
@@ -541,6 +541,19 @@ mod tests {
         }
     }
 
+    /// A registry for adapter `run` on `log`, its tasks (and its takeover follower's) in
+    /// `background`.
+    fn registry(
+        log: &Log,
+        run: &str,
+        ttl: Duration,
+        publish: Arc<Published>,
+        background: &Background,
+    ) -> Arc<Wills> {
+        let takeover = Takeover::start(log.clone(), background);
+        Wills::start(log.clone(), publish, run.into(), ttl, takeover, background)
+    }
+
     /// Compaction keeps exactly the unsettled registrations: an adapter that starts after it
     /// knows the same wills as one that read every record.
     #[tokio::test]
@@ -548,17 +561,8 @@ mod tests {
         let store = wharf_log::Store::open("memory://").expect("store");
         let log = Log::open(store).await.expect("log");
         let start = |run: &str| {
-            let takeover = Takeover::start(log.clone(), &Background::new());
             let hour = Duration::from_secs(3600);
-            let publish = Arc::new(Published::default());
-            Wills::start(
-                log.clone(),
-                publish,
-                run.into(),
-                hour,
-                takeover,
-                &Background::new(),
-            )
+            registry(&log, run, hour, Arc::default(), &Background::new())
         };
         let a = start("a");
         let will = topic_record("gone");
@@ -639,14 +643,7 @@ mod tests {
         let log = Log::open(store).await.expect("log");
         let ttl = Duration::from_millis(300);
         let dead_publish = Arc::new(Published::default());
-        let dead = Wills::start(
-            log.clone(),
-            dead_publish.clone(),
-            "dead".into(),
-            ttl,
-            Takeover::start(log.clone(), &Background::new()),
-            &Background::new(),
-        );
+        let dead = registry(&log, "dead", ttl, dead_publish.clone(), &Background::new());
         dead.register("mq", 1, Duration::ZERO, &topic_record("status/mq"))
             .await
             .expect("register");
@@ -659,12 +656,11 @@ mod tests {
         // Dropped, the registry stops renewing its lease, as a killed process would.
         drop(dead);
         let survivor_publish = Arc::new(Published::default());
-        let _survivor = Wills::start(
-            log.clone(),
-            survivor_publish.clone(),
-            "survivor".into(),
+        let _survivor = registry(
+            &log,
+            "survivor",
             ttl,
-            Takeover::start(log.clone(), &Background::new()),
+            survivor_publish.clone(),
             &Background::new(),
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -698,26 +694,18 @@ mod tests {
         let log = Log::open(store).await.expect("log");
         let ttl = Duration::from_secs(30);
         let background = Background::new();
-        let leaving = Wills::start(
-            log.clone(),
-            Arc::new(Published::default()),
-            "leaving".into(),
-            ttl,
-            Takeover::start(log.clone(), &background),
-            &background,
-        );
+        let leaving = registry(&log, "leaving", ttl, Arc::default(), &background);
         leaving
             .register("mq", 1, Duration::ZERO, &topic_record("status/mq"))
             .await
             .expect("register");
         assert!(background.shutdown(Duration::from_secs(10)).await);
         let survivor_publish = Arc::new(Published::default());
-        let _survivor = Wills::start(
-            log.clone(),
-            survivor_publish.clone(),
-            "survivor".into(),
+        let _survivor = registry(
+            &log,
+            "survivor",
             ttl,
-            Takeover::start(log.clone(), &Background::new()),
+            survivor_publish.clone(),
             &Background::new(),
         );
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

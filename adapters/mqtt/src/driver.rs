@@ -98,7 +98,7 @@ where
     Fut: std::future::Future<Output = ()> + Send,
 {
     let weak = Arc::downgrade(mqtt);
-    let cancelled = mqtt.settings.background.cancelled_owned();
+    let cancelled = mqtt.settings.background.cancelled();
     mqtt.settings.background.spawn(async move {
         tokio::pin!(cancelled);
         loop {

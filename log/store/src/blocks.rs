@@ -266,15 +266,19 @@ impl Blocks {
     /// when the readers wait for more).
     pub fn has_finished_block(&self) -> bool {
         let next = self.next_offset();
-        self.held.keys().any(|&n| {
-            let Range { start, end } = self.range(n);
-            next >= end
-                && self
-                    .cursor
-                    .acks()
-                    .unacked(Offset(start), Offset(end), 1)
-                    .is_empty()
-        })
+        self.held.keys().any(|&n| self.finished(n, next))
+    }
+
+    /// Whether block `n` is fully written (`next`: the stream's next offset) and fully
+    /// acknowledged.
+    fn finished(&self, n: u64, next: u64) -> bool {
+        let Range { start, end } = self.range(n);
+        next >= end
+            && self
+                .cursor
+                .acks()
+                .unacked(Offset(start), Offset(end), 1)
+                .is_empty()
     }
 
     /// Commit the acknowledgements (if any are new) and retire the blocks fully written and
@@ -291,15 +295,7 @@ impl Blocks {
             .held
             .keys()
             .copied()
-            .filter(|&n| {
-                let Range { start, end } = self.range(n);
-                next >= end
-                    && self
-                        .cursor
-                        .acks()
-                        .unacked(Offset(start), Offset(end), 1)
-                        .is_empty()
-            })
+            .filter(|&n| self.finished(n, next))
             .collect();
         for n in done {
             // Finished for good: its lease objects go too.

@@ -272,10 +272,8 @@ impl<T> Dispatcher<T> {
     /// adapters' to deliver.
     pub fn clear(&mut self) {
         self.ready.clear();
-        for (p, _) in self.inflight.drain() {
-            self.held.remove(&p);
-        }
-        self.held.retain(|_| false);
+        self.inflight.clear();
+        self.held.clear();
     }
 }
 

@@ -192,11 +192,6 @@ impl<O> std::fmt::Debug for Member<O> {
 }
 
 impl<O> Member<O> {
-    /// The member's id, as [`Rules::deliver`] is given it.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
     /// The member may be sent `credit` messages from now; with `drain`, whatever is there
     /// now is sent and the rest of the credit is given up ([`Rules::drained`] tells it).
     pub fn credit(&self, credit: u32, drain: bool) {
@@ -334,7 +329,7 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
     ) {
         let mut renew = tokio::time::interval(self.settings.lease_ttl / 3);
         let mut commit = tokio::time::interval(self.settings.commit_every);
-        let cancelled = self.settings.background.cancelled_owned();
+        let cancelled = self.settings.background.cancelled();
         tokio::pin!(cancelled);
         loop {
             if self.blocks.is_none() && self.dispatcher.has_members() {
