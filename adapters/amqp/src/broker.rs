@@ -86,7 +86,10 @@ impl Address {
 pub enum AddressError {
     NotFound(String),
     Invalid(String),
-    Store(String),
+    /// The catalog could not be read or written.
+    Store(wharf_log::LogError),
+    /// Created on first use, then gone before it could be read back (deleted meanwhile).
+    Vanished(String),
 }
 
 /// The stream of an address: the name with `/` as `~`; other characters outside
@@ -265,8 +268,11 @@ impl Addresses {
         }
         let catalog = self.log.catalog();
         let key = stream.as_str().to_string();
-        let store = |e: wharf_log::LogError| AddressError::Store(e.to_string());
-        if let Some(entry) = catalog.get("Address", &key).await.map_err(store)? {
+        if let Some(entry) = catalog
+            .get("Address", &key)
+            .await
+            .map_err(AddressError::Store)?
+        {
             let a = parse_spec(name, &entry.body)?;
             self.remember(&a);
             return Ok(a);
@@ -281,8 +287,8 @@ impl Addresses {
         let entry = catalog
             .get("Address", &key)
             .await
-            .map_err(store)?
-            .ok_or_else(|| AddressError::Store(format!("address {name} vanished")))?;
+            .map_err(AddressError::Store)?
+            .ok_or_else(|| AddressError::Vanished(name.into()))?;
         let a = parse_spec(name, &entry.body)?;
         tracing::info!(address = name, kind = ?a.kind, "address created on first use");
         self.remember(&a);

@@ -407,8 +407,21 @@ fn address_error(e: AddressError) -> Error {
     match e {
         AddressError::NotFound(a) => err(AmqpError::NotFound, format!("no address {a:?}")),
         AddressError::Invalid(d) => err(AmqpError::InvalidField, d),
-        AddressError::Store(d) => err(AmqpError::InternalError, format!("store: {d}")),
+        AddressError::Store(e) => attach_failed(&e),
+        AddressError::Vanished(a) => err(
+            AmqpError::InternalError,
+            format!("address {a:?} was deleted while it was being created; attach again"),
+        ),
     }
+}
+
+/// An attach refused because the store failed (`core::errors`' table).
+fn attach_failed(e: &wharf_log::LogError) -> Error {
+    let failure = StoreFailure::from(e);
+    err(
+        AmqpError::InternalError,
+        format!("{}: {e}", failure.attach_reason()),
+    )
 }
 
 impl Conn {
@@ -667,8 +680,7 @@ impl Conn {
                                 match durable_cursor(log, stream, cursor_name).await {
                                     Ok(c) => cursors.push(c),
                                     Err(e) => {
-                                        let e =
-                                            err(AmqpError::InternalError, format!("store: {e}"));
+                                        let e = attach_failed(&e);
                                         return self.engine.refuse_attach(link, name, e);
                                     }
                                 }
@@ -805,7 +817,7 @@ impl Conn {
                                     &record,
                                 )
                                 .await
-                                .map_err(|e| err(AmqpError::InternalError, format!("store: {e}")))
+                                .map_err(|e| attach_failed(&e))
                         }
                         None => Ok(()),
                     };

@@ -1,12 +1,17 @@
 //! One table from the log's error kinds to what an adapter tells its client when the store
 //! did not take a message.
 //!
-//! | log error kind | failure | MQTT 5 PUBACK/PUBREC | MQTT 3.1.1 | AMQP transfer outcome |
-//! | --- | --- | --- | --- | --- |
-//! | `Unavailable`, `Conflict` | [`StoreFailure::Unavailable`] | 0x80 + reason string | connection closed (the client resends) | `released` |
-//! | `Closed` | [`StoreFailure::Closed`] | 0x80 + reason string | connection closed | `released` |
-//! | `Invalid`, `NotFound`, `Fenced` | [`StoreFailure::Refused`] | 0x80 + reason string | connection closed | `rejected`, `amqp:internal-error` + reason |
-//! | `Corrupt` | [`StoreFailure::Corrupt`] | 0x80 + reason string | connection closed | `rejected`, `amqp:internal-error` + reason |
+//! | log error kind | failure | MQTT 5 PUBACK/PUBREC | MQTT 3.1.1 | AMQP transfer outcome | AMQP attach refused |
+//! | --- | --- | --- | --- | --- | --- |
+//! | `Unavailable`, `Conflict` | [`StoreFailure::Unavailable`] | 0x80 + reason string | connection closed (the client resends) | `released` | `amqp:internal-error` + "attach again" |
+//! | `Closed` | [`StoreFailure::Closed`] | 0x80 + reason string | connection closed | `released` | `amqp:internal-error` + "attach again" |
+//! | `Invalid`, `NotFound`, `Fenced` | [`StoreFailure::Refused`] | 0x80 + reason string | connection closed | `rejected`, `amqp:internal-error` + reason | `amqp:internal-error` + reason |
+//! | `Corrupt` | [`StoreFailure::Corrupt`] | 0x80 + reason string | connection closed | `rejected`, `amqp:internal-error` + reason | `amqp:internal-error` + reason |
+//!
+//! An attach that needs the store (a durable subscription's cursors, an address created on
+//! first use, a will registered) and fails is refused with `amqp:internal-error` — AMQP has no
+//! "try again" condition for links — and a description that says whether attaching again may
+//! work ([`StoreFailure::attach_reason`]), followed by the store's own message.
 //!
 //! MQTT 5 has no "try again" reason code for PUBACK/PUBREC, so every failure is 0x80
 //! (unspecified error) and the reason string says what happened and whether publishing again
@@ -59,6 +64,16 @@ impl StoreFailure {
         }
     }
 
+    /// The description of an AMQP attach refused because the store failed.
+    pub fn attach_reason(self) -> &'static str {
+        match self {
+            Self::Unavailable => "the store is unavailable; attach again",
+            Self::Closed => "the server is shutting down; attach again",
+            Self::Refused => "the store refused the request",
+            Self::Corrupt => "stored data is damaged; the operator has been told",
+        }
+    }
+
     /// Whether the same publish may succeed if sent again.
     pub fn retry(self) -> bool {
         matches!(self, Self::Unavailable | Self::Closed)
@@ -104,6 +119,11 @@ mod tests {
                 "{kind:?}: released iff retry"
             );
             assert!(!f.reason().is_empty());
+            assert_eq!(
+                f.attach_reason().ends_with("attach again"),
+                retry,
+                "{kind:?}"
+            );
         }
     }
 }
