@@ -3,7 +3,7 @@
 //! the log.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, VecDeque},
+    collections::{BTreeMap, VecDeque},
     net::SocketAddr,
     sync::Arc,
     time::Duration,
@@ -11,7 +11,7 @@ use std::{
 
 use bytes::BytesMut;
 use futures::{StreamExt, stream::FuturesOrdered};
-use mqttbytes::v5::{DisconnectReasonCode, Packet, PubRel};
+use mqttbytes::v5::{DisconnectReasonCode, Packet};
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpListener,
@@ -40,10 +40,13 @@ use wharf_log_format::{Offset, StreamId, catalog::DEFAULT_TENANT};
 
 use crate::{
     codec::{self, Peek, ReadError, Version, peek_connect},
+    ended::Ended,
     message::Message,
     publish::{WillPublisher, store},
     retained::Retained,
-    session::{Action, FollowedStream, Login, Session, SessionSettings, StoredSession, Will},
+    session::{
+        Action, FollowedStream, Login, Marks, Session, SessionSettings, StoredSession, Will,
+    },
     shared::{Membership, SharedDelivery, SharedGroups},
 };
 
@@ -401,7 +404,7 @@ async fn serve_listener(
                 Transport::WebSocket(tls) => Box::pin(over_websocket(tls, socket, c)).await,
             };
             if let Err(reason) = end {
-                tracing::info!(%peer, reason, "mqtt connection closed");
+                tracing::info!(%peer, %reason, "mqtt connection closed");
             }
         });
     })
@@ -424,31 +427,25 @@ impl Accepted {
     /// until a newer connection needs the place.
     async fn within_deadline<T>(
         &mut self,
-        what: &str,
+        what: &'static str,
         handshake: impl std::future::Future<Output = Result<T, String>>,
-    ) -> Result<T, String> {
+    ) -> Result<T, Ended> {
         let deadline = Instant::now() + self.shared.settings.session.connect_timeout;
+        let peer = self.peer;
+        let failed = |why: String| Ended::Handshake { what, peer, why };
         self.handshake
             .bounded(deadline, handshake)
             .await
-            .map_err(|why| {
-                format!(
-                    "{what} with {}: {why} ([mqtt] connect_timeout, max_handshakes)",
-                    self.peer
-                )
-            })?
+            .map_err(|why| failed(format!("{why} ([mqtt] connect_timeout, max_handshakes)")))?
+            .map_err(failed)
     }
 }
 
 async fn tls_handshake(
     acceptor: tokio_rustls::TlsAcceptor,
     socket: tokio::net::TcpStream,
-    peer: SocketAddr,
 ) -> Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, String> {
-    acceptor
-        .accept(socket)
-        .await
-        .map_err(|e| format!("TLS handshake with {peer}: {e}"))
+    acceptor.accept(socket).await.map_err(|e| e.to_string())
 }
 
 /// A TLS handshake, then MQTT.
@@ -456,9 +453,9 @@ async fn over_tls(
     acceptor: tokio_rustls::TlsAcceptor,
     socket: tokio::net::TcpStream,
     mut c: Accepted,
-) -> Result<(), String> {
+) -> Result<(), Ended> {
     let tls = c
-        .within_deadline("TLS handshake", tls_handshake(acceptor, socket, c.peer))
+        .within_deadline("TLS handshake", tls_handshake(acceptor, socket))
         .await?;
     connection(tls, c).await
 }
@@ -468,17 +465,18 @@ async fn over_websocket(
     tls: Option<tokio_rustls::TlsAcceptor>,
     socket: tokio::net::TcpStream,
     mut c: Accepted,
-) -> Result<(), String> {
-    let peer = c.peer;
+) -> Result<(), Ended> {
     let ws = c
         .within_deadline("WebSocket handshake", async move {
             match tls {
                 Some(acceptor) => {
-                    crate::ws::accept(tls_handshake(acceptor, socket, peer).await?).await
+                    let tls = tls_handshake(acceptor, socket)
+                        .await
+                        .map_err(|e| format!("TLS: {e}"))?;
+                    crate::ws::accept(tls).await
                 }
                 None => crate::ws::accept(socket).await,
             }
-            .map_err(|e| format!("WebSocket handshake with {peer}: {e}"))
         })
         .await?;
     connection(ws, c).await
@@ -488,7 +486,7 @@ async fn over_websocket(
 async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     mut socket: S,
     accepted: Accepted,
-) -> Result<(), String> {
+) -> Result<(), Ended> {
     let Accepted {
         peer,
         local,
@@ -513,8 +511,6 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         pending_records: 0,
         following: None,
         reading: false,
-        released: BTreeSet::new(),
-        held: None,
         registration: None,
         kicked: None,
         will_registered: false,
@@ -544,7 +540,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                     session.client_id().to_string(),
                     reg.offset,
                 );
-                tokio::spawn(async move { wills.settle(&client, offset).await });
+                // Owned by the background: a shutdown waits for it (else another adapter
+                // would publish the discarded will).
+                let background = &conn.shared.settings.background;
+                background.spawn(async move { wills.settle(&client, offset).await });
             }
         }
         _ => {}
@@ -555,36 +554,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     end.map(|_| ())
 }
 
-/// What a session keeps per followed stream besides its cursor (the default topic address is
-/// always the first stream; a persistent session's cursor there, `mqtt-session.<hex id>`,
-/// holds the [`StoredSession`] as its meta).
-struct Marks {
-    /// Offsets below this are resent to a resumed session with DUP set.
-    dup_below: u64,
-    /// Offsets below this were offered to the client (saved with the session).
-    sent_upto: u64,
-    /// `sent_upto` as last saved.
-    saved_sent_upto: u64,
-}
-
-impl Marks {
-    fn new(sent: u64) -> Self {
-        Self {
-            dup_below: sent,
-            sent_upto: sent,
-            saved_sent_upto: sent,
-        }
-    }
-
-    /// A resumed session whose previous connection did not end in order (its adapter died,
-    /// or it was taken over): the saved mark may be up to a second behind what was sent, so
-    /// everything stored before `head` (the stream's end now) is resent with DUP — "might be
-    /// a re-delivery" [MQTT-3.3.1-1], the safe side of not knowing.
-    fn unclean(mut self, head: u64) -> Self {
-        self.dup_below = self.dup_below.max(head);
-        self
-    }
-}
+// A session keeps [`Marks`] per followed stream besides its cursor (the default topic
+// address is always the first stream; a persistent session's cursor there,
+// `mqtt-session.<hex id>`, holds the [`StoredSession`] as its meta).
 
 /// The per-connection I/O state around a [`Session`].
 struct Conn {
@@ -607,11 +579,6 @@ struct Conn {
     following: Option<Box<Following<Marks>>>,
     /// Reading them (from the first subscription on).
     reading: bool,
-    /// QoS 2 packet ids released but not completed (persistent sessions).
-    released: BTreeSet<u16>,
-    /// A stored message read but not yet deliverable (its packet id is in flight), at its
-    /// packed position.
-    held: Option<Box<(u64, Message)>>,
     registration: Option<Registration>,
     kicked: Option<tokio::sync::oneshot::Receiver<()>>,
     /// The will is registered in `mqtt-wills` and must be settled when the connection ends.
@@ -645,14 +612,14 @@ impl Conn {
         }
     }
 
-    /// Serve until the connection ends: `Ok(will_due)` after DISCONNECT, `Err(reason)`
+    /// Serve until the connection ends: `Ok(will_due)` after DISCONNECT, `Err(why)`
     /// otherwise (the will is due then).
     async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         socket: &mut S,
         peer: SocketAddr,
         session: &mut Session,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, Ended> {
         let mut input = BytesMut::new();
         // A one-second tick without a heap-allocated timer (an idle connection's size is
         // counted): a fresh inline sleep each time round the loop.
@@ -686,13 +653,11 @@ impl Conn {
                             ack.properties = Some(mqttbytes::v5::ConnAckProperties::new());
                             ack.write(&mut self.output)
                         };
-                        return Err(format!("{peer}: unsupported protocol level {level}"));
+                        return Err(Ended::UnsupportedLevel { peer, level });
                     }
                     Peek::NotConnect => {
                         let first = input.first().copied().unwrap_or_default();
-                        return Err(format!(
-                            "{peer}: first packet is not CONNECT (byte {first:#04x})"
-                        ));
+                        return Err(Ended::NotConnect { peer, first });
                     }
                 }
                 .unwrap_or(Version::V311),
@@ -711,11 +676,11 @@ impl Conn {
                         // code [MQTT-4.13.1-1]); 3.1.1 ones are just closed [MQTT-4.8.0-1].
                         actions.extend(session.fail(v.code, v.why));
                         Box::pin(self.carry_out(session, actions)).await?;
-                        return Err(format!(
-                            "bad packet from {peer} (client {:?}): {}",
-                            session.client_id(),
-                            v.why
-                        ));
+                        return Err(Ended::BadPacket {
+                            peer,
+                            client: session.client_id().to_string(),
+                            why: v.why,
+                        });
                     }
                 }
                 if actions
@@ -744,7 +709,7 @@ impl Conn {
                 input.reserve(if busy { 8 * 1024 } else { 64 });
             }
             let room = session.delivery_room();
-            let deliver = self.reading && self.held.is_none() && room > 0;
+            let deliver = self.reading && session.held_at().is_none() && room > 0;
             // Backpressure: a client publishing faster than the store takes it waits (its TCP
             // window fills) instead of growing our memory.
             // Counted in records, above any QoS 1/2 window (receive maximum), so that a whole
@@ -754,12 +719,12 @@ impl Conn {
                 read = socket.read_buf(&mut input), if readable => match read {
                     Ok(0) => {
                         self.peer_gone = true;
-                        return Err(format!("{} went away without DISCONNECT", session.client_id()));
+                        return Err(Ended::PeerGone { client: session.client_id().to_string() });
                     }
                     Ok(_) => {}
                     Err(e) => {
                         self.peer_gone = true;
-                        return Err(format!("read from {peer}: {e}"));
+                        return Err(Ended::Read { peer, source: e });
                     }
                 },
                 Some((tokens, result)) = async { match self.pending.as_mut() { Some(p) => p.next().await, None => None } }, if self.pending.as_ref().is_some_and(|p| !p.is_empty()) => {
@@ -770,25 +735,22 @@ impl Conn {
                     }
                 }
                 batch = async { match self.following.as_mut() { Some(f) => Box::pin(f.next_batch(room)).await, None => std::future::pending().await } }, if deliver => {
-                    let (i, batch) = batch.map_err(|e| format!("reading the log: {e}"))?;
+                    let (i, batch) = batch.map_err(Ended::store("reading the log"))?;
                     let mut batch = batch.into_iter();
                     let now_ms = self.log().clock().now_ms();
                     for r in batch.by_ref() {
                         let offset = r.offset.0;
                         let Some(f) = self.following.as_mut().and_then(|f| f.get_mut(i)) else { break };
-                        f.extra.sent_upto = f.extra.sent_upto.max(offset + 1);
+                        let dup = f.extra.offered(offset);
                         if f.cursor.as_ref().is_some_and(|c| c.is_acked(r.offset)) {
                             continue; // done before this connection
                         }
-                        let dup = offset < f.extra.dup_below;
                         match Message::decode(&r, &self.shared.settings.bridge) {
                             Ok(m) => {
-                                match session.deliver(&m, pack(i, offset), dup, now_ms) {
-                                    Some(a) => self.carry_out_delivery(session, a)?,
-                                    None => {
-                                        self.held = Some(Box::new((pack(i, offset), m)));
-                                        break;
-                                    }
+                                let a = session.deliver(m, pack(i, offset), dup, now_ms);
+                                self.carry_out_delivery(session, a)?;
+                                if session.held_at().is_some() {
+                                    break;
                                 }
                             }
                             Err(why) => {
@@ -798,10 +760,10 @@ impl Conn {
                         }
                     }
                     if batch.len() > 0
-                        && let (Some(h), Some(t)) = (self.held.as_ref(), self.following.as_mut())
+                        && let (Some(held), Some(t)) = (session.held_at(), self.following.as_mut())
                     {
                         // Held back behind a packet id in flight: read the rest again later.
-                        t.seek(i, Offset(unpack(h.0).1 + 1));
+                        t.seek(i, Offset(unpack(held).1 + 1));
                     }
                 }
                 Some(d) = async { match self.shared_rx.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } }, if room > 0 => {
@@ -822,16 +784,16 @@ impl Conn {
                     }
                     // Leave the cursors to the new owner.
                     self.drop_cursors();
-                    return Err(format!("{}: session taken over", session.client_id()));
+                    return Err(Ended::TakenOver { client: session.client_id().to_string() });
                 }
                 _ = async { match self.handshake.as_mut() { Some(h) => h.evicted().await, None => std::future::pending().await } }, if self.handshake.is_some() => {
-                    return Err(format!("{peer}: closed before CONNECT to make room for newer connections ([mqtt] max_handshakes)"));
+                    return Err(Ended::Evicted { peer });
                 }
                 _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
                     if let Some(p) = session.server_disconnect(DisconnectReasonCode::ServerShuttingDown, "the adapter is shutting down; connect again") {
                         self.send(session, &p)?;
                     }
-                    return Err(format!("{}: adapter shutting down", session.client_id()));
+                    return Err(Ended::ShuttingDown { client: session.client_id().to_string() });
                 }
                 _ = tokio::time::sleep_until(next_tick) => {
                     next_tick = Instant::now() + Duration::from_secs(1);
@@ -843,7 +805,7 @@ impl Conn {
                         Box::pin(self.follow_streams(session, true)).await?;
                     }
                     let moved = self.following.as_ref().is_some_and(|f| f.streams().iter().any(|f| {
-                        f.cursor.as_ref().is_some_and(|c| c.is_dirty()) || f.extra.sent_upto != f.extra.saved_sent_upto
+                        f.cursor.as_ref().is_some_and(|c| c.is_dirty()) || f.extra.moved()
                     }));
                     if moved {
                         Box::pin(self.save(session, None)).await?;
@@ -854,20 +816,10 @@ impl Conn {
     }
 
     /// Offer what can be offered without waiting: a held message, then retained ones.
-    fn deliver_ready(&mut self, session: &mut Session) -> Result<(), String> {
+    fn deliver_ready(&mut self, session: &mut Session) -> Result<(), Ended> {
         let now_ms = self.log().clock().now_ms();
-        if let Some((position, m)) = self.held.take().map(|h| *h) {
-            let (i, offset) = unpack(position);
-            let dup = self
-                .following
-                .as_ref()
-                .and_then(|f| f.streams().get(i))
-                .is_some_and(|f| offset < f.extra.dup_below);
-            match session.deliver(&m, position, dup, now_ms) {
-                Some(a) => self.carry_out_delivery(session, a)?,
-                None => self.held = Some(Box::new((position, m))),
-            }
-        }
+        let a = session.deliver_held(now_ms);
+        self.carry_out_delivery(session, a)?;
         while session.can_deliver()
             && let Some((filter, m)) = self.retained_queue.pop_front()
         {
@@ -881,7 +833,7 @@ impl Conn {
         &mut self,
         session: &mut Session,
         actions: Vec<Action>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Ended> {
         for a in actions {
             match a {
                 Action::Send(p) => self.send(session, &p)?,
@@ -917,12 +869,11 @@ impl Conn {
 
     /// Persist the session's position if it changed; a fenced cursor means another
     /// connection took the session over.
-    async fn commit(&mut self) -> Result<(), String> {
+    async fn commit(&mut self, session: &Session) -> Result<(), Ended> {
         match self.following.as_mut() {
-            Some(f) => f
-                .commit()
-                .await
-                .map_err(|_| "session taken over (cursor fenced)".to_string()),
+            Some(f) => f.commit().await.map_err(|_| Ended::TakenOver {
+                client: session.client_id().to_string(),
+            }),
             None => Ok(()),
         }
     }
@@ -933,7 +884,7 @@ impl Conn {
     /// each, fenced like the first. `late`: the claims changed after the subscriptions were
     /// made, so a newly reached stream is read from [`wharf_adapter_core::claims::CLAIM_GRACE`] back (what
     /// was routed there while this adapter had not seen the claim yet).
-    async fn follow_streams(&mut self, session: &Session, late: bool) -> Result<(), String> {
+    async fn follow_streams(&mut self, session: &Session, late: bool) -> Result<(), Ended> {
         let log = self.log().clone();
         if !late {
             // From the head after everything this adapter acknowledged (see `Log::settle`).
@@ -959,13 +910,15 @@ impl Conn {
         for (stream, from) in wanted {
             let cursor = match (&name, persistent) {
                 (Some(name), true) => {
-                    let mut c = log
-                        .cursor_from(&stream, name, from)
-                        .await
-                        .map_err(|e| format!("opening the session's cursor on {stream}: {e}"))?;
-                    c.take_over()
-                        .await
-                        .map_err(|e| format!("taking the session's cursor on {stream}: {e}"))?;
+                    let mut c =
+                        log.cursor_from(&stream, name, from)
+                            .await
+                            .map_err(Ended::store(format!(
+                                "opening the session's cursor on {stream}"
+                            )))?;
+                    c.take_over().await.map_err(Ended::store(format!(
+                        "taking the session's cursor on {stream}"
+                    )))?;
                     c.ack_below(from);
                     Some(c)
                 }
@@ -985,7 +938,7 @@ impl Conn {
         &mut self,
         session: &mut Session,
         actions: Vec<Action>,
-    ) -> Result<Option<bool>, String> {
+    ) -> Result<Option<bool>, Ended> {
         let mut end = Ok(None);
         let mut queue: VecDeque<Action> = actions.into();
         while let Some(action) = queue.pop_front() {
@@ -1088,23 +1041,8 @@ impl Conn {
                         }
                     }
                 }
-                Action::SaveSession => self.save(session, None).await?,
+                Action::SaveSession(snapshot) => self.save_as(session, *snapshot, None).await?,
                 a @ (Action::Done { .. } | Action::SharedDone { .. }) => self.delivery_ended(a),
-                Action::Release { pkid, offset } => {
-                    self.done(offset);
-                    if self.persistent() {
-                        self.released.insert(pkid);
-                    }
-                    // PUBREL only once the release is durable: a resumed session then knows
-                    // the message was received and never sends it again.
-                    self.save(session, None).await?;
-                    self.send(session, &Packet::PubRel(PubRel::new(pkid)))?;
-                }
-                Action::Completed { pkid } => {
-                    // Saved with the next commit; a stale entry only costs a PUBREL that the
-                    // client answers with PUBCOMP.
-                    self.released.remove(&pkid);
-                }
                 Action::JoinShared { share } => {
                     let tx = match &self.shared_tx {
                         Some(tx) => tx.clone(),
@@ -1139,7 +1077,10 @@ impl Conn {
                 Action::LeaveShared { share } => {
                     self.shares.remove(&share);
                 }
-                Action::Close { reason } => end = Err(reason.to_string()),
+                Action::Close { reason } => {
+                    let client = session.client_id().to_string();
+                    end = Err(Ended::Closed { client, reason })
+                }
                 Action::Disconnected { will } => end = Ok(Some(will)),
             }
         }
@@ -1208,33 +1149,14 @@ impl Conn {
         }
         let now_ms = log.clock().now_ms();
         let run = self.shared.run.clone();
-        let mut latest = None;
-        // The write that takes the session over also records it connected, here, with this
-        // connection's expiry: its expiry does not run while connected, and the sweeper can
-        // tell when this adapter dies.
+        let mut stored = None;
         cursor
             .take_over_updating(|meta| {
-                latest = meta
-                    .as_ref()
-                    .and_then(|m| serde_json::from_value::<StoredSession>(m.clone()).ok())
-                    // A stored expiry of 0 is a session that ends with its connection
-                    // [MQTT-3.1.2-23], and this CONNECT means that connection is over (its
-                    // adapter may not have deleted the session yet): it is not resumed.
-                    .filter(|s| !clean_start && !s.expired(now_ms) && s.expiry != 0);
-                match &latest {
-                    Some(s) => serde_json::to_value(StoredSession {
-                        expiry,
-                        disconnected_ms: None,
-                        orphaned_ms: None,
-                        adapter: Some(run.clone()),
-                        ..s.clone()
-                    })
-                    .ok(),
-                    _ => meta,
-                }
+                let r = StoredSession::resume(meta.as_ref(), clean_start, expiry, now_ms, &run);
+                stored = r.session;
+                r.meta.or(meta)
             })
             .await?;
-        let stored = latest;
         if stored.is_none() {
             // A new session (or the old one discarded): start at the head.
             cursor.ack_below(Offset(head));
@@ -1248,32 +1170,17 @@ impl Conn {
         // With expiry 0 and a stored session (Clean Start 0, no Session Expiry Interval: how
         // most MQTT 5 clients reconnect), the session is resumed and ends when this connection
         // does [MQTT-3.1.2-4, 3.1.2-23]: `save_on_close` deletes it then.
-        let sent = stored.as_ref().map_or(0, |s| s.sent_upto);
-        // No end recorded: the previous connection did not close in order.
-        let unclean = stored.as_ref().is_some_and(|s| s.disconnected_ms.is_none());
+        let unclean = stored.as_ref().is_some_and(StoredSession::ended_unclean);
         if unclean {
             // See what other adapters stored up to now (the old connection may have sent it).
             log.refresh().await?;
         }
-        let dup_head = |stream: &StreamId| {
-            if unclean {
-                log.stream(stream).map_or(0, |s| s.next_offset)
-            } else {
-                0
-            }
-        };
-        self.released = stored
-            .as_ref()
-            .map(|s| s.released.iter().copied().collect())
-            .unwrap_or_default();
-        let dup = dup_head(&default);
+        let unclean_head =
+            |stream: &StreamId| unclean.then(|| log.stream(stream).map_or(0, |s| s.next_offset));
+        let sent = stored.as_ref().map_or(0, |s| s.sent_upto);
+        let marks = Marks::resumed(sent, unclean_head(&default));
         let mut following = Following::new(&log, self.shared.claims.clone());
-        following.follow(
-            default,
-            Offset(head),
-            Some(cursor),
-            Marks::new(sent).unclean(dup),
-        );
+        following.follow(default, Offset(head), Some(cursor), marks);
         // The other addresses it followed, in the same order (packet ids depend on it).
         for f in stored.iter().flat_map(|s| &s.streams) {
             let Ok(stream) = StreamId::new(f.stream.clone()) else {
@@ -1282,45 +1189,43 @@ impl Conn {
             let head = log.stream(&stream).map_or(0, |s| s.next_offset);
             let mut c = log.cursor_from(&stream, &name, Offset(head)).await?;
             c.take_over().await?;
-            let dup = dup_head(&stream);
-            let marks = Marks::new(f.sent_upto).unclean(dup);
+            let marks = Marks::resumed(f.sent_upto, unclean_head(&stream));
             following.follow(stream, Offset(head), Some(c), marks);
         }
         self.following = Some(Box::new(following));
         Ok(stored)
     }
 
-    /// Persist the session now (subscriptions, released packet ids, position).
-    async fn save(
+    /// Persist the session now (subscriptions, released packet ids, positions).
+    async fn save(&mut self, session: &Session, disconnected_ms: Option<i64>) -> Result<(), Ended> {
+        self.save_as(session, session.stored(), disconnected_ms)
+            .await
+    }
+
+    /// Persist `snapshot` (see [`Action::SaveSession`]) with the positions as they are now.
+    async fn save_as(
         &mut self,
         session: &Session,
+        snapshot: StoredSession,
         disconnected_ms: Option<i64>,
-    ) -> Result<(), String> {
-        if self.persistent() {
-            let mut meta = session.stored(self.released.iter().copied().collect(), disconnected_ms);
-            if disconnected_ms.is_none() {
-                meta.adapter = Some(self.shared.run.clone());
+    ) -> Result<(), Ended> {
+        if self.persistent()
+            && let Some(following) = self.following.as_mut()
+        {
+            let positions = following.streams().iter().map(|f| FollowedStream {
+                stream: f.stream.as_str().to_string(),
+                sent_upto: f.extra.sent_upto(),
+            });
+            let meta = snapshot.at(positions, disconnected_ms, &self.shared.run);
+            let meta = serde_json::to_value(meta).ok();
+            for f in following.streams_mut() {
+                f.extra.saved();
             }
-            if let Some(following) = self.following.as_mut() {
-                let streams = following.streams();
-                meta.sent_upto = streams[0].extra.sent_upto;
-                meta.streams = streams[1..]
-                    .iter()
-                    .map(|f| FollowedStream {
-                        stream: f.stream.as_str().to_string(),
-                        sent_upto: f.extra.sent_upto,
-                    })
-                    .collect();
-                let meta = serde_json::to_value(meta).ok();
-                for f in following.streams_mut() {
-                    f.extra.saved_sent_upto = f.extra.sent_upto;
-                }
-                if let Some(c) = following.get_mut(0).and_then(|f| f.cursor.as_mut()) {
-                    c.set_meta(meta);
-                }
+            if let Some(c) = following.get_mut(0).and_then(|f| f.cursor.as_mut()) {
+                c.set_meta(meta);
             }
         }
-        self.commit().await
+        self.commit(session).await
     }
 
     /// The connection ended: a persistent session records when (its expiry counts from
@@ -1341,7 +1246,7 @@ impl Conn {
             if let Err(e) = self.save(session, Some(now)).await {
                 tracing::info!(
                     client = session.client_id(),
-                    reason = e,
+                    reason = %e,
                     "session not saved at close"
                 );
             }
@@ -1351,10 +1256,10 @@ impl Conn {
     /// Encode `p` for the client, within the client's maximum packet size: a delivery over
     /// it is dropped [MQTT-3.1.2-24]; any other packet is sent without its reason string and
     /// user properties [MQTT-3.1.2-25].
-    fn send(&mut self, session: &mut Session, p: &Packet) -> Result<(), String> {
+    fn send(&mut self, session: &mut Session, p: &Packet) -> Result<(), Ended> {
         let version = self.version.unwrap_or(Version::V311);
         let before = self.output.len();
-        codec::write(version, p, &mut self.output).map_err(|e| format!("encode: {e:?}"))?;
+        codec::write(version, p, &mut self.output).map_err(|e| Ended::Encode(format!("{e:?}")))?;
         let Some(max) = session.client_max_packet() else {
             return Ok(());
         };
@@ -1375,7 +1280,7 @@ impl Conn {
             other => {
                 if let Some(small) = codec::without_optional_properties(other) {
                     codec::write(version, &small, &mut self.output)
-                        .map_err(|e| format!("encode: {e:?}"))?;
+                        .map_err(|e| Ended::Encode(format!("{e:?}")))?;
                 }
                 if self.output.len() - before > max {
                     // Only a CONNACK's fixed properties could do this, with a tiny limit.
@@ -1389,15 +1294,37 @@ impl Conn {
 
     /// Publish a will once its delay has passed — unless the client connected again
     /// meanwhile, on any adapter (best effort: the client is gone, nobody awaits an ack).
+    /// A background task: a shutdown waits for a will being published; one still waiting
+    /// out its delay is left to the other adapters if it is registered in the log (they
+    /// publish it when this adapter's lease is gone, its delay counted), and published at once
+    /// otherwise (nobody else knows of it).
     fn publish_will(&mut self, will: Will) {
         let log = self.log().clone();
         let claims = self.shared.claims.clone();
         let takeover = self.shared.takeover.clone();
         let since = self.registration.as_ref().map(|r| r.offset);
         let (wills, registered) = (self.shared.wills.clone(), self.will_registered);
-        tokio::spawn(async move {
+        let background = self.shared.settings.background.clone();
+        let stopping = background.cancelled();
+        background.spawn(async move {
             if !will.delay.is_zero() {
-                tokio::time::sleep(will.delay).await;
+                let stopped = tokio::select! {
+                    _ = tokio::time::sleep(will.delay) => false,
+                    _ = stopping => true,
+                };
+                if stopped && registered {
+                    tracing::info!(
+                        client = will.message.origin,
+                        "adapter stopping: the delayed will is left to the other adapters"
+                    );
+                    return;
+                }
+                if stopped {
+                    tracing::info!(
+                        client = will.message.origin,
+                        "adapter stopping: a will not registered in the log is published before its delay ends"
+                    );
+                }
                 if let Some(offset) = since
                     && takeover.reconnected_since(&will.message.origin, offset)
                 {

@@ -11,7 +11,7 @@
 //!   log; with [`retained`], [`shared`] (shared subscription groups) and [`ws`]. Session
 //!   takeover across adapters, wills published by a survivor when an adapter dies and the
 //!   compaction of `mqtt-retained` are built on `wharf_adapter_core`'s `takeover`, `wills`
-//!   and `keyed`.
+//!   and `keyed`; [`ended`]: why a connection ended, typed.
 //!
 //! Every publish is appended to the log before it is acknowledged; subscribers follow the log;
 //! persistent sessions are cursors on it. So any adapter on the same store delivers what any
@@ -20,6 +20,7 @@
 
 pub mod codec;
 pub mod driver;
+pub mod ended;
 pub mod message;
 pub mod publish;
 pub mod retained;

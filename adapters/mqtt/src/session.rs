@@ -93,17 +93,16 @@ pub enum Action {
         expiry: u32,
         login: Option<Login>,
     },
-    /// Persist [`Session::stored`] before carrying out the actions after this one.
-    SaveSession,
+    /// Persist the session as it was when this action was decided (subscriptions, released
+    /// packet ids; the driver adds its positions as carried out so far) before carrying out
+    /// the actions after this one. A snapshot, not the session's state when the driver gets to
+    /// it: the session handles every packet of a read before the driver carries the actions
+    /// out, and a save must not record a QoS 2 release whose message is not acknowledged yet
+    /// (a resumed session would send PUBREL for it and then the message again).
+    SaveSession(Box<StoredSession>),
     /// The stored message at `offset` needs nothing more from this session (delivered and
     /// acknowledged, delivered at QoS 0, or not for it).
     Done {
-        offset: u64,
-    },
-    /// The client received the QoS 2 message at `offset` (PUBREC): persist that it is done
-    /// and that `pkid` awaits PUBCOMP, then send PUBREL for `pkid`. Persistent sessions only.
-    Release {
-        pkid: u16,
         offset: u64,
     },
     /// The client joined the shared subscription `share` (`$share/group/filter`): deliver it
@@ -120,10 +119,6 @@ pub enum Action {
     SharedDone {
         share: String,
         offset: u64,
-    },
-    /// PUBCOMP for `pkid`: it no longer needs a PUBREL after a reconnect.
-    Completed {
-        pkid: u16,
     },
     /// Close the connection after sending what was queued: a protocol violation, a timeout or
     /// a store failure. The will, if any, is due ([`Session::take_will`]).
@@ -213,6 +208,20 @@ pub struct Session {
     expiry: u32,
     /// The CONNACK to send once the stored session is loaded.
     pending_connack: Option<Box<ConnAck>>,
+    /// QoS 2 deliveries released (PUBREL sent once this was saved) and not completed yet: a
+    /// resumed persistent session sends PUBREL for them again, never the message.
+    released: BTreeSet<u16>,
+    /// A stored message offered while its packet identifier was in flight: delivered by
+    /// [`Session::deliver_held`] once that identifier is free; nothing more is read meanwhile.
+    held: Option<Box<Held>>,
+}
+
+/// A stored message that waits for its packet identifier.
+#[derive(Debug)]
+struct Held {
+    position: u64,
+    message: Message,
+    dup: bool,
 }
 
 /// A session as persisted between connections (in its delivery cursor's meta).
@@ -254,8 +263,130 @@ pub struct FollowedStream {
     pub sent_upto: u64,
 }
 
+/// What a session knows of one stream it follows besides its position there (the cursor's
+/// acknowledged offsets): what was offered to the client, and what must carry DUP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marks {
+    /// Offsets below this are resent to a resumed session with DUP set.
+    dup_below: u64,
+    /// Offsets below this were offered to the client (saved with the session).
+    sent_upto: u64,
+    /// `sent_upto` as last saved.
+    saved_sent_upto: u64,
+}
+
+impl Marks {
+    /// A stream on which the offsets below `sent` were offered to the client before.
+    pub fn new(sent: u64) -> Self {
+        Self {
+            dup_below: sent,
+            sent_upto: sent,
+            saved_sent_upto: sent,
+        }
+    }
+
+    /// The marks of a resumed session, from what it saved. If its previous connection did not
+    /// end in order (its adapter died, or it was taken over: [`StoredSession::ended_unclean`])
+    /// the saved mark may be up to a second behind what was sent, so everything stored before
+    /// `head` (the stream's end now) is resent with DUP — "might be a re-delivery"
+    /// [MQTT-3.3.1-1], the safe side of not knowing.
+    pub fn resumed(sent: u64, unclean_head: Option<u64>) -> Self {
+        let mut m = Self::new(sent);
+        if let Some(head) = unclean_head {
+            m.dup_below = m.dup_below.max(head);
+        }
+        m
+    }
+
+    /// The message at `offset` is read for the client: it counts as offered from now on.
+    /// Returns whether a delivery of it carries DUP.
+    pub fn offered(&mut self, offset: u64) -> bool {
+        self.sent_upto = self.sent_upto.max(offset + 1);
+        offset < self.dup_below
+    }
+
+    /// Offsets below this were offered.
+    pub fn sent_upto(&self) -> u64 {
+        self.sent_upto
+    }
+
+    /// Offered more since the last save.
+    pub fn moved(&self) -> bool {
+        self.sent_upto != self.saved_sent_upto
+    }
+
+    /// What was offered is saved.
+    pub fn saved(&mut self) {
+        self.saved_sent_upto = self.sent_upto;
+    }
+}
+
+/// What a CONNECT makes of a stored session ([`StoredSession::resume`]).
+#[derive(Debug, PartialEq)]
+pub struct Resumption {
+    /// The session resumed (`None`: a new one; anything stored is discarded).
+    pub session: Option<StoredSession>,
+    /// The meta to write with the take-over (`None`: leave it as it is).
+    pub meta: Option<serde_json::Value>,
+}
+
 impl StoredSession {
     pub const VERSION: u32 = 1;
+
+    /// A client connects with `clean_start` and asks for `expiry`, served by the adapter
+    /// `adapter`, and `meta` is what is stored of its session: whether the session is
+    /// resumed, and what to record with the write that takes it over. A session is resumed
+    /// unless the client starts clean, it expired, or it was stored with expiry 0 — one that
+    /// ends with its connection [MQTT-3.1.2-23], and this CONNECT means that connection is over
+    /// (its adapter may not have deleted it yet). A resumed session is recorded connected,
+    /// here, with the new expiry: its expiry does not run while connected, and the sweeper can
+    /// tell when this adapter dies.
+    pub fn resume(
+        meta: Option<&serde_json::Value>,
+        clean_start: bool,
+        expiry: u32,
+        now_ms: i64,
+        adapter: &str,
+    ) -> Resumption {
+        let session = meta
+            .and_then(|m| serde_json::from_value::<StoredSession>(m.clone()).ok())
+            .filter(|s| !clean_start && !s.expired(now_ms) && s.expiry != 0);
+        let meta = session.as_ref().and_then(|s| {
+            serde_json::to_value(StoredSession {
+                expiry,
+                disconnected_ms: None,
+                orphaned_ms: None,
+                adapter: Some(adapter.to_string()),
+                ..s.clone()
+            })
+            .ok()
+        });
+        Resumption { session, meta }
+    }
+
+    /// The session with what was sent on each stream it follows (`positions`, the default
+    /// topic address first, in the order they are followed: packet ids depend on it), and
+    /// when its connection ended; `adapter` (the run id of the adapter serving it) is recorded
+    /// while the connection lives.
+    pub fn at(
+        mut self,
+        positions: impl IntoIterator<Item = FollowedStream>,
+        disconnected_ms: Option<i64>,
+        adapter: &str,
+    ) -> Self {
+        let mut positions = positions.into_iter();
+        self.sent_upto = positions.next().map_or(0, |p| p.sent_upto);
+        self.streams = positions.collect();
+        self.disconnected_ms = disconnected_ms;
+        self.adapter = disconnected_ms.is_none().then(|| adapter.to_string());
+        self
+    }
+
+    /// No end was recorded: the previous connection did not close in order (see
+    /// [`Marks::resumed`]).
+    pub fn ended_unclean(&self) -> bool {
+        self.disconnected_ms.is_none()
+    }
 
     /// Whether the session has expired by `now_ms`.
     pub fn expired(&self, now_ms: i64) -> bool {
@@ -380,6 +511,8 @@ impl Session {
             client_alias_maximum: 0,
             problem_info: true,
             will: None,
+            released: BTreeSet::new(),
+            held: None,
         }
     }
 
@@ -493,10 +626,14 @@ impl Session {
                         a.push(Action::Send(Packet::PubRel(PubRel::new(r.pkid))));
                         a
                     } else if self.persistent() {
-                        vec![Action::Release {
-                            pkid: r.pkid,
-                            offset,
-                        }]
+                        // PUBREL only once the release is saved: a session resumed after a
+                        // crash then knows the message was received, and never sends it
+                        // again (it sends PUBREL again instead).
+                        self.released.insert(r.pkid);
+                        let mut a = done_at(offset);
+                        a.push(self.save());
+                        a.push(Action::Send(Packet::PubRel(PubRel::new(r.pkid))));
+                        a
                     } else {
                         let mut a = done_at(offset);
                         a.push(Action::Send(Packet::PubRel(PubRel::new(r.pkid))));
@@ -519,11 +656,10 @@ impl Session {
             (State::Connected, Packet::PubComp(c)) => match self.inflight.get(&c.pkid) {
                 Some((Outbound::Released, _)) => {
                     self.inflight.remove(&c.pkid);
-                    if self.persistent() {
-                        vec![Action::Completed { pkid: c.pkid }]
-                    } else {
-                        Vec::new()
-                    }
+                    // Saved with the next save; until then a resume costs one PUBREL the
+                    // client answers with PUBCOMP.
+                    self.released.remove(&c.pkid);
+                    Vec::new()
                 }
                 _ => Vec::new(),
             },
@@ -568,7 +704,7 @@ impl Session {
                 ack.reasons = reasons;
                 let mut a = Vec::new();
                 if self.persistent() {
-                    a.push(Action::SaveSession);
+                    a.push(self.save());
                 }
                 a.push(Action::Send(Packet::UnsubAck(ack)));
                 a.extend(left);
@@ -782,6 +918,7 @@ impl Session {
             for pkid in st.released {
                 // u64::MAX: the offset is done already; only PUBCOMP is awaited.
                 self.inflight.insert(pkid, (Outbound::Released, u64::MAX));
+                self.released.insert(pkid);
                 a.push(Action::Send(Packet::PubRel(PubRel::new(pkid))));
             }
         }
@@ -816,8 +953,14 @@ impl Session {
         )
     }
 
-    /// What to persist of this session.
-    pub fn stored(&self, released: Vec<u16>, disconnected_ms: Option<i64>) -> StoredSession {
+    /// [`Action::SaveSession`] with the session as it is now.
+    fn save(&self) -> Action {
+        Action::SaveSession(Box::new(self.stored()))
+    }
+
+    /// What to persist of this session: its subscriptions and released packet ids (the
+    /// driver adds its positions and when the connection ended: [`StoredSession::at`]).
+    pub fn stored(&self) -> StoredSession {
         StoredSession {
             version: StoredSession::VERSION,
             client_id: self.client_id.clone(),
@@ -833,8 +976,8 @@ impl Session {
                     id: s.id,
                 })
                 .collect(),
-            released,
-            disconnected_ms,
+            released: self.released.iter().copied().collect(),
+            disconnected_ms: None,
             sent_upto: 0,
             streams: Vec::new(),
             adapter: None,
@@ -1080,7 +1223,7 @@ impl Session {
             .collect();
         let mut a = Vec::new();
         if self.persistent() {
-            a.push(Action::SaveSession);
+            a.push(self.save());
         }
         a.push(Action::Send(Packet::SubAck(SubAck::new(s.pkid, codes))));
         if !self.subscriptions.is_empty() && (!had || !self.settings.claims.is_empty()) {
@@ -1111,15 +1254,44 @@ impl Session {
     /// identifier; no-local subscriptions skip the client's own messages; expired messages
     /// are dropped and the rest carry their remaining lifetime. `offset` is where the message
     /// is stored (it fixes the packet identifier, [`pkid_for`]); `dup` marks a resend to a
-    /// resumed session. `None`: not now — its packet identifier is still in flight; offer it
-    /// again after the next acknowledgement.
-    pub fn deliver(
-        &mut self,
-        m: &Message,
-        offset: u64,
-        dup: bool,
-        now_ms: i64,
-    ) -> Option<Vec<Action>> {
+    /// resumed session ([`Marks::offered`]). If its packet identifier is still in flight the
+    /// message is held ([`Session::held_at`]) and delivered by [`Session::deliver_held`] after
+    /// the next acknowledgement: read nothing more from the log meanwhile.
+    pub fn deliver(&mut self, m: Message, offset: u64, dup: bool, now_ms: i64) -> Vec<Action> {
+        match self.offer(&m, offset, dup, now_ms) {
+            Some(a) => a,
+            None => {
+                self.held = Some(Box::new(Held {
+                    position: offset,
+                    message: m,
+                    dup,
+                }));
+                Vec::new()
+            }
+        }
+    }
+
+    /// Where the held message is stored, if one is held ([`Session::deliver`]).
+    pub fn held_at(&self) -> Option<u64> {
+        self.held.as_ref().map(|h| h.position)
+    }
+
+    /// Deliver the held message if its packet identifier is free now.
+    pub fn deliver_held(&mut self, now_ms: i64) -> Vec<Action> {
+        match self.held.take() {
+            Some(h) => {
+                let Held {
+                    position,
+                    message,
+                    dup,
+                } = *h;
+                self.deliver(message, position, dup, now_ms)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    fn offer(&mut self, m: &Message, offset: u64, dup: bool, now_ms: i64) -> Option<Vec<Action>> {
         if self.state != State::Connected {
             return Some(Vec::new());
         }
@@ -1382,9 +1554,9 @@ mod tests {
 
     /// Offer the message stored at `offset`; only what is sent is returned.
     fn offer(s: &mut Session, m: &Message, offset: u64, now_ms: i64) -> Vec<Action> {
-        s.deliver(m, offset, false, now_ms)
-            .expect("packet id free")
-            .into_iter()
+        let a = s.deliver(m.clone(), offset, false, now_ms);
+        assert_eq!(s.held_at(), None, "packet id free");
+        a.into_iter()
             .filter(|a| matches!(a, Action::Send(_)))
             .collect()
     }
@@ -2013,38 +2185,46 @@ mod tests {
         assert!(matches!(&a[0], Action::Send(Packet::ConnAck(ack)) if ack.session_present));
         assert_eq!(a[1], Action::Send(Packet::PubRel(PubRel::new(77))));
         assert_eq!(a[2], Action::StartDelivery);
-        assert_eq!(s.stored(vec![77], None).subscriptions, stored.subscriptions);
+        assert_eq!(s.stored().subscriptions, stored.subscriptions);
+        assert_eq!(s.stored().released, vec![77]);
 
         // A resend: DUP, and the packet id the offset fixes.
         let m = msg("jobs/1", QoS::ExactlyOnce);
-        let a = s.deliver(&m, 70_000, true, 0).expect("free");
+        let a = s.deliver(m.clone(), 70_000, true, 0);
         let p = only_publish(&a).clone();
         assert_eq!((p.dup, p.pkid), (true, pkid_for(70_000)));
-        assert_eq!(
-            s.deliver(&m, 70_000 + 65_535, false, 0),
-            None,
-            "same packet id in flight: held back"
-        );
-        // PUBREC: the release is persisted before PUBREL; PUBCOMP completes it.
-        assert_eq!(
-            s.handle(now, Packet::PubRec(PubRec::new(p.pkid))),
-            vec![Action::Release {
-                pkid: p.pkid,
-                offset: 70_000
-            }]
-        );
-        assert_eq!(
-            s.handle(now, Packet::PubComp(PubComp::new(p.pkid))),
-            vec![Action::Completed { pkid: p.pkid }]
-        );
+        // The same packet id in flight: held back, and nothing more is to be read.
+        assert_eq!(s.deliver(m.clone(), 70_000 + 65_535, false, 0), vec![]);
+        assert_eq!(s.held_at(), Some(70_000 + 65_535));
+        assert_eq!(s.deliver_held(0), vec![], "still in flight");
+        assert_eq!(s.held_at(), Some(70_000 + 65_535));
+        // PUBREC: done, the release saved, then PUBREL (a crash between the two resends
+        // PUBREL, never the message).
+        let a = s.handle(now, Packet::PubRec(PubRec::new(p.pkid)));
+        assert_eq!(a.len(), 3, "{a:?}");
+        assert_eq!(a[0], Action::Done { offset: 70_000 });
+        assert!(matches!(&a[1], Action::SaveSession(st) if st.released == vec![77, p.pkid]));
+        assert_eq!(a[2], Action::Send(Packet::PubRel(PubRel::new(p.pkid))));
+        assert_eq!(s.stored().released, vec![77, p.pkid]);
+        // PUBCOMP completes it (saved with the next save).
+        assert_eq!(s.handle(now, Packet::PubComp(PubComp::new(p.pkid))), vec![]);
+        assert_eq!(s.stored().released, vec![77]);
+        // The held message goes now, with its own offset and no DUP.
+        let a = s.deliver_held(0);
+        let held = only_publish(&a);
+        assert_eq!((held.dup, held.pkid), (false, p.pkid));
+        assert_eq!(s.held_at(), None);
         // Not for this session: done at once.
         assert_eq!(
-            s.deliver(&msg("other", QoS::AtLeastOnce), 5, false, 0),
-            Some(vec![Action::Done { offset: 5 }])
+            s.deliver(msg("other", QoS::AtLeastOnce), 5, false, 0),
+            vec![Action::Done { offset: 5 }]
         );
         // Subscription changes are saved before they are acknowledged.
         let a = s.handle(now, subscribe(vec![sub("more", QoS::AtLeastOnce)], None));
-        assert_eq!(a[0], Action::SaveSession);
+        assert!(
+            matches!(&a[0], Action::SaveSession(st) if st.subscriptions.len() == 2),
+            "{a:?}"
+        );
     }
 
     #[test]
@@ -2074,6 +2254,182 @@ mod tests {
         assert!(st.expired(11_000));
         st.expiry = u32::MAX;
         assert!(!st.expired(i64::MAX));
+    }
+
+    #[test]
+    fn a_connect_resumes_a_stored_session_unless_it_cannot() {
+        let stored = StoredSession {
+            version: 1,
+            client_id: "c".into(),
+            expiry: 60,
+            subscriptions: Vec::new(),
+            released: vec![3],
+            disconnected_ms: Some(1_000),
+            sent_upto: 42,
+            streams: Vec::new(),
+            adapter: None,
+            orphaned_ms: None,
+        };
+        let meta = serde_json::to_value(&stored).expect("json");
+        // Resumed: recorded connected, here, with the new expiry; the rest kept.
+        let r = StoredSession::resume(Some(&meta), false, 300, 2_000, "run-b");
+        assert_eq!(r.session.as_ref(), Some(&stored));
+        let written: StoredSession =
+            serde_json::from_value(r.meta.expect("meta written")).expect("a stored session");
+        assert_eq!(
+            written,
+            StoredSession {
+                expiry: 300,
+                disconnected_ms: None,
+                adapter: Some("run-b".into()),
+                ..stored.clone()
+            }
+        );
+        // Not resumed: clean start, expired, stored with expiry 0, nothing or junk stored.
+        let not = |r: Resumption| r.session.is_none() && r.meta.is_none();
+        assert!(not(StoredSession::resume(
+            Some(&meta),
+            true,
+            300,
+            2_000,
+            "b"
+        )));
+        assert!(not(StoredSession::resume(
+            Some(&meta),
+            false,
+            300,
+            61_000,
+            "b"
+        )));
+        let ends = StoredSession {
+            expiry: 0,
+            ..stored.clone()
+        };
+        let ends = serde_json::to_value(&ends).expect("json");
+        assert!(not(StoredSession::resume(
+            Some(&ends),
+            false,
+            300,
+            2_000,
+            "b"
+        )));
+        assert!(not(StoredSession::resume(None, false, 300, 2_000, "b")));
+        let junk = serde_json::json!({"not": "a session"});
+        assert!(not(StoredSession::resume(
+            Some(&junk),
+            false,
+            300,
+            2_000,
+            "b"
+        )));
+        assert!(!stored.ended_unclean());
+        assert!(written_unclean(&meta));
+    }
+
+    /// A session recorded connected and never closed (its adapter died) ended unclean.
+    fn written_unclean(meta: &serde_json::Value) -> bool {
+        let r = StoredSession::resume(Some(meta), false, 300, 2_000, "run-b");
+        let written: StoredSession =
+            serde_json::from_value(r.meta.expect("meta")).expect("a stored session");
+        written.ended_unclean()
+    }
+
+    #[test]
+    fn marks_say_what_was_offered_and_what_carries_dup() {
+        // A new stream: nothing was offered, nothing is a resend.
+        let mut m = Marks::new(10);
+        assert!(!m.moved());
+        assert!(!m.offered(10));
+        assert_eq!(m.sent_upto(), 11);
+        assert!(m.moved());
+        m.saved();
+        assert!(!m.moved());
+        // Reading back (a held message read again) does not move the mark back.
+        assert!(!m.offered(10));
+        assert_eq!(m.sent_upto(), 11);
+        // Resumed after an orderly close: what was saved as sent is a resend.
+        let mut m = Marks::resumed(5, None);
+        assert!(m.offered(4));
+        assert!(!m.offered(5));
+        // Resumed after an unclean end: everything stored up to the head may have been sent.
+        let mut m = Marks::resumed(5, Some(9));
+        assert!(m.offered(8));
+        assert!(!m.offered(9));
+        // A head behind the saved mark changes nothing.
+        let mut m = Marks::resumed(5, Some(2));
+        assert!(m.offered(4));
+        assert!(!m.offered(5));
+    }
+
+    #[test]
+    fn a_saved_session_holds_its_positions_and_where_it_is_served() {
+        let (s, _) = connected();
+        let positions = [
+            FollowedStream {
+                stream: "default".into(),
+                sent_upto: 7,
+            },
+            FollowedStream {
+                stream: "sensors".into(),
+                sent_upto: 3,
+            },
+        ];
+        let st = s.stored().at(positions.clone(), None, "run-a");
+        assert_eq!(st.sent_upto, 7, "the default stream's mark, first");
+        assert_eq!(st.streams, positions[1..].to_vec());
+        assert_eq!(st.adapter.as_deref(), Some("run-a"), "connected here");
+        let st = s.stored().at(positions, Some(5), "run-a");
+        assert_eq!((st.adapter, st.disconnected_ms), (None, Some(5)));
+    }
+
+    #[test]
+    fn each_save_holds_the_releases_decided_before_it_only() {
+        // Two PUBRECs read at once: the session handles both before the driver carries out
+        // the first save. That save must not hold the second release (its message is not
+        // acknowledged until the second `Done`): a session resumed from it would send PUBREL
+        // for the second and then the message again — a QoS 2 duplicate.
+        let now = Instant::now();
+        let mut s = Session::new(now, SessionSettings::default(), "x".into());
+        let mut c = Connect::new("dev");
+        c.protocol = Protocol::V4;
+        c.clean_session = false;
+        s.handle(now, Packet::Connect(c));
+        s.resumed(None);
+        s.handle(now, subscribe(vec![sub("t", QoS::ExactlyOnce)], None));
+        let p1 = only_publish(&s.deliver(msg("t", QoS::ExactlyOnce), 10, false, 0)).pkid;
+        let p2 = only_publish(&s.deliver(msg("t", QoS::ExactlyOnce), 11, false, 0)).pkid;
+        let mut actions = s.handle(now, Packet::PubRec(PubRec::new(p1)));
+        actions.extend(s.handle(now, Packet::PubRec(PubRec::new(p2))));
+        let saves: Vec<(Vec<u16>, usize)> = actions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| match a {
+                Action::SaveSession(st) => Some((st.released.clone(), i)),
+                _ => None,
+            })
+            .collect();
+        let done = |offset| actions.iter().position(|a| *a == Action::Done { offset });
+        assert_eq!(saves.len(), 2, "{actions:?}");
+        assert_eq!(saves[0].0, vec![p1]);
+        assert_eq!(saves[1].0, vec![p1, p2]);
+        assert!(done(10) < Some(saves[0].1) && done(11) < Some(saves[1].1));
+        assert!(done(11) > Some(saves[0].1), "{actions:?}");
+    }
+
+    #[test]
+    fn a_clean_session_releases_qos2_without_saving() {
+        let (mut s, now) = connected();
+        s.handle(now, subscribe(vec![sub("t", QoS::ExactlyOnce)], None));
+        let a = s.deliver(msg("t", QoS::ExactlyOnce), 4, false, 0);
+        let pkid = only_publish(&a).pkid;
+        assert_eq!(
+            s.handle(now, Packet::PubRec(PubRec::new(pkid))),
+            vec![
+                Action::Done { offset: 4 },
+                Action::Send(Packet::PubRel(PubRel::new(pkid)))
+            ]
+        );
+        assert!(s.stored().released.is_empty());
     }
 
     #[test]

@@ -68,7 +68,11 @@ fn drive(input: &[u8]) -> usize {
         // Deliveries interleaved with client input.
         offset += 1;
         let m = Message::new("fuzz/topic", QoS::ExactlyOnce, "payload");
-        let delivered = s.deliver(&m, offset, false, 0).unwrap_or_default();
+        // As the driver does: nothing new is offered while a message is held.
+        let delivered = match s.held_at() {
+            None => s.deliver(m, offset, false, 0),
+            Some(_) => s.deliver_held(0),
+        };
         if closed {
             assert!(
                 s.handle(now, v5::Packet::PingReq).is_empty(),
