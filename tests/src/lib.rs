@@ -169,6 +169,38 @@ pub fn start_adapter_with_config(store: &str, port: u16, config: &std::path::Pat
     KillOnDrop(child)
 }
 
+/// A moto S3 server of the test's own (the virtualenv's `moto_server` on a free port) with
+/// `bucket` created, and its store URL: for tests that stop or kill the store under an
+/// adapter without disturbing the shared servers. `None` without the test virtualenv.
+pub fn own_moto(bucket: &str) -> Option<(KillOnDrop, String)> {
+    let py = python()?;
+    let moto_server = std::path::Path::new(&py)
+        .parent()
+        .map(|bin| bin.join("moto_server"))
+        .expect("the virtualenv's bin directory");
+    let port = free_port();
+    let moto = KillOnDrop(
+        Command::new(&moto_server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server"),
+    );
+    wait_for_port(port);
+    // An unsigned PUT /<bucket> creates the bucket (as tests/run.sh does).
+    let create = format!(
+        "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{port}/{bucket}', method='PUT'), timeout=10).read()"
+    );
+    let mut c = Command::new(&py);
+    c.args(["-c", &create]);
+    run_checked(c, "create the bucket");
+    Some((
+        moto,
+        format!("s3://{bucket}?endpoint=http://127.0.0.1:{port}"),
+    ))
+}
+
 /// Start `wharf [--config <config>] adapter` on `store` with AMQP on `port` (no MQTT
 /// listener) and `extra` arguments; waits until it accepts connections.
 pub fn start_amqp_adapter(

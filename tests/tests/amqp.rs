@@ -5,13 +5,13 @@
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use wharf_tests::{
-    KillOnDrop, free_port, node_script, ok_lines, python, python_script, run_checked,
-    start_amqp_adapter, stores, wait_for_port, wharf,
+    free_port, node_script, ok_lines, python, python_script, run_checked, start_amqp_adapter,
+    stores, wharf,
 };
 
 /// A users file with alice / secret (hashed by `wharf user hash`).
@@ -426,37 +426,13 @@ fn address_spec_changes_reach_a_running_adapter() {
 #[test]
 fn store_outage_releases_sends_and_the_adapter_lives_on() {
     let Some(py) = python() else { return };
-    let moto_server = std::path::Path::new(&py)
-        .parent()
-        .map(|bin| bin.join("moto_server"))
-        .expect("the virtualenv's bin directory");
-    let port = free_port();
-    let moto = KillOnDrop(
-        Command::new(&moto_server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start moto_server"),
-    );
-    wait_for_port(port);
-    // An unsigned PUT /<bucket> creates the bucket (as tests/run.sh does).
-    let create = format!(
-        "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{port}/outage', method='PUT'), timeout=10).read()"
-    );
-    run_checked(
-        {
-            let mut c = Command::new(&py);
-            c.args(["-c", &create]);
-            c
-        },
-        "create the bucket",
-    );
+    let Some((moto, url)) = wharf_tests::own_moto("outage") else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("retries.toml");
     // Give up on the store after a few quick retries rather than the defaults' ~10 s.
     std::fs::write(&config, "[log]\nretry_attempts = 3\n").expect("config");
-    let url = format!("s3://outage?endpoint=http://127.0.0.1:{port}");
     let ap = free_port();
     let mut adapter = start_amqp_adapter(&url, ap, Some(&config), &[]);
     let mut check = Command::new(&py);

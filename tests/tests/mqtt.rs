@@ -1809,3 +1809,104 @@ fn sigterm_publishes_wills_and_saves_session_positions() {
         None,
     );
 }
+
+/// Back-pressure: a client publishing faster than the store takes its messages waits (its
+/// TCP window fills) instead of growing the adapter's memory. The adapter's own S3 server is
+/// stopped (SIGSTOP) so nothing becomes durable; a raw client then pushes small QoS 0
+/// PUBLISHes (100 B of payload) without blocking. The adapter reads at most
+/// `MAX_PENDING_RECORDS` (16,384) publishes being stored per connection (~2 MiB here), so the
+/// client can hand over no more than that plus the sockets' buffers (a few MiB each). The
+/// log's own budget (`[log] max_pending_bytes`, 32 MiB per tenant) is the second line: with
+/// the per-connection limit removed by hand, the client handed over 29 MiB (5 MiB with it),
+/// the adapter grew by 107 MiB (14 MiB) and this test failed. Then the store comes back and
+/// the connection goes on (PINGRESP after the backlog).
+#[test]
+fn a_publisher_faster_than_the_store_is_held_back_not_buffered() {
+    let Some((moto, url)) = wharf_tests::own_moto("backpressure") else {
+        return;
+    };
+    let port = free_port();
+    let adapter = start_adapter(&url, port);
+    let rss_kib = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // CONNECT (3.1.1, clean session, keep-alive 0, client id "bp").
+    s.write_all(&[
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 0, 0, 2, b'b', b'p',
+    ])
+    .expect("CONNECT");
+    let mut connack = [0u8; 4];
+    s.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK accepted");
+    // QoS 0 PUBLISHes to "bp/t" with 100 B of payload, 640 of them back to back (64 KiB
+    // written at a time; the stream is the same packet over and over).
+    let mut packet = vec![0x30, 106, 0, 4];
+    packet.extend(b"bp/t");
+    packet.extend([b'x'; 100]);
+    let publish = packet.repeat(640);
+
+    let before = rss_kib(adapter.id());
+    wharf_tests::signal(moto.id(), "STOP");
+    s.set_nonblocking(true).expect("nonblocking");
+    let limit: usize = 300 << 20; // what the client tries to send
+    let mut written = 0usize;
+    let mut offset = 0usize;
+    let mut last_progress = std::time::Instant::now();
+    let started = std::time::Instant::now();
+    while written < limit
+        && last_progress.elapsed() < Duration::from_secs(3)
+        && started.elapsed() < Duration::from_secs(60)
+    {
+        match s.write(&publish[offset..]) {
+            Ok(n) => {
+                written += n;
+                offset = (offset + n) % publish.len();
+                last_progress = std::time::Instant::now();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    let grown = rss_kib(adapter.id()).saturating_sub(before);
+    wharf_tests::signal(moto.id(), "CONT");
+    eprintln!(
+        "back-pressure: the client handed over {} MiB of {} MiB in {:.1} s; adapter memory grew {} MiB",
+        written >> 20,
+        limit >> 20,
+        started.elapsed().as_secs_f64(),
+        grown >> 10
+    );
+    // 16,384 publishes of 108 B being stored, plus both sockets' buffers (a few MiB each);
+    // without the per-connection limit, the log's 32 MiB budget and the same buffers.
+    assert!(
+        written < 24 << 20,
+        "the adapter kept reading while nothing was stored: {} MiB taken",
+        written >> 20
+    );
+    assert!(
+        grown < 128 << 10,
+        "the adapter's memory grew by {} MiB while the store was stopped",
+        grown >> 10
+    );
+    // The store is back: the backlog is stored and the connection goes on.
+    s.set_nonblocking(false).expect("blocking");
+    s.set_write_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    s.write_all(&publish[offset..]).expect("finish the packet");
+    s.write_all(&[0xC0, 0]).expect("PINGREQ");
+    s.set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let mut pong = [0u8; 2];
+    s.read_exact(&mut pong).expect("PINGRESP after the backlog");
+    assert_eq!(pong, [0xD0, 0]);
+}
