@@ -716,8 +716,11 @@ impl Subscription {
     /// `mqtt_filter` (for `/topic/<filter>` receivers): the filter records must match; the
     /// streams of addresses claiming topics of the filter later (by `addresses`' claims) are
     /// followed too; `durable` names the cursor to open on them. MQTT publishes are mapped
-    /// by `addresses`' bridge.
+    /// by `addresses`' bridge. The task is one of `background`'s: a shutdown waits for its
+    /// last commit.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
+        background: &wharf_adapter_core::runtime::Background,
         addresses: &Addresses,
         streams: Vec<(StreamId, Offset)>,
         link: u64,
@@ -743,7 +746,7 @@ impl Subscription {
             durable,
             bridge: addresses.bridge,
         };
-        let task = tokio::spawn(sub.run(credit_rx, settle_rx, stop_rx));
+        let task = background.spawn(sub.run(credit_rx, settle_rx, stop_rx));
         Self {
             credit,
             settle,

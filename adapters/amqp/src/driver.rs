@@ -689,6 +689,7 @@ impl Conn {
                         LinkState::Topic {
                             id,
                             sub: Subscription::start(
+                                &self.shared.settings.background,
                                 &self.shared.addresses,
                                 streams.iter().map(|s| (s.clone(), from(s))).collect(),
                                 id,

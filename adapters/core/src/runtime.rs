@@ -29,12 +29,15 @@ impl Background {
         Self::default()
     }
 
-    /// Spawn a task that ends, after its last step, once [`Background::cancelled`] resolves.
-    pub fn spawn<F>(&self, task: F)
+    /// Spawn a task that ends, after its last step, once [`Background::cancelled`] resolves
+    /// (or, for a task that belongs to a connection, when its connection ends it: connections
+    /// end before the background is cancelled). The handle is for an owner that waits for
+    /// the task or aborts it; dropping it detaches nothing (the tracker still waits).
+    pub fn spawn<F>(&self, task: F) -> tokio::task::JoinHandle<()>
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tracker.spawn(task);
+        self.tracker.spawn(task)
     }
 
     /// Resolves when the process shuts down (owned: a task keeps it across its loop).

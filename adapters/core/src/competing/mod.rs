@@ -147,16 +147,41 @@ impl<T: Send + 'static> Outlet<T> for mpsc::UnboundedSender<T> {
     }
 }
 
+/// What members tell their consumer's task. The channel is unbounded but bounded by
+/// construction: per member one `Join` and one `Leave`, at most one `Credit` waiting (credit
+/// is coalesced in the member's [`CreditSlot`]), and a `Settle` per message it was sent and
+/// has not settled (the consumer sends only within credit).
 enum Cmd<O> {
-    /// A member, its credit and outlet, and who to tell once the consumer serves.
-    Join(u64, u32, O, oneshot::Sender<()>),
-    Credit {
-        member: u64,
-        credit: u32,
-        drain: bool,
-    },
+    /// A member, its credit and outlet, its credit slot, and who to tell once the consumer
+    /// serves.
+    Join(u64, u32, O, Arc<CreditSlot>, oneshot::Sender<()>),
+    /// The member's credit slot changed.
+    Credit(u64),
     Settle(u64, u64, Outcome),
     Leave(u64),
+}
+
+/// A member's latest credit, written by the member and taken by the task: however many
+/// flow updates a client sends while the task is busy, one `Credit` command waits.
+#[derive(Debug, Default)]
+struct CreditSlot(Mutex<SlotState>);
+
+#[derive(Debug, Default)]
+struct SlotState {
+    credit: u32,
+    /// Drains asked for so far (a drain is never merged away: the task drains once for any
+    /// number of requests it had not seen, with the latest credit).
+    drains: u64,
+    /// A `Credit` command is on its way.
+    notified: bool,
+}
+
+impl CreditSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 type Registry<K, O> = Arc<Mutex<HashMap<K, mpsc::UnboundedSender<Cmd<O>>>>>;
@@ -182,6 +207,7 @@ impl<K, R: Rules, O> std::fmt::Debug for Competing<K, R, O> {
 pub struct Member<O> {
     cmd: mpsc::UnboundedSender<Cmd<O>>,
     id: u64,
+    credit: Arc<CreditSlot>,
     serving: Option<oneshot::Receiver<()>>,
 }
 
@@ -194,12 +220,16 @@ impl<O> std::fmt::Debug for Member<O> {
 impl<O> Member<O> {
     /// The member may be sent `credit` messages from now; with `drain`, whatever is there
     /// now is sent and the rest of the credit is given up ([`Rules::drained`] tells it).
+    /// The latest credit wins (AMQP flow credit is absolute); a drain is kept until the
+    /// consumer has seen it.
     pub fn credit(&self, credit: u32, drain: bool) {
-        let _ = self.cmd.send(Cmd::Credit {
-            member: self.id,
-            credit,
-            drain,
-        });
+        let mut slot = self.credit.lock();
+        slot.credit = credit;
+        slot.drains += u64::from(drain);
+        if !slot.notified {
+            slot.notified = true;
+            let _ = self.cmd.send(Cmd::Credit(self.id));
+        }
     }
 
     pub fn settle(&self, position: u64, outcome: Outcome) {
@@ -286,6 +316,7 @@ where
                     blocks: None,
                     dispatcher: Dispatcher::default(),
                     outlets: HashMap::new(),
+                    credits: HashMap::new(),
                     not_serving_yet: Vec::new(),
                 };
                 self.settings
@@ -296,10 +327,12 @@ where
             .clone();
         // Sent under the lock: a task that finds its channel empty under it may end.
         let (serving_tx, serving) = oneshot::channel();
-        let _ = cmd.send(Cmd::Join(id, credit, outlet, serving_tx));
+        let slot = Arc::new(CreditSlot::default());
+        let _ = cmd.send(Cmd::Join(id, credit, outlet, slot.clone(), serving_tx));
         Member {
             cmd,
             id,
+            credit: slot,
             serving: Some(serving),
         }
     }
@@ -315,6 +348,8 @@ struct Task<R: Rules, O> {
     blocks: Option<Vec<Blocks>>,
     dispatcher: Dispatcher<R::Item>,
     outlets: HashMap<u64, O>,
+    /// Each member's credit slot and the drains of it already done.
+    credits: HashMap<u64, (Arc<CreditSlot>, u64)>,
     /// Members waiting for the consumer to serve (its cursors open: a new subscription's
     /// start is stored).
     not_serving_yet: Vec<oneshot::Sender<()>>,
@@ -404,9 +439,10 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
 
     async fn command(&mut self, cmd: Cmd<O>) {
         match cmd {
-            Cmd::Join(id, credit, outlet, serving) => {
+            Cmd::Join(id, credit, outlet, slot, serving) => {
                 self.dispatcher.join(id, credit);
                 self.outlets.insert(id, outlet);
+                self.credits.insert(id, (slot, 0));
                 // At once: a drain may be next in line, and the member waits for it.
                 if self.blocks.is_none() {
                     self.open().await;
@@ -417,11 +453,17 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
                     self.not_serving_yet.push(serving);
                 }
             }
-            Cmd::Credit {
-                member,
-                credit,
-                drain,
-            } => {
+            Cmd::Credit(member) => {
+                let Some((slot, drained)) = self.credits.get_mut(&member) else {
+                    return;
+                };
+                let (credit, drains) = {
+                    let mut s = slot.lock();
+                    s.notified = false;
+                    (s.credit, s.drains)
+                };
+                let drain = drains > *drained;
+                *drained = drains;
                 self.dispatcher.set_credit(member, credit);
                 if drain {
                     self.drain(member).await;
@@ -440,6 +482,7 @@ impl<R: Rules, O: Outlet<R::Out>> Task<R, O> {
             }
             Cmd::Leave(id) => {
                 self.outlets.remove(&id);
+                self.credits.remove(&id);
                 self.dispatcher.leave(id);
                 if !self.dispatcher.has_members() {
                     self.close().await;
