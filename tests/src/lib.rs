@@ -102,9 +102,32 @@ pub fn append_cmd(
     cmd
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the race with other processes is
-/// acceptable in tests).
+/// A free TCP port on 127.0.0.1 for a server a test starts (bound and released). Taken below
+/// the kernel's ephemeral range, one after another in this process: a port from
+/// `bind(0)` is an ephemeral one, and between its release and the server's bind, any
+/// outgoing connection of any process (the adapters' hundreds of S3 requests) could take it —
+/// CI once saw "cannot listen for amqp …: Address already in use" that way. Falls back to
+/// `bind(0)` where the ephemeral range leaves no room below it.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start > LOW + 1_000 {
+        let span = ephemeral_start - LOW;
+        // Processes (test binaries, run one after another) start at different places.
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for _ in 0..span {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = (LOW + (start + n) % span) as u16;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
