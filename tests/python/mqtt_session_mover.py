@@ -4,8 +4,8 @@ is lost, keeping its client state (in-flight QoS 2 packet ids) as one process do
 Usage: mqtt_session_mover.py PORT_A PORT_B TOPIC QOS IDLE_SECONDS
 Connects to 127.0.0.1:PORT_A with clean session off (MQTT 3.1.1), subscribes TOPIC at QOS,
 prints "got <payload>" for every message delivered to the application, "moved" when it
-reconnects to PORT_B after losing A, "present <0|1>" after each CONNACK, and exits after
-IDLE_SECONDS without a message.
+reconnects to PORT_B after losing A, "present <0|1>" after each CONNACK, "subscribed" after
+each SUBACK, and exits after IDLE_SECONDS without a message.
 """
 import sys
 import threading
@@ -32,6 +32,9 @@ def main() -> int:
         client.subscribe(topic, qos=qos)
         connected.set()
 
+    def on_subscribe(client, userdata, mid, reason_codes, properties):
+        say("subscribed")
+
     def on_message(client, userdata, msg):
         last[0] = time.monotonic()
         say(f"got {msg.payload.decode()}")
@@ -42,6 +45,7 @@ def main() -> int:
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"mover-{topic}",
                     protocol=mqtt.MQTTv311, clean_session=False)
     c.on_connect, c.on_message, c.on_disconnect = on_connect, on_message, on_disconnect
+    c.on_subscribe = on_subscribe
     c.connect("127.0.0.1", port_a, keepalive=5)
     c.loop_start()
     if not connected.wait(10):

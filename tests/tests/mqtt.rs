@@ -958,7 +958,7 @@ fn persistent_session_moves_to_the_surviving_adapter_after_kill_9() {
                 }
             };
             wait_for("present 0", 1);
-            std::thread::sleep(Duration::from_millis(300)); // SUBSCRIBE handled
+            wait_for("subscribed", 1);
             let mut publisher = Command::new(&python)
                 .arg(python_script("mqtt_acked_publisher.py"))
                 .args(["127.0.0.1", &pb.to_string(), &topic, "3000", qos, "0.002"])
