@@ -91,7 +91,8 @@ pub async fn start(
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
-            wharf_auth::tls::server_config(cert, key, &[]).map_err(anyhow::Error::msg)?,
+            wharf_adapter_core::runtime::tls::server_config(cert, key, &[])
+                .map_err(anyhow::Error::msg)?,
         )),
         (None, None) => None,
         _ => bail!("--tls-cert and --tls-key go together"),

@@ -2,7 +2,7 @@
 //! (`tenants/<name>/`; the default tenant's is the store root) with its own MQTT and AMQP
 //! services: its own default topic address, addresses, sessions, retained messages and wills.
 //! Listeners accept every client; a connection moves to its user's tenant once the user is
-//! known (`wharf_auth::Router`).
+//! known (`wharf_adapter_core::runtime::Router`).
 //!
 //! A process serves the default tenant and every tenant its users file names, all started at
 //! start-up: so any adapter publishes the wills of a dead adapter's clients, sweeps expired
@@ -12,9 +12,10 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
+use wharf_adapter_core::runtime::Router;
 use wharf_adapter_core::{bridge::Bridge, record::Protocol, runtime::Background};
 use wharf_amqp::Amqp;
-use wharf_auth::{Auth, Router};
+use wharf_auth::Auth;
 use wharf_log::{Log, Store};
 use wharf_log_format::catalog::DEFAULT_TENANT;
 use wharf_mqtt::Mqtt;

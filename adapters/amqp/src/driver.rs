@@ -30,11 +30,12 @@ use tokio::{
 };
 use wharf_adapter_core::competing::Outcome;
 use wharf_adapter_core::errors::StoreFailure;
-use wharf_adapter_core::wills::Wills;
-use wharf_auth::{
-    Auth, Router, Tenancy, Verdict,
+use wharf_adapter_core::runtime::{
+    Router, Tenancy,
     listen::{Active, Handshake, Handshakes, accept_connections},
 };
+use wharf_adapter_core::wills::Wills;
+use wharf_auth::{Auth, Verdict};
 use wharf_log::Log;
 use wharf_log_format::{Offset, Record, StreamId};
 
@@ -62,7 +63,7 @@ pub struct AmqpSettings {
     /// Connections served at once by each listener.
     pub max_connections: usize,
     /// Connections that have not finished their handshake (SASL, open) yet, at most (the
-    /// longest waiting is closed to make room: [`wharf_auth::listen::Handshakes`]).
+    /// longest waiting is closed to make room: [`wharf_adapter_core::runtime::listen::Handshakes`]).
     pub max_handshakes: usize,
     /// A connection that has not sent its open (after the protocol headers and SASL) within
     /// this is closed.
@@ -370,7 +371,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             // Wait for what was accepted but not yet durable? Those are not settled yet:
             // the client never saw them accepted, so dropping them here loses nothing promised.
             // The peer reads our close (or header) before the socket goes.
-            wharf_auth::listen::close_gracefully(&mut socket, wharf_auth::listen::LINGER).await;
+            wharf_adapter_core::runtime::listen::close_gracefully(
+                &mut socket,
+                wharf_adapter_core::runtime::listen::LINGER,
+            )
+            .await;
             break;
         }
     }

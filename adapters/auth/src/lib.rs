@@ -6,8 +6,9 @@
 //! to a loopback address, so `wharf up` on a laptop just works while an adapter listening on
 //! a public address refuses them.
 //!
-//! Also what every adapter's listeners share: [`tls`] (rustls from PEM files) and [`listen`]
-//! (the accept loop with a connection limit, and the count shutdown waits on).
+//! Listeners, TLS and routing connections to their tenant's service are the adapters'
+//! runtime (`wharf_adapter_core::runtime`); this crate only decides who may connect and in
+//! which tenant.
 //!
 //! Users file (TOML):
 //! ```toml
@@ -20,8 +21,6 @@
 //! A user belongs to one tenant: everything its connections do (topics, sessions, retained
 //! messages, addresses) happens in that tenant's log. Anonymous clients are in the default
 //! tenant.
-
-pub mod listen;
 
 use std::{collections::HashMap, fmt, net::SocketAddr, path::Path};
 
@@ -278,88 +277,6 @@ impl Auth {
     }
 }
 
-/// A tenant's service being found: boxed, so that routers of any kind fit one type.
-pub type Routing<S> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<std::sync::Arc<S>, String>> + Send>>;
-
-/// Finds the service of a tenant (starting it on first use). A process's listeners accept the
-/// clients of every tenant; each connection moves to its tenant's service as soon as its user
-/// is known (MQTT CONNECT, AMQP SASL), before it touches the store.
-pub struct Router<S>(std::sync::Arc<Find<S>>);
-
-/// What a [`Router`] calls.
-type Find<S> = dyn Fn(&str) -> Routing<S> + Send + Sync;
-
-impl<S> Clone for Router<S> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
-impl<S> fmt::Debug for Router<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Router")
-    }
-}
-
-impl<S> Router<S> {
-    pub fn new(find: impl Fn(&str) -> Routing<S> + Send + Sync + 'static) -> Self {
-        Self(std::sync::Arc::new(find))
-    }
-
-    /// The service of `tenant`.
-    pub async fn route(&self, tenant: &str) -> Result<std::sync::Arc<S>, String> {
-        (self.0)(tenant).await
-    }
-}
-
-/// A service's place among tenants: the tenant it serves, and (for the services that accept
-/// connections) where other tenants' clients go.
-pub struct Tenancy<S> {
-    own: String,
-    router: std::sync::OnceLock<Router<S>>,
-}
-
-impl<S> fmt::Debug for Tenancy<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tenancy")
-            .field("own", &self.own)
-            .field("routes", &self.router.get().is_some())
-            .finish()
-    }
-}
-
-impl<S> Tenancy<S> {
-    pub fn new(own: &str) -> Self {
-        Self {
-            own: own.to_string(),
-            router: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Hand clients of other tenants to the services `router` finds (set once, before
-    /// serving; without it they are refused).
-    pub fn route(&self, router: Router<S>) {
-        let _ = self.router.set(router);
-    }
-
-    /// The service for a client of `tenant`: `this` (the service of [`Tenancy::own`]), or the
-    /// one the router finds.
-    pub async fn service(
-        &self,
-        this: &std::sync::Arc<S>,
-        tenant: &str,
-    ) -> Result<std::sync::Arc<S>, String> {
-        if tenant == self.own {
-            return Ok(this.clone());
-        }
-        match self.router.get() {
-            Some(router) => router.route(tenant).await,
-            None => Err(format!("tenant {tenant:?} is not served by this adapter")),
-        }
-    }
-}
-
 /// An argon2id PHC string for `password`, with a random salt.
 pub fn hash_password(password: &[u8]) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
@@ -467,42 +384,5 @@ mod tests {
         assert_eq!(auth.tenant_of(Some("dev")), "default");
         assert_eq!(auth.tenant_of(None), "default");
         assert_eq!(auth.tenants(), ["acme", "default"]);
-    }
-}
-
-/// TLS server configuration from PEM files: a certificate chain and its private key.
-pub mod tls {
-    use std::{path::Path, sync::Arc};
-
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-
-    /// A rustls server config for `cert` (PEM chain) and `key` (PEM, PKCS#8/PKCS#1/SEC1);
-    /// errors name the file.
-    pub fn server_config(
-        cert: &Path,
-        key: &Path,
-        alpn: &[&[u8]],
-    ) -> Result<Arc<rustls::ServerConfig>, String> {
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| format!("TLS certificate file {}: {e}", cert.display()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("TLS certificate file {}: {e}", cert.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "TLS certificate file {}: no certificate in it",
-                cert.display()
-            ));
-        }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .map_err(|e| format!("TLS key file {}: {e}", key.display()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| format!("TLS certificate and key do not fit: {e}"))?;
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Ok(Arc::new(config))
     }
 }

@@ -18,10 +18,11 @@ use tokio::{
     sync::mpsc,
     time::Instant,
 };
-use wharf_auth::{
-    Auth, Router, Tenancy, Verdict,
+use wharf_adapter_core::runtime::{
+    Router, Tenancy,
     listen::{Active, Handshake, Handshakes, accept_connections},
 };
+use wharf_auth::{Auth, Verdict};
 // Positions the session sees: the followed stream's index in the top 16 bits, the offset in
 // the stream below (so the default stream's offsets are unchanged, and packet ids derived
 // from them stay stable across reconnects).
@@ -56,7 +57,7 @@ pub struct MqttSettings {
     /// Connections served at once by each listener; more wait in the accept queue.
     pub max_connections: usize,
     /// Connections that have not sent an accepted CONNECT yet, at most (the longest waiting
-    /// is closed to make room: [`wharf_auth::listen::Handshakes`]).
+    /// is closed to make room: [`wharf_adapter_core::runtime::listen::Handshakes`]).
     pub max_handshakes: usize,
     pub session: SessionSettings,
     /// TTL of the lease that says this adapter is alive; after it expires, another adapter
@@ -549,7 +550,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         _ => {}
     }
     if linger {
-        wharf_auth::listen::close_gracefully(&mut socket, wharf_auth::listen::LINGER).await;
+        wharf_adapter_core::runtime::listen::close_gracefully(
+            &mut socket,
+            wharf_adapter_core::runtime::listen::LINGER,
+        )
+        .await;
     }
     end.map(|_| ())
 }

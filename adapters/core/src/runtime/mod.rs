@@ -1,3 +1,8 @@
+//! The adapters' runtime: [`listen`] (the accept loop with a connection limit, handshake
+//! places, and the count shutdown waits on), [`tls`] (rustls from PEM files), [`tenancy`]
+//! (each connection moved to its tenant's service once its user is known), and below, the
+//! background work.
+//!
 //! The background work of an adapter process, owned: every task that outlives a request —
 //! competing consumers, the adapter lease, the wills and takeover followers, periodic upkeep —
 //! is spawned through one [`Background`] and watches its cancellation token.
@@ -12,6 +17,12 @@
 //!    still registered, delayed ones included), followers stop — and the process waits for
 //!    them, up to a grace period;
 //! 4. exit.
+
+pub mod listen;
+pub mod tenancy;
+pub mod tls;
+
+pub use tenancy::{Router, Routing, Tenancy};
 
 use std::{future::Future, time::Duration};
 
