@@ -44,6 +44,7 @@ use crate::{
     broker::{
         Address, AddressError, Addresses, Consumer, Queues, Subscription, ToLink, durable_cursor,
     },
+    ended::Ended,
     engine::{self, Connection, Delivery, Event, LinkId, SendError},
     message::{self, Sections},
 };
@@ -196,13 +197,13 @@ impl Amqp {
                     Some(acceptor) => {
                         match handshake.bounded(deadline, acceptor.accept(socket)).await {
                             Ok(Ok(s)) => Box::pin(connection(s, peer, local, shared, handshake, deadline)).await,
-                            Ok(Err(e)) => Err(format!("TLS handshake: {e}")),
-                            Err(why) => Err(format!("TLS handshake: {why} ([amqp] handshake_timeout, max_handshakes)")),
+                            Ok(Err(e)) => Err(Ended::Tls(e.to_string())),
+                            Err(why) => Err(Ended::Tls(format!("{why} ([amqp] handshake_timeout, max_handshakes)"))),
                         }
                     }
                 };
                 if let Err(reason) = end {
-                    tracing::info!(%peer, reason, "amqp connection closed");
+                    tracing::info!(%peer, %reason, "amqp connection closed");
                 }
             });
         })
@@ -280,7 +281,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     shared: Arc<Amqp>,
     handshake: Handshake,
     deadline: tokio::time::Instant,
-) -> Result<(), String> {
+) -> Result<(), Ended> {
     let mut handshake = Some(Box::new(handshake));
     let mut config = shared.settings.engine.clone();
     config.allow_no_sasl = matches!(shared.auth.check(local, None, None), Verdict::Allowed(_));
@@ -315,9 +316,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         tokio::select! {
             n = socket.read(&mut buf), if reading => {
                 match n {
-                    Ok(0) => { result = Err("peer closed the socket".to_string()); break; }
+                    Ok(0) => { result = Err(Ended::PeerGone); break; }
                     Ok(n) => conn.engine.feed(&buf[..n]),
-                    Err(e) => { result = Err(format!("read: {e}")); break; }
+                    Err(e) => { result = Err(Ended::Read(e)); break; }
                 }
             }
             Some(msg) = rx.recv() => {
@@ -340,11 +341,11 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 conn.engine.close(Some(err(ConnectionError::ConnectionForced, "server shutting down".into())));
             }
             _ = tokio::time::sleep_until(deadline), if handshake.is_some() => {
-                result = Err("no open within [amqp] handshake_timeout".to_string());
+                result = Err(Ended::HandshakeTimeout);
                 break;
             }
             _ = async { match handshake.as_mut() { Some(h) => h.evicted().await, None => std::future::pending().await } }, if handshake.is_some() => {
-                result = Err("closed before its open to make room for newer connections ([amqp] max_handshakes)".to_string());
+                result = Err(Ended::Evicted);
                 break;
             }
         }
@@ -361,7 +362,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         if !out.is_empty()
             && let Err(e) = socket.write_all(&out).await
         {
-            result = Err(format!("write: {e}"));
+            result = Err(Ended::Write(e));
             break;
         }
         if closed.is_some() || conn.engine.is_done() {
@@ -432,7 +433,7 @@ fn attach_failed(e: &wharf_log::LogError) -> Error {
 impl Conn {
     /// Carry out the engine's events. Returns `Some(reason)` when the connection is over
     /// (`Some(None)`: a clean close).
-    async fn events(&mut self, peer: SocketAddr) -> Option<Option<String>> {
+    async fn events(&mut self, peer: SocketAddr) -> Option<Option<Ended>> {
         let mut end = None;
         while let Some(event) = self.engine.poll_event() {
             match event {
@@ -531,12 +532,13 @@ impl Conn {
                     self.closed_by_peer |= by_peer;
                     end = Some(match (error, by_peer) {
                         (None, _) => None,
-                        (Some(e), true) => Some(format!("peer closed with {:?}", e.condition)),
-                        (Some(e), false) => Some(format!(
-                            "{:?}: {}",
-                            e.condition,
-                            e.description.unwrap_or_default()
-                        )),
+                        (Some(e), true) => Some(Ended::ClosedByPeer {
+                            condition: format!("{:?}", e.condition),
+                        }),
+                        (Some(e), false) => Some(Ended::Closed {
+                            condition: format!("{:?}", e.condition),
+                            description: e.description.unwrap_or_default(),
+                        }),
                     });
                 }
             }

@@ -13,7 +13,8 @@
 //! - [`broker`]: addresses (queues, topics, temporary reply addresses) over the log: queue
 //!   dispatch to links with credit, outcomes, redelivery, dead letters;
 //! - [`driver`]: listeners and the per-connection task that feeds the engine from the socket
-//!   and carries out its events against the broker.
+//!   and carries out its events against the broker; [`ended`]: why a connection ended,
+//!   typed.
 //!
 //! Every message a client sends unsettled is appended to the log before it is accepted;
 //! receivers read from the log; queue acknowledgements are a cursor in the store, so another
@@ -23,6 +24,7 @@ pub mod attach;
 pub mod bridge;
 pub mod broker;
 pub mod driver;
+pub mod ended;
 pub mod engine;
 pub mod frame;
 pub mod message;
