@@ -95,27 +95,6 @@ impl Default for MqttSettings {
     }
 }
 
-/// Run `job` every `period` for as long as the service lives (the task holds it weakly).
-fn spawn_periodic<F, Fut>(mqtt: &Arc<Mqtt>, period: Duration, job: F)
-where
-    F: Fn(Arc<Mqtt>) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let weak = Arc::downgrade(mqtt);
-    let cancelled = mqtt.settings.background.cancelled();
-    mqtt.settings.background.spawn(async move {
-        tokio::pin!(cancelled);
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(period) => {}
-                () = &mut cancelled => return,
-            }
-            let Some(m) = weak.upgrade() else { return };
-            job(m).await;
-        }
-    });
-}
-
 /// Delete the stored sessions that expired (their cursors on every stream they followed), and
 /// cursors of clean sessions that hold none — under the lease `mqtt-session-sweep`, so one
 /// adapter at a time does it. A session is expired when its expiry interval has passed since
@@ -296,7 +275,8 @@ impl Mqtt {
             active: Active::default(),
         });
         // Background upkeep, each under a lease so that one adapter does it at a time.
-        spawn_periodic(&mqtt, mqtt.settings.compact_every, |m| async move {
+        let background = &mqtt.settings.background;
+        background.periodic("mqtt-compact", mqtt.settings.compact_every, &mqtt, |m| async move {
             if let Err(e) = m.retained.compact(&m.log, &m.run, m.upkeep_lease()).await {
                 tracing::warn!(error = %e, "compacting mqtt-retained failed; trying again later");
             }
@@ -304,7 +284,8 @@ impl Mqtt {
                 tracing::warn!(error = %e, "compacting mqtt-wills failed; trying again later");
             }
         });
-        spawn_periodic(&mqtt, mqtt.settings.session_sweep_every, |m| async move {
+        let every = mqtt.settings.session_sweep_every;
+        background.periodic("mqtt-session-sweep", every, &mqtt, |m| async move {
             match sweep_expired_sessions(&m.log, &m.run, m.upkeep_lease()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(sessions = n, "expired sessions deleted"),

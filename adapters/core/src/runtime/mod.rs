@@ -24,7 +24,7 @@ pub mod tls;
 
 pub use tenancy::{Router, Routing, Tenancy};
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -49,6 +49,33 @@ impl Background {
         F: Future<Output = ()> + Send + 'static,
     {
         self.tracker.spawn(task)
+    }
+
+    /// Run the job `name` every `period` for as long as `owner` lives (the task holds it
+    /// weakly) and the process is not shutting down; each run is in a `job` tracing span
+    /// with its name.
+    pub fn periodic<T, F, Fut>(&self, name: &'static str, period: Duration, owner: &Arc<T>, job: F)
+    where
+        T: Send + Sync + 'static,
+        F: Fn(Arc<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        use tracing::Instrument;
+        let weak = Arc::downgrade(owner);
+        let cancelled = self.cancelled();
+        self.spawn(async move {
+            tokio::pin!(cancelled);
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    () = &mut cancelled => return,
+                }
+                let Some(owner) = weak.upgrade() else { return };
+                job(owner)
+                    .instrument(tracing::debug_span!("job", name))
+                    .await;
+            }
+        });
     }
 
     /// Resolves when the process shuts down (owned: a task keeps it across its loop).
@@ -80,6 +107,31 @@ mod tests {
         Arc,
         atomic::{AtomicBool, Ordering},
     };
+
+    #[tokio::test]
+    async fn periodic_jobs_run_while_their_owner_lives_and_stop_at_shutdown() {
+        use std::sync::atomic::AtomicUsize;
+        let bg = Background::new();
+        let owner = Arc::new(AtomicUsize::new(0));
+        bg.periodic("count", Duration::from_millis(5), &owner, |o| async move {
+            o.fetch_add(1, Ordering::SeqCst);
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(owner.load(Ordering::SeqCst) >= 3, "it ran every period");
+        // Shutdown ends it at once (not after a period).
+        assert!(bg.shutdown(Duration::from_secs(1)).await);
+        let after = owner.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(owner.load(Ordering::SeqCst), after, "no run after shutdown");
+        // A job whose owner is gone ends by itself.
+        let bg = Background::new();
+        let gone = Arc::new(AtomicUsize::new(0));
+        bg.periodic("gone", Duration::from_millis(5), &gone, |_| async {});
+        drop(gone);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        bg.tracker.close();
+        assert!(bg.tracker.is_empty(), "the job ended with its owner");
+    }
 
     #[tokio::test]
     async fn shutdown_waits_for_the_last_step() {
