@@ -51,6 +51,6 @@ pub use lease::Lease;
 pub use log::{ClientGuard, Log, Pending};
 pub use read::{Tail, Tails, pack_position, unpack_position};
 pub use sequencer::SEQUENCER_LEASE;
-pub use settings::LogSettings;
-pub use store::{Store, StoreKind};
+pub use settings::{LogSettings, StoreKind};
+pub use store::Store;
 pub use wharf_log_format as format;

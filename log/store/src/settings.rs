@@ -2,7 +2,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{LogError, Result, store::StoreKind};
+use crate::{LogError, Result};
+
+/// Which kind of store a URL selected (picks defaults such as the linger).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StoreKind {
+    File,
+    S3,
+    Memory,
+}
 
 /// Settings of one log handle. Durations are human strings in files and the environment
 /// (`"2ms"`, `"250ms"`, `"1s"`).

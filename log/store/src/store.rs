@@ -11,15 +11,10 @@ use wharf_log_fs::{FsOptions, FsStore};
 
 use wharf_log_format::catalog::{DEFAULT_TENANT, TENANT_RULE, valid_tenant};
 
-use crate::{LogError, Result, paths, settings::LogSettings};
-
-/// Which kind of store a URL selected (picks defaults such as the linger).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum StoreKind {
-    File,
-    S3,
-    Memory,
-}
+use crate::{
+    LogError, Result, paths,
+    settings::{LogSettings, StoreKind},
+};
 
 /// A store opened from a URL.
 #[derive(Clone)]
