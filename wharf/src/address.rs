@@ -5,70 +5,17 @@ use std::{collections::BTreeMap, path::Path};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use wharf_log::Log;
-use wharf_log_format::catalog::{DEFAULT_TENANT, TENANT_RULE, valid_name, valid_tenant};
+use wharf_log_format::catalog::DEFAULT_TENANT;
 
 use crate::{settings::Settings, tenants::open_log};
 
-/// Check the parts of an Address resource the log relies on; the rest of the spec is the
-/// adapters' to interpret.
+/// Check an Address resource (`wharf_resources`: fields this version does not know are kept)
+/// and the topics it claims; its name.
 fn validate(resource: &Value) -> Result<String> {
-    if resource["apiVersion"] != "wharf/v1" {
-        bail!(
-            "apiVersion must be \"wharf/v1\", not {}",
-            resource["apiVersion"]
-        );
-    }
-    if resource["kind"] != "Address" {
-        bail!("kind must be \"Address\", not {}", resource["kind"]);
-    }
-    let Some(name) = resource["metadata"]["name"].as_str() else {
-        bail!("metadata.name is missing");
-    };
-    if !valid_name(name) || name.contains('~') {
-        bail!(
-            "metadata.name {name:?} may only contain A-Z a-z 0-9 . _ - and must not start with '.'"
-        );
-    }
-    if let Some(t) = resource["metadata"].get("tenant")
-        && !t.as_str().is_some_and(valid_tenant)
-    {
-        bail!("metadata.tenant {t} is not a tenant name ({TENANT_RULE})");
-    }
-    if let Some(r) = resource["spec"].get("retention") {
-        let ok = r
-            .as_str()
-            .is_some_and(|s| humantime::parse_duration(s).is_ok());
-        if !ok {
-            bail!("spec.retention {r} is not a duration such as \"7d\"");
-        }
-    }
-    if let Some(t) = resource["spec"].get("type")
-        && !matches!(
-            t.as_str(),
-            Some("queue" | "topic" | "anycast" | "multicast" | "subscription")
-        )
-    {
-        bail!("spec.type {t} is not one of queue, topic, anycast, multicast, subscription");
-    }
-    if let Some(m) = resource["spec"].get("max_delivery")
-        && !m
-            .as_u64()
-            .is_some_and(|n| (1..=u64::from(u32::MAX)).contains(&n))
-    {
-        bail!("spec.max_delivery {m} is not a whole number of deliveries (at least 1)");
-    }
-    if let Some(d) = resource["spec"].get("dead_letter")
-        && !d.as_str().is_some_and(|n| valid_name(&n.replace('/', "~")))
-    {
-        bail!("spec.dead_letter {d} is not an address name");
-    }
-    if let Some(b) = resource["spec"].get("retention_bytes")
-        && !b.is_u64()
-    {
-        bail!("spec.retention_bytes {b} is not a whole number of bytes");
-    }
-    wharf_adapter_core::claims::parse(name, resource).map_err(anyhow::Error::msg)?;
-    Ok(name.to_string())
+    let address = wharf_resources::Address::from_json(resource).map_err(anyhow::Error::msg)?;
+    let name = address.name().to_string();
+    wharf_adapter_core::claims::parse(&name, resource).map_err(anyhow::Error::msg)?;
+    Ok(name)
 }
 
 /// Apply every resource in `file` (one JSON object, or an array of them), each to the log of

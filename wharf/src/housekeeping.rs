@@ -19,23 +19,19 @@ use crate::{
 pub async fn policies(log: &Log) -> Result<BTreeMap<String, Retention>> {
     let mut out = BTreeMap::new();
     for entry in log.catalog().list("Address").await? {
-        let spec = &entry.body["spec"];
-        let max_age_ms = match spec["retention"].as_str() {
-            Some(s) => match humantime::parse_duration(s) {
-                Ok(d) => Some(d.as_millis() as i64),
-                Err(e) => {
-                    tracing::warn!(address = %entry.name, retention = s, error = %e, "ignoring bad spec.retention");
-                    None
-                }
-            },
-            None => None,
+        let spec = match wharf_resources::AddressSpec::of(&entry.body) {
+            Ok(spec) => spec,
+            Err(e) => {
+                // Written by hand or by another version: the default retention, and say so.
+                tracing::warn!(address = %entry.name, error = %e, "ignoring an Address resource that does not validate");
+                continue;
+            }
         };
-        let max_bytes = spec["retention_bytes"].as_u64();
         out.insert(
             entry.name,
             Retention {
-                max_age_ms,
-                max_bytes,
+                max_age_ms: spec.retention().map(|d| d.as_millis() as i64),
+                max_bytes: spec.retention_bytes,
             },
         );
     }

@@ -108,6 +108,8 @@ enum AddressCommand {
     List,
     /// Delete an Address resource.
     Delete { name: String },
+    /// Print the JSON Schema of an Address resource.
+    Schema,
 }
 
 #[derive(Subcommand, Debug)]
@@ -344,6 +346,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Address { command } => {
+            if let AddressCommand::Schema = command {
+                let schema = wharf_resources::Address::json_schema();
+                println!("{}", serde_json::to_string_pretty(&schema)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if !matches!(command, AddressCommand::List) {
                 store.verify_conditional_put().await?;
             }
@@ -355,7 +362,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let log = open_log(store, &settings).await?;
             match command {
-                AddressCommand::Apply { .. } => {} // above
+                AddressCommand::Apply { .. } | AddressCommand::Schema => {} // above
                 AddressCommand::List => address::list(&log).await?,
                 AddressCommand::Delete { name } => address::delete(&log, &name).await?,
             }

@@ -35,6 +35,7 @@ use wharf_adapter_core::names::{
 };
 use wharf_log::{Cursor, Log, pack_position};
 use wharf_log_format::{Offset, StoredRecord, StreamId};
+use wharf_resources::{AddressSpec, AddressType};
 
 use crate::message;
 
@@ -108,18 +109,22 @@ pub fn stream_of(name: &str) -> Result<StreamId, AddressError> {
     StreamId::new(name.replace('/', "~")).map_err(|_| invalid())
 }
 
+/// The address `name` from its catalog entry (parsed and checked by `wharf_resources`).
 fn parse_spec(name: &str, body: &serde_json::Value) -> Result<Address, AddressError> {
-    let spec = &body["spec"];
-    let kind = match spec["type"].as_str() {
-        Some("topic") | Some("multicast") => Kind::Topic,
-        _ => Kind::Queue,
+    let spec = AddressSpec::of(body)
+        .map_err(|e| AddressError::Invalid(format!("address {name:?}: {e}")))?;
+    // Topics and multicast fan out to every receiver; queues, anycast and subscriptions (a
+    // durable subscription's consumers compete) give each message to one.
+    let kind = match spec.kind() {
+        AddressType::Topic | AddressType::Multicast => Kind::Topic,
+        AddressType::Queue | AddressType::Anycast | AddressType::Subscription => Kind::Queue,
     };
     Ok(Address {
         name: name.to_string(),
         kind,
         stream: stream_of(name)?,
-        max_delivery: spec["max_delivery"].as_u64().map(|n| n as u32),
-        dead_letter: spec["dead_letter"].as_str().map(str::to_string),
+        max_delivery: spec.max_delivery,
+        dead_letter: spec.dead_letter,
         mqtt: None,
         also: Vec::new(),
     })

@@ -17,6 +17,7 @@ use crate::runtime::Background;
 use serde_json::Value;
 use wharf_log::{CatalogEvent, Log};
 use wharf_log_format::StreamId;
+use wharf_resources::{AddressSpec, AddressType};
 
 use crate::topic;
 
@@ -32,39 +33,27 @@ pub struct Claim {
 }
 
 /// The claims of an Address resource (`name`, its catalog name): none without
-/// `spec.mqtt_topics`; an error naming the field if it is malformed.
+/// `spec.mqtt_topics`; an error naming the field if the spec is malformed (parsed by
+/// `wharf_resources`, the one place resources are checked).
 pub fn parse(name: &str, resource: &Value) -> Result<Vec<Claim>, String> {
-    let spec = &resource["spec"];
-    let Some(topics) = spec.get("mqtt_topics") else {
+    let spec = AddressSpec::of(resource).map_err(|e| format!("address {name}: {e}"))?;
+    let Some(topics) = &spec.mqtt_topics else {
         return Ok(Vec::new());
-    };
-    let Some(list) = topics.as_array() else {
-        return Err(format!(
-            "spec.mqtt_topics of {name} must be a list of topic filters, not {topics}"
-        ));
     };
     let stream = StreamId::new(name)
         .map_err(|_| format!("address {name:?} cannot claim topics: not a stream name"))?;
-    let queue = !matches!(
-        spec["type"].as_str(),
-        Some("topic" | "multicast" | "subscription")
-    );
-    list.iter()
-        .map(|f| {
-            let filter = f
-                .as_str()
-                .filter(|f| topic::valid_filter(f) && !f.starts_with("$share/"))
-                .ok_or_else(|| {
-                    format!("spec.mqtt_topics of {name}: {f} is not an MQTT topic filter")
-                })?;
-            Ok(Claim {
-                address: name.to_string(),
-                filter: filter.to_string(),
-                stream: stream.clone(),
-                queue,
-            })
+    // A queue (and an anycast address): each message to one consumer, so MQTT
+    // subscriptions within it are refused; topics, multicast and subscriptions fan out.
+    let queue = matches!(spec.kind(), AddressType::Queue | AddressType::Anycast);
+    Ok(topics
+        .iter()
+        .map(|filter| Claim {
+            address: name.to_string(),
+            filter: filter.clone(),
+            stream: stream.clone(),
+            queue,
         })
-        .collect()
+        .collect())
 }
 
 /// The first pair of claims of different addresses that overlap (some topic matches both).

@@ -9,19 +9,7 @@ pub fn valid_topic_name(topic: &str) -> bool {
     !topic.is_empty() && topic.len() <= 65_535 && !topic.contains(['+', '#', '\0'])
 }
 
-/// A topic filter a client may subscribe to [MQTT-4.7.1-2, 4.7.1-3]: `#` only alone as the last
-/// level, `+` only as a whole level.
-pub fn valid_filter(filter: &str) -> bool {
-    if filter.is_empty() || filter.len() > 65_535 || filter.contains('\0') {
-        return false;
-    }
-    let levels: Vec<&str> = filter.split('/').collect();
-    levels.iter().enumerate().all(|(i, level)| {
-        let multi_ok = !level.contains('#') || (*level == "#" && i == levels.len() - 1);
-        let single_ok = !level.contains('+') || *level == "+";
-        multi_ok && single_ok
-    })
-}
+pub use wharf_resources::topic::valid_filter;
 
 /// Whether `topic` matches `filter` (both assumed valid). A filter starting with a wildcard
 /// does not match topics starting with `$` [MQTT-4.7.2-1]; `a/#` matches `a` [MQTT-4.7.1-2].
