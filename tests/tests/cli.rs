@@ -103,6 +103,22 @@ fn bad_configuration_fails_at_start_naming_the_field() {
     // Tenant names: in a resource, on the command line, in a users file.
     std::fs::write(&bad, r#"{"apiVersion":"wharf/v1","kind":"Address","metadata":{"name":"o","tenant":"Acme Corp"}}"#).expect("write");
     fails_naming(&["address", "apply", "-f", bad_path], "metadata.tenant");
+    // Types and list items are named too (wharf-resources).
+    std::fs::write(&bad, r#"{"apiVersion":"wharf/v1","kind":"Address","metadata":{"name":"o"},"spec":{"max_delivery":"5"}}"#).expect("write");
+    fails_naming(&["address", "apply", "-f", bad_path], "spec.max_delivery");
+    std::fs::write(&bad, r#"{"apiVersion":"wharf/v1","kind":"Address","metadata":{"name":"o"},"spec":{"mqtt_topics":["ok/#","a/#/b"]}}"#).expect("write");
+    fails_naming(&["address", "apply", "-f", bad_path], "spec.mqtt_topics[1]");
+    // The schema they are checked against, for tools and the API.
+    let out = wharf(&store)
+        .args(["address", "schema"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON Schema");
+    assert_eq!(
+        schema["$defs"]["AddressSpec"]["properties"]["max_delivery"]["minimum"], 1,
+        "{schema}"
+    );
     fails_naming(&["--tenant", "Acme Corp", "streams"], "--tenant");
     let users = dir.path().join("users.toml");
     let hash = wharf_tests::user_hash("pw");
