@@ -202,22 +202,47 @@ pub fn own_moto(bucket: &str) -> Option<(KillOnDrop, String)> {
         .map(|bin| bin.join("moto_server"))
         .expect("the virtualenv's bin directory");
     let port = free_port();
+    // Its log goes to a file (a pipe nobody reads would fill and stop it), shown on failure.
+    let log = std::env::temp_dir().join(format!("wharf-test-moto-{port}.log"));
+    let log_file = std::fs::File::create(&log).expect("moto log file");
     let moto = KillOnDrop(
         Command::new(&moto_server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .expect("start moto_server"),
     );
     wait_for_port(port);
-    // An unsigned PUT /<bucket> creates the bucket (as tests/run.sh does).
+    // An unsigned PUT /<bucket> creates the bucket (as tests/run.sh does); tried for up to
+    // 20 s (a full CI run once saw it refused right after the port first answered).
     let create = format!(
-        "import urllib.request; urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{port}/{bucket}', method='PUT'), timeout=10).read()"
+        "import time, urllib.request, urllib.error\n\
+         for attempt in range(40):\n\
+         \x20   try:\n\
+         \x20       urllib.request.urlopen(urllib.request.Request('http://127.0.0.1:{port}/{bucket}', method='PUT'), timeout=10).read()\n\
+         \x20       break\n\
+         \x20   except urllib.error.URLError as e:\n\
+         \x20       if attempt == 39: raise\n\
+         \x20       print(f'attempt {{attempt}}: {{e}}', flush=True)\n\
+         \x20       time.sleep(0.5)\n"
     );
     let mut c = Command::new(&py);
     c.args(["-c", &create]);
-    run_checked(c, "create the bucket");
+    let out = c.output().expect("python");
+    assert!(
+        out.status.success(),
+        "creating the bucket on moto_server (port {port}) failed: {}{}\nmoto's log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    if !out.stdout.is_empty() {
+        eprintln!(
+            "moto_server on {port} answered the bucket creation late: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
     Some((
         moto,
         format!("s3://{bucket}?endpoint=http://127.0.0.1:{port}"),
