@@ -13,16 +13,14 @@ each member received; exits 1 if a message was lost, an acknowledging member got
 members did not get the rest while slow held its share, or slow got none.
 """
 import json
-import queue
 import sys
 import threading
 import time
 import uuid
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
+
+import paho_share
 
 port_a, port_b, count, block = (int(a) for a in sys.argv[1:5])
 run = uuid.uuid4().hex[:6]
@@ -33,23 +31,11 @@ got = {"slow": [], "fast": [], "other": []}
 
 
 def member(name, port, manual_ack):
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{run}",
-                    protocol=mqtt.MQTTv5, manual_ack=manual_ack)
-    ready = queue.Queue()
-    c.on_subscribe = lambda *a: ready.put(1)
-
-    def on_message(client, userdata, msg):
+    def on_payload(text):
         with lock:
-            got[name].append(msg.payload.decode())
+            got[name].append(text)
 
-    c.on_message = on_message
-    props = Properties(PacketTypes.CONNECT)
-    props.ReceiveMaximum = 10
-    c.connect("127.0.0.1", port, properties=props)
-    c.loop_start()
-    c.subscribe(share, options=SubscribeOptions(qos=1))
-    ready.get(timeout=10)
-    return c
+    return paho_share.member(f"{name}-{run}", port, share, 10, manual_ack, on_payload)
 
 
 slow = member("slow", port_b, manual_ack=True)

@@ -10,7 +10,6 @@ taker missed a message or got them only after half the lease time (they waited f
 """
 import json
 import os
-import queue
 import signal
 import sys
 import threading
@@ -18,9 +17,8 @@ import time
 import uuid
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
+
+import paho_share
 
 port_a, port_b, pid_a, count, lease = (int(a) for a in sys.argv[1:6])
 run = uuid.uuid4().hex[:6]
@@ -31,23 +29,11 @@ got = {"holder": [], "taker": []}
 
 
 def member(name, port, manual_ack):
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{run}",
-                    protocol=mqtt.MQTTv5, manual_ack=manual_ack)
-    ready = queue.Queue()
-    c.on_subscribe = lambda *a: ready.put(1)
-
-    def on_message(client, userdata, msg):
+    def on_payload(text):
         with lock:
-            got[name].append(msg.payload.decode())
+            got[name].append(text)
 
-    c.on_message = on_message
-    props = Properties(PacketTypes.CONNECT)
-    props.ReceiveMaximum = count
-    c.connect("127.0.0.1", port, properties=props)
-    c.loop_start()
-    c.subscribe(share, options=SubscribeOptions(qos=1))
-    ready.get(timeout=10)
-    return c
+    return paho_share.member(f"{name}-{run}", port, share, count, manual_ack, on_payload)
 
 
 def wait_for(name, n, seconds):
