@@ -7,39 +7,16 @@
 //!           "retention": "7d", "retention_bytes": 1000000000, "mqtt_topics": ["orders/#"]}}
 //! ```
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use wharf_log_format::catalog::{TENANT_RULE, valid_name, valid_tenant};
+use wharf_log_format::catalog::valid_name;
 
-use crate::{API_VERSION, Invalid, topic, typed};
+use crate::{Invalid, Resource, Spec, check_duration, check_reference, topic};
 
 /// See the module docs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct Address {
-    /// Always `wharf/v1`.
-    pub api_version: String,
-    /// Always `Address`.
-    pub kind: String,
-    pub metadata: Metadata,
-    #[serde(default)]
-    pub spec: AddressSpec,
-}
-
-/// A resource's name and where it belongs.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-pub struct Metadata {
-    /// `A-Z a-z 0-9 . _ -`, not starting with `.`, at most 200 characters (the catalog's and
-    /// the stream's name).
-    pub name: String,
-    /// The tenant whose log holds it (absent: the tenant the CLI or adapter works in).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
-}
+pub type Address = Resource<AddressSpec>;
 
 /// What an address is and how long its messages are kept.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -47,6 +24,10 @@ pub struct AddressSpec {
     /// `queue` if absent.
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<AddressType>,
+    /// The Plan whose address defaults (retention, ttl, max_delivery) apply where this spec
+    /// says nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
     /// Deliveries of one message to a queue's consumers before it is dead-lettered (≥ 1;
     /// absent: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,6 +42,10 @@ pub struct AddressSpec {
     /// The log of this address is trimmed to this many bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_bytes: Option<u64>,
+    /// A message's time to live where its sender gives none (`"1h"`): older messages are not
+    /// delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
     /// MQTT topic filters whose topics this address claims: publishes to them are stored in
     /// its stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +53,14 @@ pub struct AddressSpec {
 }
 
 /// The kinds of address of EnMasse's standard address space.
+///
+/// | type | stored (store-and-forward) | delivered to |
+/// | --- | --- | --- |
+/// | `queue` | yes | one of the competing consumers |
+/// | `topic` | yes | every subscriber |
+/// | `subscription` | yes | one of the consumers of a durable subscription on a topic |
+/// | `anycast` | no (direct) | one receiver attached now |
+/// | `multicast` | no (direct) | every receiver attached now |
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AddressType {
@@ -78,56 +71,20 @@ pub enum AddressType {
     Subscription,
 }
 
+impl AddressType {
+    /// Messages are kept in the log (and may be replayed); `anycast` and `multicast` are
+    /// direct: delivered to receivers attached now, never kept.
+    pub fn store_and_forward(self) -> bool {
+        matches!(self, Self::Queue | Self::Topic | Self::Subscription)
+    }
+
+    /// Every receiver gets each message (rather than one of them).
+    pub fn multicast(self) -> bool {
+        matches!(self, Self::Topic | Self::Multicast)
+    }
+}
+
 impl Address {
-    /// Parse and check a resource as the catalog holds it. `Err` names the first field that
-    /// is wrong.
-    pub fn from_json(value: &serde_json::Value) -> Result<Self, Invalid> {
-        let a: Address = typed(value)?;
-        a.validate()?;
-        Ok(a)
-    }
-
-    /// The JSON Schema of an Address resource.
-    pub fn json_schema() -> serde_json::Value {
-        serde_json::to_value(schemars::schema_for!(Address)).unwrap_or_default()
-    }
-
-    /// The checks types cannot express.
-    pub fn validate(&self) -> Result<(), Invalid> {
-        if self.api_version != API_VERSION {
-            return Err(Invalid::new(
-                "apiVersion",
-                format!("must be {API_VERSION:?}, not {:?}", self.api_version),
-            ));
-        }
-        if self.kind != "Address" {
-            return Err(Invalid::new(
-                "kind",
-                format!("must be \"Address\", not {:?}", self.kind),
-            ));
-        }
-        let name = &self.metadata.name;
-        if !valid_name(name) {
-            return Err(Invalid::new(
-                "metadata.name",
-                format!("{name:?} may only contain A-Z a-z 0-9 . _ - and must not start with '.'"),
-            ));
-        }
-        if let Some(t) = &self.metadata.tenant
-            && !valid_tenant(t)
-        {
-            return Err(Invalid::new(
-                "metadata.tenant",
-                format!("{t:?} is not a tenant name ({TENANT_RULE})"),
-            ));
-        }
-        self.spec.validate()
-    }
-
-    pub fn name(&self) -> &str {
-        &self.metadata.name
-    }
-
     /// `spec.type`, `queue` if absent.
     pub fn kind(&self) -> AddressType {
         self.spec.kind()
@@ -139,29 +96,14 @@ impl Address {
     }
 }
 
-impl AddressSpec {
-    /// The `spec` of a resource as the catalog holds it, parsed and checked: what the adapters
-    /// and housekeeping read (the catalog entry's name is the address's name). `Err` names
-    /// the field.
-    pub fn of(resource: &serde_json::Value) -> Result<Self, Invalid> {
-        let spec = match resource.get("spec") {
-            None | Some(serde_json::Value::Null) => Self::default(),
-            Some(v) => typed::<Self>(v).map_err(|e| Invalid {
-                field: if e.field == "(resource)" {
-                    "spec".to_string()
-                } else {
-                    format!("spec.{}", e.field)
-                },
-                problem: e.problem,
-            })?,
-        };
-        spec.validate()?;
-        Ok(spec)
-    }
+impl Spec for AddressSpec {
+    const KIND: &'static str = "Address";
+    const PLURAL: &'static str = "addresses";
+    const IN_TENANT: bool = true;
 
-    /// The checks types cannot express.
-    pub fn validate(&self) -> Result<(), Invalid> {
+    fn validate(&self) -> Result<(), Invalid> {
         let spec = self;
+        check_reference("spec.plan", &spec.plan)?;
         if spec.max_delivery == Some(0) {
             return Err(Invalid::new(
                 "spec.max_delivery",
@@ -176,14 +118,8 @@ impl AddressSpec {
                 format!("{d:?} is not an address name"),
             ));
         }
-        if let Some(r) = &spec.retention
-            && humantime::parse_duration(r).is_err()
-        {
-            return Err(Invalid::new(
-                "spec.retention",
-                format!("{r:?} is not a duration such as \"7d\""),
-            ));
-        }
+        check_duration("spec.retention", &spec.retention)?;
+        check_duration("spec.ttl", &spec.ttl)?;
         for (i, f) in spec.mqtt_topics.iter().flatten().enumerate() {
             if !topic::valid_filter(f) || f.starts_with("$share/") {
                 return Err(Invalid::new(
@@ -195,14 +131,41 @@ impl AddressSpec {
         Ok(())
     }
 
+    fn validate_name(name: &str) -> Result<(), Invalid> {
+        if valid_address_name(name) {
+            Ok(())
+        } else {
+            Err(Invalid::new(
+                "metadata.name",
+                format!("{name:?} is not an address name"),
+            ))
+        }
+    }
+}
+
+impl AddressSpec {
+    /// The `spec` of a resource as the catalog holds it, parsed and checked: what the adapters
+    /// and housekeeping read (the catalog entry's name is the address's name). `Err` names
+    /// the field.
+    pub fn of(resource: &serde_json::Value) -> Result<Self, Invalid> {
+        Address::spec_of(resource)
+    }
+
     /// `type`, `queue` if absent.
     pub fn kind(&self) -> AddressType {
         self.kind.unwrap_or(AddressType::Queue)
     }
 
-    /// `retention` as a duration (checked by [`AddressSpec::validate`]).
+    /// `retention` as a duration (checked by [`Spec::validate`]).
     pub fn retention(&self) -> Option<Duration> {
         self.retention
+            .as_deref()
+            .and_then(|r| humantime::parse_duration(r).ok())
+    }
+
+    /// `ttl` as a duration.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.ttl
             .as_deref()
             .and_then(|r| humantime::parse_duration(r).ok())
     }
@@ -254,6 +217,8 @@ mod tests {
             (json!({"retention": 7}), "spec.retention"),
             (json!({"retention_bytes": "1GB"}), "spec.retention_bytes"),
             (json!({"dead_letter": "a~b"}), "spec.dead_letter"),
+            (json!({"ttl": "later"}), "spec.ttl"),
+            (json!({"plan": "no such/plan"}), "spec.plan"),
             (json!({"mqtt_topics": "a/#"}), "spec.mqtt_topics"),
             (
                 json!({"mqtt_topics": ["ok", "a/#/b"]}),
@@ -290,7 +255,7 @@ mod tests {
         let no_name = json!({"apiVersion": "wharf/v1", "kind": "Address", "metadata": {}});
         assert_eq!(
             Address::from_json(&no_name).expect_err("bad").field,
-            "metadata"
+            "metadata.name"
         );
     }
 
@@ -312,7 +277,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_kept_not_refused() {
         // The catalog holds what was applied; fields of later versions pass through.
-        let r = resource(json!({"type": "topic", "ttl": "1h"}));
+        let r = resource(json!({"type": "topic", "delivery_mode": "fast"}));
         assert_eq!(
             Address::from_json(&r).expect("valid").kind(),
             AddressType::Topic
@@ -329,6 +294,7 @@ mod tests {
             "max_delivery",
             "mqtt_topics",
             "multicast",
+            "ttl",
         ] {
             assert!(text.contains(field), "{field} missing from {text}");
         }
