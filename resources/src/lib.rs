@@ -18,6 +18,7 @@
 //! typed, checked view of it.
 
 pub mod address;
+pub mod catalog;
 pub mod permission;
 pub mod plan;
 pub mod status;
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use wharf_log_format::catalog::{TENANT_RULE, valid_name, valid_tenant};
 
 pub use address::{Address, AddressSpec, AddressType};
+pub use catalog::{Catalogs, Stored, WriteError};
 pub use permission::{Action, Permission};
 pub use plan::{AddressDefaults, Limits, Plan, PlanSpec};
 pub use status::{Phase, Status};

@@ -75,6 +75,16 @@ impl Catalog {
         Ok(self.current(kind, name).await?.filter(|e| !e.deleted))
     }
 
+    /// The current revision of `kind/name` and whether it is a tombstone (`None`: never
+    /// written, or pruned away).
+    pub async fn revision(&self, kind: &str, name: &str) -> Result<Option<(u64, bool)>> {
+        check(kind, name)?;
+        Ok(self
+            .current(kind, name)
+            .await?
+            .map(|e| (e.revision, e.deleted)))
+    }
+
     /// Create or replace `kind/name`. Returns the new revision.
     pub async fn put(&self, kind: &str, name: &str, body: serde_json::Value) -> Result<u64> {
         self.write(kind, name, None, body, false).await
