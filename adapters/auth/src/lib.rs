@@ -277,6 +277,12 @@ impl Auth {
     }
 }
 
+/// Whether `password` matches the argon2 PHC string `hash` (tens of milliseconds of CPU: call
+/// it off the async threads).
+pub fn verify_password(hash: &str, password: &[u8]) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok())
+}
+
 /// An argon2id PHC string for `password`, with a random salt.
 pub fn hash_password(password: &[u8]) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
