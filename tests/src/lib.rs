@@ -31,10 +31,14 @@ pub fn wharf_bin() -> PathBuf {
     bin
 }
 
-/// A `wharf` command on `store`.
+/// A `wharf` command on `store`. Adapters it starts serve no management API (tests run many
+/// at once; one that wants it passes `--http 127.0.0.1:PORT`).
 pub fn wharf(store: &str) -> Command {
     let mut cmd = Command::new(wharf_bin());
-    cmd.arg("--store").arg(store).env("RUST_LOG", "warn");
+    cmd.arg("--store")
+        .arg(store)
+        .env("RUST_LOG", "warn")
+        .env("WHARF_HTTP", "off");
     cmd
 }
 

@@ -31,7 +31,7 @@ pub struct ListenerArgs {
     /// MQTT over TLS, e.g. 0.0.0.0:8883 (needs --tls-cert and --tls-key).
     #[arg(long)]
     pub mqtts: Option<String>,
-    /// MQTT over WebSocket (path /mqtt), e.g. 127.0.0.1:8080.
+    /// MQTT over WebSocket (path /mqtt), e.g. 127.0.0.1:8081.
     #[arg(long)]
     pub mqtt_ws: Option<String>,
     /// MQTT over WebSocket with TLS (path /mqtt), e.g. 0.0.0.0:8443.
@@ -48,6 +48,18 @@ pub struct ListenerArgs {
     /// tenant named is served). Overrides `auth.users_file` in the settings.
     #[arg(long, env = "WHARF_USERS")]
     pub users: Option<PathBuf>,
+    /// The management API, /metrics, /healthz and /readyz over HTTP ("off" to disable).
+    #[arg(long, env = "WHARF_HTTP", default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// A token that makes a caller of the management API an admin (`Authorization: Bearer
+    /// TOKEN`). Without one, callers without credentials are admins where anonymous clients
+    /// are let in (by default: only on a loopback --http).
+    #[arg(long, env = "WHARF_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// How often retention, compaction and garbage collection run (by whichever process of
+    /// the deployment holds the housekeeping role).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub housekeeping: std::time::Duration,
     /// Let other processes on this machine listen on the same ports (SO_REUSEPORT): several
     /// adapters on one store then share the clients.
     #[arg(long)]

@@ -8,14 +8,16 @@
 //! commands work on one tenant's log (`--tenant`, the default tenant's otherwise).
 
 mod address;
+mod housekeeper;
 mod housekeeping;
 mod inspect;
 mod listeners;
+mod management;
 mod produce;
 mod settings;
 mod tenants;
 
-use std::{collections::BTreeMap, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -49,16 +51,14 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run Wharf in one process on the embedded store (./wharf-data unless --store says
-    /// otherwise): the MQTT and AMQP listeners, plus retention, compaction and garbage collection.
+    /// otherwise): the MQTT and AMQP listeners, the management API, and housekeeping.
     Up {
-        /// How often retention and garbage collection run.
-        #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
-        housekeeping: Duration,
         #[command(flatten)]
         listen: listeners::ListenerArgs,
     },
-    /// Run one stateless adapter on a shared store: the listeners, no housekeeping.
-    /// Several adapters may serve one store.
+    /// Run one stateless adapter on a shared store: the listeners and the management API;
+    /// one adapter of a deployment at a time also does the housekeeping. Several adapters may
+    /// serve one store.
     Adapter {
         #[command(flatten)]
         listen: listeners::ListenerArgs,
@@ -228,6 +228,55 @@ async fn open_log(store: Store, settings: &Settings) -> Result<Log> {
         .with_context(|| format!("cannot open the log in {url}"))
 }
 
+/// Serve the listeners and the management API, and take the housekeeping role in turn, until
+/// SIGINT or SIGTERM.
+async fn serve(
+    store: Store,
+    settings: &Settings,
+    listen: &listeners::ListenerArgs,
+    tenant: &str,
+    up: &str,
+) -> Result<ExitCode> {
+    store.verify_conditional_put().await?;
+    let log = open_log(store, settings).await?;
+    let (stop, stopped) = shutdown_watch();
+    if let Some(file) = &listen.addresses {
+        address::apply(&log, settings, file, tenant).await?;
+    }
+    let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (services, handles) = listeners::start(listen, settings, &log, stopped.clone()).await?;
+    let catalogs = management::catalogs(&services).await;
+    let api = management::start(
+        listen,
+        &services,
+        catalogs.clone(),
+        listening.clone(),
+        stopped.clone(),
+    )?;
+    listening.store(true, std::sync::atomic::Ordering::Release);
+    let housekeeper = housekeeper::Housekeeper {
+        tenants: services.clone(),
+        catalogs,
+        settings: settings.clone(),
+        every: listen.housekeeping,
+        implicit_tenants: services.iter().map(|(n, _)| n.clone()).collect(),
+    };
+    let housekeeper = tokio::spawn(housekeeper.run(stopped));
+    tracing::info!(store = %log.store().url, "{up}");
+    stop.await;
+    for h in handles {
+        let _ = h.await;
+    }
+    services.shutdown(Duration::from_secs(5)).await;
+    // The housekeeping lease is released, so that another process takes the role at once.
+    let _ = tokio::time::timeout(Duration::from_secs(5), housekeeper).await;
+    if let Some(api) = api {
+        let _ = tokio::time::timeout(Duration::from_secs(5), api).await;
+    }
+    tracing::info!("shutting down");
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     if let Command::User {
@@ -285,59 +334,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::User { .. } => Ok(ExitCode::SUCCESS), // handled above
         Command::Adapter { listen } => {
-            store.verify_conditional_put().await?;
-            let log = open_log(store, &settings).await?;
-            let (stop, stopped) = shutdown_watch();
-            if let Some(file) = &listen.addresses {
-                address::apply(&log, &settings, file, tenant).await?;
-            }
-            let (services, handles) = listeners::start(&listen, &settings, &log, stopped).await?;
-            tracing::info!(store = %log.store().url, "wharf adapter is up");
-            stop.await;
-            for h in handles {
-                let _ = h.await;
-            }
-            services.shutdown(Duration::from_secs(5)).await;
-            tracing::info!("shutting down");
-            Ok(ExitCode::SUCCESS)
+            serve(store, &settings, &listen, tenant, "wharf adapter is up").await
         }
-        Command::Up {
-            housekeeping,
-            listen,
-        } => {
-            store.verify_conditional_put().await?;
-            let log = open_log(store, &settings).await?;
-            let (stop, stopped) = shutdown_watch();
-            if let Some(file) = &listen.addresses {
-                address::apply(&log, &settings, file, tenant).await?;
-            }
-            let (services, handles) = listeners::start(&listen, &settings, &log, stopped).await?;
-            tracing::info!(store = %log.store().url, "wharf is up");
-            // Tenants with a log in the store but no users here any more still get their
-            // retention and garbage collection: their logs are opened on first need.
-            let mut unserved: BTreeMap<String, Log> = BTreeMap::new();
-            let shutdown = stop;
-            tokio::pin!(shutdown);
-            let mut tick = tokio::time::interval(housekeeping);
-            loop {
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    _ = tick.tick() => {}
-                }
-                // Housekeeping may be cut short: its commits are create-only, so stopping
-                // between or during them leaves the log consistent.
-                tokio::select! {
-                    _ = &mut shutdown => break,
-                    _ = housekeeping::every_tenant(&services, &mut unserved, &settings) => {}
-                }
-            }
-            for h in handles {
-                h.abort();
-            }
-            services.shutdown(Duration::from_secs(5)).await;
-            tracing::info!("shutting down");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Up { listen } => serve(store, &settings, &listen, tenant, "wharf is up").await,
         Command::Tenants => {
             println!("{DEFAULT_TENANT}");
             for name in root.tenants().await? {

@@ -83,6 +83,8 @@ pub async fn open_log(root: &Store, name: &str, settings: &Settings) -> Result<L
 #[derive(Debug)]
 pub struct Tenants {
     served: BTreeMap<String, Tenant>,
+    /// Who may connect (the users file).
+    auth: Arc<Auth>,
     /// Every tenant's background tasks, shut down after the connections.
     background: Background,
 }
@@ -125,11 +127,19 @@ impl Tenants {
                 "serving several tenants"
             );
         }
-        let tenants = Arc::new(Self { served, background });
+        let tenants = Arc::new(Self {
+            served,
+            auth,
+            background,
+        });
         let default = tenants.default();
         default.mqtt.route_tenants(router(&tenants, |t| &t.mqtt));
         default.amqp.route_tenants(router(&tenants, |t| &t.amqp));
         Ok(tenants)
+    }
+
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.clone()
     }
 
     pub fn get(&self, name: &str) -> Option<&Tenant> {

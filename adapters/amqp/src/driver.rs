@@ -251,6 +251,8 @@ struct Conn {
     shared: Arc<Amqp>,
     /// Counts this connection as a client of its tenant's log (see `wharf_log::Log::client`).
     client: wharf_log::ClientGuard,
+    /// Its metrics (counted as a connection of its tenant while it lives).
+    flow: wharf_adapter_core::metrics::Flow,
     engine: Connection,
     local: SocketAddr,
     container_id: String,
@@ -293,6 +295,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut conn = Conn {
         engine: Connection::new(config),
         client: shared.log.client(),
+        flow: wharf_adapter_core::metrics::Flow::new(
+            wharf_adapter_core::record::Protocol::Amqp,
+            shared.tenancy.own(),
+        ),
         shared,
         local,
         container_id: String::new(),
@@ -460,6 +466,10 @@ impl Conn {
                             match self.shared.tenancy.service(&self.shared, &tenant).await {
                                 Ok(service) => {
                                     self.client = service.log.client();
+                                    self.flow = wharf_adapter_core::metrics::Flow::new(
+                                        wharf_adapter_core::record::Protocol::Amqp,
+                                        &tenant,
+                                    );
                                     self.shared = service;
                                     Verdict::Allowed(user)
                                 }
@@ -787,6 +797,7 @@ impl Conn {
             return;
         }
         let now = self.shared.log.clock().now_ms();
+        self.flow.received(d.payload.len());
         let record = message::record(address.record_key(), d.payload, d.settled, now);
         let batch = self.batch.entry(address.stream).or_default();
         batch.records.push(record);
@@ -855,12 +866,15 @@ impl Conn {
         for (stream, Batch { records, senders }) in self.batch.drain() {
             let n = records.len();
             self.pending_records += n;
+            let started = tokio::time::Instant::now();
+            let meter = self.flow.durable();
             let pending = self.shared.log.submit(&stream, records).await;
             self.appends.push(Box::pin(async move {
                 let state = match pending {
                     Ok(p) => p.durable().await.map(|_| ()),
                     Err(e) => Err(e),
                 };
+                meter.took(started.elapsed());
                 let state = match state {
                     Ok(()) => DeliveryState::Accepted(Accepted {}),
                     Err(e) => {
@@ -904,6 +918,7 @@ impl Conn {
                 let tag = o.offset.to_be_bytes();
                 match self.engine.send(link, &tag, &o.payload, presettled) {
                     Ok(delivery_id) => {
+                        self.flow.delivered(o.payload.len());
                         if !presettled {
                             self.unsettled.insert((link, delivery_id), o.offset);
                         } else if let Some(c) = consumer {

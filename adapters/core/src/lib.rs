@@ -33,6 +33,7 @@ pub mod competing;
 pub mod errors;
 pub mod following;
 pub mod keyed;
+pub mod metrics;
 pub mod names;
 pub mod record;
 pub mod runtime;

@@ -484,6 +484,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     let mut conn = Conn {
         max_packet: shared.settings.session.max_packet_size as usize,
         _client: shared.log.client(),
+        flow: wharf_adapter_core::metrics::Flow::new(
+            wharf_adapter_core::record::Protocol::Mqtt,
+            shared.tenancy.own(),
+        ),
         shared,
         local,
         retained_queue: VecDeque::new(),
@@ -549,6 +553,8 @@ struct Conn {
     shared: Arc<Mqtt>,
     /// Counts this connection as a client of its tenant's log (see `wharf_log::Log::client`).
     _client: wharf_log::ClientGuard,
+    /// Its metrics (counted as a connection of its tenant while it lives).
+    flow: wharf_adapter_core::metrics::Flow,
     /// The listener's address (anonymous access depends on it).
     local: SocketAddr,
     /// Retained messages owed to new subscriptions: (filter, message), sent as the in-flight
@@ -940,6 +946,11 @@ impl Conn {
                             messages.push(message);
                         }
                     }
+                    for m in &messages {
+                        self.flow.received(m.payload.len());
+                    }
+                    let started = Instant::now();
+                    let meter = self.flow.durable();
                     match store(self.log(), &self.shared.claims, &messages).await {
                         Ok(durable) => {
                             self.pending_records += tokens.len();
@@ -947,6 +958,7 @@ impl Conn {
                                 .get_or_insert_with(Default::default)
                                 .push_back(Box::pin(async move {
                                     let result = durable.await.map_err(|e| StoreFailure::from(&e));
+                                    meter.took(started.elapsed());
                                     (tokens, result)
                                 }))
                         }
@@ -985,6 +997,10 @@ impl Conn {
                         Ok(service) => {
                             session.use_settings(service.session_settings.clone());
                             self._client = service.log.client();
+                            self.flow = wharf_adapter_core::metrics::Flow::new(
+                                wharf_adapter_core::record::Protocol::Mqtt,
+                                &tenant,
+                            );
                             self.shared = service;
                         }
                         Err(e) => {
@@ -1246,12 +1262,16 @@ impl Conn {
         let version = self.version.unwrap_or(Version::V311);
         let before = self.output.len();
         codec::write(version, p, &mut self.output).map_err(|e| Ended::Encode(format!("{e:?}")))?;
-        let Some(max) = session.client_max_packet() else {
-            return Ok(());
-        };
-        if self.output.len() - before <= max {
+        let fits = session
+            .client_max_packet()
+            .is_none_or(|max| self.output.len() - before <= max);
+        if fits {
+            if let Packet::Publish(publish) = p {
+                self.flow.delivered(publish.payload.len());
+            }
             return Ok(());
         }
+        let max = session.client_max_packet().unwrap_or(usize::MAX);
         self.output.truncate(before);
         match p {
             Packet::Publish(publish) => {

@@ -40,6 +40,8 @@ mod settings;
 mod store;
 mod writer;
 
+pub mod metrics;
+
 pub use blocks::{Blocks, MAX_BLOCKS};
 pub use catalog::{Catalog, CatalogEvent, CatalogWatch};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -31,6 +31,11 @@ impl fmt::Debug for Store {
     }
 }
 
+/// `store`, its requests counted (`crate::metrics`).
+fn instrumented(store: impl ObjectStore) -> Arc<dyn ObjectStore> {
+    Arc::new(crate::metrics::Instrumented::new(Arc::new(store)))
+}
+
 impl Store {
     /// Wrap an existing object store (tests, custom wrappers).
     pub fn new(
@@ -55,7 +60,11 @@ impl Store {
     pub fn open(url: &str) -> Result<Self> {
         let invalid = |detail: String| LogError::invalid("store URL", format!("{url:?}: {detail}"));
         if url == "memory://" || url == "memory:" {
-            return Ok(Self::new(Arc::new(InMemory::new()), StoreKind::Memory, url));
+            return Ok(Self::new(
+                instrumented(InMemory::new()),
+                StoreKind::Memory,
+                url,
+            ));
         }
         if let Some(rest) = url.strip_prefix("s3://") {
             let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
@@ -104,9 +113,9 @@ impl Store {
             let s3 = builder.build().map_err(|e| invalid(e.to_string()))?;
             let prefix = prefix.trim_matches('/');
             let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-                Arc::new(s3)
+                instrumented(s3)
             } else {
-                Arc::new(PrefixStore::new(s3, Path::from(prefix)))
+                instrumented(PrefixStore::new(s3, Path::from(prefix)))
             };
             return Ok(Self::new(store, StoreKind::S3, url));
         }
@@ -141,7 +150,7 @@ impl Store {
         // Segments go to a journal (one append and one fdatasync per commit, not a file and two
         // fsyncs); everything else is a file, written with fsync (`wharf-log-fs`).
         let fs = FsStore::new(dir, FsOptions::default()).map_err(|e| invalid(e.to_string()))?;
-        Ok(Self::new(Arc::new(fs), StoreKind::File, url))
+        Ok(Self::new(instrumented(fs), StoreKind::File, url))
     }
 
     /// The store of tenant `name`: the root for the default tenant, `tenants/<name>/` for any

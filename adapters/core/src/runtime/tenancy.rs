@@ -63,6 +63,11 @@ impl<S> Tenancy<S> {
         }
     }
 
+    /// The tenant this service serves.
+    pub fn own(&self) -> &str {
+        &self.own
+    }
+
     /// Hand clients of other tenants to the services `router` finds (set once, before
     /// serving; without it they are refused).
     pub fn route(&self, router: Router<S>) {
