@@ -167,6 +167,9 @@ impl Catalogs {
         }
         let catalog = self.log_for(kind, tenant).await?.catalog();
         let name = resource.name();
+        if let Any::Address(address) = resource {
+            self.check_claims(address, tenant).await?;
+        }
         let result = match expected {
             Some(n) => {
                 let at = current_or_tombstone(&catalog, kind, name, n).await?;
@@ -179,6 +182,41 @@ impl Catalogs {
             Err(LogError::Conflict(m)) => Err(WriteError::Conflict(m)),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// An address's `spec.mqtt_topics` must not overlap another address's in its tenant (a
+    /// topic belongs to one address). Two applies at once can still both pass: the
+    /// reconciler then fails the later one by name.
+    async fn check_claims(&self, address: &crate::Address, tenant: &str) -> Result<(), WriteError> {
+        let Some(own) = &address.spec.mqtt_topics else {
+            return Ok(());
+        };
+        for other in self.log(tenant).await?.catalog().list("Address").await? {
+            if other.name == address.name() {
+                continue;
+            }
+            let Ok(spec) = crate::AddressSpec::of(&other.body) else {
+                continue;
+            };
+            for (i, f) in own.iter().enumerate() {
+                if let Some(g) = spec
+                    .mqtt_topics
+                    .iter()
+                    .flatten()
+                    .find(|g| crate::topic::overlap(f, g))
+                {
+                    return Err(Invalid::new(
+                        format!("spec.mqtt_topics[{i}]"),
+                        format!(
+                            "{f:?} overlaps {g:?} of address {} in tenant {tenant} (a topic belongs to one address)",
+                            other.name
+                        ),
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Delete a resource and its status. False if it did not exist.
@@ -364,6 +402,32 @@ mod tests {
             Phase::Pending,
             "no status left from before"
         );
+    }
+
+    #[tokio::test]
+    async fn overlapping_topic_claims_are_refused_naming_the_field() {
+        let c = catalogs().await;
+        let claim = |name: &str, filter: &str| {
+            Any::from_json(&json!({"apiVersion": "wharf/v1", "kind": "Address",
+                "metadata": {"name": name}, "spec": {"type": "topic", "mqtt_topics": [format!("{name}/own"), filter.to_string()]}}))
+            .expect("valid")
+        };
+        c.apply(&claim("a", "s/#"), "default", None)
+            .await
+            .expect("first");
+        c.apply(&claim("a", "s/+"), "default", None)
+            .await
+            .expect("its own claims may change");
+        match c.apply(&claim("b", "s/1"), "default", None).await {
+            Err(WriteError::Invalid(e)) => {
+                assert_eq!(e.field, "spec.mqtt_topics[1]", "{e}");
+                assert!(e.problem.contains("address a"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
+        c.apply(&claim("b", "s/1"), "acme", None)
+            .await
+            .expect("another tenant");
     }
 
     #[tokio::test]

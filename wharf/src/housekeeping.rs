@@ -92,6 +92,7 @@ pub async fn every_tenant(
         }
         Err(e) => tracing::warn!(error = %e, "cannot list the tenants in the store"),
     }
+    let served = served.list();
     let logs = served
         .iter()
         .map(|(name, t)| (name, &t.log))

@@ -66,6 +66,17 @@ pub struct ListenerArgs {
     pub reuse_port: bool,
 }
 
+/// The anonymous rule and the users file's users (User resources are added by
+/// `crate::users`).
+pub fn auth(args: &ListenerArgs, settings: &Settings) -> Result<Auth> {
+    let mut auth = Auth::new(settings.auth.anonymous);
+    if let Some(path) = args.users.as_ref().or(settings.auth.users_file.as_ref()) {
+        auth.load_users(path).map_err(anyhow::Error::msg)?;
+        tracing::info!(users = auth.user_count(), file = %path.display(), "users loaded");
+    }
+    Ok(auth)
+}
+
 /// Bind `addr`, with SO_REUSEPORT if asked; failing start-up with the address if it cannot.
 fn bind(what: &str, addr: &str, reuse_port: bool) -> Result<TcpListener> {
     let sa: SocketAddr = addr
@@ -94,13 +105,9 @@ pub async fn start(
     args: &ListenerArgs,
     settings: &Settings,
     log: &Log,
+    auth: Arc<Auth>,
     stopped: watch::Receiver<bool>,
 ) -> Result<(Arc<Tenants>, Vec<JoinHandle<()>>)> {
-    let mut auth = Auth::new(settings.auth.anonymous);
-    if let Some(path) = args.users.as_ref().or(settings.auth.users_file.as_ref()) {
-        auth.load_users(path).map_err(anyhow::Error::msg)?;
-        tracing::info!(users = auth.user_count(), file = %path.display(), "users loaded");
-    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tokio_rustls::TlsAcceptor::from(
             wharf_adapter_core::runtime::tls::server_config(cert, key, &[])
@@ -109,7 +116,7 @@ pub async fn start(
         (None, None) => None,
         _ => bail!("--tls-cert and --tls-key go together"),
     };
-    let tenants = Tenants::start(log, settings, Arc::new(auth)).await?;
+    let tenants = Tenants::start(log, settings, auth).await?;
     let (mqtt, amqp) = (&tenants.default().mqtt, &tenants.default().amqp);
     let mut wanted = Vec::new();
     if args.mqtt != "off" {

@@ -16,6 +16,7 @@ mod management;
 mod produce;
 mod settings;
 mod tenants;
+mod users;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
@@ -244,7 +245,21 @@ async fn serve(
         address::apply(&log, settings, file, tenant).await?;
     }
     let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (services, handles) = listeners::start(listen, settings, &log, stopped.clone()).await?;
+    // User resources before the first client, so that their tenants are served from the start.
+    let auth = listeners::auth(listen, settings)?;
+    let mut follower = users::Follower::new(&log);
+    follower
+        .poll(&auth)
+        .await
+        .context("reading User and Tenant resources from the catalog")?;
+    let (services, handles) =
+        listeners::start(listen, settings, &log, Arc::new(auth), stopped.clone()).await?;
+    for (name, _) in catalog_tenants(&log).await? {
+        if let Err(e) = services.ensure(&name).await {
+            tracing::warn!(tenant = name, error = %e, "cannot serve the tenant");
+        }
+    }
+    let users = tokio::spawn(users::follow(follower, services.clone(), stopped.clone()));
     let catalogs = management::catalogs(&services).await;
     let api = management::start(
         listen,
@@ -259,7 +274,7 @@ async fn serve(
         catalogs,
         settings: settings.clone(),
         every: listen.housekeeping,
-        implicit_tenants: services.iter().map(|(n, _)| n.clone()).collect(),
+        implicit_tenants: services.auth().file_tenants().into_iter().collect(),
     };
     let housekeeper = tokio::spawn(housekeeper.run(stopped));
     tracing::info!(store = %log.store().url, "{up}");
@@ -268,6 +283,7 @@ async fn serve(
         let _ = h.await;
     }
     services.shutdown(Duration::from_secs(5)).await;
+    users.abort();
     // The housekeeping lease is released, so that another process takes the role at once.
     let _ = tokio::time::timeout(Duration::from_secs(5), housekeeper).await;
     if let Some(api) = api {
@@ -275,6 +291,17 @@ async fn serve(
     }
     tracing::info!("shutting down");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The tenants declared by Tenant resources.
+async fn catalog_tenants(root: &Log) -> Result<Vec<(String, serde_json::Value)>> {
+    Ok(root
+        .catalog()
+        .list("Tenant")
+        .await?
+        .into_iter()
+        .map(|e| (e.name, e.body))
+        .collect())
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {

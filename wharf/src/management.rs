@@ -21,8 +21,9 @@ fn registry(tenants: &Arc<Tenants>) -> prometheus_client::registry::Registry {
     wharf_adapter_core::metrics::register(&mut registry, move || {
         weak.upgrade()
             .map(|t| {
-                t.iter()
-                    .map(|(name, t)| (name.clone(), t.log.clone()))
+                t.list()
+                    .into_iter()
+                    .map(|(name, t)| (name, t.log.clone()))
                     .collect()
             })
             .unwrap_or_default()
@@ -33,8 +34,8 @@ fn registry(tenants: &Arc<Tenants>) -> prometheus_client::registry::Registry {
 /// Catalogs over the store, using the logs the process has open.
 pub async fn catalogs(tenants: &Tenants) -> Catalogs {
     let catalogs = Catalogs::new(tenants.default().log.clone());
-    for (name, t) in tenants.iter() {
-        catalogs.with_log(name, t.log.clone()).await;
+    for (name, t) in tenants.list() {
+        catalogs.with_log(&name, t.log.clone()).await;
     }
     catalogs
 }
@@ -69,7 +70,7 @@ pub fn start(
         },
         metrics: Arc::new(registry(tenants)),
         listening,
-        implicit_tenants: Arc::new(tenants.iter().map(|(n, _)| n.clone()).collect()),
+        implicit_tenants: Arc::new(tenants.auth().file_tenants()),
         local: addr,
     };
     tracing::info!(listener = "http", %addr, "listening (management API, /metrics, /healthz)");

@@ -79,12 +79,18 @@ pub async fn open_log(root: &Store, name: &str, settings: &Settings) -> Result<L
     crate::open_log(root.tenant(name)?, settings).await
 }
 
-/// Every tenant a process serves, by name.
+/// Every tenant a process serves, by name. Tenants are started when a user or a Tenant
+/// resource first names them ([`Tenants::ensure`]), without a restart.
 #[derive(Debug)]
 pub struct Tenants {
-    served: BTreeMap<String, Tenant>,
-    /// Who may connect (the users file).
+    served: std::sync::RwLock<BTreeMap<String, Arc<Tenant>>>,
+    /// The default tenant's (always served; its services accept every connection).
+    default: Arc<Tenant>,
+    /// Who may connect (the users file and User resources).
     auth: Arc<Auth>,
+    settings: Settings,
+    /// Tenants being started, one at a time.
+    starting: tokio::sync::Mutex<()>,
     /// Every tenant's background tasks, shut down after the connections.
     background: Background,
 }
@@ -99,7 +105,7 @@ fn router<S: Send + Sync + 'static>(
     Router::new(move |name| {
         let found = weak
             .upgrade()
-            .and_then(|t| t.get(name).map(|t| pick(t).clone()));
+            .and_then(|t| t.get(name).map(|t| pick(&t).clone()));
         let name = name.to_string();
         Box::pin(async move { found.ok_or_else(|| format!("tenant {name:?} is not served")) })
     })
@@ -119,7 +125,7 @@ impl Tenants {
             };
             let tenant =
                 Tenant::start(&name, tenant_log, settings, auth.clone(), &background).await?;
-            served.insert(name, tenant);
+            served.insert(name, Arc::new(tenant));
         }
         if served.len() > 1 {
             tracing::info!(
@@ -127,9 +133,15 @@ impl Tenants {
                 "serving several tenants"
             );
         }
+        let Some(default) = served.get(DEFAULT_TENANT).cloned() else {
+            anyhow::bail!("the default tenant was not started");
+        };
         let tenants = Arc::new(Self {
-            served,
+            served: std::sync::RwLock::new(served),
+            default,
             auth,
+            settings: settings.clone(),
+            starting: tokio::sync::Mutex::new(()),
             background,
         });
         let default = tenants.default();
@@ -138,24 +150,55 @@ impl Tenants {
         Ok(tenants)
     }
 
+    /// Serve tenant `name` from now on, if it is not served yet (a user or a Tenant resource
+    /// named it after start-up).
+    pub async fn ensure(&self, name: &str) -> Result<()> {
+        let _one_at_a_time = self.starting.lock().await;
+        if self.get(name).is_some() {
+            return Ok(());
+        }
+        let log = open_log(self.default.log.store(), name, &self.settings).await?;
+        let tenant = Tenant::start(
+            name,
+            log,
+            &self.settings,
+            self.auth.clone(),
+            &self.background,
+        )
+        .await?;
+        tracing::info!(tenant = name, "serving a new tenant");
+        self.served
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), Arc::new(tenant));
+        Ok(())
+    }
+
     pub fn auth(&self) -> Arc<Auth> {
         self.auth.clone()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Tenant> {
-        self.served.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<Tenant>> {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// The default tenant (always served): its services accept every connection.
     pub fn default(&self) -> &Tenant {
-        match self.served.get(DEFAULT_TENANT) {
-            Some(t) => t,
-            None => unreachable!("the default tenant is always served"),
-        }
+        &self.default
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Tenant)> {
-        self.served.iter()
+    /// The tenants served now, by name.
+    pub fn list(&self) -> Vec<(String, Arc<Tenant>)> {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect()
     }
 
     /// Shut down in order (see `wharf_adapter_core::runtime`): the listeners have stopped

@@ -35,9 +35,10 @@ use wharf_adapter_core::runtime::{
     listen::{Active, Handshake, Handshakes, accept_connections},
 };
 use wharf_adapter_core::wills::Wills;
-use wharf_auth::{Auth, Verdict};
+use wharf_auth::{Action as Permit, Auth, Grants, Verdict};
 use wharf_log::Log;
 use wharf_log_format::{Offset, Record, StreamId};
+use wharf_resources::permission;
 
 use crate::{
     attach::{ReceiverPlan, SenderPlan, SourcePlan, plan_receiver, plan_sender, plan_source},
@@ -257,6 +258,12 @@ struct Conn {
     local: SocketAddr,
     container_id: String,
     user: Option<String>,
+    /// What the user may do, as of users generation `grants_seen` (`Auth::generation`).
+    grants: Grants,
+    grants_seen: u64,
+    /// The links a permission was checked for: what they do, on which name. A permission
+    /// taken away detaches them (`amqp:unauthorized-access`).
+    guarded: HashMap<LinkId, (Permit, String)>,
     links: HashMap<LinkId, LinkState>,
     by_id: HashMap<u64, LinkId>,
     tx: mpsc::UnboundedSender<ToLink>,
@@ -303,6 +310,9 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         local,
         container_id: String::new(),
         user: None,
+        grants: Grants::all(),
+        grants_seen: 0,
+        guarded: HashMap::new(),
         links: HashMap::new(),
         by_id: HashMap::new(),
         tx,
@@ -428,6 +438,19 @@ fn address_error(e: AddressError) -> Error {
 }
 
 /// An attach refused because the store failed (`core::errors`' table).
+/// `amqp:unauthorized-access`, saying who may not do what where.
+fn not_allowed(user: &str, action: Permit, name: &str) -> Error {
+    let what = match action {
+        Permit::Send => "send to",
+        Permit::Receive => "receive from",
+        Permit::Manage => "manage",
+    };
+    err(
+        AmqpError::UnauthorizedAccess,
+        format!("user {user:?} may not {what} {name:?}"),
+    )
+}
+
 fn attach_failed(e: &wharf_log::LogError) -> Error {
     let failure = StoreFailure::from(e);
     err(
@@ -441,6 +464,7 @@ impl Conn {
     /// (`Some(None)`: a clean close).
     async fn events(&mut self, peer: SocketAddr) -> Option<Option<Ended>> {
         let mut end = None;
+        self.grants_changed();
         while let Some(event) = self.engine.poll_event() {
             match event {
                 Event::SaslInit {
@@ -483,6 +507,8 @@ impl Conn {
                     };
                     match verdict {
                         Verdict::Allowed(user) => {
+                            self.grants_seen = self.shared.auth.generation();
+                            self.grants = self.shared.auth.grants(user.as_deref());
                             self.user = user;
                             self.engine.sasl_outcome(true);
                         }
@@ -560,12 +586,59 @@ impl Conn {
     /// Forget a link; returns its state (dropping it ends a queue membership or a
     /// subscription).
     fn drop_link(&mut self, link: LinkId) -> Option<LinkState> {
+        self.guarded.remove(&link);
         let state = self.links.remove(&link);
         if let Some(LinkState::Queue { id, .. } | LinkState::Topic { id, .. }) = &state {
             self.by_id.remove(id);
         }
         self.unsettled.retain(|(l, _), _| *l != link);
         state
+    }
+
+    /// Take the user's grants again if users changed: links it may no longer use are
+    /// detached with `amqp:unauthorized-access`.
+    fn grants_changed(&mut self) {
+        let Some(user) = self.user.clone() else {
+            return;
+        };
+        let now = self.shared.auth.generation();
+        if now == self.grants_seen {
+            return;
+        }
+        self.grants_seen = now;
+        self.grants = self.shared.auth.grants(Some(&user));
+        let revoked: Vec<(LinkId, Permit, String)> = self
+            .guarded
+            .iter()
+            .filter(|(_, (action, name))| !self.grants.may(*action, name))
+            .map(|(l, (a, n))| (*l, *a, n.clone()))
+            .collect();
+        for (link, action, name) in revoked {
+            tracing::info!(
+                user,
+                ?action,
+                name,
+                "permission removed: detaching the link"
+            );
+            self.guarded.remove(&link);
+            self.drop_link(link);
+            self.engine
+                .detach(link, Some(not_allowed(&user, action, &name)));
+        }
+    }
+
+    /// Whether the user may do `action` on the AMQP address `address`; the refusal if not.
+    fn permit(&self, action: Permit, address: &str) -> Result<String, Error> {
+        let name = permission::amqp_name(address);
+        if self.grants.may(action, name) {
+            Ok(name.to_string())
+        } else {
+            Err(not_allowed(
+                self.user.as_deref().unwrap_or("anonymous"),
+                action,
+                name,
+            ))
+        }
     }
 
     async fn attach(&mut self, link: LinkId, a: Attach) {
@@ -582,13 +655,21 @@ impl Conn {
                     SenderPlan::Named {
                         address,
                         capability,
-                    } => Some(
-                        self.shared
-                            .addresses
-                            .resolve(&address, capability)
-                            .await
-                            .map(Some),
-                    ),
+                    } => {
+                        match self.permit(Permit::Send, &address) {
+                            Ok(checked) => {
+                                self.guarded.insert(link, (Permit::Send, checked));
+                            }
+                            Err(e) => return self.engine.refuse_attach(link, name, e),
+                        }
+                        Some(
+                            self.shared
+                                .addresses
+                                .resolve(&address, capability)
+                                .await
+                                .map(Some),
+                        )
+                    }
                     SenderPlan::AnonymousRelay => Some(Ok(None)),
                 };
                 let (state, target) = match address {
@@ -632,7 +713,15 @@ impl Conn {
                     Ok(SourcePlan::Named {
                         address,
                         capability,
-                    }) => self.shared.addresses.resolve(&address, capability).await,
+                    }) => {
+                        match self.permit(Permit::Receive, &address) {
+                            Ok(checked) => {
+                                self.guarded.insert(link, (Permit::Receive, checked));
+                            }
+                            Err(e) => return self.engine.refuse_attach(link, name, e),
+                        }
+                        self.shared.addresses.resolve(&address, capability).await
+                    }
                     Err(why) => Err(AddressError::Invalid(why.into())),
                 };
                 let address = match address {
@@ -760,6 +849,15 @@ impl Conn {
             Some(a) => a.clone(),
             None => {
                 let to = sections.properties(&d.payload).and_then(|p| p.to);
+                if let Some(to) = &to
+                    && let Err(e) = self.permit(Permit::Send, to)
+                {
+                    if !d.settled {
+                        self.engine
+                            .settle_received(d.link, d.delivery_id, reject(e));
+                    }
+                    return;
+                }
                 let resolved = match to {
                     Some(to) => self.shared.addresses.resolve(&to, None).await,
                     None => Err(AddressError::Invalid(

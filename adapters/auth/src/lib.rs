@@ -1,8 +1,10 @@
 //! # wharf-auth
 //!
-//! Who may connect to an adapter, until users become configuration resources: a users file
-//! with argon2 password hashes (PHC strings, as `wharf user hash` prints them), and a rule for
-//! clients that present no credentials — by default they are let in only on listeners bound
+//! Who may connect to an adapter and what they may do there: users from a users file (argon2
+//! password hashes, PHC strings as `wharf user hash` prints them) and from `User` resources in
+//! the catalog (live: [`Auth::set_resource_users`] replaces them while clients are connected;
+//! a resource overrides a file user of the same name), each with its tenant and permissions
+//! ([`Grants`]); and a rule for clients that present no credentials — by default they are let in only on listeners bound
 //! to a loopback address, so `wharf up` on a laptop just works while an adapter listening on
 //! a public address refuses them.
 //!
@@ -16,13 +18,24 @@
 //! name = "sensor-1"
 //! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$...$..."
 //! tenant = "acme"          # optional; "default" if absent
+//! # optional; absent: send and receive everywhere in the tenant
+//! permissions = [{ addresses = ["sensors/*"], actions = ["send"] }]
 //! ```
 //!
 //! A user belongs to one tenant: everything its connections do (topics, sessions, retained
 //! messages, addresses) happens in that tenant's log. Anonymous clients are in the default
 //! tenant.
 
-use std::{collections::HashMap, fmt, net::SocketAddr, path::Path};
+use std::{
+    collections::HashMap,
+    fmt,
+    net::SocketAddr,
+    path::Path,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use argon2::{
     Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
@@ -30,6 +43,8 @@ use argon2::{
 };
 use serde::{Deserialize, Serialize};
 use wharf_log_format::catalog::{DEFAULT_TENANT, TENANT_RULE, valid_tenant};
+use wharf_resources::UserSpec;
+pub use wharf_resources::{Action, Permission};
 
 /// Who may connect without credentials.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,22 +83,50 @@ struct UserEntry {
     name: String,
     password_hash: String,
     tenant: Option<String>,
+    permissions: Option<Vec<Permission>>,
 }
 
-/// A user's password hash and tenant.
-#[derive(Clone, Debug)]
+/// A user's password hash, tenant and permissions.
+#[derive(Clone, Debug, PartialEq)]
 struct User {
     password_hash: String,
     tenant: String,
+    grants: Grants,
+}
+
+/// What a user may do (see `wharf_resources::permission`); anonymous clients may send and
+/// receive everywhere in the default tenant. Cheap to clone: a connection keeps its user's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Grants(Option<Arc<[Permission]>>);
+
+impl Grants {
+    /// Send and receive everywhere (anonymous clients; users with no permissions listed).
+    pub fn all() -> Self {
+        Self(None)
+    }
+
+    pub fn of(permissions: Option<Vec<Permission>>) -> Self {
+        Self(permissions.map(Arc::from))
+    }
+
+    /// Whether `action` on the address or topic `name` is allowed.
+    pub fn may(&self, action: Action, name: &str) -> bool {
+        wharf_resources::permission::allowed(self.0.as_deref(), action, name)
+    }
 }
 
 /// Users and the anonymous rule. Share it in an `Arc`.
 #[derive(Default)]
 pub struct Auth {
-    users: HashMap<String, User>,
-    /// A users file was loaded: credentials are checked against it. Without one, a client's
-    /// user name is only a name (as with Mosquitto's `allow_anonymous true` and no password
-    /// file).
+    /// The users file's.
+    file_users: HashMap<String, User>,
+    /// Every user: the file's, with the User resources' over them.
+    users: RwLock<Arc<HashMap<String, User>>>,
+    /// Bumped whenever a user changes: connections compare it to notice new grants.
+    generation: AtomicU64,
+    /// A users file was loaded: credentials are checked against it. Without one (and
+    /// without User resources), a client's user name is only a name (as with Mosquitto's
+    /// `allow_anonymous true` and no password file).
     users_configured: bool,
     pub anonymous: Anonymous,
     /// A hash that unknown user names are checked against, so that they take as long to
@@ -97,7 +140,7 @@ pub struct Auth {
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Auth")
-            .field("users", &self.users.len())
+            .field("users", &self.user_count())
             .field("anonymous", &self.anonymous)
             .finish()
     }
@@ -141,22 +184,80 @@ impl Auth {
                     u.name
                 ));
             }
+            for (j, p) in u.permissions.iter().flatten().enumerate() {
+                if p.addresses.is_empty() || p.actions.is_empty() {
+                    return Err(format!(
+                        "user[{i}].permissions[{j}] of {:?} needs addresses and actions",
+                        u.name
+                    ));
+                }
+            }
             let user = User {
                 password_hash: u.password_hash,
                 tenant,
+                grants: Grants::of(u.permissions),
             };
-            if self.users.insert(u.name.clone(), user).is_some() {
+            if self.file_users.insert(u.name.clone(), user).is_some() {
                 return Err(format!("user[{i}].name {:?} appears twice", u.name));
             }
         }
+        *self.users.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(self.file_users.clone());
         // Made now, not on the first unknown name (which would then take longer than the
         // rest and tell itself apart).
         self.dummy = self.dummy_hash();
         Ok(())
     }
 
+    /// Every user now (file and resources).
+    fn users(&self) -> Arc<HashMap<String, User>> {
+        self.users.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn user_count(&self) -> usize {
-        self.users.len()
+        self.users().len()
+    }
+
+    /// Replace the users that come from User resources (name, spec); a resource overrides a
+    /// file user of the same name. Returns whether anything changed; connections notice by
+    /// [`Auth::generation`].
+    pub fn set_resource_users(&self, resources: Vec<(String, UserSpec)>) -> bool {
+        let mut all = self.file_users.clone();
+        for (name, spec) in resources {
+            let user = User {
+                tenant: spec.tenant().to_string(),
+                password_hash: spec.password_hash,
+                grants: Grants::of(spec.permissions),
+            };
+            all.insert(name, user);
+        }
+        let mut users = self.users.write().unwrap_or_else(|p| p.into_inner());
+        if **users == all {
+            return false;
+        }
+        *users = Arc::new(all);
+        self.generation.fetch_add(1, Ordering::Release);
+        true
+    }
+
+    /// Changes whenever a user does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether names are checked: a users file was loaded or User resources exist.
+    fn users_configured(&self) -> bool {
+        self.users_configured || !self.users().is_empty()
+    }
+
+    /// What a client let in as `user` may do now (`None`: anonymous, everything).
+    pub fn grants(&self, user: Option<&str>) -> Grants {
+        match user {
+            None => Grants::all(),
+            Some(u) => self
+                .users()
+                .get(u)
+                .map_or_else(|| Grants::of(Some(Vec::new())), |u| u.grants.clone()),
+        }
     }
 
     /// Decide about a client on the listener bound to `local`. Verifying a password costs
@@ -176,7 +277,7 @@ impl Auth {
                     Verdict::NotAuthorized
                 }
             }
-            Some(name) if !self.users_configured => {
+            Some(name) if !self.users_configured() => {
                 // No users to check against: the client is anonymous, whatever it calls
                 // itself, where anonymous clients are allowed.
                 match self.check(local, None, None) {
@@ -194,12 +295,17 @@ impl Auth {
                 let password = password.unwrap_or_default();
                 // An unknown name is checked against a dummy hash: refused in the same time as
                 // a wrong password, so refusals do not tell which names exist.
-                let (hash, known) = match self.users.get(name) {
+                let users = self.users();
+                let dummy;
+                let (hash, known) = match users.get(name) {
                     Some(user) => (user.password_hash.as_str(), true),
-                    None => (self.dummy.as_str(), false),
+                    None if !self.dummy.is_empty() => (self.dummy.as_str(), false),
+                    None => {
+                        dummy = self.dummy_hash();
+                        (dummy.as_str(), false)
+                    }
                 };
-                let ok = PasswordHash::new(hash)
-                    .is_ok_and(|h| Argon2::default().verify_password(password, &h).is_ok());
+                let ok = verify_password(hash, password);
                 if ok && known {
                     Verdict::Allowed(Some(name.to_string()))
                 } else {
@@ -213,7 +319,7 @@ impl Auth {
     /// argon2 parameters of the first user's hash (so that checking it costs the same).
     fn dummy_hash(&self) -> String {
         let params = self
-            .users
+            .users()
             .values()
             .next()
             .and_then(|u| PasswordHash::new(&u.password_hash).ok())
@@ -240,7 +346,7 @@ impl Auth {
     ) -> Verdict {
         let user = match user {
             // Decided without argon2: anonymous, or a name where no users are configured.
-            Some(user) if self.users_configured => user,
+            Some(user) if self.users_configured() => user,
             user => return self.check(local, user.as_deref(), password.as_deref()),
         };
         let slots = self
@@ -262,14 +368,22 @@ impl Auth {
 
 impl Auth {
     /// The tenant of a client let in as `user` (`None`: anonymous, the default tenant).
-    pub fn tenant_of(&self, user: Option<&str>) -> &str {
-        user.and_then(|u| self.users.get(u))
-            .map_or(DEFAULT_TENANT, |u| u.tenant.as_str())
+    pub fn tenant_of(&self, user: Option<&str>) -> String {
+        user.and_then(|u| self.users().get(u).map(|u| u.tenant.clone()))
+            .unwrap_or_else(|| DEFAULT_TENANT.to_string())
+    }
+
+    /// The tenants the users file's users are in (they exist without a Tenant resource).
+    pub fn file_tenants(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.file_users.values().map(|u| u.tenant.clone()).collect();
+        t.sort();
+        t.dedup();
+        t
     }
 
     /// The tenants users are in (the default one included), sorted.
     pub fn tenants(&self) -> Vec<String> {
-        let mut t: Vec<String> = self.users.values().map(|u| u.tenant.clone()).collect();
+        let mut t: Vec<String> = self.users().values().map(|u| u.tenant.clone()).collect();
         t.push(DEFAULT_TENANT.to_string());
         t.sort();
         t.dedup();
@@ -390,5 +504,86 @@ mod tests {
         assert_eq!(auth.tenant_of(Some("dev")), "default");
         assert_eq!(auth.tenant_of(None), "default");
         assert_eq!(auth.tenants(), ["acme", "default"]);
+    }
+
+    #[test]
+    fn resource_users_are_live_and_carry_their_grants() {
+        let hash = hash_password(b"pw").expect("hash");
+        let mut auth = Auth::default();
+        auth.add_users(&format!(
+            "[[user]]\nname = \"dev\"\npassword_hash = \"{hash}\"\n\
+             permissions = [{{ addresses = [\"a/*\"], actions = [\"send\"] }}]\n"
+        ))
+        .expect("load");
+        let lo = addr("127.0.0.1:1883");
+        assert!(auth.grants(Some("dev")).may(Action::Send, "a/b"));
+        assert!(!auth.grants(Some("dev")).may(Action::Receive, "a/b"));
+        assert!(auth.grants(None).may(Action::Receive, "a/b"), "anonymous");
+        let before = auth.generation();
+        let spec = |tenant: &str, permissions: Option<Vec<Permission>>| UserSpec {
+            tenant: Some(tenant.into()),
+            password_hash: hash.clone(),
+            permissions,
+        };
+        assert!(auth.set_resource_users(vec![("alice".into(), spec("acme", None))]));
+        assert!(auth.generation() > before);
+        assert_eq!(
+            auth.check(lo, Some("alice"), Some(b"pw")),
+            Verdict::Allowed(Some("alice".into()))
+        );
+        assert_eq!(auth.tenant_of(Some("alice")), "acme");
+        assert_eq!(auth.tenants(), ["acme", "default"]);
+        assert!(
+            !auth.set_resource_users(vec![("alice".into(), spec("acme", None))]),
+            "no change"
+        );
+        // A permission taken away shows in the grants at once; a resource removed is gone.
+        let only_receive = Permission {
+            addresses: vec!["*".into()],
+            actions: vec![Action::Receive],
+        };
+        auth.set_resource_users(vec![(
+            "alice".into(),
+            spec("acme", Some(vec![only_receive])),
+        )]);
+        assert!(!auth.grants(Some("alice")).may(Action::Send, "x"));
+        auth.set_resource_users(Vec::new());
+        assert_eq!(
+            auth.check(lo, Some("alice"), Some(b"pw")),
+            Verdict::BadCredentials
+        );
+        assert!(
+            !auth.grants(Some("alice")).may(Action::Send, "x"),
+            "unknown: nothing"
+        );
+        assert_eq!(
+            auth.check(lo, Some("dev"), Some(b"pw")),
+            Verdict::Allowed(Some("dev".into()))
+        );
+    }
+
+    #[test]
+    fn resource_users_alone_make_names_checked() {
+        let auth = Auth::default();
+        let lo = addr("127.0.0.1:1883");
+        assert_eq!(
+            auth.check(lo, Some("bob"), Some(b"x")),
+            Verdict::Allowed(None)
+        );
+        let spec = UserSpec {
+            tenant: None,
+            password_hash: hash_password(b"pw").expect("hash"),
+            permissions: None,
+        };
+        auth.set_resource_users(vec![("alice".into(), spec)]);
+        assert_eq!(
+            auth.check(lo, Some("bob"), Some(b"x")),
+            Verdict::BadCredentials
+        );
+        assert_eq!(
+            auth.check(lo, None, None),
+            Verdict::Allowed(None),
+            "anonymous as before"
+        );
     }
 }

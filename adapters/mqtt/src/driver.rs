@@ -488,6 +488,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             wharf_adapter_core::record::Protocol::Mqtt,
             shared.tenancy.own(),
         ),
+        user: None,
+        grants_seen: 0,
         shared,
         local,
         retained_queue: VecDeque::new(),
@@ -555,6 +557,10 @@ struct Conn {
     _client: wharf_log::ClientGuard,
     /// Its metrics (counted as a connection of its tenant while it lives).
     flow: wharf_adapter_core::metrics::Flow,
+    /// The user it was let in as (`None`: anonymous), and the generation of the users whose
+    /// grants its session has (`Auth::generation`): checked at every read and every second.
+    user: Option<String>,
+    grants_seen: u64,
     /// The listener's address (anonymous access depends on it).
     local: SocketAddr,
     /// Retained messages owed to new subscriptions: (filter, message), sent as the in-flight
@@ -655,7 +661,7 @@ impl Conn {
                 .unwrap_or(Version::V311),
             };
             // Decode and handle every complete packet received so far.
-            let mut actions = Vec::new();
+            let mut actions = self.grants_changed(session);
             while self.version.is_some() {
                 match codec::read(version, &mut input, self.max_packet) {
                     Ok(packet) => actions.extend(session.handle(Instant::now().into_std(), packet)),
@@ -792,6 +798,10 @@ impl Conn {
                     if let Some(a) = session.timed_out(Instant::now().into_std()) {
                         Box::pin(self.carry_out(session, a)).await?;
                     }
+                    let revoked = self.grants_changed(session);
+                    if !revoked.is_empty() && let Some(end) = Box::pin(self.carry_out(session, revoked)).await? {
+                        return Ok(end);
+                    }
                     if self.reading && self.following.as_ref().is_some_and(|f| f.claims_changed()) {
                         // Addresses claim other topics now: follow what the filters reach.
                         Box::pin(self.follow_streams(session, true)).await?;
@@ -805,6 +815,22 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// The session's grants again if the users changed since it last got them (a user's
+    /// permissions are live): what that requires (a disconnect, if a subscription is no
+    /// longer allowed).
+    fn grants_changed(&mut self, session: &mut Session) -> Vec<Action> {
+        let auth = &self.shared.auth;
+        let Some(user) = &self.user else {
+            return Vec::new();
+        };
+        let now = auth.generation();
+        if now == self.grants_seen {
+            return Vec::new();
+        }
+        self.grants_seen = now;
+        session.set_grants(auth.grants(Some(user)))
     }
 
     /// Offer what can be offered without waiting: a held message, then retained ones.
@@ -991,8 +1017,11 @@ impl Conn {
                             continue;
                         }
                     };
-                    // From here on the connection lives in its user's tenant.
+                    // From here on the connection lives in its user's tenant, with its grants.
                     let tenant = self.shared.auth.tenant_of(user.as_deref()).to_string();
+                    self.grants_seen = self.shared.auth.generation();
+                    queue.extend(session.set_grants(self.shared.auth.grants(user.as_deref())));
+                    self.user = user;
                     match self.shared.tenancy.service(&self.shared, &tenant).await {
                         Ok(service) => {
                             session.use_settings(service.session_settings.clone());

@@ -27,6 +27,9 @@ use wharf_adapter_core::{
     topic::{matches, valid_filter, valid_topic_name},
 };
 
+use wharf_auth::Action as Permit;
+use wharf_auth::Grants;
+
 use crate::message::{Message, Properties};
 
 /// Limits of one session, announced to MQTT 5 clients in CONNACK.
@@ -171,6 +174,8 @@ pub struct Will {
 pub struct Session {
     /// Shared by the adapter's sessions (an idle session's size is counted).
     settings: std::sync::Arc<SessionSettings>,
+    /// What the client's user may publish to and subscribe to ([`Session::set_grants`]).
+    grants: Grants,
     state: State,
     version: Protocol,
     client_id: String,
@@ -488,6 +493,7 @@ impl Session {
     ) -> Self {
         Self {
             settings: settings.into(),
+            grants: Grants::all(),
             state: State::AwaitConnect,
             version: Protocol::V4,
             client_id: String::new(),
@@ -1038,6 +1044,9 @@ impl Session {
                 "invalid response topic",
             );
         }
+        if !self.grants.may(Permit::Send, &p.topic) {
+            return self.not_authorized(p.qos, p.pkid);
+        }
         if p.qos != QoS::AtMostOnce {
             if p.qos == QoS::ExactlyOnce && self.qos2_received.contains(&p.pkid) {
                 // A resent QoS 2 PUBLISH we already stored: acknowledge, do not store again.
@@ -1160,6 +1169,68 @@ impl Session {
         }
     }
 
+    /// A PUBLISH the user may not send: MQTT 5 answers PUBACK / PUBREC 0x87; MQTT 3.1.1 has no
+    /// way to say so, and acknowledges it as usual without storing it [MQTT-3.3.5-2]. QoS 0 is
+    /// dropped either way.
+    fn not_authorized(&mut self, qos: QoS, pkid: u16) -> Vec<Action> {
+        let why = "not authorized to publish to this topic";
+        tracing::debug!(client = %self.client_id, "{why}");
+        match qos {
+            QoS::AtMostOnce => Vec::new(),
+            QoS::AtLeastOnce => vec![Action::Send(Packet::PubAck(PubAck {
+                pkid,
+                reason: if self.v5() {
+                    PubAckReason::NotAuthorized
+                } else {
+                    PubAckReason::Success
+                },
+                properties: (self.v5())
+                    .then(|| {
+                        reason_props(self.problem_info, why, |r| PubAckProperties {
+                            reason_string: Some(r),
+                            user_properties: Vec::new(),
+                        })
+                    })
+                    .flatten(),
+            }))],
+            QoS::ExactlyOnce if self.v5() => vec![Action::Send(Packet::PubRec(PubRec {
+                pkid,
+                reason: PubRecReason::NotAuthorized,
+                properties: reason_props(self.problem_info, why, |r| PubRecProperties {
+                    reason_string: Some(r),
+                    user_properties: Vec::new(),
+                }),
+            }))],
+            QoS::ExactlyOnce => {
+                // The PUBREL that follows completes it as if it had been stored.
+                self.qos2_received.insert(pkid);
+                vec![Action::Send(Packet::PubRec(PubRec::new(pkid)))]
+            }
+        }
+    }
+
+    /// The user's grants, at connect and whenever they change: a subscription the user may no
+    /// longer receive from ends the connection (MQTT 5 DISCONNECT 0x87, with the filter said;
+    /// MQTT 3.1.1 a close), so that nothing more is delivered to it; later publishes and
+    /// subscriptions are checked against the new grants.
+    pub fn set_grants(&mut self, grants: Grants) -> Vec<Action> {
+        self.grants = grants;
+        let revoked = self.subscriptions.keys().find(|f| {
+            let plain = share_filter(f).map_or(f.as_str(), |(_, filter)| filter);
+            !self.grants.may(Permit::Receive, plain)
+        });
+        match revoked {
+            Some(f) if self.state == State::Connected => {
+                tracing::info!(client = %self.client_id, filter = %f, "receive permission removed: disconnecting");
+                self.fail(
+                    DisconnectReasonCode::NotAuthorized,
+                    "not authorized to receive from a subscribed topic any more",
+                )
+            }
+            _ => Vec::new(),
+        }
+    }
+
     fn subscribe(&mut self, s: Subscribe) -> Vec<Action> {
         let had = !self.subscriptions.is_empty();
         let id = s.properties.as_ref().and_then(|p| p.id);
@@ -1193,6 +1264,9 @@ impl Session {
                     return SubscribeReasonCode::NotAuthorized;
                 }
                 let plain = share_filter(&f.path).map_or(f.path.as_str(), |(_, filter)| filter);
+                if !self.grants.may(Permit::Receive, plain) {
+                    return SubscribeReasonCode::NotAuthorized;
+                }
                 if self.settings.claims.reach(plain).queue.is_some() {
                     return SubscribeReasonCode::ImplementationSpecific;
                 }
@@ -2461,6 +2535,102 @@ mod tests {
             Some(vec![Action::Close {
                 reason: "no CONNECT in time"
             }])
+        );
+    }
+
+    fn grants(addresses: &[&str], actions: &[Permit]) -> Grants {
+        Grants::of(Some(vec![wharf_auth::Permission {
+            addresses: addresses.iter().map(|a| a.to_string()).collect(),
+            actions: actions.to_vec(),
+        }]))
+    }
+
+    #[test]
+    fn a_publish_the_user_may_not_send_is_refused_in_each_version_s_terms() {
+        let only_sensors = grants(&["sensors/*"], &[Permit::Send]);
+        let (mut s, now) = connected_v5(None);
+        assert!(s.set_grants(only_sensors.clone()).is_empty());
+        assert!(matches!(
+            &s.handle(now, publish("sensors/1", QoS::AtLeastOnce, 1))[..],
+            [Action::Append { .. }]
+        ));
+        let a = s.handle(now, publish("orders", QoS::AtLeastOnce, 2));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::PubAck(ack))]
+            if ack.pkid == 2 && ack.reason == PubAckReason::NotAuthorized),
+            "{a:?}"
+        );
+        let a = s.handle(now, publish("orders", QoS::ExactlyOnce, 3));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::PubRec(r))]
+            if r.pkid == 3 && r.reason == PubRecReason::NotAuthorized),
+            "{a:?}"
+        );
+        assert!(
+            s.handle(now, publish("orders", QoS::AtMostOnce, 0))
+                .is_empty()
+        );
+        // MQTT 3.1.1: acknowledged as usual, not stored [MQTT-3.3.5-2].
+        let (mut s, now) = connected();
+        s.set_grants(only_sensors);
+        let a = s.handle(now, publish("orders", QoS::AtLeastOnce, 4));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::PubAck(ack))]
+            if ack.pkid == 4 && ack.reason == PubAckReason::Success),
+            "{a:?}"
+        );
+        let a = s.handle(now, publish("orders", QoS::ExactlyOnce, 5));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::PubRec(r))] if r.pkid == 5),
+            "{a:?}"
+        );
+        let a = s.handle(now, Packet::PubRel(PubRel::new(5)));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::PubComp(c))] if c.pkid == 5),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_subscription_the_user_may_not_receive_is_refused_and_a_revoked_one_disconnects() {
+        let (mut s, now) = connected_v5(None);
+        s.set_grants(grants(&["sensors/*"], &[Permit::Receive]));
+        let a = s.handle(
+            now,
+            subscribe(
+                vec![
+                    sub("sensors/#", QoS::AtLeastOnce),
+                    sub("#", QoS::AtLeastOnce),
+                    sub("$share/g/orders", QoS::AtLeastOnce),
+                ],
+                None,
+            ),
+        );
+        let acks: Vec<_> = sent(&a)
+            .into_iter()
+            .filter_map(|p| match p {
+                Packet::SubAck(ack) => Some(ack.return_codes.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            acks,
+            [vec![
+                SubscribeReasonCode::QoS1,
+                SubscribeReasonCode::NotAuthorized,
+                SubscribeReasonCode::NotAuthorized
+            ]]
+        );
+        // Still allowed: nothing happens. Taken away: DISCONNECT 0x87.
+        assert!(
+            s.set_grants(grants(&["sensors/*"], &[Permit::Receive, Permit::Send]))
+                .is_empty()
+        );
+        let a = s.set_grants(grants(&["other"], &[Permit::Receive]));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::Disconnect(d)), Action::Close { .. }]
+            if d.reason_code == DisconnectReasonCode::NotAuthorized),
+            "{a:?}"
         );
     }
 }
