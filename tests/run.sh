@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run every Wharf test on this machine, the way CI does.
 #
-# Installs Debian's mosquitto-clients if missing (as root), the pinned Node.js test clients
+# Installs Debian's mosquitto-clients, chromium and chromium-driver if missing (as root), the pinned Node.js test clients
 # (tests/node: rhea) and the pinned Python test tools into a virtualenv on first use
-# (ministack, moto, pyarrow, Paho, Qpid Proton; see tests/python/requirements.txt),
+# (ministack, moto, pyarrow, Paho, Qpid Proton, prometheus_client, Selenium; see
+# tests/python/requirements.txt),
 # starts ministack and moto on free ports on
 # 127.0.0.1, runs `cargo test --workspace` against them (extra arguments are passed to cargo
 # test), and stops the servers on exit.
@@ -19,6 +20,16 @@ if ! command -v mosquitto_pub >/dev/null; then
     apt-get update -qq && apt-get install -y -qq mosquitto-clients >/dev/null
   else
     echo "tests/run.sh: mosquitto_pub not found; install Debian's mosquitto-clients (MQTT tests are skipped without it)" >&2
+  fi
+fi
+
+# A real browser for the console test (Debian's chromium and its driver, driven by Selenium).
+if [ ! -x /usr/bin/chromedriver ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tests/run.sh: installing chromium and chromium-driver"
+    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "tests/run.sh: /usr/bin/chromedriver not found; install Debian's chromium and chromium-driver (the console test is skipped without them)" >&2
   fi
 fi
 

@@ -5,6 +5,7 @@
 //!
 //! | path | what |
 //! | --- | --- |
+//! | `GET /` | the web console (plain HTML and JavaScript over this API, no build step) |
 //! | `GET /healthz` | the process is alive |
 //! | `GET /readyz` | the store answers and the listeners are up (503 with why, otherwise) |
 //! | `GET /metrics` | Prometheus metrics (text format) |
@@ -21,8 +22,10 @@
 //! Who may call: [`access`].
 
 pub mod access;
+mod console;
 pub mod openapi;
 pub mod problem;
+pub mod stats;
 
 use std::{
     net::SocketAddr,
@@ -76,6 +79,9 @@ impl std::fmt::Debug for Api {
 /// The API's routes.
 pub fn router(api: Api) -> Router {
     let mut router = Router::new()
+        .route("/", get(console::index))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -87,6 +93,10 @@ pub fn router(api: Api) -> Router {
         .route(
             "/api/v1/tenants/{tenant}/addresses/{name}",
             get(get_address).put(put_address).delete(delete_address),
+        )
+        .route(
+            "/api/v1/tenants/{tenant}/addresses/{name}/stats",
+            get(address_stats),
         );
     for plural in ["plans", "tenants", "users"] {
         let p = || plural.to_string();
@@ -339,24 +349,12 @@ async fn resource_of(
             }
         }
     }
-    if kind == "User"
-        && let Some(spec) = value.get_mut("spec").and_then(Value::as_object_mut)
-        && let Some(password) = spec.remove("password")
-    {
-        let Value::String(password) = password else {
-            return Err(Invalid::new("spec.password", "must be a string").into());
-        };
-        if spec.contains_key("password_hash") {
-            return Err(
-                Invalid::new("spec.password", "give password or password_hash, not both").into(),
-            );
-        }
-        let hash =
-            tokio::task::spawn_blocking(move || wharf_auth::hash_password(password.as_bytes()))
-                .await
-                .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-                .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-        spec.insert("password_hash".into(), json!(hash));
+    if kind == "User" {
+        value = tokio::task::spawn_blocking(move || {
+            wharf_auth::with_password_hashed(&mut value).map(|()| value)
+        })
+        .await
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     }
     Ok(Any::from_json(&value)?)
 }
@@ -505,4 +503,28 @@ async fn delete_address(
     Path((tenant, name)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
     delete(s, h, "addresses".into(), tenant, name).await
+}
+
+/// `GET .../addresses/{name}/stats`: the address's stream and cursors ([`stats`]).
+async fn address_stats(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Json<Value>, Problem> {
+    let caller = api
+        .access
+        .caller(&api.catalogs, api.local, &headers)
+        .await?;
+    authorize(&caller, "Address", &tenant, Some(&name), false)?;
+    known_tenant(&api, &tenant).await?;
+    let Some(stored) = api.catalogs.get("Address", &tenant, &name).await? else {
+        return Err(Problem::not_found(format!(
+            "Address {name:?} does not exist"
+        )));
+    };
+    let queue = wharf_resources::AddressSpec::of(&stored.resource)
+        .map(|s| !s.kind().multicast())
+        .unwrap_or(true);
+    let log = api.catalogs.log(&tenant).await?;
+    Ok(Json(stats::address(&log, &name, queue).await?))
 }

@@ -14,6 +14,7 @@ mod inspect;
 mod listeners;
 mod management;
 mod produce;
+mod resource_cmds;
 mod settings;
 mod tenants;
 mod users;
@@ -45,6 +46,16 @@ struct Cli {
     /// tenant of their users file and take no --tenant.
     #[arg(long, global = true, env = "WHARF_TENANT")]
     tenant: Option<String>,
+    /// The management API that get, apply, describe and delete talk to (e.g.
+    /// http://127.0.0.1:8080); without it they work on the store directly.
+    #[arg(long, global = true, env = "WHARF_SERVER")]
+    server: Option<String>,
+    /// The admin token for --server.
+    #[arg(long, global = true, env = "WHARF_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A user's NAME:PASSWORD for --server (a user with `manage` on its tenant's addresses).
+    #[arg(long, global = true, env = "WHARF_CREDENTIALS", hide_env_values = true)]
+    credentials: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -74,6 +85,24 @@ enum Command {
         #[command(subcommand)]
         command: AddressCommand,
     },
+    /// List resources (addresses, plans, tenants, users) with their status, or show one.
+    Get {
+        /// addresses, plans, tenants or users.
+        kind: String,
+        name: Option<String>,
+        #[arg(short, long, value_enum, default_value_t = resource_cmds::Output::Table)]
+        output: resource_cmds::Output,
+    },
+    /// Create or replace the resources of a file (JSON, or YAML documents; `-` for standard
+    /// input), of any kind.
+    Apply {
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// Show a resource, its status and, for an address, its stream, consumers and backlog.
+    Describe { kind: String, name: String },
+    /// Delete a resource.
+    Delete { kind: String, name: String },
     /// The tenants that have a log in the store, one name per line.
     Tenants,
     /// Store operations.
@@ -304,6 +333,49 @@ async fn catalog_tenants(root: &Log) -> Result<Vec<(String, serde_json::Value)>>
         .collect())
 }
 
+/// get / apply / describe / delete against `server`; `None` for other commands.
+async fn resource_command(cli: &Cli, server: &str) -> Result<Option<ExitCode>> {
+    if !matches!(
+        cli.command,
+        Command::Get { .. }
+            | Command::Apply { .. }
+            | Command::Describe { .. }
+            | Command::Delete { .. }
+    ) {
+        return Ok(None);
+    }
+    let tenant = cli.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+    let target = resource_cmds::Target::api(
+        server,
+        cli.token.as_deref(),
+        cli.credentials.as_deref(),
+        tenant,
+    )?;
+    resources(&cli.command, &target).await.map(Some)
+}
+
+async fn resources(command: &Command, target: &resource_cmds::Target) -> Result<ExitCode> {
+    match command {
+        Command::Get { kind, name, output } => {
+            let kind = resource_cmds::kind_arg(kind)?;
+            resource_cmds::get(target, kind, name.as_deref(), *output).await?;
+        }
+        Command::Apply { file } => resource_cmds::apply(target, file).await?,
+        Command::Describe { kind, name } => {
+            resource_cmds::describe(target, resource_cmds::kind_arg(kind)?, name).await?;
+        }
+        Command::Delete { kind, name } => {
+            let kind = resource_cmds::kind_arg(kind)?;
+            if !target.delete(kind, name).await? {
+                anyhow::bail!("{} {name:?} does not exist", kind.to_ascii_lowercase());
+            }
+            println!("{}/{name} deleted", kind.to_ascii_lowercase());
+        }
+        _ => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     if let Command::User {
@@ -321,6 +393,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             wharf_auth::hash_password(password.as_bytes()).map_err(anyhow::Error::msg)?
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(server) = &cli.server
+        && let Some(code) = resource_command(&cli, server).await?
+    {
+        return Ok(code);
     }
     let root = open_store(cli.store.as_deref(), &settings)?;
     let tenant = cli.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
@@ -364,6 +441,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             serve(store, &settings, &listen, tenant, "wharf adapter is up").await
         }
         Command::Up { listen } => serve(store, &settings, &listen, tenant, "wharf is up").await,
+        Command::Get { .. }
+        | Command::Apply { .. }
+        | Command::Describe { .. }
+        | Command::Delete { .. } => {
+            if matches!(cli.command, Command::Apply { .. } | Command::Delete { .. }) {
+                root.verify_conditional_put().await?;
+            }
+            let log = open_log(root, &settings).await?;
+            let target = resource_cmds::Target::store(log, tenant);
+            resources(&cli.command, &target).await
+        }
         Command::Tenants => {
             println!("{DEFAULT_TENANT}");
             for name in root.tenants().await? {
