@@ -80,7 +80,7 @@ impl Limits {
         }
     }
 
-    fn validate(&self, field: &str) -> Result<(), Invalid> {
+    pub(crate) fn validate(&self, field: &str) -> Result<(), Invalid> {
         let zero = |name: &str| {
             Err(Invalid::new(
                 format!("{field}.{name}"),

@@ -36,7 +36,7 @@ impl Spec for TenantSpec {
 
     fn validate(&self) -> Result<(), Invalid> {
         check_reference("spec.plan", &self.plan)?;
-        Ok(())
+        self.limits.validate("spec.limits")
     }
 
     fn validate_name(name: &str) -> Result<(), Invalid> {
