@@ -16,6 +16,8 @@ Against one `wharf up` (started with --admin-token):
 4. Her receive permission is removed: the Paho subscriber is disconnected with 0x87 and the
    Proton receiver detached with amqp:unauthorized-access.
 5. /metrics parses as OpenMetrics; the counters moved with the messages.
+6. The tenant is deleted: alice's connected MQTT client gets DISCONNECT 0x87 and her AMQP
+   connection is closed (amqp:connection:forced); she can no longer connect.
 """
 
 import base64
@@ -196,7 +198,26 @@ assert delivered >= 1, f"amqp delivered in acme: {delivered}"
 assert records >= 2, f"records of acme's sensors stream: {records}"
 assert any(k[0] == "wharf_store_requests_total" and v > 0 for k, v in samples.items())
 print(f"ok metrics: mqtt received {received:.0f}, amqp delivered {delivered:.0f}, sensors records {records:.0f}")
-for c in (pub, sub):
+
+# 6. The tenant goes: its clients are disconnected with a reason, new ones refused.
+watcher = Mqtt("alice-watch")
+amqp_conn = amqp()
+code, _ = call("DELETE", "/api/v1/tenants/acme")
+assert code == 204, code
+rc = watcher.disconnects.get(timeout=15)
+assert rc == 0x87, f"DISCONNECT after the tenant went: {rc:#x}"
+try:
+    amqp_conn.create_receiver("sensors")
+    raise AssertionError("the AMQP connection lived on")
+except AssertionError:
+    raise
+except Exception as e:
+    assert "forced" in str(e) or "closed" in str(e).lower(), f"{type(e).__name__}: {e}"
+try:
+    Mqtt("alice-again")
+    raise AssertionError("connected to a deleted tenant")
+except AssertionError as e:
+    assert "CONNACK" in str(e), str(e)
+print("ok tenant deleted: DISCONNECT 0x87, AMQP connection closed, new connections refused")
+for c in (pub, sub, watcher):
     c.c.loop_stop()
-conn.close()
-sender_conn.close()

@@ -79,8 +79,9 @@ pub async fn open_log(root: &Store, name: &str, settings: &Settings) -> Result<L
     crate::open_log(root.tenant(name)?, settings).await
 }
 
-/// Every tenant a process serves, by name. Tenants are started when a user or a Tenant
-/// resource first names them ([`Tenants::ensure`]), without a restart.
+/// Every tenant a process serves, by name: the default one, the users file's, and those with
+/// a Tenant resource — started when the resource appears ([`Tenants::ensure`]) and stopped
+/// when it is deleted ([`Tenants::remove`]), without a restart.
 #[derive(Debug)]
 pub struct Tenants {
     served: std::sync::RwLock<BTreeMap<String, Arc<Tenant>>>,
@@ -117,7 +118,11 @@ impl Tenants {
     pub async fn start(log: &Log, settings: &Settings, auth: Arc<Auth>) -> Result<Arc<Self>> {
         let mut served = BTreeMap::new();
         let background = Background::new();
-        for name in auth.tenants() {
+        let mut names = auth.file_tenants();
+        names.push(DEFAULT_TENANT.to_string());
+        names.sort();
+        names.dedup();
+        for name in names {
             let tenant_log = if name == DEFAULT_TENANT {
                 log.clone()
             } else {
@@ -172,6 +177,30 @@ impl Tenants {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), Arc::new(tenant));
         Ok(())
+    }
+
+    /// Stop serving tenant `name` (its Tenant resource was deleted): its connections end
+    /// with a reason (MQTT 5 DISCONNECT 0x87, AMQP `amqp:connection:forced`), and new ones are
+    /// refused. The default tenant and the users file's tenants stay. Its log stays in the
+    /// store. Its background followers (wills, takeover) run until the process stops.
+    pub fn remove(&self, name: &str) -> bool {
+        if name == DEFAULT_TENANT || self.auth.file_tenants().iter().any(|t| t == name) {
+            return false;
+        }
+        let removed = self
+            .served
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        match removed {
+            Some(t) => {
+                tracing::info!(tenant = name, "tenant deleted: closing its connections");
+                t.mqtt.tenant_deleted();
+                t.amqp.tenant_deleted();
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn auth(&self) -> Arc<Auth> {

@@ -1,7 +1,8 @@
 //! Users and tenants are live: `User` resources in the default tenant's catalog are followed
 //! (one LIST every [`POLL`]; a changed one is read) and handed to `Auth`, which connections
-//! check their grants against; a tenant a user or a `Tenant` resource names is served from
-//! then on, without a restart.
+//! check their grants against; a tenant a `Tenant` resource declares is served from then on,
+//! and no longer once the resource is deleted (its clients are disconnected), without a
+//! restart. A User in a tenant that is not declared cannot connect (its status is Pending).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -10,7 +11,7 @@ use wharf_auth::Auth;
 use wharf_log::{CatalogEvent, CatalogWatch, Log};
 use wharf_resources::{Spec, TenantSpec, User, UserSpec};
 
-use crate::tenants::Tenants;
+use crate::tenants::Tenants as Served;
 
 /// How often the catalog is looked at for changed users and tenants.
 pub const POLL: Duration = Duration::from_secs(2);
@@ -31,17 +32,16 @@ impl Follower {
         }
     }
 
-    /// Look once: hand the users to `auth` if any changed; the tenants newly named (by a
-    /// Tenant resource, or as a user's tenant).
-    pub async fn poll(&mut self, auth: &Auth) -> wharf_log::Result<Vec<String>> {
-        let mut named = Vec::new();
+    /// Look once: hand the users to `auth` if any changed; the Tenant resources that
+    /// appeared and those deleted.
+    pub async fn poll(&mut self, auth: &Auth) -> wharf_log::Result<Tenants> {
+        let mut named = Tenants::default();
         let mut changed = false;
         for event in self.users.poll().await? {
             changed = true;
             match event {
                 CatalogEvent::Put(e) => match User::from_json(&e.body) {
                     Ok(user) => {
-                        named.push(user.spec.tenant().to_string());
                         self.known.insert(e.name, user.spec);
                     }
                     Err(invalid) => {
@@ -66,18 +66,26 @@ impl Follower {
             }
         }
         for event in self.tenant_watch.poll().await? {
-            if let CatalogEvent::Put(e) = event {
-                named.push(e.name);
+            match event {
+                CatalogEvent::Put(e) => named.declared.push(e.name),
+                CatalogEvent::Deleted { name, .. } => named.deleted.push(name),
             }
         }
         Ok(named)
     }
 }
 
+/// Tenant resources that appeared or went.
+#[derive(Debug, Default)]
+pub struct Tenants {
+    pub declared: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
 /// Follow users and tenants until `stopped`: users to `tenants`' auth, new tenants served.
 pub async fn follow(
     mut follower: Follower,
-    tenants: Arc<Tenants>,
+    tenants: Arc<Served>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let auth = tenants.auth();
@@ -88,14 +96,16 @@ pub async fn follow(
         }
         match follower.poll(&auth).await {
             Ok(named) => {
-                for name in named {
+                for name in named.declared {
                     if let Err(e) = tenants.ensure(&name).await {
                         tracing::warn!(tenant = name, error = %e, "cannot serve the tenant; will retry");
-                        // Seen again at the next change only: forget it so that the next
-                        // poll reports it.
+                        // Reported again by a fresh watch: it sees every resource as new.
                         follower.tenant_watch =
                             tenants.default().log.catalog().watch(TenantSpec::KIND);
                     }
+                }
+                for name in named.deleted {
+                    tenants.remove(&name);
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot read users and tenants from the catalog"),

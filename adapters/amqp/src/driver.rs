@@ -109,6 +109,8 @@ pub struct Amqp {
     /// (the MQTT adapter's registry; `None`: wills live only as long as this process).
     wills: Option<Arc<Wills>>,
     stopping: watch::Sender<bool>,
+    /// Turns true when this service's tenant is deleted: its connections are closed.
+    deleted: watch::Sender<bool>,
     /// Connections being served (by all listeners).
     active: Active,
     /// Connections that have not finished their handshake yet.
@@ -161,6 +163,7 @@ impl Amqp {
             links: AtomicU64::new(1),
             wills,
             stopping: watch::channel(false).0,
+            deleted: watch::channel(false).0,
             active: Active::default(),
         })
     }
@@ -174,6 +177,11 @@ impl Amqp {
     /// Close every connection (`amqp:connection:forced`) and wait up to `grace`.
     pub async fn shutdown(&self, grace: Duration) {
         self.active.stop(&self.stopping, grace, "amqp").await
+    }
+
+    /// Its tenant was deleted: close its connections (`amqp:connection:forced`, saying why).
+    pub fn tenant_deleted(&self) {
+        let _ = self.deleted.send(true);
     }
 
     /// Accept connections on `listener` (TLS first if `tls`) until `shutdown` resolves.
@@ -261,6 +269,8 @@ struct Conn {
     /// What the user may do, as of users generation `grants_seen` (`Auth::generation`).
     grants: Grants,
     grants_seen: u64,
+    /// Turns true when its tenant is deleted (the tenant's service's, after SASL).
+    tenant_deleted: Option<watch::Receiver<bool>>,
     /// The links a permission was checked for: what they do, on which name. A permission
     /// taken away detaches them (`amqp:unauthorized-access`).
     guarded: HashMap<LinkId, (Permit, String)>,
@@ -312,6 +322,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         user: None,
         grants: Grants::all(),
         grants_seen: 0,
+        tenant_deleted: None,
         guarded: HashMap::new(),
         links: HashMap::new(),
         by_id: HashMap::new(),
@@ -355,6 +366,10 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             }
             _ = stopping.wait_for(|s| *s) => {
                 conn.engine.close(Some(err(ConnectionError::ConnectionForced, "server shutting down".into())));
+            }
+            _ = async { match conn.tenant_deleted.as_mut() { Some(d) => { let _ = d.wait_for(|s| *s).await; } None => std::future::pending().await } }, if conn.tenant_deleted.is_some() => {
+                conn.tenant_deleted = None;
+                conn.engine.close(Some(err(ConnectionError::ConnectionForced, "the tenant was deleted".into())));
             }
             _ = tokio::time::sleep_until(deadline), if handshake.is_some() => {
                 result = Err(Ended::HandshakeTimeout);
@@ -490,6 +505,7 @@ impl Conn {
                             match self.shared.tenancy.service(&self.shared, &tenant).await {
                                 Ok(service) => {
                                     self.client = service.log.client();
+                                    self.tenant_deleted = Some(service.deleted.subscribe());
                                     self.flow = wharf_adapter_core::metrics::Flow::new(
                                         wharf_adapter_core::record::Protocol::Amqp,
                                         &tenant,
@@ -498,7 +514,7 @@ impl Conn {
                                     Verdict::Allowed(user)
                                 }
                                 Err(e) => {
-                                    tracing::warn!(%peer, tenant, error = %e, "no service for the tenant");
+                                    tracing::info!(%peer, tenant, error = %e, "no service for the tenant: refused");
                                     Verdict::NotAuthorized
                                 }
                             }

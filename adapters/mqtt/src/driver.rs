@@ -227,6 +227,8 @@ pub struct Mqtt {
     ids: std::sync::atomic::AtomicU64,
     /// Turns true when the adapter shuts down: every connection ends (MQTT 5: 0x8B).
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Turns true when this service's tenant is deleted: its connections end.
+    deleted: tokio::sync::watch::Sender<bool>,
     /// Connections being served (by all listeners).
     active: Active,
     /// Connections that have not sent an accepted CONNECT yet.
@@ -272,6 +274,7 @@ impl Mqtt {
             run,
             ids: std::sync::atomic::AtomicU64::new(0),
             stopping: tokio::sync::watch::channel(false).0,
+            deleted: tokio::sync::watch::channel(false).0,
             active: Active::default(),
         });
         // Background upkeep, each under a lease so that one adapter does it at a time.
@@ -331,6 +334,11 @@ impl Mqtt {
     /// server closes) and wait up to `grace` for them to finish.
     pub async fn shutdown(&self, grace: Duration) {
         self.active.stop(&self.stopping, grace, "mqtt").await
+    }
+
+    /// Its tenant was deleted: end its connections (MQTT 5 DISCONNECT 0x87 saying why).
+    pub fn tenant_deleted(&self) {
+        let _ = self.deleted.send(true);
     }
 
     /// Accept connections on `listener` until `shutdown` resolves.
@@ -490,6 +498,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
         ),
         user: None,
         grants_seen: 0,
+        tenant_deleted: None,
         shared,
         local,
         retained_queue: VecDeque::new(),
@@ -561,6 +570,8 @@ struct Conn {
     /// grants its session has (`Auth::generation`): checked at every read and every second.
     user: Option<String>,
     grants_seen: u64,
+    /// Turns true when its tenant is deleted (the tenant's service's, after CONNECT).
+    tenant_deleted: Option<tokio::sync::watch::Receiver<bool>>,
     /// The listener's address (anonymous access depends on it).
     local: SocketAddr,
     /// Retained messages owed to new subscriptions: (filter, message), sent as the in-flight
@@ -786,6 +797,12 @@ impl Conn {
                 }
                 _ = async { match self.handshake.as_mut() { Some(h) => h.evicted().await, None => std::future::pending().await } }, if self.handshake.is_some() => {
                     return Err(Ended::Evicted { peer });
+                }
+                _ = async { match self.tenant_deleted.as_mut() { Some(d) => { let _ = d.wait_for(|s| *s).await; } None => std::future::pending().await } }, if self.tenant_deleted.is_some() => {
+                    if let Some(p) = session.server_disconnect(DisconnectReasonCode::NotAuthorized, "the tenant was deleted") {
+                        self.send(session, &p)?;
+                    }
+                    return Err(Ended::TenantDeleted { client: session.client_id().to_string() });
                 }
                 _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
                     if let Some(p) = session.server_disconnect(DisconnectReasonCode::ServerShuttingDown, "the adapter is shutting down; connect again") {
@@ -1026,6 +1043,7 @@ impl Conn {
                         Ok(service) => {
                             session.use_settings(service.session_settings.clone());
                             self._client = service.log.client();
+                            self.tenant_deleted = Some(service.deleted.subscribe());
                             self.flow = wharf_adapter_core::metrics::Flow::new(
                                 wharf_adapter_core::record::Protocol::Mqtt,
                                 &tenant,
@@ -1033,7 +1051,7 @@ impl Conn {
                             self.shared = service;
                         }
                         Err(e) => {
-                            tracing::warn!(client = client_id, tenant, error = %e, "no service for the tenant");
+                            tracing::info!(client = client_id, tenant, error = %e, "no service for the tenant: refused");
                             queue.extend(session.resume_failed());
                             continue;
                         }

@@ -57,6 +57,9 @@ pub enum Ended {
     /// The adapter is shutting down (MQTT 5 clients got DISCONNECT 0x8B).
     #[error("{client}: adapter shutting down")]
     ShuttingDown { client: String },
+    /// Its tenant was deleted (MQTT 5 clients got DISCONNECT 0x87 saying so).
+    #[error("{client}: its tenant was deleted")]
+    TenantDeleted { client: String },
     /// The log failed while reading for the session or keeping its position.
     #[error("{what}: {source}")]
     Store { what: String, source: LogError },
