@@ -10,14 +10,15 @@
 //!   **Failed** (the adapters route such topics to the first, the same on every adapter);
 //! - otherwise **Ready**.
 //!
-//! [`run`] reads the snapshot, and writes only the statuses that differ from the stored ones
-//! (phase, message or generation), so a pass over an unchanged catalog writes nothing.
+//! [`Reconciler::pass`] follows the catalog and writes only the statuses that differ from the
+//! stored ones (phase, message or generation), so a pass over an unchanged catalog reads a
+//! LIST per kind and tenant and writes nothing.
 //! Any order of events converges: each pass decides from the whole catalog, not from events.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use wharf_adapter_core::claims;
-use wharf_log::LogError;
+use wharf_log::{CatalogEvent, CatalogWatch, LogError};
 use wharf_log_format::catalog::DEFAULT_TENANT;
 use wharf_resources::{
     Address, AddressSpec, Catalogs, Plan, PlanSpec, Spec, Stored, Tenant, TenantSpec, User,
@@ -160,68 +161,187 @@ pub struct Report {
     pub written: usize,
 }
 
-/// Read every resource (addresses of the declared tenants and of `implicit_tenants`), decide,
-/// and write the statuses that changed.
-pub async fn run(
-    catalogs: &Catalogs,
-    implicit_tenants: &BTreeSet<String>,
-) -> Result<Report, LogError> {
-    let mut snapshot = Snapshot {
-        plans: catalogs.list(PlanSpec::KIND, DEFAULT_TENANT).await?,
-        tenants: catalogs.list(TenantSpec::KIND, DEFAULT_TENANT).await?,
-        users: catalogs.list(UserSpec::KIND, DEFAULT_TENANT).await?,
-        implicit_tenants: implicit_tenants.clone(),
-        ..Snapshot::default()
-    };
-    let mut tenant_names: BTreeSet<String> = implicit_tenants.clone();
-    tenant_names.insert(DEFAULT_TENANT.to_string());
-    tenant_names.extend(snapshot.tenants.iter().map(|t| t.name.clone()));
-    for t in &tenant_names {
-        snapshot
-            .addresses
-            .extend(catalogs.list(AddressSpec::KIND, t).await?);
-    }
-    let stored: BTreeMap<(&str, &str, &str), &Status> = snapshot
-        .plans
-        .iter()
-        .chain(&snapshot.tenants)
-        .chain(&snapshot.users)
-        .chain(&snapshot.addresses)
-        .map(|s| {
-            (
-                (s.kind.as_str(), s.tenant.as_str(), s.name.as_str()),
-                &s.status,
-            )
-        })
-        .collect();
-    let decisions = decide(&snapshot);
-    let mut report = Report {
-        resources: decisions.len(),
-        written: 0,
-    };
-    for d in &decisions {
-        let now = stored.get(&(d.kind, d.tenant.as_str(), d.name.as_str()));
-        let same = now.is_some_and(|s| {
-            s.phase == d.status.phase
-                && s.message == d.status.message
-                && s.observed_generation == d.status.observed_generation
-                // A Pending shown for want of any stored status is still to be written.
-                && s.updated.is_some()
-        });
-        if same {
-            continue;
+/// The reconciler of one holder of the role: it follows the catalog with watches (one LIST
+/// per kind and tenant per pass; a resource is read again only when it changed) and remembers
+/// the statuses it read once at the start and wrote since, so that a pass over an unchanged
+/// catalog costs a LIST per kind (plans, tenants, users) and per tenant (addresses), and writes
+/// nothing.
+#[derive(Debug)]
+pub struct Reconciler {
+    catalogs: Catalogs,
+    implicit_tenants: BTreeSet<String>,
+    watches: BTreeMap<(&'static str, String), CatalogWatch>,
+    /// Every resource seen, by (kind, tenant, name).
+    seen: BTreeMap<(&'static str, String, String), Stored>,
+    /// The statuses stored, as far as this holder knows: read once, then what it wrote.
+    statuses: Option<BTreeMap<(&'static str, String, String), Status>>,
+}
+
+impl Reconciler {
+    pub fn new(catalogs: Catalogs, implicit_tenants: BTreeSet<String>) -> Self {
+        Self {
+            catalogs,
+            implicit_tenants,
+            watches: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            statuses: None,
         }
-        let mut status = d.status.clone();
-        status.updated =
-            Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-        catalogs
-            .set_status(d.kind, &d.tenant, &d.name, &status)
-            .await?;
-        tracing::info!(kind = d.kind, tenant = %d.tenant, name = %d.name, phase = ?status.phase,
-                       message = status.message.as_deref().unwrap_or(""), "status");
-        report.written += 1;
     }
-    Ok(report)
+
+    /// Apply the changes of `kind` in `tenant` to what is seen.
+    async fn follow(&mut self, kind: &'static str, tenant: &str) -> Result<(), LogError> {
+        let key = (kind, tenant.to_string());
+        if !self.watches.contains_key(&key) {
+            let catalog = self
+                .catalogs
+                .log(if in_root(kind) {
+                    DEFAULT_TENANT
+                } else {
+                    tenant
+                })
+                .await?
+                .catalog();
+            self.watches.insert(key.clone(), catalog.watch(kind));
+        }
+        let Some(watch) = self.watches.get_mut(&key) else {
+            return Ok(());
+        };
+        for event in watch.poll().await? {
+            match event {
+                CatalogEvent::Put(e) => {
+                    let stored = stored(kind, tenant, e);
+                    self.seen
+                        .insert((kind, tenant.to_string(), stored.name.clone()), stored);
+                }
+                CatalogEvent::Deleted { name, .. } => {
+                    self.seen.remove(&(kind, tenant.to_string(), name.clone()));
+                    if let Some(s) = self.statuses.as_mut() {
+                        s.remove(&(kind, tenant.to_string(), name));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The statuses stored now, read once (the first pass of a new holder).
+    async fn load_statuses(&mut self, tenants: &BTreeSet<String>) -> Result<(), LogError> {
+        if self.statuses.is_some() {
+            return Ok(());
+        }
+        let mut out = BTreeMap::new();
+        for kind in [
+            PlanSpec::KIND,
+            TenantSpec::KIND,
+            UserSpec::KIND,
+            AddressSpec::KIND,
+        ] {
+            let in_tenants: Vec<&str> = if in_root(kind) {
+                vec![DEFAULT_TENANT]
+            } else {
+                tenants.iter().map(String::as_str).collect()
+            };
+            for t in in_tenants {
+                let catalog = self.catalogs.log(t).await?.catalog();
+                for e in catalog
+                    .list(&wharf_resources::status::kind_of(kind))
+                    .await?
+                {
+                    if let Ok(status) = serde_json::from_value::<Status>(e.body) {
+                        out.insert((kind, t.to_string(), e.name), status);
+                    }
+                }
+            }
+        }
+        self.statuses = Some(out);
+        Ok(())
+    }
+
+    /// One pass: follow the catalog, decide, write the statuses that changed.
+    pub async fn pass(&mut self) -> Result<Report, LogError> {
+        for kind in [PlanSpec::KIND, TenantSpec::KIND, UserSpec::KIND] {
+            self.follow(kind, DEFAULT_TENANT).await?;
+        }
+        let mut tenants: BTreeSet<String> = self.implicit_tenants.clone();
+        tenants.insert(DEFAULT_TENANT.to_string());
+        tenants.extend(
+            self.seen
+                .keys()
+                .filter(|(k, _, _)| *k == TenantSpec::KIND)
+                .map(|(_, _, name)| name.clone()),
+        );
+        // Tenants no longer declared: forget their addresses.
+        self.watches
+            .retain(|(kind, t), _| in_root(kind) || tenants.contains(t));
+        self.seen
+            .retain(|(kind, t, _), _| in_root(kind) || tenants.contains(t));
+        for t in &tenants {
+            self.follow(AddressSpec::KIND, t).await?;
+        }
+        self.load_statuses(&tenants).await?;
+        let mut snapshot = Snapshot {
+            implicit_tenants: self.implicit_tenants.clone(),
+            ..Snapshot::default()
+        };
+        for ((kind, _, _), s) in &self.seen {
+            match *kind {
+                k if k == PlanSpec::KIND => snapshot.plans.push(s.clone()),
+                k if k == TenantSpec::KIND => snapshot.tenants.push(s.clone()),
+                k if k == UserSpec::KIND => snapshot.users.push(s.clone()),
+                _ => snapshot.addresses.push(s.clone()),
+            }
+        }
+        let decisions = decide(&snapshot);
+        let mut report = Report {
+            resources: decisions.len(),
+            written: 0,
+        };
+        let statuses = self.statuses.get_or_insert_with(BTreeMap::new);
+        for d in decisions {
+            let key = (d.kind, d.tenant.clone(), d.name.clone());
+            let same = statuses.get(&key).is_some_and(|s| {
+                s.phase == d.status.phase
+                    && s.message == d.status.message
+                    && s.observed_generation == d.status.observed_generation
+            });
+            if same {
+                continue;
+            }
+            let mut status = d.status.clone();
+            status.updated =
+                Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+            self.catalogs
+                .set_status(d.kind, &d.tenant, &d.name, &status)
+                .await?;
+            tracing::info!(kind = d.kind, tenant = %d.tenant, name = %d.name, phase = ?status.phase,
+                           message = status.message.as_deref().unwrap_or(""), "status");
+            statuses.insert(key, status);
+            report.written += 1;
+        }
+        Ok(report)
+    }
+}
+
+/// Plans, tenants and users are kept in the default tenant's catalog.
+fn in_root(kind: &str) -> bool {
+    !wharf_resources::in_tenant(kind)
+}
+
+/// A catalog entry as the decision reads it (its status is not needed there).
+fn stored(kind: &str, tenant: &str, e: wharf_log_format::catalog::CatalogEntry) -> Stored {
+    Stored {
+        kind: kind.to_string(),
+        name: e.name,
+        tenant: if in_root(kind) {
+            DEFAULT_TENANT.to_string()
+        } else {
+            tenant.to_string()
+        },
+        generation: e.revision,
+        status: Status::pending(e.revision),
+        resource: e.body,
+        updated_ms: e.updated_ms,
+    }
 }
 
 #[cfg(test)]
@@ -370,21 +490,13 @@ mod tests {
             "kind": "Address", "metadata": {"name": "orders"}}))
         .expect("valid");
         c.apply(&address, "default", None).await.expect("applied");
-        let none = BTreeSet::new();
-        assert_eq!(
-            run(&c, &none).await.expect("pass"),
-            Report {
-                resources: 1,
-                written: 1
-            }
-        );
-        assert_eq!(
-            run(&c, &none).await.expect("pass"),
-            Report {
-                resources: 1,
-                written: 0
-            }
-        );
+        let report = |resources, written| Report { resources, written };
+        let mut r = Reconciler::new(c.clone(), BTreeSet::new());
+        assert_eq!(r.pass().await.expect("pass"), report(1, 1));
+        assert_eq!(r.pass().await.expect("pass"), report(1, 0));
+        // A new holder reads the statuses once and writes nothing either.
+        let mut next = Reconciler::new(c.clone(), BTreeSet::new());
+        assert_eq!(next.pass().await.expect("pass"), report(1, 0));
         let got = c
             .get("Address", "default", "orders")
             .await
@@ -394,9 +506,16 @@ mod tests {
         assert!(got.status.updated.is_some());
         c.apply(&address, "default", None).await.expect("applied");
         assert_eq!(
-            run(&c, &none).await.expect("pass").written,
-            1,
+            r.pass().await.expect("pass"),
+            report(1, 1),
             "generation 2 looked at"
         );
+        c.delete("Address", "default", "orders")
+            .await
+            .expect("deleted");
+        assert_eq!(r.pass().await.expect("pass"), report(0, 0));
+        // Created again: looked at again (its old status went with it).
+        c.apply(&address, "default", None).await.expect("applied");
+        assert_eq!(r.pass().await.expect("pass"), report(1, 1));
     }
 }

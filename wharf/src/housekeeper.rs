@@ -74,6 +74,10 @@ impl Housekeeper {
         let mut reconcile = tokio::time::interval(RECONCILE);
         let mut housekeeping = tokio::time::interval(self.every);
         let unserved: Arc<Mutex<BTreeMap<String, Log>>> = Arc::default();
+        let mut reconciler = wharf_functions::reconcile::Reconciler::new(
+            self.catalogs.clone(),
+            self.implicit_tenants.clone(),
+        );
         let mut pass: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             tokio::select! {
@@ -96,7 +100,7 @@ impl Housekeeper {
                     }
                 }
                 _ = reconcile.tick() => {
-                    match wharf_functions::reconcile::run(&self.catalogs, &self.implicit_tenants).await {
+                    match reconciler.pass().await {
                         Ok(r) if r.written > 0 => tracing::debug!(written = r.written, "statuses written"),
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "reconciling failed; will retry"),
