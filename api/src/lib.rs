@@ -372,6 +372,9 @@ async fn write(
         .get(kind, tenant, resource.name())
         .await?
         .is_some();
+    if !existed && kind == "Address" {
+        within_max_addresses(api, tenant).await?;
+    }
     api.catalogs.apply(&resource, tenant, expected).await?;
     let stored = api
         .catalogs
@@ -384,6 +387,37 @@ async fn write(
         StatusCode::CREATED
     };
     Ok((code, Json(stored.to_json())).into_response())
+}
+
+/// A new address must fit the tenant's `max_addresses` (its Tenant resource's limits over
+/// its plan's): 403 with the limit otherwise.
+async fn within_max_addresses(api: &Api, tenant: &str) -> Result<(), Problem> {
+    let Some(t) = api.catalogs.get("Tenant", DEFAULT_TENANT, tenant).await? else {
+        return Ok(());
+    };
+    let Ok(t) = wharf_resources::Tenant::from_json(&t.resource) else {
+        return Ok(());
+    };
+    let plan = match &t.spec.plan {
+        Some(p) => api
+            .catalogs
+            .get("Plan", DEFAULT_TENANT, p)
+            .await?
+            .and_then(|p| wharf_resources::Plan::from_json(&p.resource).ok())
+            .map(|p| p.spec.limits)
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    let Some(max) = t.spec.limits.over(&plan).max_addresses else {
+        return Ok(());
+    };
+    let count = api.catalogs.list("Address", tenant).await?.len();
+    if count as u64 >= u64::from(max) {
+        return Err(Problem::forbidden(format!(
+            "tenant {tenant:?} has {count} addresses: its limit (max_addresses) is {max}"
+        )));
+    }
+    Ok(())
 }
 
 async fn create(

@@ -404,3 +404,75 @@ async fn the_openapi_document_holds_every_kind_s_schema() {
         "every reference resolved into components"
     );
 }
+
+#[tokio::test]
+async fn a_tenant_s_plan_limits_its_addresses() {
+    let api = api("127.0.0.1:8080", None).await;
+    call(
+        &api,
+        "PUT",
+        "/api/v1/plans/tiny",
+        None,
+        Some(json!({"spec": {"limits": {"max_addresses": 3}}})),
+    )
+    .await;
+    call(
+        &api,
+        "PUT",
+        "/api/v1/tenants/acme",
+        None,
+        Some(json!({"spec": {"plan": "tiny", "limits": {"max_addresses": 1}}})),
+    )
+    .await;
+    let (code, body) = call(
+        &api,
+        "PUT",
+        "/api/v1/tenants/acme/addresses/a",
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "{body}");
+    let (code, body) = call(
+        &api,
+        "PUT",
+        "/api/v1/tenants/acme/addresses/a",
+        None,
+        Some(json!({"spec": {"max_delivery": 2}})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "replacing is not adding: {body}");
+    let (code, body) = call(
+        &api,
+        "PUT",
+        "/api/v1/tenants/acme/addresses/b",
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("max_addresses")),
+        "{body}"
+    );
+    // The tenant's own limit overrides its plan's; without it, the plan's applies.
+    call(
+        &api,
+        "PUT",
+        "/api/v1/tenants/acme",
+        None,
+        Some(json!({"spec": {"plan": "tiny"}})),
+    )
+    .await;
+    let (code, _) = call(
+        &api,
+        "PUT",
+        "/api/v1/tenants/acme/addresses/b",
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+}

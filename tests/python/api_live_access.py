@@ -16,7 +16,10 @@ Against one `wharf up` (started with --admin-token):
 4. Her receive permission is removed: the Paho subscriber is disconnected with 0x87 and the
    Proton receiver detached with amqp:unauthorized-access.
 5. /metrics parses as OpenMetrics; the counters moved with the messages.
-6. The tenant is deleted: alice's connected MQTT client gets DISCONNECT 0x87 and her AMQP
+6. The tenant's limits (its own over its plan's) take effect live: a message over
+   max_message_bytes gets PUBACK 0x97 and an AMQP rejection; with max_storage_bytes below what
+   its log holds, every message does, until the limit is raised.
+7. The tenant is deleted: alice's connected MQTT client gets DISCONNECT 0x87 and her AMQP
    connection is closed (amqp:connection:forced); she can no longer connect.
 """
 
@@ -32,8 +35,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-from proton import Message
-from proton.utils import BlockingConnection, LinkDetached
+from proton import Disposition, Message
+from proton.utils import BlockingConnection, LinkDetached, SendException
 
 http, mqtt_port, amqp_port = (int(a) for a in sys.argv[1:4])
 TOKEN = sys.argv[4]
@@ -202,7 +205,38 @@ assert records == accepted + 1, f"records of acme's sensors stream: {records} (+
 assert any(k[0] == "wharf_store_requests_total" and v > 0 for k, v in samples.items())
 print(f"ok metrics: mqtt received {received:.0f}, amqp delivered {delivered:.0f}, sensors records {records:.0f}")
 
-# 6. The tenant goes: its clients are disconnected with a reason, new ones refused.
+# 6. Limits: the tenant's own over its plan's, live.
+call("PUT", "/api/v1/users/alice", user([{"addresses": ["sensors", "sensors/*"], "actions": ["send", "receive"]}]))
+call("PUT", "/api/v1/tenants/acme", {"spec": {"plan": "small", "limits": {"max_message_bytes": 10}}})
+
+
+def until(what, check, timeout=10):
+    deadline = time.time() + timeout
+    while not check():
+        assert time.time() < deadline, what
+        time.sleep(0.3)
+
+
+until("a small publish accepted again", lambda: pub.publish("sensors/1", "small") == 0)
+until("a 20-byte publish refused with 0x97", lambda: pub.publish("sensors/1", "x" * 20) == 0x97)
+sender_conn = amqp()
+sender = sender_conn.create_sender("sensors")
+try:
+    sender.send(Message(body="y" * 200))
+    raise AssertionError("a 200-byte AMQP message was accepted")
+except AssertionError:
+    raise
+except SendException as e:  # the transfer was rejected (amqp:link:message-size-exceeded)
+    assert e.state == Disposition.REJECTED, f"{type(e).__name__}: {e}"
+sender_conn.close()
+call("PUT", "/api/v1/tenants/acme", {"spec": {"plan": "small", "limits": {"max_storage_bytes": 1}}})
+until("a publish refused while storage is over its limit",
+      lambda: pub.publish("sensors/1", "s") == 0x97)
+call("PUT", "/api/v1/tenants/acme", {"spec": {"plan": "small"}})
+until("publishes accepted once the limit is gone", lambda: pub.publish("sensors/1", "x" * 20) == 0)
+print("ok limits: 0x97 over max_message_bytes (AMQP rejected), 0x97 while storage is full, lifted live")
+
+# 7. The tenant goes: its clients are disconnected with a reason, new ones refused.
 watcher = Mqtt("alice-watch")
 amqp_conn = amqp()
 code, _ = call("DELETE", "/api/v1/tenants/acme")

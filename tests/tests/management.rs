@@ -12,7 +12,8 @@ use wharf_tests::{KillOnDrop, free_port, python, python_script, stores, wait_for
 /// with Proton; a permission removed is refused at the next publish (PUBACK 0x87) and attach
 /// (`amqp:unauthorized-access`), and a subscriber whose receive permission goes is
 /// disconnected (0x87) and a receiver detached; `/metrics` parses and its counters moved;
-/// the tenant deleted, its clients are disconnected with a reason and new ones refused.
+/// the tenant's limits (message size, storage) refuse messages with 0x97 and AMQP rejections,
+/// live; the tenant deleted, its clients are disconnected with a reason and new ones refused.
 #[test]
 fn resources_applied_through_the_api_take_effect_live() {
     let Some(python) = python() else {
@@ -40,7 +41,7 @@ fn resources_applied_through_the_api_take_effect_live() {
             .expect("api_live_access.py");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && stdout.matches("ok ").count() == 6,
+            out.status.success() && stdout.matches("ok ").count() == 7,
             "{url}: {stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );

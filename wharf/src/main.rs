@@ -288,6 +288,7 @@ async fn serve(
             tracing::warn!(tenant = name, error = %e, "cannot serve the tenant");
         }
     }
+    follower.apply_limits(&services);
     let users = tokio::spawn(users::follow(follower, services.clone(), stopped.clone()));
     let catalogs = management::catalogs(&services).await;
     let api = management::start(

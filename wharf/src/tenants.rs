@@ -38,6 +38,8 @@ fn bridge() -> Bridge {
 #[derive(Debug)]
 pub struct Tenant {
     pub log: Log,
+    /// Its limits, as its services enforce them (set by `crate::users`).
+    pub quota: Arc<wharf_adapter_core::quota::Quota>,
     pub mqtt: Arc<Mqtt>,
     pub amqp: Arc<Amqp>,
 }
@@ -51,10 +53,13 @@ impl Tenant {
         auth: Arc<Auth>,
         background: &Background,
     ) -> Result<Self> {
+        let quota = Arc::new(wharf_adapter_core::quota::Quota::default());
         let mut mqtt_settings = settings.mqtt.to_mqtt();
+        mqtt_settings.session.quota = quota.clone();
         mqtt_settings.bridge = bridge();
         mqtt_settings.background = background.clone();
         let mut amqp_settings = settings.amqp.to_amqp();
+        amqp_settings.quota = quota.clone();
         amqp_settings.bridge = bridge();
         amqp_settings.background = background.clone();
         let mqtt = Mqtt::new(name, log.clone(), mqtt_settings, auth.clone());
@@ -70,7 +75,12 @@ impl Tenant {
             Some(mqtt.wills()),
             mqtt.claims(),
         );
-        Ok(Self { log, mqtt, amqp })
+        Ok(Self {
+            log,
+            quota,
+            mqtt,
+            amqp,
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use tokio::sync::watch;
 use wharf_auth::Auth;
 use wharf_log::{CatalogEvent, CatalogWatch, Log};
-use wharf_resources::{Spec, TenantSpec, User, UserSpec};
+use wharf_resources::{Limits, Plan, PlanSpec, Spec, Tenant, TenantSpec, User, UserSpec};
 
 use crate::tenants::Tenants as Served;
 
@@ -20,7 +20,10 @@ pub const POLL: Duration = Duration::from_secs(2);
 pub struct Follower {
     users: CatalogWatch,
     tenant_watch: CatalogWatch,
+    plan_watch: CatalogWatch,
     known: BTreeMap<String, UserSpec>,
+    tenant_specs: BTreeMap<String, TenantSpec>,
+    plans: BTreeMap<String, PlanSpec>,
 }
 
 impl Follower {
@@ -28,7 +31,10 @@ impl Follower {
         Self {
             users: root.catalog().watch(UserSpec::KIND),
             tenant_watch: root.catalog().watch(TenantSpec::KIND),
+            plan_watch: root.catalog().watch(PlanSpec::KIND),
             known: BTreeMap::new(),
+            tenant_specs: BTreeMap::new(),
+            plans: BTreeMap::new(),
         }
     }
 
@@ -67,11 +73,70 @@ impl Follower {
         }
         for event in self.tenant_watch.poll().await? {
             match event {
-                CatalogEvent::Put(e) => named.declared.push(e.name),
-                CatalogEvent::Deleted { name, .. } => named.deleted.push(name),
+                CatalogEvent::Put(e) => {
+                    if let Ok(t) = Tenant::from_json(&e.body) {
+                        self.tenant_specs.insert(e.name.clone(), t.spec);
+                    }
+                    named.declared.push(e.name)
+                }
+                CatalogEvent::Deleted { name, .. } => {
+                    self.tenant_specs.remove(&name);
+                    named.deleted.push(name)
+                }
+            }
+        }
+        for event in self.plan_watch.poll().await? {
+            match event {
+                CatalogEvent::Put(e) => match Plan::from_json(&e.body) {
+                    Ok(p) => {
+                        self.plans.insert(e.name, p.spec);
+                    }
+                    Err(_) => {
+                        self.plans.remove(&e.name);
+                    }
+                },
+                CatalogEvent::Deleted { name, .. } => {
+                    self.plans.remove(&name);
+                }
             }
         }
         Ok(named)
+    }
+
+    /// The limits of tenant `name`: its Tenant resource's over its plan's (none without one).
+    pub fn limits(&self, name: &str) -> Limits {
+        let Some(spec) = self.tenant_specs.get(name) else {
+            return Limits::default();
+        };
+        let plan = spec
+            .plan
+            .as_ref()
+            .and_then(|p| self.plans.get(p))
+            .map(|p| p.limits.clone())
+            .unwrap_or_default();
+        spec.limits.over(&plan)
+    }
+
+    /// Hand every served tenant its limits, and tell it whether its log is over its storage
+    /// limit (the bytes of its streams' readable segments, from the log's index).
+    pub fn apply_limits(&self, tenants: &Served) {
+        for (name, t) in tenants.list() {
+            let limits = self.limits(&name);
+            t.quota.set_max_message_bytes(limits.max_message_bytes);
+            t.quota.set_max_storage_bytes(limits.max_storage_bytes);
+            if limits.max_storage_bytes.is_some() {
+                let used: u64 = t.log.streams().values().map(|s| s.bytes()).sum();
+                if t.quota.set_storage_used(used) {
+                    if t.quota.storage_full() {
+                        tracing::warn!(tenant = name, used, max = ?limits.max_storage_bytes, "storage limit reached: messages refused");
+                    } else {
+                        tracing::info!(tenant = name, used, max = ?limits.max_storage_bytes, "under the storage limit again");
+                    }
+                }
+            } else {
+                t.quota.set_storage_full(false);
+            }
+        }
     }
 }
 
@@ -107,6 +172,7 @@ pub async fn follow(
                 for name in named.deleted {
                     tenants.remove(&name);
                 }
+                follower.apply_limits(&tenants);
             }
             Err(e) => tracing::warn!(error = %e, "cannot read users and tenants from the catalog"),
         }

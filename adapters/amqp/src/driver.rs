@@ -76,6 +76,9 @@ pub struct AmqpSettings {
     /// The process's background tasks (queue consumers), cancelled and awaited at shutdown
     /// after the connections ended.
     pub background: wharf_adapter_core::runtime::Background,
+    /// The tenant's limits (message size, storage), set live: a transfer beyond them is
+    /// rejected (`amqp:link:message-size-exceeded`, `amqp:resource-limit-exceeded`).
+    pub quota: Arc<wharf_adapter_core::quota::Quota>,
 }
 
 impl Default for AmqpSettings {
@@ -90,6 +93,7 @@ impl Default for AmqpSettings {
             handshake_timeout: Duration::from_secs(10),
             bridge: wharf_adapter_core::bridge::Bridge::default(),
             background: wharf_adapter_core::runtime::Background::new(),
+            quota: Arc::default(),
         }
     }
 }
@@ -907,6 +911,24 @@ impl Conn {
                 );
                 self.engine
                     .settle_received(d.link, d.delivery_id, reject(e));
+            }
+            return;
+        }
+        if let Err(exceeded) = self.shared.settings.quota.check(d.payload.len()) {
+            if !d.settled {
+                let condition: fe2o3_amqp_types::definitions::ErrorCondition = match exceeded {
+                    wharf_adapter_core::quota::Exceeded::MessageSize { .. } => {
+                        fe2o3_amqp_types::definitions::LinkError::MessageSizeExceeded.into()
+                    }
+                    wharf_adapter_core::quota::Exceeded::Storage => {
+                        AmqpError::ResourceLimitExceeded.into()
+                    }
+                };
+                self.engine.settle_received(
+                    d.link,
+                    d.delivery_id,
+                    reject(err(condition, exceeded.reason())),
+                );
             }
             return;
         }

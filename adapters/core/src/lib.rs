@@ -35,6 +35,7 @@ pub mod following;
 pub mod keyed;
 pub mod metrics;
 pub mod names;
+pub mod quota;
 pub mod record;
 pub mod runtime;
 pub mod takeover;

@@ -54,6 +54,9 @@ pub struct SessionSettings {
     /// Addresses claiming topics: a subscription within a queue's claim is refused (SUBACK
     /// 0x83 / 0x80), since a queue hands its messages to consumers, not subscribers.
     pub claims: std::sync::Arc<wharf_adapter_core::claims::Claims>,
+    /// The tenant's limits (message size, storage), set live: a publish beyond them is
+    /// refused with 0x97.
+    pub quota: std::sync::Arc<wharf_adapter_core::quota::Quota>,
 }
 
 impl Default for SessionSettings {
@@ -67,6 +70,7 @@ impl Default for SessionSettings {
             connect_timeout: Duration::from_secs(10),
             refused_filters: Vec::new(),
             claims: Default::default(),
+            quota: Default::default(),
         }
     }
 }
@@ -456,6 +460,13 @@ fn granted(qos: QoS) -> SubscribeReasonCode {
         QoS::AtLeastOnce => SubscribeReasonCode::QoS1,
         QoS::ExactlyOnce => SubscribeReasonCode::QoS2,
     }
+}
+
+/// Why a PUBLISH is refused before it is stored.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    NotAuthorized,
+    Quota(wharf_adapter_core::quota::Exceeded),
 }
 
 /// `Done` for a stored message; nothing for retained deliveries (offset `u64::MAX`).
@@ -1045,7 +1056,10 @@ impl Session {
             );
         }
         if !self.grants.may(Permit::Send, &p.topic) {
-            return self.not_authorized(p.qos, p.pkid);
+            return self.refuse_publish(p.qos, p.pkid, Refusal::NotAuthorized);
+        }
+        if let Err(exceeded) = self.settings.quota.check(p.payload.len()) {
+            return self.refuse_publish(p.qos, p.pkid, Refusal::Quota(exceeded));
         }
         if p.qos != QoS::AtMostOnce {
             if p.qos == QoS::ExactlyOnce && self.qos2_received.contains(&p.pkid) {
@@ -1169,24 +1183,35 @@ impl Session {
         }
     }
 
-    /// A PUBLISH the user may not send: MQTT 5 answers PUBACK / PUBREC 0x87; MQTT 3.1.1 has no
-    /// way to say so, and acknowledges it as usual without storing it [MQTT-3.3.5-2]. QoS 0 is
-    /// dropped either way.
-    fn not_authorized(&mut self, qos: QoS, pkid: u16) -> Vec<Action> {
-        let why = "not authorized to publish to this topic";
-        tracing::debug!(client = %self.client_id, "{why}");
+    /// A PUBLISH refused (the user may not send there, or the tenant's limits): MQTT 5 answers
+    /// PUBACK / PUBREC 0x87 or 0x97 with the reason; MQTT 3.1.1 has no way to say so, and
+    /// acknowledges it as usual without storing it [MQTT-3.3.5-2]. QoS 0 is dropped either way.
+    fn refuse_publish(&mut self, qos: QoS, pkid: u16, why: Refusal) -> Vec<Action> {
+        let (puback, pubrec, reason) = match why {
+            Refusal::NotAuthorized => (
+                PubAckReason::NotAuthorized,
+                PubRecReason::NotAuthorized,
+                "not authorized to publish to this topic".to_string(),
+            ),
+            Refusal::Quota(e) => (
+                PubAckReason::QuotaExceeded,
+                PubRecReason::QuotaExceeded,
+                e.reason(),
+            ),
+        };
+        tracing::debug!(client = %self.client_id, reason, "publish refused");
         match qos {
             QoS::AtMostOnce => Vec::new(),
             QoS::AtLeastOnce => vec![Action::Send(Packet::PubAck(PubAck {
                 pkid,
                 reason: if self.v5() {
-                    PubAckReason::NotAuthorized
+                    puback
                 } else {
                     PubAckReason::Success
                 },
                 properties: (self.v5())
                     .then(|| {
-                        reason_props(self.problem_info, why, |r| PubAckProperties {
+                        reason_props(self.problem_info, &reason, |r| PubAckProperties {
                             reason_string: Some(r),
                             user_properties: Vec::new(),
                         })
@@ -1195,8 +1220,8 @@ impl Session {
             }))],
             QoS::ExactlyOnce if self.v5() => vec![Action::Send(Packet::PubRec(PubRec {
                 pkid,
-                reason: PubRecReason::NotAuthorized,
-                properties: reason_props(self.problem_info, why, |r| PubRecProperties {
+                reason: pubrec,
+                properties: reason_props(self.problem_info, &reason, |r| PubRecProperties {
                     reason_string: Some(r),
                     user_properties: Vec::new(),
                 }),
@@ -2630,6 +2655,37 @@ mod tests {
         assert!(
             matches!(&a[..], [Action::Send(Packet::Disconnect(d)), Action::Close { .. }]
             if d.reason_code == DisconnectReasonCode::NotAuthorized),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_publish_beyond_the_tenant_s_limits_is_refused_with_quota_exceeded() {
+        let (mut s, now) = connected_v5(None);
+        let quota = std::sync::Arc::new(wharf_adapter_core::quota::Quota::default());
+        quota.set_max_message_bytes(Some(1));
+        s.use_settings(std::sync::Arc::new(SessionSettings {
+            quota: quota.clone(),
+            ..SessionSettings::default()
+        }));
+        // publish() carries a one-byte payload: within the limit.
+        assert!(matches!(
+            &s.handle(now, publish("a", QoS::AtLeastOnce, 1))[..],
+            [Action::Append { .. }]
+        ));
+        let mut big = Publish::new("a", QoS::AtLeastOnce, "too big");
+        big.pkid = 2;
+        let a = s.handle(now, Packet::Publish(big));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::PubAck(ack))]
+            if ack.pkid == 2 && ack.reason == PubAckReason::QuotaExceeded),
+            "{a:?}"
+        );
+        quota.set_storage_full(true);
+        let a = s.handle(now, publish("a", QoS::ExactlyOnce, 3));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::PubRec(r))]
+            if r.pkid == 3 && r.reason == PubRecReason::QuotaExceeded),
             "{a:?}"
         );
     }
