@@ -200,6 +200,25 @@ async fn known_tenant(api: &Api, tenant: &str) -> Result<(), Problem> {
     )))
 }
 
+/// Who is calling, and may they do this: the kind the plural names, the caller (401 / 403
+/// otherwise), and for an address a tenant that exists (404).
+async fn admit(
+    api: &Api,
+    headers: &HeaderMap,
+    plural: &str,
+    tenant: &str,
+    name: Option<&str>,
+    write: bool,
+) -> Result<(&'static str, Caller), Problem> {
+    let kind = kind_of(plural)?;
+    let caller = api.access.caller(&api.catalogs, api.local, headers).await?;
+    authorize(&caller, kind, tenant, name, write)?;
+    if in_tenant(kind) {
+        known_tenant(api, tenant).await?;
+    }
+    Ok((kind, caller))
+}
+
 /// Check what the caller may do with resources of `kind` in `tenant` (named `name`, or any).
 fn authorize(
     caller: &Caller,
@@ -235,15 +254,7 @@ async fn list(
     plural: String,
     tenant: String,
 ) -> Result<Json<Value>, Problem> {
-    let kind = kind_of(&plural)?;
-    let caller = api
-        .access
-        .caller(&api.catalogs, api.local, &headers)
-        .await?;
-    authorize(&caller, kind, &tenant, None, false)?;
-    if in_tenant(kind) {
-        known_tenant(&api, &tenant).await?;
-    }
+    let (kind, caller) = admit(&api, &headers, &plural, &tenant, None, false).await?;
     let items: Vec<Value> = api
         .catalogs
         .list(kind, &tenant)
@@ -262,15 +273,7 @@ async fn get_one(
     tenant: String,
     name: String,
 ) -> Result<Json<Value>, Problem> {
-    let kind = kind_of(&plural)?;
-    let caller = api
-        .access
-        .caller(&api.catalogs, api.local, &headers)
-        .await?;
-    authorize(&caller, kind, &tenant, Some(&name), false)?;
-    if in_tenant(kind) {
-        known_tenant(&api, &tenant).await?;
-    }
+    let (kind, _caller) = admit(&api, &headers, &plural, &tenant, Some(&name), false).await?;
     if !wharf_log_format::catalog::valid_name(&name) {
         return Err(Problem::not_found(format!(
             "{kind} {name:?} does not exist"
@@ -448,15 +451,7 @@ async fn put(
     name: String,
     body: Bytes,
 ) -> Result<Response, Problem> {
-    let kind = kind_of(&plural)?;
-    let caller = api
-        .access
-        .caller(&api.catalogs, api.local, &headers)
-        .await?;
-    authorize(&caller, kind, &tenant, Some(&name), true)?;
-    if in_tenant(kind) {
-        known_tenant(&api, &tenant).await?;
-    }
+    let (kind, _caller) = admit(&api, &headers, &plural, &tenant, Some(&name), true).await?;
     let expected = match headers.get(header::IF_MATCH) {
         None => None,
         Some(v) => Some(
@@ -478,15 +473,7 @@ async fn delete(
     tenant: String,
     name: String,
 ) -> Result<Response, Problem> {
-    let kind = kind_of(&plural)?;
-    let caller = api
-        .access
-        .caller(&api.catalogs, api.local, &headers)
-        .await?;
-    authorize(&caller, kind, &tenant, Some(&name), true)?;
-    if in_tenant(kind) {
-        known_tenant(&api, &tenant).await?;
-    }
+    let (kind, _caller) = admit(&api, &headers, &plural, &tenant, Some(&name), true).await?;
     if !wharf_log_format::catalog::valid_name(&name)
         || !api.catalogs.delete(kind, &tenant, &name).await?
     {
