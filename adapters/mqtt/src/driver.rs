@@ -1037,7 +1037,12 @@ impl Conn {
                     // From here on the connection lives in its user's tenant, with its grants.
                     let tenant = self.shared.auth.tenant_of(user.as_deref()).to_string();
                     self.grants_seen = self.shared.auth.generation();
-                    queue.extend(session.set_grants(self.shared.auth.grants(user.as_deref())));
+                    let refused = session.set_grants(self.shared.auth.grants(user.as_deref()));
+                    if !refused.is_empty() {
+                        tracing::info!(client = client_id, "connection refused: will not allowed");
+                        queue.extend(refused);
+                        continue;
+                    }
                     self.user = user;
                     match self.shared.tenancy.service(&self.shared, &tenant).await {
                         Ok(service) => {

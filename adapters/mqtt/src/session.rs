@@ -1234,12 +1234,29 @@ impl Session {
         }
     }
 
-    /// The user's grants, at connect and whenever they change: a subscription the user may no
+    /// The user's grants, at connect and whenever they change: a will to a topic the user may
+    /// not send to refuses the CONNECT (0x87) or, later, is dropped; a subscription the user may no
     /// longer receive from ends the connection (MQTT 5 DISCONNECT 0x87, with the filter said;
     /// MQTT 3.1.1 a close), so that nothing more is delivered to it; later publishes and
     /// subscriptions are checked against the new grants.
     pub fn set_grants(&mut self, grants: Grants) -> Vec<Action> {
         self.grants = grants;
+        // A will the user may not publish: refused at CONNECT (CONNACK 0x87 / return code 5),
+        // dropped if the permission goes later.
+        let will_refused = self
+            .will
+            .as_ref()
+            .is_some_and(|w| !self.grants.may(Permit::Send, &w.message.topic));
+        if will_refused {
+            if self.state != State::Connected {
+                return self.refuse(
+                    ConnectReturnCode::NotAuthorized,
+                    "not authorized to publish the will to its topic",
+                );
+            }
+            tracing::info!(client = %self.client_id, "send permission for the will's topic removed: will dropped");
+            self.will = None;
+        }
         let revoked = self.subscriptions.keys().find(|f| {
             let plain = share_filter(f).map_or(f.as_str(), |(_, filter)| filter);
             !self.grants.may(Permit::Receive, plain)
@@ -2686,6 +2703,28 @@ mod tests {
         assert!(
             matches!(&a[..], [Action::Send(Packet::PubRec(r))]
             if r.pkid == 3 && r.reason == PubRecReason::QuotaExceeded),
+            "{a:?}"
+        );
+    }
+
+    #[test]
+    fn a_will_the_user_may_not_publish_refuses_the_connect() {
+        let now = Instant::now();
+        let mut s = Session::new(now, SessionSettings::default(), "assigned".into());
+        let mut c = Connect::new("c1");
+        c.protocol = Protocol::V5;
+        c.last_will = Some(mqttbytes::v5::LastWill::new(
+            "alarms/c1",
+            "gone",
+            QoS::AtLeastOnce,
+            false,
+        ));
+        let a = s.handle(now, Packet::Connect(c));
+        assert!(matches!(&a[..], [Action::Resume { .. }]), "{a:?}");
+        let a = s.set_grants(grants(&["sensors/*"], &[Permit::Send]));
+        assert!(
+            matches!(&a[..], [Action::Send(Packet::ConnAck(ack)), Action::Close { .. }]
+            if ack.code == ConnectReturnCode::NotAuthorized),
             "{a:?}"
         );
     }
