@@ -16,6 +16,7 @@ Against one `wharf up` (started with --admin-token):
 4. Her receive permission is removed: the Paho subscriber is disconnected with 0x87 and the
    Proton receiver detached with amqp:unauthorized-access.
 5. /metrics parses as OpenMetrics; the counters moved with the messages.
+   An address's ttl expires a queue's messages to its dead-letter address (step 2b).
 6. The tenant's limits (its own over its plan's) take effect live: a message over
    max_message_bytes gets PUBACK 0x97 and an AMQP rejection; with max_storage_bytes below what
    its log holds, every message does, until the limit is raised.
@@ -158,6 +159,35 @@ sender_conn = amqp()
 sender = sender_conn.create_sender("sensors")
 sender.send(Message(body="two", subject="sensors/2"))
 print("ok alice publishes with Paho and Proton, receives with both; orders refused")
+
+# 2b. An address's ttl: a queue's messages without their own TTL expire after it and go to
+# its dead-letter address (anonymous client, default tenant).
+code, body = call("PUT", "/api/v1/tenants/default/addresses/short",
+                  {"spec": {"type": "queue", "ttl": "1s", "dead_letter": "short.dlq"}})
+assert code == 201, f"{code} {body}"
+wait_ready("/api/v1/tenants/default/addresses/short")
+anon = BlockingConnection(f"amqp://127.0.0.1:{amqp_port}", timeout=10)
+short = anon.create_sender("short")
+for i in range(3):
+    short.send(Message(body=f"old-{i}"))
+time.sleep(2.5)
+late = anon.create_receiver("short", credit=10)
+try:
+    m = late.receive(timeout=2)
+    raise AssertionError(f"an expired message was delivered: {m.body}")
+except AssertionError:
+    raise
+except Exception:  # Timeout: nothing left to deliver
+    pass
+dlq = anon.create_receiver("short.dlq", credit=10)
+dead = sorted(dlq.receive(timeout=10).body for _ in range(3))
+dlq.accept()
+assert dead == ["old-0", "old-1", "old-2"], dead
+short.send(Message(body="fresh"))
+assert late.receive(timeout=10).body == "fresh"
+late.accept()
+anon.close()
+print("ok address ttl 1s: 3 messages expired to short.dlq, a fresh one delivered")
 
 # 3. Send taken away: the next publish is refused, an AMQP sender attach too.
 call("PUT", "/api/v1/users/alice", user([{"addresses": ["sensors", "sensors/*"], "actions": ["receive"]}]))

@@ -41,7 +41,7 @@ fn resources_applied_through_the_api_take_effect_live() {
             .expect("api_live_access.py");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
-            out.status.success() && stdout.matches("ok ").count() == 7,
+            out.status.success() && stdout.matches("ok ").count() == 8,
             "{url}: {stdout}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );

@@ -55,6 +55,9 @@ pub struct Address {
     /// Deliveries before a message goes to `dead_letter` (or is dropped).
     pub max_delivery: Option<u32>,
     pub dead_letter: Option<String>,
+    /// `spec.ttl`: a message without its own TTL or expiry time expires this long after it
+    /// was stored.
+    pub ttl_ms: Option<i64>,
     /// For `/topic/<topic or filter>`: the MQTT topic (filter) in the default topic address.
     pub mqtt: Option<String>,
     /// For a `/topic/<filter>` spanning several addresses (the default topic address and
@@ -71,6 +74,7 @@ impl Address {
             stream,
             max_delivery: None,
             dead_letter: None,
+            ttl_ms: None,
             mqtt: None,
             also: Vec::new(),
         }
@@ -124,6 +128,7 @@ fn parse_spec(name: &str, body: &serde_json::Value) -> Result<Address, AddressEr
         kind,
         stream: stream_of(name)?,
         max_delivery: spec.max_delivery,
+        ttl_ms: spec.ttl().map(|t| t.as_millis() as i64),
         dead_letter: spec.dead_letter,
         mqtt: None,
         also: Vec::new(),
@@ -433,7 +438,13 @@ impl Rules for Queue {
     }
 
     fn expired(&self, item: &StoredRecord, now_ms: i64) -> bool {
-        message::expires_ms(&item.record).is_some_and(|t| t <= now_ms)
+        message::expires_ms(&item.record)
+            .or_else(|| {
+                self.address
+                    .ttl_ms
+                    .map(|ttl| item.record.timestamp_ms + ttl)
+            })
+            .is_some_and(|t| t <= now_ms)
     }
 
     async fn max_delivery(&mut self) -> Option<u32> {
@@ -478,6 +489,7 @@ impl Queue {
             Ok(a) => {
                 self.address.max_delivery = a.max_delivery;
                 self.address.dead_letter = a.dead_letter;
+                self.address.ttl_ms = a.ttl_ms;
             }
             Err(e) => {
                 tracing::debug!(queue = %self.address.name, error = ?e, "address spec not refreshed")
