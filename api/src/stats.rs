@@ -5,18 +5,12 @@
 
 use serde_json::{Value, json};
 use wharf_log::Log;
-use wharf_log_format::StreamId;
-
-/// The stream of address `name` (a `/` in the name is `~` in the stream's).
-pub fn stream_of(name: &str) -> Option<StreamId> {
-    StreamId::new(name.replace('/', "~")).ok()
-}
 
 /// Offsets, size and cursors of address `name`'s stream (a `queue`: with its backlog), read now (a LIST and a GET per
 /// cursor). The backlog of a cursor is the records from its committed offset to the end that
 /// it has not acknowledged.
 pub async fn address(log: &Log, name: &str, queue: bool) -> Result<Value, wharf_log::LogError> {
-    let Some(stream) = stream_of(name) else {
+    let Some(stream) = wharf_resources::address::stream_of(name) else {
         return Ok(json!({"stream": null}));
     };
     log.refresh().await?;

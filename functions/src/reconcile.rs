@@ -209,7 +209,7 @@ impl Reconciler {
         for event in watch.poll().await? {
             match event {
                 CatalogEvent::Put(e) => {
-                    let stored = stored(kind, tenant, e);
+                    let stored = Stored::from_entry(e, tenant, None);
                     self.seen
                         .insert((kind, tenant.to_string(), stored.name.clone()), stored);
                 }
@@ -325,23 +325,6 @@ impl Reconciler {
 /// Plans, tenants and users are kept in the default tenant's catalog.
 fn in_root(kind: &str) -> bool {
     !wharf_resources::in_tenant(kind)
-}
-
-/// A catalog entry as the decision reads it (its status is not needed there).
-fn stored(kind: &str, tenant: &str, e: wharf_log_format::catalog::CatalogEntry) -> Stored {
-    Stored {
-        kind: kind.to_string(),
-        name: e.name,
-        tenant: if in_root(kind) {
-            DEFAULT_TENANT.to_string()
-        } else {
-            tenant.to_string()
-        },
-        generation: e.revision,
-        status: Status::pending(e.revision),
-        resource: e.body,
-        updated_ms: e.updated_ms,
-    }
 }
 
 #[cfg(test)]

@@ -171,6 +171,15 @@ impl AddressSpec {
     }
 }
 
+/// The stream an address's messages are stored in: its name with `/` as `~` (so a name with
+/// `~` has none: `a~b` would be the stream of `a/b`).
+pub fn stream_of(name: &str) -> Option<wharf_log_format::StreamId> {
+    if name.contains('~') {
+        return None;
+    }
+    wharf_log_format::StreamId::new(name.replace('/', "~")).ok()
+}
+
 /// An address name: a catalog name where `/` may stand between parts (it becomes `~` in the
 /// stream's name, so `~` itself is refused).
 pub fn valid_address_name(name: &str) -> bool {

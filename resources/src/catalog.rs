@@ -126,7 +126,7 @@ impl Catalogs {
         let mut out = Vec::new();
         for e in catalog.list(kind).await? {
             let status = statuses.get(&e.name).cloned();
-            out.push(stored(e, tenant_of(kind, tenant), status));
+            out.push(Stored::from_entry(e, tenant, status));
         }
         Ok(out)
     }
@@ -146,7 +146,7 @@ impl Catalogs {
             .get(&crate::status::kind_of(kind), name)
             .await?
             .and_then(|s| serde_json::from_value(s.body).ok());
-        Ok(Some(stored(e, tenant_of(kind, tenant), status)))
+        Ok(Some(Stored::from_entry(e, tenant, status)))
     }
 
     /// Create or replace a resource (checked again here: the catalog holds only resources
@@ -290,22 +290,28 @@ fn tenant_of(kind: &str, tenant: &str) -> String {
     }
 }
 
-fn stored(e: CatalogEntry, tenant: String, status: Option<Status>) -> Stored {
-    let mut resource = e.body;
-    if let Some(m) = resource.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.insert("generation".into(), Value::from(e.revision));
-        if in_tenant(&e.kind) {
-            m.insert("tenant".into(), Value::from(tenant.clone()));
+impl Stored {
+    /// A catalog entry of a resource kept in `tenant`'s catalog (for plans, tenants and users
+    /// that is the default tenant's whatever `tenant` says), with its stored status, if any:
+    /// `metadata.generation` (and an address's `metadata.tenant`) added.
+    pub fn from_entry(e: CatalogEntry, tenant: &str, status: Option<Status>) -> Self {
+        let tenant = tenant_of(&e.kind, tenant);
+        let mut resource = e.body;
+        if let Some(m) = resource.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("generation".into(), Value::from(e.revision));
+            if in_tenant(&e.kind) {
+                m.insert("tenant".into(), Value::from(tenant.clone()));
+            }
         }
-    }
-    Stored {
-        status: Status::shown(status, e.revision),
-        kind: e.kind,
-        name: e.name,
-        tenant,
-        generation: e.revision,
-        resource,
-        updated_ms: e.updated_ms,
+        Stored {
+            status: Status::shown(status, e.revision),
+            kind: e.kind,
+            name: e.name,
+            tenant,
+            generation: e.revision,
+            resource,
+            updated_ms: e.updated_ms,
+        }
     }
 }
 

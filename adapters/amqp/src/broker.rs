@@ -105,12 +105,7 @@ pub fn stream_of(name: &str) -> Result<StreamId, AddressError> {
             "address {name:?} may only contain A-Z a-z 0-9 . _ - / and must not start with '.'"
         ))
     };
-    // `~` is what `/` becomes in a stream's name: `a~b` would be the stream of `a/b` (and
-    // is no catalog name).
-    if name.contains('~') {
-        return Err(invalid());
-    }
-    StreamId::new(name.replace('/', "~")).map_err(|_| invalid())
+    wharf_resources::address::stream_of(name).ok_or_else(invalid)
 }
 
 /// The address `name` from its catalog entry (parsed and checked by `wharf_resources`).
