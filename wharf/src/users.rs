@@ -125,7 +125,7 @@ impl Follower {
             t.quota.set_max_message_bytes(limits.max_message_bytes);
             t.quota.set_max_storage_bytes(limits.max_storage_bytes);
             if limits.max_storage_bytes.is_some() {
-                let used: u64 = t.log.streams().values().map(|s| s.bytes()).sum();
+                let used = t.log.held_bytes();
                 if t.quota.set_storage_used(used) {
                     if t.quota.storage_full() {
                         tracing::warn!(tenant = name, used, max = ?limits.max_storage_bytes, "storage limit reached: messages refused");

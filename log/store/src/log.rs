@@ -460,6 +460,18 @@ impl Log {
         self.shared.state().index.streams.clone()
     }
 
+    /// Bytes of every stream's readable segments (segment granularity), summed under the
+    /// index's lock rather than from a copy of it.
+    pub fn held_bytes(&self) -> u64 {
+        self.shared
+            .state()
+            .index
+            .streams
+            .values()
+            .map(|s| s.bytes())
+            .sum()
+    }
+
     /// A snapshot of one stream's head and index.
     pub fn stream(&self, stream: &StreamId) -> Option<StreamIndex> {
         self.shared.state().index.stream(stream).cloned()
